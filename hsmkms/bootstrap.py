@@ -1,0 +1,41 @@
+"""Wires configuration -> token -> store -> KeyManager, once. Entry points stay thin."""
+
+from __future__ import annotations
+
+import os
+
+from hsmkms.clock import Clock, system_clock
+from hsmkms.config import Settings, is_softhsm
+from hsmkms.errors import KMSInternalException
+from hsmkms.service import KeyManager
+from hsmkms.store.sqlite import SqliteStore
+from hsmkms.token import Hsm
+
+
+def prepare_environment(settings: Settings) -> None:
+    """Point SoftHSM2 at the data dir's config (made by `hsmkms init`) unless the
+    operator already chose one. Must run before the module is loaded."""
+    if (
+        is_softhsm(settings.pkcs11_lib)
+        and "SOFTHSM2_CONF" not in os.environ
+        and settings.softhsm_conf.exists()
+    ):
+        os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf.resolve())
+
+
+def open_hsm(settings: Settings) -> Hsm:
+    prepare_environment(settings)
+    pin = settings.read_pin()
+    if pin is None:
+        raise KMSInternalException(
+            "no user PIN: set HSMKMS_PIN or HSMKMS_PIN_FILE, or run `hsmkms init`"
+        )
+    return Hsm(settings.pkcs11_lib, settings.token_label, pin, settings.session_pool_size)
+
+
+def build_key_manager(settings: Settings, clock: Clock = system_clock) -> KeyManager:
+    hsm = open_hsm(settings)
+    store = SqliteStore(settings.database_path)
+    return KeyManager(
+        store, hsm, account_id=settings.account_id, region=settings.region, clock=clock
+    )

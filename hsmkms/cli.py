@@ -1,0 +1,183 @@
+"""The operator CLI: JSON on stdout like aws-cli, one-line errors on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hsmkms.bootstrap import build_key_manager
+from hsmkms.config import load_settings
+from hsmkms.errors import KMSError
+from hsmkms.service import KeyManager
+
+Handler = Callable[[KeyManager, argparse.Namespace], Any]
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _print(result: Any) -> None:
+    if result is not None:
+        print(json.dumps(result, indent=4, default=_json_default))
+
+
+def _context(pairs: Sequence[str] | None) -> dict[str, str]:
+    context: dict[str, str] = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"hsmkms: --context takes k=v, not {pair!r}")
+        context[name] = value
+    return context
+
+
+def _list_all_keys(km: KeyManager, _: argparse.Namespace) -> Any:
+    keys: list[dict[str, str]] = []
+    marker = None
+    while True:
+        page = km.list_keys(marker=marker)
+        keys.extend(page["Keys"])
+        if not page["Truncated"]:
+            return {"Keys": keys}
+        marker = page["NextMarker"]
+
+
+def _list_all_aliases(km: KeyManager, args: argparse.Namespace) -> Any:
+    aliases: list[dict[str, Any]] = []
+    marker = None
+    while True:
+        page = km.list_aliases(key_id=args.key, marker=marker)
+        aliases.extend(page["Aliases"])
+        if not page["Truncated"]:
+            return {"Aliases": aliases}
+        marker = page["NextMarker"]
+
+
+def _encrypt_file(km: KeyManager, args: argparse.Namespace) -> Any:
+    from hsmkms.envelope import encrypt_file
+
+    encrypt_file(km, args.key, _context(args.context), Path(args.input), Path(args.output))
+    return None
+
+
+def _decrypt_file(km: KeyManager, args: argparse.Namespace) -> Any:
+    from hsmkms.envelope import decrypt_file
+
+    decrypt_file(km, _context(args.context), Path(args.input), Path(args.output))
+    return None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hsmkms", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("init", help="create the data dir, token (SoftHSM2) and database")
+    commands.add_parser("maintain", help="run due rotations and deletions, then reconcile")
+
+    key = commands.add_parser("key", help="KMS keys").add_subparsers(dest="action", required=True)
+    create = key.add_parser("create")
+    create.add_argument("--description", default="")
+    create.add_argument("--key-spec", default=None)
+    create.add_argument("--key-usage", default="ENCRYPT_DECRYPT")
+    create.add_argument("--multi-region", action="store_true")
+    key.add_parser("list")
+    simple = ("describe", "enable", "disable", "rotate", "cancel-deletion", "disable-rotation")
+    for action in (*simple, "rotation-status", "list-rotations"):
+        key.add_parser(action).add_argument("key")
+    schedule = key.add_parser("schedule-deletion")
+    schedule.add_argument("key")
+    schedule.add_argument("--days", type=int, default=None)
+    rotation = key.add_parser("enable-rotation")
+    rotation.add_argument("key")
+    rotation.add_argument("--period-days", type=int, default=None)
+
+    alias = commands.add_parser("alias", help="aliases").add_subparsers(
+        dest="action", required=True
+    )
+    alias_create = alias.add_parser("create")
+    alias_create.add_argument("alias")
+    alias_create.add_argument("key")
+    alias.add_parser("list").add_argument("--key", default=None)
+    alias.add_parser("delete").add_argument("alias")
+
+    encrypt = commands.add_parser("encrypt", help="envelope-encrypt a file")
+    encrypt.add_argument("--key", required=True)
+    encrypt.add_argument("--context", action="append", metavar="K=V")
+    encrypt.add_argument("input")
+    encrypt.add_argument("output")
+    decrypt = commands.add_parser("decrypt", help="decrypt a file made by `hsmkms encrypt`")
+    decrypt.add_argument("--context", action="append", metavar="K=V")
+    decrypt.add_argument("input")
+    decrypt.add_argument("output")
+    return parser
+
+
+HANDLERS: dict[tuple[str, str | None], Handler] = {
+    ("maintain", None): lambda km, a: km.maintain().as_dict(),
+    ("key", "create"): lambda km, a: km.create_key(
+        description=a.description,
+        key_spec=a.key_spec,
+        key_usage=a.key_usage,
+        multi_region=a.multi_region,
+    ),
+    ("key", "list"): _list_all_keys,
+    ("key", "describe"): lambda km, a: km.describe_key(key_id=a.key),
+    ("key", "enable"): lambda km, a: km.enable_key(key_id=a.key) and None,
+    ("key", "disable"): lambda km, a: km.disable_key(key_id=a.key) and None,
+    ("key", "rotate"): lambda km, a: km.rotate_key_on_demand(key_id=a.key),
+    ("key", "cancel-deletion"): lambda km, a: km.cancel_key_deletion(key_id=a.key),
+    ("key", "schedule-deletion"): lambda km, a: km.schedule_key_deletion(
+        key_id=a.key, pending_window_in_days=a.days
+    ),
+    ("key", "enable-rotation"): lambda km, a: (
+        km.enable_key_rotation(key_id=a.key, rotation_period_in_days=a.period_days) and None
+    ),
+    ("key", "disable-rotation"): lambda km, a: km.disable_key_rotation(key_id=a.key) and None,
+    ("key", "rotation-status"): lambda km, a: km.get_key_rotation_status(key_id=a.key),
+    ("key", "list-rotations"): lambda km, a: km.list_key_rotations(key_id=a.key),
+    ("alias", "create"): lambda km, a: (
+        km.create_alias(alias_name=a.alias, target_key_id=a.key) and None
+    ),
+    ("alias", "list"): _list_all_aliases,
+    ("alias", "delete"): lambda km, a: km.delete_alias(alias_name=a.alias) and None,
+    ("encrypt", None): _encrypt_file,
+    ("decrypt", None): _decrypt_file,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        if args.command == "init":
+            from hsmkms.init import initialize
+
+            _print(asdict(initialize(settings)))
+            return 0
+        km = build_key_manager(settings)
+        try:
+            _print(HANDLERS[(args.command, getattr(args, "action", None))](km, args))
+        finally:
+            km.close()
+    except KMSError as exc:
+        print(f"hsmkms: {exc.code}: {exc.message}".rstrip(": "), file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"hsmkms: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

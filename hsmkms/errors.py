@@ -1,0 +1,116 @@
+"""KMS exceptions: one class per meaning, named and coded as AWS KMS names them.
+
+Every layer raises these; the edges (HTTP, CLI) map them once. `code` is the
+`__type` a KMS client sees and `status` the HTTP status AWS uses for it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class KMSError(Exception):
+    """Base of every error a KMS client can receive."""
+
+    code: ClassVar[str] = "KMSInternalException"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class _ClientError(KMSError):
+    status = 400
+
+
+class NotFoundException(_ClientError):
+    code = "NotFoundException"
+
+
+class DisabledException(_ClientError):
+    code = "DisabledException"
+
+
+class KMSInvalidStateException(_ClientError):
+    code = "KMSInvalidStateException"
+
+
+class InvalidCiphertextException(_ClientError):
+    code = "InvalidCiphertextException"
+
+
+class IncorrectKeyException(_ClientError):
+    code = "IncorrectKeyException"
+
+
+class InvalidKeyUsageException(_ClientError):
+    code = "InvalidKeyUsageException"
+
+
+class ValidationException(_ClientError):
+    code = "ValidationException"
+
+
+class AlreadyExistsException(_ClientError):
+    code = "AlreadyExistsException"
+
+
+class InvalidAliasNameException(_ClientError):
+    code = "InvalidAliasNameException"
+
+
+class InvalidArnException(_ClientError):
+    code = "InvalidArnException"
+
+
+class InvalidMarkerException(_ClientError):
+    code = "InvalidMarkerException"
+
+
+class LimitExceededException(_ClientError):
+    code = "LimitExceededException"
+
+
+class UnsupportedOperationException(_ClientError):
+    code = "UnsupportedOperationException"
+
+
+class KMSInvalidSignatureException(_ClientError):
+    code = "KMSInvalidSignatureException"
+
+
+class KMSInvalidMacException(_ClientError):
+    code = "KMSInvalidMacException"
+
+
+class AccessDeniedException(_ClientError):
+    code = "AccessDeniedException"
+
+
+class KMSInternalException(KMSError):
+    """A real fault on our side (token or database), never bad input."""
+
+    code = "KMSInternalException"
+    status = 500
+
+
+class KeyUnavailableException(KMSError):
+    code = "KeyUnavailableException"
+    status = 500
+
+
+class DependencyTimeoutException(KMSError):
+    code = "DependencyTimeoutException"
+    status = 503
+
+
+def validation_error(field: str, value: object, constraint: str) -> ValidationException:
+    """A ValidationException worded as AWS words its request-constraint failures."""
+    return ValidationException(
+        f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy "
+        f"constraint: {constraint}"
+    )

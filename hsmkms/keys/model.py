@@ -1,0 +1,165 @@
+"""The key model: what a KMS key is, independent of where it is stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class KeyState(StrEnum):
+    ENABLED = "Enabled"
+    DISABLED = "Disabled"
+    PENDING_DELETION = "PendingDeletion"
+    PENDING_IMPORT = "PendingImport"
+    UNAVAILABLE = "Unavailable"
+
+
+class KeySpec(StrEnum):
+    SYMMETRIC_DEFAULT = "SYMMETRIC_DEFAULT"
+    RSA_2048 = "RSA_2048"
+    RSA_3072 = "RSA_3072"
+    RSA_4096 = "RSA_4096"
+    ECC_NIST_P256 = "ECC_NIST_P256"
+    ECC_NIST_P384 = "ECC_NIST_P384"
+    ECC_NIST_P521 = "ECC_NIST_P521"
+    ECC_SECG_P256K1 = "ECC_SECG_P256K1"
+    ECC_NIST_EDWARDS25519 = "ECC_NIST_EDWARDS25519"
+    HMAC_224 = "HMAC_224"
+    HMAC_256 = "HMAC_256"
+    HMAC_384 = "HMAC_384"
+    HMAC_512 = "HMAC_512"
+
+
+class KeyUsage(StrEnum):
+    ENCRYPT_DECRYPT = "ENCRYPT_DECRYPT"
+    SIGN_VERIFY = "SIGN_VERIFY"
+    GENERATE_VERIFY_MAC = "GENERATE_VERIFY_MAC"
+    KEY_AGREEMENT = "KEY_AGREEMENT"
+
+
+class Origin(StrEnum):
+    AWS_KMS = "AWS_KMS"
+    EXTERNAL = "EXTERNAL"
+    AWS_CLOUDHSM = "AWS_CLOUDHSM"
+    EXTERNAL_KEY_STORE = "EXTERNAL_KEY_STORE"
+
+
+class RotationType(StrEnum):
+    AUTOMATIC = "AUTOMATIC"
+    ON_DEMAND = "ON_DEMAND"
+
+
+class VersionState(StrEnum):
+    ACTIVE = "Active"
+    # The metadata names it but the token no longer holds it (found by reconcile).
+    MISSING = "Missing"
+
+
+SYMMETRIC_ENCRYPTION_ALGORITHMS = ("SYMMETRIC_DEFAULT",)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """One KMS key's metadata. Immutable: changes go through dataclasses.replace."""
+
+    key_id: str
+    region: str
+    account_id: str
+    creation_date: datetime
+    key_spec: KeySpec
+    key_usage: KeyUsage
+    origin: Origin
+    state: KeyState
+    current_version: int
+    description: str = ""
+    deletion_date: datetime | None = None
+    pending_window_days: int | None = None
+    multi_region: bool = False
+    multi_region_config: dict[str, Any] | None = None
+    custom_key_store_id: str | None = None
+    rotation_enabled: bool = False
+    rotation_period_days: int | None = None
+    next_rotation_date: datetime | None = None
+    on_demand_rotations: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:kms:{self.region}:{self.account_id}:key/{self.key_id}"
+
+    @property
+    def enabled(self) -> bool:
+        return self.state is KeyState.ENABLED
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVersion:
+    """One version of a key's material (a token object); rotation adds one."""
+
+    key_id: str
+    version: int
+    created_at: datetime
+    rotation_type: RotationType | None  # None for the material the key was created with
+    state: VersionState = VersionState.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    name: str
+    key_id: str
+    region: str
+    account_id: str
+    creation_date: datetime
+    last_updated_date: datetime
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:kms:{self.region}:{self.account_id}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMaterial:
+    """An intent, written before token material is created: reconcile may remove it."""
+
+    key_id: str
+    version: int
+    created_at: datetime
+
+
+def encryption_algorithms(record: KeyRecord) -> list[str]:
+    if record.key_spec is KeySpec.SYMMETRIC_DEFAULT:
+        return list(SYMMETRIC_ENCRYPTION_ALGORITHMS)
+    return []
+
+
+def key_metadata(record: KeyRecord) -> dict[str, Any]:
+    """KeyMetadata with KMS's field names (dates stay datetimes; the edges format them)."""
+    meta: dict[str, Any] = {
+        "AWSAccountId": record.account_id,
+        "KeyId": record.key_id,
+        "Arn": record.arn,
+        "CreationDate": record.creation_date,
+        "Enabled": record.enabled,
+        "Description": record.description,
+        "KeyUsage": record.key_usage.value,
+        "KeyState": record.state.value,
+        "Origin": record.origin.value,
+        "KeyManager": "CUSTOMER",
+        "CustomerMasterKeySpec": record.key_spec.value,
+        "KeySpec": record.key_spec.value,
+        "MultiRegion": record.multi_region,
+    }
+    algorithms = encryption_algorithms(record)
+    if algorithms:
+        meta["EncryptionAlgorithms"] = algorithms
+    if record.deletion_date is not None:
+        meta["DeletionDate"] = record.deletion_date
+    if record.pending_window_days is not None:
+        meta["PendingDeletionWindowInDays"] = record.pending_window_days
+    if record.custom_key_store_id is not None:
+        meta["CustomKeyStoreId"] = record.custom_key_store_id
+    if record.multi_region_config is not None:
+        meta["MultiRegionConfiguration"] = record.multi_region_config
+    return meta

@@ -1,0 +1,701 @@
+"""KeyManager: one method per KMS operation, with KMS's names, limits and errors.
+
+Methods take keyword arguments named after the KMS request fields (snake_case)
+and return dicts with KMS's response field names, so the HTTP and CLI edges map
+them one to one. Dates are timezone-aware datetimes; the edges format them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+from hsmkms.clock import Clock, system_clock
+from hsmkms.errors import (
+    AlreadyExistsException,
+    IncorrectKeyException,
+    InvalidCiphertextException,
+    InvalidKeyUsageException,
+    InvalidMarkerException,
+    LimitExceededException,
+    NotFoundException,
+    UnsupportedOperationException,
+    ValidationException,
+    validation_error,
+)
+from hsmkms.keys import blob, context, ids, lifecycle
+from hsmkms.keys.lifecycle import Use
+from hsmkms.keys.model import (
+    Alias,
+    KeyRecord,
+    KeySpec,
+    KeyState,
+    KeyUsage,
+    Origin,
+    RotationType,
+    key_metadata,
+)
+from hsmkms.material import CrashHook, MaterialKeeper, ReconcileReport
+from hsmkms.store.base import MetadataStore
+from hsmkms.token import Hsm, MaterialRef
+from hsmkms.token.templates import key_uuid_bytes
+
+Response = dict[str, Any]
+
+MAX_PLAINTEXT = 4096
+MAX_CIPHERTEXT = 6144
+MAX_DESCRIPTION = 8192
+MAX_RANDOM_BYTES = 1024
+DATA_KEY_SPECS = {"AES_128": 16, "AES_256": 32}
+DELETION_WINDOW = (7, 30)
+DEFAULT_DELETION_DAYS = 30
+ROTATION_PERIOD = (90, 2560)
+DEFAULT_ROTATION_DAYS = 365
+MAX_ON_DEMAND_ROTATIONS = 10
+SYMMETRIC_ALGORITHM = "SYMMETRIC_DEFAULT"
+# How long a process trusts cached key metadata that another process may change.
+METADATA_CACHE_SECONDS = 1.0
+
+
+@dataclass
+class MaintenanceReport:
+    deleted: list[str] = field(default_factory=list)
+    rotated: list[str] = field(default_factory=list)
+    reconcile: ReconcileReport = field(default_factory=ReconcileReport)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {
+            "Deleted": self.deleted,
+            "Rotated": self.rotated,
+            "OrphanObjectsDestroyed": self.reconcile.orphans_destroyed,
+            "IntentsCleared": self.reconcile.intents_cleared,
+            "MaterialMissing": self.reconcile.material_missing,
+            "MaterialRestored": self.reconcile.material_restored,
+        }
+
+
+def _check_range(name: str, value: object, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationException(f"{name} must be an integer.")
+    if value < low:
+        raise validation_error(
+            name, value, f"Member must have value greater than or equal to {low}"
+        )
+    if value > high:
+        raise validation_error(name, value, f"Member must have value less than or equal to {high}")
+    return value
+
+
+def _check_bytes(name: str, value: object, high: int) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise ValidationException(f"{name} must be binary data.")
+    data = bytes(value)
+    if not data:
+        raise validation_error(name, "", "Member must have length greater than or equal to 1")
+    if len(data) > high:
+        raise validation_error(
+            name, "java.nio.HeapByteBuffer", f"Member must have length less than or equal to {high}"
+        )
+    return data
+
+
+def _check_enum(name: str, value: object, allowed: list[str]) -> str:
+    if value not in allowed:
+        raise validation_error(
+            name, value, f"Member must satisfy enum value set: [{', '.join(allowed)}]"
+        )
+    return str(value)
+
+
+def _check_limit(value: int | None, high: int, default: int) -> int:
+    return default if value is None else _check_range("limit", value, 1, high)
+
+
+def _marker_key(marker: str | None) -> str | None:
+    if marker is None:
+        return None
+    if not isinstance(marker, str) or not ids.KEY_ID.match(marker):
+        raise InvalidMarkerException("The marker is not valid.")
+    return marker
+
+
+class KeyManager:
+    def __init__(
+        self,
+        store: MetadataStore,
+        hsm: Hsm,
+        *,
+        account_id: str,
+        region: str,
+        clock: Clock = system_clock,
+        crash: CrashHook | None = None,
+        cache_seconds: float = METADATA_CACHE_SECONDS,
+    ) -> None:
+        self.store = store
+        self.hsm = hsm
+        self.account_id = account_id
+        self.region = region
+        self.clock = clock
+        self.material = MaterialKeeper(store, hsm, clock, crash)
+        self._cache_seconds = cache_seconds
+        # KeyId as given -> (record, key uuid bytes, expiry); uuid bytes -> same entry.
+        self._cache: dict[str | bytes, tuple[KeyRecord, bytes, float]] = {}
+
+    def close(self) -> None:
+        self.hsm.close()
+        self.store.close()
+
+    # -- resolution ---------------------------------------------------------------
+
+    def _changed(self) -> None:
+        self._cache.clear()
+
+    def _resolve(self, key_id: str) -> KeyRecord:
+        """Any KeyId form -> the key in this account and region, in any state."""
+        ref = ids.parse_key_ref(key_id)
+        if (ref.region or self.region) != self.region or (
+            ref.account or self.account_id
+        ) != self.account_id:
+            raise NotFoundException(f"Key '{key_id}' does not exist")
+        if ref.alias is not None:
+            alias = self.store.get_alias(self.region, ref.alias)
+            if alias is None:
+                raise NotFoundException(f"Alias {self._alias_arn(ref.alias)} is not found.")
+            target = alias.key_id
+        else:
+            assert ref.key_id is not None
+            target = ref.key_id
+        record = self.store.get_key(target)
+        if record is None or record.region != self.region:
+            raise NotFoundException(f"Key '{self._key_arn(target)}' does not exist")
+        return record
+
+    def _cached(self, key_id: str) -> tuple[KeyRecord, bytes]:
+        """The hot path's resolve: no database round trip for recently seen keys."""
+        entry = self._cache.get(key_id)
+        if entry is not None and entry[2] > time.monotonic():
+            return entry[0], entry[1]
+        record = self._resolve(key_id)
+        entry = (record, key_uuid_bytes(record.key_id), time.monotonic() + self._cache_seconds)
+        self._cache[key_id] = entry
+        self._cache[entry[1]] = entry
+        return record, entry[1]
+
+    def _by_uuid(self, key_uuid: bytes) -> tuple[KeyRecord, bytes]:
+        entry = self._cache.get(key_uuid)
+        if entry is not None and entry[2] > time.monotonic():
+            return entry[0], entry[1]
+        for key_id in (str(uuid.UUID(bytes=key_uuid)), "mrk-" + key_uuid.hex()):
+            record = self.store.get_key(key_id)
+            if record is not None and record.region == self.region:
+                return self._cached(key_id)
+        raise InvalidCiphertextException()
+
+    def _key_arn(self, key_id: str) -> str:
+        return f"arn:aws:kms:{self.region}:{self.account_id}:key/{key_id}"
+
+    def _alias_arn(self, name: str) -> str:
+        return f"arn:aws:kms:{self.region}:{self.account_id}:{name}"
+
+    @staticmethod
+    def _require_symmetric_encryption(record: KeyRecord, algorithm: str | None) -> None:
+        if record.key_usage is not KeyUsage.ENCRYPT_DECRYPT:
+            raise InvalidKeyUsageException(
+                f"{record.arn} key usage is {record.key_usage.value} which is not valid for "
+                "this operation."
+            )
+        if algorithm not in (None, SYMMETRIC_ALGORITHM) or (
+            record.key_spec is not KeySpec.SYMMETRIC_DEFAULT
+        ):
+            raise InvalidKeyUsageException(
+                f"The encryption algorithm {algorithm or SYMMETRIC_ALGORITHM} is not compatible "
+                f"with {record.arn}."
+            )
+
+    def _update(self, record: KeyRecord, **changes: Any) -> KeyRecord:
+        updated = replace(record, **changes)
+        with self.store.transaction() as tx:
+            tx.put_key(updated)
+        self._changed()
+        return updated
+
+    # -- keys -----------------------------------------------------------------------
+
+    def create_key(
+        self,
+        *,
+        description: str = "",
+        key_usage: str = KeyUsage.ENCRYPT_DECRYPT.value,
+        key_spec: str | None = None,
+        customer_master_key_spec: str | None = None,
+        origin: str = Origin.AWS_KMS.value,
+        multi_region: bool = False,
+    ) -> Response:
+        if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+            raise validation_error(
+                "description",
+                "…",
+                f"Member must have length less than or equal to {MAX_DESCRIPTION}",
+            )
+        usage = KeyUsage(_check_enum("keyUsage", key_usage, [u.value for u in KeyUsage]))
+        if key_spec is not None and customer_master_key_spec is not None:
+            raise ValidationException(
+                "You cannot specify KeySpec and CustomerMasterKeySpec in the same request."
+            )
+        spec_name = key_spec or customer_master_key_spec or KeySpec.SYMMETRIC_DEFAULT.value
+        spec = KeySpec(_check_enum("keySpec", spec_name, [s.value for s in KeySpec]))
+        key_origin = Origin(_check_enum("origin", origin, [o.value for o in Origin]))
+        if spec is not KeySpec.SYMMETRIC_DEFAULT:
+            raise UnsupportedOperationException(
+                f"KeySpec {spec.value} is not supported by this hsmkms release."
+            )
+        if usage is not KeyUsage.ENCRYPT_DECRYPT:
+            raise ValidationException(
+                f"KeyUsage {usage.value} is not compatible with KeySpec {spec.value}"
+            )
+        if key_origin is not Origin.AWS_KMS:
+            raise UnsupportedOperationException(
+                f"Origin {key_origin.value} is not supported by this hsmkms release."
+            )
+        if not isinstance(multi_region, bool):
+            raise ValidationException("MultiRegion must be a boolean.")
+        key_id = f"mrk-{uuid.uuid4().hex}" if multi_region else str(uuid.uuid4())
+        now = self.clock()
+        record = KeyRecord(
+            key_id=key_id,
+            region=self.region,
+            account_id=self.account_id,
+            creation_date=now,
+            key_spec=spec,
+            key_usage=usage,
+            origin=key_origin,
+            state=KeyState.ENABLED,
+            current_version=1,
+            description=description,
+            multi_region=multi_region,
+            multi_region_config=(
+                {
+                    "MultiRegionKeyType": "PRIMARY",
+                    "PrimaryKey": {"Arn": self._key_arn(key_id), "Region": self.region},
+                    "ReplicaKeys": [],
+                }
+                if multi_region
+                else None
+            ),
+        )
+        self.material.create(record)
+        self._changed()
+        return {"KeyMetadata": key_metadata(record)}
+
+    def describe_key(self, *, key_id: str) -> Response:
+        return {"KeyMetadata": key_metadata(self._resolve(key_id))}
+
+    def list_keys(self, *, limit: int | None = None, marker: str | None = None) -> Response:
+        size = _check_limit(limit, 1000, 100)
+        page = self.store.list_keys(self.region, _marker_key(marker), size + 1)
+        response: Response = {
+            "Keys": [{"KeyId": k.key_id, "KeyArn": k.arn} for k in page[:size]],
+            "Truncated": len(page) > size,
+        }
+        if len(page) > size:
+            response["NextMarker"] = page[size - 1].key_id
+        return response
+
+    def update_key_description(self, *, key_id: str, description: str) -> Response:
+        if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+            raise validation_error(
+                "description",
+                "…",
+                f"Member must have length less than or equal to {MAX_DESCRIPTION}",
+            )
+        record = self._resolve(key_id)
+        lifecycle.require(record, Use.MANAGE)
+        self._update(record, description=description)
+        return {}
+
+    def enable_key(self, *, key_id: str) -> Response:
+        record = self._resolve(key_id)
+        lifecycle.require(record, Use.MANAGE)
+        if record.state is KeyState.DISABLED:
+            self._update(record, state=KeyState.ENABLED)
+        elif record.state is not KeyState.ENABLED:
+            lifecycle.require(record, Use.CRYPTO)  # PendingImport/Unavailable: refuse
+        return {}
+
+    def disable_key(self, *, key_id: str) -> Response:
+        record = self._resolve(key_id)
+        lifecycle.require(record, Use.MANAGE)
+        if record.state is KeyState.ENABLED:
+            self._update(record, state=KeyState.DISABLED)
+        elif record.state is not KeyState.DISABLED:
+            lifecycle.require(record, Use.CRYPTO)
+        return {}
+
+    def schedule_key_deletion(
+        self, *, key_id: str, pending_window_in_days: int | None = None
+    ) -> Response:
+        days = (
+            DEFAULT_DELETION_DAYS
+            if pending_window_in_days is None
+            else _check_range("pendingWindowInDays", pending_window_in_days, *DELETION_WINDOW)
+        )
+        record = self._resolve(key_id)
+        lifecycle.require(record, Use.MANAGE)
+        deletion_date = self.clock() + timedelta(days=days)
+        self._update(
+            record,
+            state=KeyState.PENDING_DELETION,
+            deletion_date=deletion_date,
+            pending_window_days=days,
+        )
+        return {
+            "KeyId": record.arn,
+            "DeletionDate": deletion_date,
+            "KeyState": KeyState.PENDING_DELETION.value,
+            "PendingWindowInDays": days,
+        }
+
+    def cancel_key_deletion(self, *, key_id: str) -> Response:
+        record = self._resolve(key_id)
+        lifecycle.require(record, Use.CANCEL_DELETION)
+        self._update(record, state=KeyState.DISABLED, deletion_date=None, pending_window_days=None)
+        return {"KeyId": record.arn}
+
+    # -- aliases ----------------------------------------------------------------------
+
+    def _alias_target(self, target_key_id: str) -> KeyRecord:
+        if ids.parse_key_ref(target_key_id).alias is not None:
+            raise ValidationException("TargetKeyId must be a key ID or key ARN, not an alias.")
+        record = self._resolve(target_key_id)
+        lifecycle.require(record, Use.MANAGE)
+        return record
+
+    def create_alias(self, *, alias_name: str, target_key_id: str) -> Response:
+        ids.check_alias_name(alias_name, creating=True)
+        record = self._alias_target(target_key_id)
+        now = self.clock()
+        with self.store.transaction() as tx:
+            if tx.get_alias(self.region, alias_name) is not None:
+                raise AlreadyExistsException(
+                    f"An alias with the name {self._alias_arn(alias_name)} already exists"
+                )
+            tx.put_alias(Alias(alias_name, record.key_id, self.region, self.account_id, now, now))
+        self._changed()
+        return {}
+
+    def update_alias(self, *, alias_name: str, target_key_id: str) -> Response:
+        ids.check_alias_name(alias_name, creating=True)
+        record = self._alias_target(target_key_id)
+        with self.store.transaction() as tx:
+            alias = tx.get_alias(self.region, alias_name)
+            if alias is None:
+                raise NotFoundException(f"Alias {self._alias_arn(alias_name)} is not found.")
+            current = tx.get_key(alias.key_id)
+            if current is not None and (
+                current.key_spec is not record.key_spec or current.key_usage is not record.key_usage
+            ):
+                raise ValidationException(
+                    "The current and new KMS key must be of the same type and key usage."
+                )
+            tx.put_alias(replace(alias, key_id=record.key_id, last_updated_date=self.clock()))
+        self._changed()
+        return {}
+
+    def delete_alias(self, *, alias_name: str) -> Response:
+        ids.check_alias_name(alias_name, creating=False)
+        with self.store.transaction() as tx:
+            if tx.get_alias(self.region, alias_name) is None:
+                raise NotFoundException(f"Alias {self._alias_arn(alias_name)} is not found.")
+            tx.delete_alias(self.region, alias_name)
+        self._changed()
+        return {}
+
+    def list_aliases(
+        self, *, key_id: str | None = None, limit: int | None = None, marker: str | None = None
+    ) -> Response:
+        size = _check_limit(limit, 100, 50)
+        if marker is not None and (not isinstance(marker, str) or not marker.startswith("alias/")):
+            raise InvalidMarkerException("The marker is not valid.")
+        target = None if key_id is None else self._resolve(key_id).key_id
+        page = self.store.list_aliases(self.region, target, marker, size + 1)
+        response: Response = {
+            "Aliases": [
+                {
+                    "AliasName": a.name,
+                    "AliasArn": a.arn,
+                    "TargetKeyId": a.key_id,
+                    "CreationDate": a.creation_date,
+                    "LastUpdatedDate": a.last_updated_date,
+                }
+                for a in page[:size]
+            ],
+            "Truncated": len(page) > size,
+        }
+        if len(page) > size:
+            response["NextMarker"] = page[size - 1].name
+        return response
+
+    # -- cryptography -------------------------------------------------------------------
+
+    def _encrypt_with(
+        self, record: KeyRecord, key_uuid: bytes, plaintext: bytes, ctx: context.EncryptionContext
+    ) -> bytes:
+        lifecycle.require(record, Use.CRYPTO)
+        version = record.current_version
+        header = blob.header(key_uuid, version)
+        iv, body = self.hsm.gcm_encrypt(
+            MaterialRef(record.key_id, version), header + context.canonical(ctx), plaintext
+        )
+        return header + iv + body
+
+    def _decrypt_blob(
+        self, ciphertext: bytes, ctx: context.EncryptionContext, key_id: str | None
+    ) -> tuple[KeyRecord, bytes]:
+        parsed = blob.decode(ciphertext)
+        record, _ = self._by_uuid(parsed.key_uuid)
+        if key_id is not None and self._cached(key_id)[0].key_id != record.key_id:
+            raise IncorrectKeyException(
+                "The key ID in the request does not identify a KMS key that can perform this "
+                "operation."
+            )
+        lifecycle.require(record, Use.CRYPTO)
+        self._require_symmetric_encryption(record, None)
+        if not 1 <= parsed.version <= record.current_version:
+            raise InvalidCiphertextException()
+        plaintext = self.hsm.gcm_decrypt(
+            MaterialRef(record.key_id, parsed.version),
+            parsed.iv,
+            parsed.header + context.canonical(ctx),
+            parsed.body,
+        )
+        return record, plaintext
+
+    def encrypt(
+        self,
+        *,
+        key_id: str,
+        plaintext: bytes,
+        encryption_context: dict[str, str] | None = None,
+        encryption_algorithm: str | None = None,
+    ) -> Response:
+        data = _check_bytes("plaintext", plaintext, MAX_PLAINTEXT)
+        ctx = context.validate(encryption_context)
+        record, key_uuid = self._cached(key_id)
+        self._require_symmetric_encryption(record, encryption_algorithm)
+        return {
+            "CiphertextBlob": self._encrypt_with(record, key_uuid, data, ctx),
+            "KeyId": record.arn,
+            "EncryptionAlgorithm": SYMMETRIC_ALGORITHM,
+        }
+
+    def decrypt(
+        self,
+        *,
+        ciphertext_blob: bytes,
+        encryption_context: dict[str, str] | None = None,
+        key_id: str | None = None,
+        encryption_algorithm: str | None = None,
+    ) -> Response:
+        data = _check_bytes("ciphertextBlob", ciphertext_blob, MAX_CIPHERTEXT)
+        ctx = context.validate(encryption_context)
+        if encryption_algorithm not in (None, SYMMETRIC_ALGORITHM):
+            raise InvalidCiphertextException()
+        record, plaintext = self._decrypt_blob(data, ctx, key_id)
+        return {
+            "KeyId": record.arn,
+            "Plaintext": plaintext,
+            "EncryptionAlgorithm": SYMMETRIC_ALGORITHM,
+        }
+
+    def re_encrypt(
+        self,
+        *,
+        ciphertext_blob: bytes,
+        destination_key_id: str,
+        source_encryption_context: dict[str, str] | None = None,
+        source_key_id: str | None = None,
+        destination_encryption_context: dict[str, str] | None = None,
+        source_encryption_algorithm: str | None = None,
+        destination_encryption_algorithm: str | None = None,
+    ) -> Response:
+        data = _check_bytes("ciphertextBlob", ciphertext_blob, MAX_CIPHERTEXT)
+        source_ctx = context.validate(source_encryption_context)
+        destination_ctx = context.validate(destination_encryption_context)
+        if source_encryption_algorithm not in (None, SYMMETRIC_ALGORITHM):
+            raise InvalidCiphertextException()
+        destination, destination_uuid = self._cached(destination_key_id)
+        self._require_symmetric_encryption(destination, destination_encryption_algorithm)
+        lifecycle.require(destination, Use.CRYPTO)
+        source, plaintext = self._decrypt_blob(data, source_ctx, source_key_id)
+        return {
+            "CiphertextBlob": self._encrypt_with(
+                destination, destination_uuid, plaintext, destination_ctx
+            ),
+            "SourceKeyId": source.arn,
+            "KeyId": destination.arn,
+            "SourceEncryptionAlgorithm": SYMMETRIC_ALGORITHM,
+            "DestinationEncryptionAlgorithm": SYMMETRIC_ALGORITHM,
+        }
+
+    def _data_key(
+        self,
+        key_id: str,
+        key_spec: str | None,
+        number_of_bytes: int | None,
+        encryption_context: dict[str, str] | None,
+    ) -> tuple[KeyRecord, bytes, bytes]:
+        if (key_spec is None) == (number_of_bytes is None):
+            raise ValidationException("Please specify either number of bytes or key spec.")
+        if key_spec is not None:
+            size = DATA_KEY_SPECS[_check_enum("keySpec", key_spec, list(DATA_KEY_SPECS))]
+        else:
+            size = _check_range("numberOfBytes", number_of_bytes, 1, MAX_RANDOM_BYTES)
+        ctx = context.validate(encryption_context)
+        record, key_uuid = self._cached(key_id)
+        self._require_symmetric_encryption(record, None)
+        lifecycle.require(record, Use.CRYPTO)
+        plaintext = self.hsm.random(size)
+        return record, plaintext, self._encrypt_with(record, key_uuid, plaintext, ctx)
+
+    def generate_data_key(
+        self,
+        *,
+        key_id: str,
+        key_spec: str | None = None,
+        number_of_bytes: int | None = None,
+        encryption_context: dict[str, str] | None = None,
+    ) -> Response:
+        record, plaintext, ciphertext = self._data_key(
+            key_id, key_spec, number_of_bytes, encryption_context
+        )
+        return {"CiphertextBlob": ciphertext, "Plaintext": plaintext, "KeyId": record.arn}
+
+    def generate_data_key_without_plaintext(
+        self,
+        *,
+        key_id: str,
+        key_spec: str | None = None,
+        number_of_bytes: int | None = None,
+        encryption_context: dict[str, str] | None = None,
+    ) -> Response:
+        record, _, ciphertext = self._data_key(
+            key_id, key_spec, number_of_bytes, encryption_context
+        )
+        return {"CiphertextBlob": ciphertext, "KeyId": record.arn}
+
+    def generate_random(self, *, number_of_bytes: int | None = None) -> Response:
+        if number_of_bytes is None:
+            raise ValidationException("NumberOfBytes is required.")
+        count = _check_range("numberOfBytes", number_of_bytes, 1, MAX_RANDOM_BYTES)
+        return {"Plaintext": self.hsm.random(count)}
+
+    # -- rotation -----------------------------------------------------------------------
+
+    def _rotatable(self, key_id: str) -> KeyRecord:
+        record = self._resolve(key_id)
+        if record.key_spec is not KeySpec.SYMMETRIC_DEFAULT or record.origin is not Origin.AWS_KMS:
+            raise UnsupportedOperationException(
+                f"{record.arn} does not support key rotation: only symmetric encryption keys "
+                "with key material generated by hsmkms rotate."
+            )
+        lifecycle.require(record, Use.ROTATION)
+        return record
+
+    def enable_key_rotation(
+        self, *, key_id: str, rotation_period_in_days: int | None = None
+    ) -> Response:
+        days = (
+            DEFAULT_ROTATION_DAYS
+            if rotation_period_in_days is None
+            else _check_range("rotationPeriodInDays", rotation_period_in_days, *ROTATION_PERIOD)
+        )
+        record = self._rotatable(key_id)
+        next_date = record.next_rotation_date
+        if not record.rotation_enabled or record.rotation_period_days != days:
+            next_date = self.clock() + timedelta(days=days)
+        self._update(
+            record, rotation_enabled=True, rotation_period_days=days, next_rotation_date=next_date
+        )
+        return {}
+
+    def disable_key_rotation(self, *, key_id: str) -> Response:
+        record = self._rotatable(key_id)
+        self._update(record, rotation_enabled=False, next_rotation_date=None)
+        return {}
+
+    def get_key_rotation_status(self, *, key_id: str) -> Response:
+        record = self._resolve(key_id)
+        response: Response = {"KeyRotationEnabled": record.rotation_enabled, "KeyId": record.arn}
+        if record.rotation_enabled:
+            response["RotationPeriodInDays"] = record.rotation_period_days
+            response["NextRotationDate"] = record.next_rotation_date
+        return response
+
+    def rotate_key_on_demand(self, *, key_id: str) -> Response:
+        record = self._rotatable(key_id)
+        if record.on_demand_rotations >= MAX_ON_DEMAND_ROTATIONS:
+            raise LimitExceededException(
+                f"{record.arn} has reached the limit of {MAX_ON_DEMAND_ROTATIONS} on-demand "
+                "rotations."
+            )
+        self.material.rotate(record, RotationType.ON_DEMAND, self.clock())
+        self._changed()
+        return {"KeyId": record.key_id}
+
+    def list_key_rotations(
+        self, *, key_id: str, limit: int | None = None, marker: str | None = None
+    ) -> Response:
+        size = _check_limit(limit, 1000, 100)
+        record = self._resolve(key_id)
+        start = 0
+        if marker is not None:
+            if not isinstance(marker, str) or not marker.isdigit():
+                raise InvalidMarkerException("The marker is not valid.")
+            start = int(marker)
+        rotations = [v for v in self.store.list_versions(record.key_id) if v.rotation_type]
+        page = rotations[start : start + size]
+        response: Response = {
+            "Rotations": [
+                {
+                    "KeyId": record.key_id,
+                    "RotationDate": v.created_at,
+                    "RotationType": v.rotation_type.value if v.rotation_type else None,
+                }
+                for v in page
+            ],
+            "Truncated": start + size < len(rotations),
+        }
+        if response["Truncated"]:
+            response["NextMarker"] = str(start + size)
+        return response
+
+    # -- maintenance --------------------------------------------------------------------
+
+    def maintain(self) -> MaintenanceReport:
+        """Due deletions and rotations (every region), then token/metadata reconcile."""
+        report = MaintenanceReport()
+        now = self.clock()
+        after: str | None = None
+        while page := self.store.list_keys(None, after, 500):
+            after = page[-1].key_id
+            for record in page:
+                if record.state is KeyState.PENDING_DELETION and (
+                    record.deletion_date is not None and record.deletion_date <= now
+                ):
+                    self.material.destroy(record)
+                    report.deleted.append(record.arn)
+                elif (
+                    record.state is KeyState.ENABLED
+                    and record.rotation_enabled
+                    and record.next_rotation_date is not None
+                    and record.next_rotation_date <= now
+                ):
+                    self.material.rotate(record, RotationType.AUTOMATIC, now)
+                    report.rotated.append(record.arn)
+        self._changed()
+        report.reconcile = self.material.reconcile()
+        self._changed()
+        return report

@@ -1,0 +1,106 @@
+"""An in-memory MetadataStore for unit tests of pure logic."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from hsmkms.keys.model import Alias, KeyRecord, KeyVersion, PendingMaterial
+
+
+@dataclass
+class _State:
+    keys: dict[str, KeyRecord] = field(default_factory=dict)
+    versions: dict[tuple[str, int], KeyVersion] = field(default_factory=dict)
+    aliases: dict[tuple[str, str], Alias] = field(default_factory=dict)
+    pending: dict[tuple[str, int], PendingMaterial] = field(default_factory=dict)
+
+    def copy(self) -> _State:
+        return _State(dict(self.keys), dict(self.versions), dict(self.aliases), dict(self.pending))
+
+
+class _View:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        return self._s.keys.get(key_id)
+
+    def list_keys(self, region: str | None, after: str | None, limit: int) -> list[KeyRecord]:
+        rows = sorted(
+            (k for k in self._s.keys.values() if region is None or k.region == region),
+            key=lambda k: k.key_id,
+        )
+        return [k for k in rows if after is None or k.key_id > after][:limit]
+
+    def get_alias(self, region: str, name: str) -> Alias | None:
+        return self._s.aliases.get((region, name))
+
+    def list_aliases(
+        self, region: str, key_id: str | None, after: str | None, limit: int
+    ) -> list[Alias]:
+        rows = sorted(
+            (
+                a
+                for a in self._s.aliases.values()
+                if a.region == region and (key_id is None or a.key_id == key_id)
+            ),
+            key=lambda a: a.name,
+        )
+        return [a for a in rows if after is None or a.name > after][:limit]
+
+    def list_versions(self, key_id: str) -> list[KeyVersion]:
+        return sorted(
+            (v for v in self._s.versions.values() if v.key_id == key_id), key=lambda v: v.version
+        )
+
+    def list_pending(self) -> list[PendingMaterial]:
+        return list(self._s.pending.values())
+
+
+class _MemoryWriter(_View):
+    def put_key(self, record: KeyRecord) -> None:
+        self._s.keys[record.key_id] = record
+
+    def delete_key(self, key_id: str) -> None:
+        self._s.keys.pop(key_id, None)
+        for version in [r for r in self._s.versions if r[0] == key_id]:
+            del self._s.versions[version]
+        for alias in [r for r, a in self._s.aliases.items() if a.key_id == key_id]:
+            del self._s.aliases[alias]
+
+    def put_version(self, version: KeyVersion) -> None:
+        self._s.versions[(version.key_id, version.version)] = version
+
+    def put_alias(self, alias: Alias) -> None:
+        self._s.aliases[(alias.region, alias.name)] = alias
+
+    def delete_alias(self, region: str, name: str) -> None:
+        self._s.aliases.pop((region, name), None)
+
+    def add_pending(self, pending: PendingMaterial) -> None:
+        self._s.pending[(pending.key_id, pending.version)] = pending
+
+    def remove_pending(self, key_id: str, version: int) -> None:
+        self._s.pending.pop((key_id, version), None)
+
+
+class MemoryStore(_View):
+    def __init__(self) -> None:
+        super().__init__(_State())
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[_MemoryWriter]:
+        with self._lock:
+            draft = self._s.copy()
+            yield _MemoryWriter(draft)
+            self._s = draft  # only reached when the block did not raise
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

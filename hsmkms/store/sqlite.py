@@ -1,0 +1,345 @@
+"""SQLite metadata store: WAL, synchronous=FULL, schema versioned by PRAGMA user_version.
+
+One connection guarded by a lock serves every thread of a process; writers take
+`BEGIN IMMEDIATE` so two processes (a server and `hsmkms maintain`) serialise.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hsmkms.errors import KMSInternalException
+from hsmkms.keys.model import (
+    Alias,
+    KeyRecord,
+    KeySpec,
+    KeyState,
+    KeyUsage,
+    KeyVersion,
+    Origin,
+    PendingMaterial,
+    RotationType,
+    VersionState,
+)
+
+# Each entry moves the schema from version i to i + 1. Append only; never edit.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE keys (
+        key_id TEXT PRIMARY KEY,
+        region TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        creation_date TEXT NOT NULL,
+        key_spec TEXT NOT NULL,
+        key_usage TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        state TEXT NOT NULL,
+        current_version INTEGER NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        deletion_date TEXT,
+        pending_window_days INTEGER,
+        multi_region INTEGER NOT NULL DEFAULT 0,
+        multi_region_config TEXT,
+        custom_key_store_id TEXT,
+        rotation_enabled INTEGER NOT NULL DEFAULT 0,
+        rotation_period_days INTEGER,
+        next_rotation_date TEXT,
+        on_demand_rotations INTEGER NOT NULL DEFAULT 0,
+        extra TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX keys_by_region ON keys (region, key_id);
+    CREATE TABLE key_versions (
+        key_id TEXT NOT NULL REFERENCES keys (key_id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        rotation_type TEXT,
+        state TEXT NOT NULL,
+        PRIMARY KEY (key_id, version)
+    );
+    CREATE TABLE aliases (
+        region TEXT NOT NULL,
+        name TEXT NOT NULL,
+        key_id TEXT NOT NULL REFERENCES keys (key_id) ON DELETE CASCADE,
+        account_id TEXT NOT NULL,
+        creation_date TEXT NOT NULL,
+        last_updated_date TEXT NOT NULL,
+        PRIMARY KEY (region, name)
+    );
+    CREATE INDEX aliases_by_key ON aliases (key_id);
+    CREATE TABLE pending_material (
+        key_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (key_id, version)
+    );
+    """,
+)
+
+KEY_COLUMNS = (
+    "key_id", "region", "account_id", "creation_date", "key_spec", "key_usage", "origin",
+    "state", "current_version", "description", "deletion_date", "pending_window_days",
+    "multi_region", "multi_region_config", "custom_key_store_id", "rotation_enabled",
+    "rotation_period_days", "next_rotation_date", "on_demand_rotations", "extra",
+)  # fmt: skip
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _key_row(r: KeyRecord) -> tuple[Any, ...]:
+    return (
+        r.key_id, r.region, r.account_id, _ts(r.creation_date), r.key_spec.value,
+        r.key_usage.value, r.origin.value, r.state.value, r.current_version, r.description,
+        _ts(r.deletion_date), r.pending_window_days, int(r.multi_region),
+        None if r.multi_region_config is None else json.dumps(r.multi_region_config),
+        r.custom_key_store_id, int(r.rotation_enabled), r.rotation_period_days,
+        _ts(r.next_rotation_date), r.on_demand_rotations, json.dumps(r.extra),
+    )  # fmt: skip
+
+
+def _key_record(row: sqlite3.Row) -> KeyRecord:
+    created = _dt(row["creation_date"])
+    assert created is not None
+    return KeyRecord(
+        key_id=row["key_id"],
+        region=row["region"],
+        account_id=row["account_id"],
+        creation_date=created,
+        key_spec=KeySpec(row["key_spec"]),
+        key_usage=KeyUsage(row["key_usage"]),
+        origin=Origin(row["origin"]),
+        state=KeyState(row["state"]),
+        current_version=row["current_version"],
+        description=row["description"],
+        deletion_date=_dt(row["deletion_date"]),
+        pending_window_days=row["pending_window_days"],
+        multi_region=bool(row["multi_region"]),
+        multi_region_config=(
+            None if row["multi_region_config"] is None else json.loads(row["multi_region_config"])
+        ),
+        custom_key_store_id=row["custom_key_store_id"],
+        rotation_enabled=bool(row["rotation_enabled"]),
+        rotation_period_days=row["rotation_period_days"],
+        next_rotation_date=_dt(row["next_rotation_date"]),
+        on_demand_rotations=row["on_demand_rotations"],
+        extra=json.loads(row["extra"]),
+    )
+
+
+def _alias(row: sqlite3.Row) -> Alias:
+    created, updated = _dt(row["creation_date"]), _dt(row["last_updated_date"])
+    assert created is not None and updated is not None
+    return Alias(row["name"], row["key_id"], row["region"], row["account_id"], created, updated)
+
+
+class _SqliteReader:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def _all(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        rows = self._all("SELECT * FROM keys WHERE key_id = ?", key_id)
+        return _key_record(rows[0]) if rows else None
+
+    def list_keys(self, region: str | None, after: str | None, limit: int) -> list[KeyRecord]:
+        rows = self._all(
+            "SELECT * FROM keys WHERE (?1 IS NULL OR region = ?1) AND key_id > ?2 "
+            "ORDER BY key_id LIMIT ?3",
+            region,
+            after or "",
+            limit,
+        )
+        return [_key_record(r) for r in rows]
+
+    def get_alias(self, region: str, name: str) -> Alias | None:
+        rows = self._all("SELECT * FROM aliases WHERE region = ? AND name = ?", region, name)
+        return _alias(rows[0]) if rows else None
+
+    def list_aliases(
+        self, region: str, key_id: str | None, after: str | None, limit: int
+    ) -> list[Alias]:
+        rows = self._all(
+            "SELECT * FROM aliases WHERE region = ?1 AND (?2 IS NULL OR key_id = ?2) "
+            "AND name > ?3 ORDER BY name LIMIT ?4",
+            region,
+            key_id,
+            after or "",
+            limit,
+        )
+        return [_alias(r) for r in rows]
+
+    def list_versions(self, key_id: str) -> list[KeyVersion]:
+        rows = self._all("SELECT * FROM key_versions WHERE key_id = ? ORDER BY version", key_id)
+        return [
+            KeyVersion(
+                r["key_id"],
+                r["version"],
+                datetime.fromisoformat(r["created_at"]),
+                None if r["rotation_type"] is None else RotationType(r["rotation_type"]),
+                VersionState(r["state"]),
+            )
+            for r in rows
+        ]
+
+    def list_pending(self) -> list[PendingMaterial]:
+        rows = self._all("SELECT * FROM pending_material ORDER BY created_at")
+        return [
+            PendingMaterial(r["key_id"], r["version"], datetime.fromisoformat(r["created_at"]))
+            for r in rows
+        ]
+
+
+class _SqliteWriter(_SqliteReader):
+    def _run(self, sql: str, *params: Any) -> None:
+        self._conn.execute(sql, params)
+
+    def put_key(self, record: KeyRecord) -> None:
+        marks = ", ".join("?" * len(KEY_COLUMNS))
+        self._run(
+            f"INSERT OR REPLACE INTO keys ({', '.join(KEY_COLUMNS)}) VALUES ({marks})",
+            *_key_row(record),
+        )
+
+    def delete_key(self, key_id: str) -> None:
+        self._run("DELETE FROM aliases WHERE key_id = ?", key_id)
+        self._run("DELETE FROM key_versions WHERE key_id = ?", key_id)
+        self._run("DELETE FROM keys WHERE key_id = ?", key_id)
+
+    def put_version(self, version: KeyVersion) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO key_versions VALUES (?, ?, ?, ?, ?)",
+            version.key_id,
+            version.version,
+            version.created_at.isoformat(),
+            None if version.rotation_type is None else version.rotation_type.value,
+            version.state.value,
+        )
+
+    def put_alias(self, alias: Alias) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?, ?, ?)",
+            alias.region,
+            alias.name,
+            alias.key_id,
+            alias.account_id,
+            alias.creation_date.isoformat(),
+            alias.last_updated_date.isoformat(),
+        )
+
+    def delete_alias(self, region: str, name: str) -> None:
+        self._run("DELETE FROM aliases WHERE region = ? AND name = ?", region, name)
+
+    def add_pending(self, pending: PendingMaterial) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO pending_material VALUES (?, ?, ?)",
+            pending.key_id,
+            pending.version,
+            pending.created_at.isoformat(),
+        )
+
+    def remove_pending(self, key_id: str, version: int) -> None:
+        self._run("DELETE FROM pending_material WHERE key_id = ? AND version = ?", key_id, version)
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            str(path), check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        self._reader = _SqliteReader(self._conn)
+        self._migrate()
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            version: int = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            return version
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                if current > len(MIGRATIONS):
+                    raise KMSInternalException(
+                        f"database schema {current} is newer than this hsmkms "
+                        f"({len(MIGRATIONS)}); upgrade hsmkms"
+                    )
+                for number in range(current, len(MIGRATIONS)):
+                    for statement in MIGRATIONS[number].split(";"):
+                        if statement.strip():
+                            self._conn.execute(statement)
+                    self._conn.execute(f"PRAGMA user_version = {number + 1}")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SqliteWriter]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteWriter(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _read(self, name: str, *args: Any) -> Any:
+        with self._lock:
+            return getattr(self._reader, name)(*args)
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        result: KeyRecord | None = self._read("get_key", key_id)
+        return result
+
+    def list_keys(self, region: str | None, after: str | None, limit: int) -> list[KeyRecord]:
+        result: list[KeyRecord] = self._read("list_keys", region, after, limit)
+        return result
+
+    def get_alias(self, region: str, name: str) -> Alias | None:
+        result: Alias | None = self._read("get_alias", region, name)
+        return result
+
+    def list_aliases(
+        self, region: str, key_id: str | None, after: str | None, limit: int
+    ) -> list[Alias]:
+        result: list[Alias] = self._read("list_aliases", region, key_id, after, limit)
+        return result
+
+    def list_versions(self, key_id: str) -> list[KeyVersion]:
+        result: list[KeyVersion] = self._read("list_versions", key_id)
+        return result
+
+    def list_pending(self) -> list[PendingMaterial]:
+        result: list[PendingMaterial] = self._read("list_pending")
+        return result
+
+    def ping(self) -> None:
+        with self._lock:
+            self._conn.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

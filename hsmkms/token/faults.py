@@ -1,0 +1,43 @@
+"""The one mapping from PKCS#11 errors to hsmkms errors."""
+
+from __future__ import annotations
+
+from pkcs11 import exceptions as p11
+
+from hsmkms.errors import (
+    InvalidCiphertextException,
+    KeyUnavailableException,
+    KMSError,
+    KMSInternalException,
+    UnsupportedOperationException,
+)
+
+# Faults after which a fresh session may succeed: the session or device went away.
+TRANSIENT: tuple[type[Exception], ...] = (
+    p11.SessionHandleInvalid,
+    p11.SessionClosed,
+    p11.DeviceRemoved,
+    p11.TokenNotPresent,
+    p11.UserNotLoggedIn,
+)
+
+
+class MaterialMissing(KMSInternalException):
+    """A key-material object the metadata names is not in the token."""
+
+
+def to_kms_error(exc: Exception) -> KMSError:
+    if isinstance(exc, KMSError):
+        return exc
+    if isinstance(exc, p11.EncryptedDataInvalid | p11.EncryptedDataLenRange):
+        return InvalidCiphertextException()
+    if isinstance(exc, p11.MechanismInvalid | p11.FunctionNotSupported):
+        return UnsupportedOperationException(
+            f"The token does not support this operation ({type(exc).__name__})."
+        )
+    if isinstance(exc, p11.NoSuchKey):
+        return MaterialMissing("Key material is missing from the token.")
+    if isinstance(exc, TRANSIENT):
+        return KeyUnavailableException("The token is not reachable.")
+    # Never leak a message from the module: name the fault only.
+    return KMSInternalException(f"Token error: {type(exc).__name__}")

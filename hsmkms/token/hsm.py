@@ -1,0 +1,212 @@
+"""The token as the rest of hsmkms sees it: named key material and operations on it.
+
+Nothing above this package touches python-pkcs11. Every call runs on a pooled
+session; a transient fault (session or device gone) re-opens sessions and the
+call is tried once more; any other fault becomes a KMS error at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11
+from pkcs11.exceptions import PKCS11Error
+from pkcs11.mechanisms import GCMParams
+
+from hsmkms.errors import InvalidCiphertextException, KMSInternalException
+from hsmkms.token.faults import TRANSIENT, to_kms_error
+from hsmkms.token.library import find_token, load_module
+from hsmkms.token.mechanisms import MechanismSet
+from hsmkms.token.pool import PooledSession, SessionPool
+from hsmkms.token.templates import LABEL_PREFIX, MaterialRef, secret_key_template
+
+T = TypeVar("T")
+
+GCM_IV_BYTES = 12
+GCM_TAG_BITS = 128
+# What tokens return when a GCM tag does not verify: SoftHSM2 says CKR_GENERAL_ERROR,
+# others CKR_ENCRYPTED_DATA_INVALID or CKR_DATA_INVALID. All mean "not authentic" here,
+# because the key handle and mechanism were just used successfully by encrypt.
+GCM_AUTH_FAILURES = (
+    p11.EncryptedDataInvalid,
+    p11.EncryptedDataLenRange,
+    p11.DataInvalid,
+    p11.DataLenRange,
+    p11.GeneralError,
+)
+
+
+@dataclass(frozen=True)
+class ObjectFacts:
+    """The security attributes of one token object, as the token reports them."""
+
+    label: str
+    object_class: str
+    token: bool
+    private: bool
+    sensitive: bool
+    extractable: bool
+    always_sensitive: bool
+    never_extractable: bool
+    local: bool
+
+
+class Hsm:
+    def __init__(self, module_path: str, token_label: str, pin: str | None, pool_size: int) -> None:
+        module = load_module(module_path)
+        token = find_token(module, token_label)
+        if token is None:
+            raise KMSInternalException(
+                f"no PKCS#11 token labelled {token_label!r}; run `hsmkms init`"
+            )
+        self.token_label = token_label
+        self.mechanisms = MechanismSet(token.slot)
+        try:
+            self.pool = SessionPool(token, pin, pool_size)
+        except PKCS11Error as exc:
+            raise to_kms_error(exc) from exc
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _call(self, work: Callable[[PooledSession], T]) -> T:
+        for attempt in (1, 2):
+            pooled = self.pool.acquire()
+            try:
+                result = work(pooled)
+            except TRANSIENT as exc:
+                self.pool.discard(pooled)
+                if attempt == 2:
+                    raise to_kms_error(exc) from exc
+                try:
+                    self.pool.recover()
+                except PKCS11Error as again:
+                    raise to_kms_error(again) from again
+                continue
+            except PKCS11Error as exc:
+                self.pool.release(pooled)
+                raise to_kms_error(exc) from exc
+            except BaseException:
+                self.pool.release(pooled)
+                raise
+            self.pool.release(pooled)
+            return result
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _secret(pooled: PooledSession, ref: MaterialRef) -> Any:
+        key = pooled.objects.get(ref)
+        if key is None:
+            key = pooled.session.get_key(
+                object_class=ObjectClass.SECRET_KEY, label=ref.label, id=ref.cka_id
+            )
+            pooled.objects[ref] = key
+        return key
+
+    # -- key material -------------------------------------------------------------
+
+    def generate_aes_key(self, ref: MaterialRef, bits: int = 256) -> None:
+        self.mechanisms.require(Mechanism.AES_KEY_GEN, Mechanism.AES_GCM)
+        template = secret_key_template(ref, encrypt=True, sign=False)
+
+        def generate(pooled: PooledSession) -> None:
+            pooled.session.generate_key(
+                KeyType.AES, bits, store=True, label=ref.label, id=ref.cka_id, template=template
+            )
+
+        self._call(generate)
+
+    def destroy(self, ref: MaterialRef) -> int:
+        """Destroy every object named by ref; returns how many there were."""
+
+        def destroy(pooled: PooledSession) -> int:
+            objects = list(pooled.session.get_objects({Attribute.LABEL: ref.label}))
+            for obj in objects:
+                obj.destroy()
+            return len(objects)
+
+        count = self._call(destroy)
+        self.pool.forget_object(ref)
+        return count
+
+    def material_refs(self) -> set[MaterialRef]:
+        """Every key-material version hsmkms has in the token, by label."""
+
+        def scan(pooled: PooledSession) -> set[MaterialRef]:
+            refs = set()
+            for obj in pooled.session.get_objects():
+                try:
+                    label = obj[Attribute.LABEL]
+                except PKCS11Error:
+                    continue
+                if isinstance(label, str) and label.startswith(LABEL_PREFIX):
+                    ref = MaterialRef.from_label(label)
+                    if ref is not None:
+                        refs.add(ref)
+            return refs
+
+        return self._call(scan)
+
+    def facts(self, ref: MaterialRef) -> list[ObjectFacts]:
+        def read(pooled: PooledSession) -> list[ObjectFacts]:
+            found = []
+            for obj in pooled.session.get_objects({Attribute.LABEL: ref.label}):
+                found.append(
+                    ObjectFacts(
+                        label=obj[Attribute.LABEL],
+                        object_class=obj[Attribute.CLASS].name,
+                        token=bool(obj[Attribute.TOKEN]),
+                        private=bool(obj[Attribute.PRIVATE]),
+                        sensitive=bool(obj[Attribute.SENSITIVE]),
+                        extractable=bool(obj[Attribute.EXTRACTABLE]),
+                        always_sensitive=bool(obj[Attribute.ALWAYS_SENSITIVE]),
+                        never_extractable=bool(obj[Attribute.NEVER_EXTRACTABLE]),
+                        local=bool(obj[Attribute.LOCAL]),
+                    )
+                )
+            return found
+
+        return self._call(read)
+
+    # -- operations -----------------------------------------------------------------
+
+    def random(self, count: int) -> bytes:
+        def draw(pooled: PooledSession) -> bytes:
+            data: bytes = pooled.session.generate_random(count * 8)
+            return data
+
+        return self._call(draw)
+
+    def gcm_encrypt(self, ref: MaterialRef, aad: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
+        """AES-GCM inside the token with a fresh IV from the token's RNG: (iv, ct||tag)."""
+
+        def encrypt(pooled: PooledSession) -> tuple[bytes, bytes]:
+            iv = pooled.random_bytes(GCM_IV_BYTES)
+            body = self._secret(pooled, ref).encrypt(
+                plaintext,
+                mechanism=Mechanism.AES_GCM,
+                mechanism_param=GCMParams(iv, aad, GCM_TAG_BITS),
+            )
+            return iv, body
+
+        return self._call(encrypt)
+
+    def gcm_decrypt(self, ref: MaterialRef, iv: bytes, aad: bytes, body: bytes) -> bytes:
+        def decrypt(pooled: PooledSession) -> bytes:
+            key = self._secret(pooled, ref)
+            try:
+                plaintext: bytes = key.decrypt(
+                    body,
+                    mechanism=Mechanism.AES_GCM,
+                    mechanism_param=GCMParams(iv, aad, GCM_TAG_BITS),
+                )
+            except GCM_AUTH_FAILURES as exc:
+                raise InvalidCiphertextException() from exc
+            return plaintext
+
+        return self._call(decrypt)

@@ -1,0 +1,105 @@
+"""Loading a PKCS#11 module and finding a token.
+
+python-pkcs11 calls C_Initialize(NULL), which tells a module the application is
+single-threaded (SoftHSM2 then turns its mutexes off). We call C_Initialize with
+CKF_OS_LOCKING_OK ourselves first, through the module's function list, and let
+python-pkcs11 attach to the already initialised module.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from typing import Any
+
+from pkcs11 import _pkcs11
+from pkcs11.exceptions import NoSuchToken, PKCS11Error
+
+from hsmkms.errors import KMSInternalException
+
+CKF_OS_LOCKING_OK = 0x00000002
+CKR_OK = 0x0
+CKR_CRYPTOKI_ALREADY_INITIALIZED = 0x191
+
+_CInitialize = ctypes.CFUNCTYPE(ctypes.c_ulong, ctypes.c_void_p)
+
+
+class _InitializeArgs(ctypes.Structure):
+    _fields_ = (
+        ("create_mutex", ctypes.c_void_p),
+        ("destroy_mutex", ctypes.c_void_p),
+        ("lock_mutex", ctypes.c_void_p),
+        ("unlock_mutex", ctypes.c_void_p),
+        ("flags", ctypes.c_ulong),
+        ("reserved", ctypes.c_void_p),
+    )
+
+
+class _FunctionListHead(ctypes.Structure):
+    # Only the head of CK_FUNCTION_LIST: the version, C_Initialize, C_Finalize.
+    _fields_ = (
+        ("version", ctypes.c_ubyte * 2),
+        ("C_Initialize", _CInitialize),
+        ("C_Finalize", _CInitialize),
+    )
+
+
+class _AttachedLib(_pkcs11.lib):
+    """python-pkcs11's lib, minus its own C_Initialize(NULL) (done by us already)."""
+
+    def initialize(self) -> None:
+        return None
+
+
+_modules: dict[str, Any] = {}
+_keep_loaded: list[ctypes.CDLL] = []
+_lock = threading.Lock()
+
+
+def _function_list(path: str) -> Any:
+    dll = ctypes.CDLL(path)
+    _keep_loaded.append(dll)  # never unload: python-pkcs11 shares this mapping
+    head = ctypes.POINTER(_FunctionListHead)()
+    rv = dll.C_GetFunctionList(ctypes.byref(head))
+    if rv != CKR_OK:
+        raise KMSInternalException(f"C_GetFunctionList failed for PKCS#11 module (rv={rv:#x})")
+    return head
+
+
+def _initialize_with_os_locking(path: str) -> None:
+    head = _function_list(path)
+    args = _InitializeArgs(None, None, None, None, CKF_OS_LOCKING_OK, None)
+    rv = head.contents.C_Initialize(ctypes.cast(ctypes.byref(args), ctypes.c_void_p))
+    if rv not in (CKR_OK, CKR_CRYPTOKI_ALREADY_INITIALIZED):
+        raise KMSInternalException(f"C_Initialize failed for PKCS#11 module (rv={rv:#x})")
+
+
+def load_module(path: str) -> Any:
+    """The python-pkcs11 `lib` for a module path, initialised once per process."""
+    with _lock:
+        if path not in _modules:
+            try:
+                _initialize_with_os_locking(path)
+                _modules[path] = _AttachedLib(path)
+            except OSError as exc:
+                raise KMSInternalException(f"cannot load PKCS#11 module {path}: {exc}") from exc
+        return _modules[path]
+
+
+def rescan_tokens(path: str) -> None:
+    """Finalize and initialise the module again, so it sees tokens created since it
+    was loaded (SoftHSM2 reads its token directory at C_Initialize). Every session
+    and object of this module becomes invalid: call only with none in use."""
+    with _lock:
+        if path in _modules:
+            _function_list(path).contents.C_Finalize(None)
+            _initialize_with_os_locking(path)
+
+
+def find_token(module: Any, label: str) -> Any | None:
+    try:
+        return module.get_token(token_label=label)
+    except NoSuchToken:
+        return None
+    except PKCS11Error as exc:
+        raise KMSInternalException(f"cannot list tokens: {type(exc).__name__}") from exc

@@ -1,0 +1,65 @@
+"""Object naming and attribute templates for key material in the token."""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pkcs11 import Attribute
+
+LABEL_PREFIX = "hsmkms/"
+
+
+def key_uuid_bytes(key_id: str) -> bytes:
+    """The 16 bytes naming a key: its UUID, or the hex part of an `mrk-` id."""
+    if key_id.startswith("mrk-"):
+        return bytes.fromhex(key_id[4:])
+    return uuid.UUID(key_id).bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MaterialRef:
+    """One version of one key's material: one object (or key pair) in the token."""
+
+    key_id: str
+    version: int
+
+    @property
+    def label(self) -> str:
+        return f"{LABEL_PREFIX}{self.key_id}/v{self.version}"
+
+    @property
+    def cka_id(self) -> bytes:
+        return key_uuid_bytes(self.key_id) + struct.pack(">I", self.version)
+
+    @classmethod
+    def from_label(cls, label: str) -> MaterialRef | None:
+        """Parse a label we wrote; None for objects that are not ours."""
+        if not label.startswith(LABEL_PREFIX):
+            return None
+        key_id, sep, version = label[len(LABEL_PREFIX) :].rpartition("/v")
+        if not sep or not version.isdigit():
+            return None
+        return cls(key_id, int(version))
+
+
+def secret_key_template(ref: MaterialRef, *, encrypt: bool, sign: bool) -> dict[Any, Any]:
+    """A secret key that never leaves the token in plaintext."""
+    return {
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+        Attribute.MODIFIABLE: False,
+        Attribute.LABEL: ref.label,
+        Attribute.ID: ref.cka_id,
+        Attribute.ENCRYPT: encrypt,
+        Attribute.DECRYPT: encrypt,
+        Attribute.SIGN: sign,
+        Attribute.VERIFY: sign,
+        Attribute.WRAP: False,
+        Attribute.UNWRAP: False,
+        Attribute.DERIVE: False,
+    }
