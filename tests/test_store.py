@@ -1,0 +1,142 @@
+"""The metadata store contract, run against SQLite and the in-memory fake."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from hsmkms.errors import KMSInternalException
+from hsmkms.keys.model import (
+    Alias,
+    KeyRecord,
+    KeySpec,
+    KeyState,
+    KeyUsage,
+    KeyVersion,
+    Origin,
+    PendingMaterial,
+    RotationType,
+)
+from hsmkms.store.base import MetadataStore
+from hsmkms.store.memory import MemoryStore
+from hsmkms.store.sqlite import MIGRATIONS, SqliteStore
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def record(key_id: str, region: str = "us-east-1") -> KeyRecord:
+    return KeyRecord(
+        key_id=key_id,
+        region=region,
+        account_id="111122223333",
+        creation_date=NOW,
+        key_spec=KeySpec.SYMMETRIC_DEFAULT,
+        key_usage=KeyUsage.ENCRYPT_DECRYPT,
+        origin=Origin.AWS_KMS,
+        state=KeyState.ENABLED,
+        current_version=1,
+        multi_region_config={"MultiRegionKeyType": "PRIMARY"},
+        extra={"note": "kept"},
+    )
+
+
+def key_ids(count: int) -> list[str]:
+    return [f"{n:08x}-0000-4000-8000-000000000000" for n in range(count)]
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataStore]:
+    store: MetadataStore = (
+        SqliteStore(tmp_path / "db.sqlite") if request.param == "sqlite" else MemoryStore()
+    )
+    yield store
+    store.close()
+
+
+def test_round_trip_keeps_every_field(any_store: MetadataStore) -> None:
+    key = replace(record(key_ids(1)[0]), deletion_date=NOW, pending_window_days=7)
+    with any_store.transaction() as tx:
+        tx.put_key(key)
+        tx.put_version(KeyVersion(key.key_id, 2, NOW, RotationType.ON_DEMAND))
+    assert any_store.get_key(key.key_id) == key
+    assert any_store.list_versions(key.key_id)[0].rotation_type is RotationType.ON_DEMAND
+
+
+def test_failed_transaction_writes_nothing(any_store: MetadataStore) -> None:
+    first, second = key_ids(2)
+    with pytest.raises(RuntimeError), any_store.transaction() as tx:
+        tx.put_key(record(first))
+        tx.put_key(record(second))
+        raise RuntimeError("crash mid-transaction")
+    assert any_store.get_key(first) is None
+    assert any_store.get_key(second) is None
+
+
+def test_reads_in_a_transaction_see_its_writes(any_store: MetadataStore) -> None:
+    key = record(key_ids(1)[0])
+    with any_store.transaction() as tx:
+        tx.put_key(key)
+        assert tx.get_key(key.key_id) == key
+
+
+def test_delete_key_takes_versions_and_aliases(any_store: MetadataStore) -> None:
+    key = record(key_ids(1)[0])
+    with any_store.transaction() as tx:
+        tx.put_key(key)
+        tx.put_version(KeyVersion(key.key_id, 1, NOW, None))
+        tx.put_alias(Alias("alias/a", key.key_id, "us-east-1", key.account_id, NOW, NOW))
+    with any_store.transaction() as tx:
+        tx.delete_key(key.key_id)
+    assert any_store.get_key(key.key_id) is None
+    assert any_store.list_versions(key.key_id) == []
+    assert any_store.get_alias("us-east-1", "alias/a") is None
+
+
+def test_listing_is_ordered_paged_and_region_scoped(any_store: MetadataStore) -> None:
+    ids = key_ids(5)
+    with any_store.transaction() as tx:
+        for key_id in ids:
+            tx.put_key(record(key_id))
+        tx.put_key(record("ffffffff-0000-4000-8000-000000000000", region="eu-west-1"))
+    first = any_store.list_keys("us-east-1", None, 2)
+    assert [k.key_id for k in first] == ids[:2]
+    rest = any_store.list_keys("us-east-1", first[-1].key_id, 10)
+    assert [k.key_id for k in rest] == ids[2:]
+    assert len(any_store.list_keys(None, None, 100)) == 6
+
+
+def test_pending_material_round_trip(any_store: MetadataStore) -> None:
+    with any_store.transaction() as tx:
+        tx.add_pending(PendingMaterial("k", 1, NOW))
+    assert any_store.list_pending() == [PendingMaterial("k", 1, NOW)]
+    with any_store.transaction() as tx:
+        tx.remove_pending("k", 1)
+    assert any_store.list_pending() == []
+
+
+def test_sqlite_schema_is_versioned_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    store = SqliteStore(path)
+    assert store.schema_version == len(MIGRATIONS)
+    key = record(key_ids(1)[0])
+    with store.transaction() as tx:
+        tx.put_key(key)
+    store.close()
+    reopened = SqliteStore(path)
+    assert reopened.get_key(key.key_id) == key
+    reopened.close()
+
+
+def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    SqliteStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    conn.close()
+    with pytest.raises(KMSInternalException, match="newer"):
+        SqliteStore(path)
