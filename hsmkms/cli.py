@@ -29,7 +29,7 @@ def _json_default(value: object) -> object:
 
 
 def _print(result: Any) -> None:
-    if result is not None:
+    if result:  # like aws-cli, an empty response prints nothing
         print(json.dumps(result, indent=4, default=_json_default))
 
 
@@ -133,24 +133,22 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ),
     ("key", "list"): _list_all_keys,
     ("key", "describe"): lambda km, a: km.describe_key(key_id=a.key),
-    ("key", "enable"): lambda km, a: km.enable_key(key_id=a.key) and None,
-    ("key", "disable"): lambda km, a: km.disable_key(key_id=a.key) and None,
+    ("key", "enable"): lambda km, a: km.enable_key(key_id=a.key),
+    ("key", "disable"): lambda km, a: km.disable_key(key_id=a.key),
     ("key", "rotate"): lambda km, a: km.rotate_key_on_demand(key_id=a.key),
     ("key", "cancel-deletion"): lambda km, a: km.cancel_key_deletion(key_id=a.key),
     ("key", "schedule-deletion"): lambda km, a: km.schedule_key_deletion(
         key_id=a.key, pending_window_in_days=a.days
     ),
-    ("key", "enable-rotation"): lambda km, a: (
-        km.enable_key_rotation(key_id=a.key, rotation_period_in_days=a.period_days) and None
+    ("key", "enable-rotation"): lambda km, a: km.enable_key_rotation(
+        key_id=a.key, rotation_period_in_days=a.period_days
     ),
-    ("key", "disable-rotation"): lambda km, a: km.disable_key_rotation(key_id=a.key) and None,
+    ("key", "disable-rotation"): lambda km, a: km.disable_key_rotation(key_id=a.key),
     ("key", "rotation-status"): lambda km, a: km.get_key_rotation_status(key_id=a.key),
     ("key", "list-rotations"): lambda km, a: km.list_key_rotations(key_id=a.key),
-    ("alias", "create"): lambda km, a: (
-        km.create_alias(alias_name=a.alias, target_key_id=a.key) and None
-    ),
+    ("alias", "create"): lambda km, a: km.create_alias(alias_name=a.alias, target_key_id=a.key),
     ("alias", "list"): _list_all_aliases,
-    ("alias", "delete"): lambda km, a: km.delete_alias(alias_name=a.alias) and None,
+    ("alias", "delete"): lambda km, a: km.delete_alias(alias_name=a.alias),
     ("encrypt", None): _encrypt_file,
     ("decrypt", None): _decrypt_file,
 }

@@ -6,9 +6,13 @@ Order for create and rotate:
   3. commit the key/version rows and drop the intent, in one transaction.
 A crash after 1 or 2 leaves an intent (and maybe an object no row names): the
 key or version is invisible and unusable, and `reconcile` removes both once the
-intent is older than the grace period. Destroy commits the row removal first,
-then destroys objects: a crash leaves orphan objects, which reconcile destroys.
-Material is never destroyed while any row names it.
+intent is older than the grace period. Destroy removes the rows and writes an
+intent per version in one transaction, then destroys the objects, then drops
+the intents: a crash leaves intents that reconcile completes.
+
+Reconcile destroys only objects an intent names and no row names. An object with
+our label that neither names (another deployment sharing the token, a database
+restored from an older backup) is reported, never destroyed.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class ReconcileReport:
     intents_cleared: list[str] = field(default_factory=list)
     material_missing: list[str] = field(default_factory=list)
     material_restored: list[str] = field(default_factory=list)
+    unknown_objects: list[str] = field(default_factory=list)  # ours by label only: left alone
 
 
 class MaterialKeeper:
@@ -94,12 +99,18 @@ class MaterialKeeper:
         return updated
 
     def destroy(self, record: KeyRecord) -> None:
-        versions = self._store.list_versions(record.key_id)
+        now = self._clock()
         with self._store.transaction() as tx:
+            versions = tx.list_versions(record.key_id)
             tx.delete_key(record.key_id)
+            for version in versions:
+                tx.add_pending(PendingMaterial(record.key_id, version.version, now))
         self.crash("after-rows")
         for version in versions:
             self._hsm.destroy(MaterialRef(record.key_id, version.version))
+        with self._store.transaction() as tx:
+            for version in versions:
+                tx.remove_pending(record.key_id, version.version)
 
     def reconcile(self, grace: timedelta = DEFAULT_GRACE) -> ReconcileReport:
         report = ReconcileReport()
@@ -128,9 +139,8 @@ class MaterialKeeper:
             named.update(MaterialRef(v.key_id, v.version) for v in versions)
             self._check_versions(record, versions, in_token, report)
 
-        for ref in sorted(in_token - named - fresh_intents, key=lambda r: r.label):
-            self._hsm.destroy(ref)
-            report.orphans_destroyed.append(ref.label)
+        unknown = in_token - named - fresh_intents
+        report.unknown_objects.extend(sorted(ref.label for ref in unknown))
         return report
 
     def _all_keys(self) -> list[KeyRecord]:

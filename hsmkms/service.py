@@ -74,6 +74,7 @@ class MaintenanceReport:
             "IntentsCleared": self.reconcile.intents_cleared,
             "MaterialMissing": self.reconcile.material_missing,
             "MaterialRestored": self.reconcile.material_restored,
+            "UnknownObjectsLeftAlone": self.reconcile.unknown_objects,
         }
 
 

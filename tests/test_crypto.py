@@ -19,7 +19,9 @@ from hsmkms.token.templates import key_uuid_bytes
 CTX = {"purpose": "test", "tenant": "a"}
 
 
-def encrypt(km: KeyManager, key_id: str, data: bytes = b"secret", ctx: dict[str, str] | None = CTX) -> bytes:
+def encrypt(
+    km: KeyManager, key_id: str, data: bytes = b"secret", ctx: dict[str, str] | None = CTX
+) -> bytes:
     out: bytes = km.encrypt(key_id=key_id, plaintext=data, encryption_context=ctx)["CiphertextBlob"]
     return out
 
@@ -28,8 +30,14 @@ def test_round_trip_names_the_key_and_algorithm(km: KeyManager, key_id: str) -> 
     out = km.encrypt(key_id=key_id, plaintext=b"p" * 4096, encryption_context=CTX)
     arn = f"arn:aws:kms:us-east-1:111122223333:key/{key_id}"
     assert out["KeyId"] == arn and out["EncryptionAlgorithm"] == "SYMMETRIC_DEFAULT"
-    back = km.decrypt(ciphertext_blob=out["CiphertextBlob"], encryption_context=dict(reversed(CTX.items())))
-    assert back == {"KeyId": arn, "Plaintext": b"p" * 4096, "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
+    back = km.decrypt(
+        ciphertext_blob=out["CiphertextBlob"], encryption_context=dict(reversed(CTX.items()))
+    )
+    assert back == {
+        "KeyId": arn,
+        "Plaintext": b"p" * 4096,
+        "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+    }
 
 
 def test_blob_layout_matches_the_design(km: KeyManager, key_id: str) -> None:
@@ -47,7 +55,9 @@ def test_blob_layout_matches_the_design(km: KeyManager, key_id: str) -> None:
     "ctx",
     [None, {}, {"purpose": "test"}, {"purpose": "test", "tenant": "b"}, {**CTX, "extra": "x"}],
 )
-def test_wrong_encryption_context_fails(km: KeyManager, key_id: str, ctx: dict[str, str] | None) -> None:
+def test_wrong_encryption_context_fails(
+    km: KeyManager, key_id: str, ctx: dict[str, str] | None
+) -> None:
     data = encrypt(km, key_id)
     with pytest.raises(InvalidCiphertextException):
         km.decrypt(ciphertext_blob=data, encryption_context=ctx)
@@ -192,7 +202,9 @@ def test_generate_data_key_without_plaintext(km: KeyManager, key_id: str) -> Non
         {"number_of_bytes": 1025},
     ],
 )
-def test_generate_data_key_bad_input(km: KeyManager, key_id: str, kwargs: dict[str, object]) -> None:
+def test_generate_data_key_bad_input(
+    km: KeyManager, key_id: str, kwargs: dict[str, object]
+) -> None:
     with pytest.raises(ValidationException):
         km.generate_data_key(key_id=key_id, **kwargs)  # type: ignore[arg-type]
 

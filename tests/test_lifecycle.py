@@ -136,10 +136,15 @@ def test_multi_region_key(km: KeyManager) -> None:
         ({"key_spec": "RSA_2048", "key_usage": "SIGN_VERIFY"}, UnsupportedOperationException),
         ({"origin": "EXTERNAL"}, UnsupportedOperationException),
         ({"description": "d" * 8193}, ValidationException),
-        ({"key_spec": "SYMMETRIC_DEFAULT", "customer_master_key_spec": "SYMMETRIC_DEFAULT"}, ValidationException),
+        (
+            {"key_spec": "SYMMETRIC_DEFAULT", "customer_master_key_spec": "SYMMETRIC_DEFAULT"},
+            ValidationException,
+        ),
     ],
 )
-def test_create_key_bad_input(km: KeyManager, kwargs: dict[str, Any], error: type[KMSError]) -> None:
+def test_create_key_bad_input(
+    km: KeyManager, kwargs: dict[str, Any], error: type[KMSError]
+) -> None:
     with pytest.raises(error):
         km.create_key(**kwargs)
     assert km.list_keys()["Keys"] == []

@@ -97,6 +97,19 @@ def test_delete_key_takes_versions_and_aliases(any_store: MetadataStore) -> None
     assert any_store.get_alias("us-east-1", "alias/a") is None
 
 
+def test_updating_a_key_keeps_its_versions_and_aliases(any_store: MetadataStore) -> None:
+    key = record(key_ids(1)[0])
+    with any_store.transaction() as tx:
+        tx.put_key(key)
+        tx.put_version(KeyVersion(key.key_id, 1, NOW, None))
+        tx.put_alias(Alias("alias/a", key.key_id, "us-east-1", key.account_id, NOW, NOW))
+    with any_store.transaction() as tx:
+        tx.put_key(replace(key, state=KeyState.DISABLED, current_version=2))
+    assert any_store.get_key(key.key_id) == replace(key, state=KeyState.DISABLED, current_version=2)
+    assert [v.version for v in any_store.list_versions(key.key_id)] == [1]
+    assert any_store.get_alias("us-east-1", "alias/a") is not None
+
+
 def test_listing_is_ordered_paged_and_region_scoped(any_store: MetadataStore) -> None:
     ids = key_ids(5)
     with any_store.transaction() as tx:

@@ -90,6 +90,13 @@ KEY_COLUMNS = (
 )  # fmt: skip
 
 
+_UPSERT_KEY = (
+    f"INSERT INTO keys ({', '.join(KEY_COLUMNS)}) VALUES ({', '.join('?' * len(KEY_COLUMNS))}) "
+    "ON CONFLICT (key_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in KEY_COLUMNS[1:])
+)
+
+
 def _ts(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -208,11 +215,9 @@ class _SqliteWriter(_SqliteReader):
         self._conn.execute(sql, params)
 
     def put_key(self, record: KeyRecord) -> None:
-        marks = ", ".join("?" * len(KEY_COLUMNS))
-        self._run(
-            f"INSERT OR REPLACE INTO keys ({', '.join(KEY_COLUMNS)}) VALUES ({marks})",
-            *_key_row(record),
-        )
+        # An upsert, not INSERT OR REPLACE: a replace deletes the row first, and the
+        # ON DELETE CASCADE would take the key's versions and aliases with it.
+        self._run(_UPSERT_KEY, *_key_row(record))
 
     def delete_key(self, key_id: str) -> None:
         self._run("DELETE FROM aliases WHERE key_id = ?", key_id)

@@ -1,0 +1,139 @@
+"""The operator CLI run as a subprocess against its own `hsmkms init` data dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+class Cli:
+    def __init__(self, data_dir: Path) -> None:
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("HSMKMS_", "SOFTHSM2_"))
+        }
+        self.env["HSMKMS_DATA_DIR"] = str(data_dir)
+        self.cwd = data_dir.parent
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hsmkms.cli", *args],
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def ok(self, *args: str) -> Any:
+        result = self.run(*args)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout) if result.stdout.strip() else None
+
+    def fails(self, *args: str) -> str:
+        result = self.run(*args)
+        assert result.returncode != 0
+        assert result.stderr.count("\n") == 1, result.stderr  # one line, no traceback
+        assert result.stderr.startswith("hsmkms: ")
+        return result.stderr
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    runner = Cli(tmp_path_factory.mktemp("cli") / "data")
+    first = runner.ok("init")
+    assert first["token_created"] is True
+    return runner
+
+
+def test_init_is_idempotent_and_keeps_pins_private(cli: Cli) -> None:
+    again = cli.ok("init")
+    assert again["token_created"] is False
+    data_dir = Path(cli.env["HSMKMS_DATA_DIR"])
+    for name in ("user.pin", "so.pin"):
+        mode = stat.S_IMODE((data_dir / name).stat().st_mode)
+        assert mode == 0o600, name
+    pin = (data_dir / "user.pin").read_text().strip()
+    assert len(pin) >= 24
+    assert pin not in again.__repr__()
+
+
+def test_key_commands(cli: Cli) -> None:
+    meta = cli.ok("key", "create", "--description", "from the cli")["KeyMetadata"]
+    key_id = meta["KeyId"]
+    assert meta["Description"] == "from the cli" and meta["KeyState"] == "Enabled"
+    assert {"KeyId": key_id, "KeyArn": meta["Arn"]} in cli.ok("key", "list")["Keys"]
+    cli.ok("key", "disable", key_id)
+    assert cli.ok("key", "describe", key_id)["KeyMetadata"]["KeyState"] == "Disabled"
+    cli.ok("key", "enable", key_id)
+    assert cli.ok("key", "rotate", key_id) == {"KeyId": key_id}
+    assert len(cli.ok("key", "list-rotations", key_id)["Rotations"]) == 1
+    cli.ok("key", "enable-rotation", key_id, "--period-days", "90")
+    assert cli.ok("key", "rotation-status", key_id)["RotationPeriodInDays"] == 90
+    scheduled = cli.ok("key", "schedule-deletion", key_id, "--days", "7")
+    assert scheduled["KeyState"] == "PendingDeletion" and scheduled["PendingWindowInDays"] == 7
+    cli.ok("key", "cancel-deletion", key_id)
+    assert cli.ok("key", "describe", key_id)["KeyMetadata"]["KeyState"] == "Disabled"
+    assert "ValidationException" in cli.fails("key", "schedule-deletion", key_id, "--days", "3")
+    report = cli.ok("maintain")
+    assert report["Deleted"] == [] and report["OrphanObjectsDestroyed"] == []
+
+
+def test_alias_commands(cli: Cli) -> None:
+    key_id = cli.ok("key", "create")["KeyMetadata"]["KeyId"]
+    assert cli.ok("alias", "create", "alias/cli-test", key_id) is None
+    assert cli.ok("key", "describe", "alias/cli-test")["KeyMetadata"]["KeyId"] == key_id
+    names = [a["AliasName"] for a in cli.ok("alias", "list")["Aliases"]]
+    assert "alias/cli-test" in names
+    assert "AlreadyExistsException" in cli.fails("alias", "create", "alias/cli-test", key_id)
+    assert "InvalidAliasNameException" in cli.fails("alias", "create", "alias/aws/x", key_id)
+    cli.ok("alias", "delete", "alias/cli-test")
+    assert "NotFoundException" in cli.fails("key", "describe", "alias/cli-test")
+
+
+def test_file_round_trip_and_failures(cli: Cli, tmp_path: Path) -> None:
+    key_id = cli.ok("key", "create")["KeyMetadata"]["KeyId"]
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(5 * 1024 * 1024 + 12345))
+    sealed, opened = tmp_path / "big.enc", tmp_path / "big.out"
+    cli.ok(
+        "encrypt",
+        "--key",
+        key_id,
+        "--context",
+        "file=big",
+        "--context",
+        "team=ops",
+        str(source),
+        str(sealed),
+    )
+    assert sealed.stat().st_size > source.stat().st_size
+    assert source.read_bytes()[:4096] not in sealed.read_bytes()
+    cli.ok("decrypt", "--context", "team=ops", "--context", "file=big", str(sealed), str(opened))
+    assert opened.read_bytes() == source.read_bytes()
+
+    wrong = tmp_path / "wrong.out"
+    assert "InvalidCiphertextException" in cli.fails(
+        "decrypt", "--context", "file=other", "--context", "team=ops", str(sealed), str(wrong)
+    )
+    assert not wrong.exists()
+
+    tampered = tmp_path / "tampered.enc"
+    data = bytearray(sealed.read_bytes())
+    data[len(data) // 2] ^= 1
+    tampered.write_bytes(bytes(data))
+    assert "InvalidCiphertextException" in cli.fails(
+        "decrypt", "--context", "file=big", "--context", "team=ops", str(tampered), str(wrong)
+    )
+    assert not wrong.exists()
+
+    assert "NotFoundException" in cli.fails(
+        "encrypt", "--key", "alias/nobody", str(source), str(wrong)
+    )
+    assert "hsmkms: " in cli.fails("encrypt", "--key", key_id, str(tmp_path / "absent"), str(wrong))
