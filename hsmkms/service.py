@@ -123,6 +123,19 @@ def _marker_key(marker: str | None) -> str | None:
     return marker
 
 
+class _Resolved:
+    """A key as the hot path needs it, with what can be computed once per key."""
+
+    __slots__ = ("expires", "header", "key_uuid", "record", "ref")
+
+    def __init__(self, record: KeyRecord, expires: float) -> None:
+        self.record = record
+        self.expires = expires
+        self.key_uuid = key_uuid_bytes(record.key_id)
+        self.ref = MaterialRef(record.key_id, record.current_version)
+        self.header = blob.header(self.key_uuid, record.current_version)
+
+
 class KeyManager:
     def __init__(
         self,
@@ -142,8 +155,8 @@ class KeyManager:
         self.clock = clock
         self.material = MaterialKeeper(store, hsm, clock, crash)
         self._cache_seconds = cache_seconds
-        # KeyId as given -> (record, key uuid bytes, expiry); uuid bytes -> same entry.
-        self._cache: dict[str | bytes, tuple[KeyRecord, bytes, float]] = {}
+        # KeyId as given, and key UUID bytes -> a resolved key, until it expires.
+        self._cache: dict[str | bytes, _Resolved] = {}
 
     def close(self) -> None:
         self.hsm.close()
@@ -174,21 +187,20 @@ class KeyManager:
             raise NotFoundException(f"Key '{self._key_arn(target)}' does not exist")
         return record
 
-    def _cached(self, key_id: str) -> tuple[KeyRecord, bytes]:
+    def _cached(self, key_id: str) -> _Resolved:
         """The hot path's resolve: no database round trip for recently seen keys."""
         entry = self._cache.get(key_id)
-        if entry is not None and entry[2] > time.monotonic():
-            return entry[0], entry[1]
-        record = self._resolve(key_id)
-        entry = (record, key_uuid_bytes(record.key_id), time.monotonic() + self._cache_seconds)
+        if entry is not None and entry.expires > time.monotonic():
+            return entry
+        entry = _Resolved(self._resolve(key_id), time.monotonic() + self._cache_seconds)
         self._cache[key_id] = entry
-        self._cache[entry[1]] = entry
-        return record, entry[1]
+        self._cache[entry.key_uuid] = entry
+        return entry
 
-    def _by_uuid(self, key_uuid: bytes) -> tuple[KeyRecord, bytes]:
+    def _by_uuid(self, key_uuid: bytes) -> _Resolved:
         entry = self._cache.get(key_uuid)
-        if entry is not None and entry[2] > time.monotonic():
-            return entry[0], entry[1]
+        if entry is not None and entry.expires > time.monotonic():
+            return entry
         for key_id in (str(uuid.UUID(bytes=key_uuid)), "mrk-" + key_uuid.hex()):
             record = self.store.get_key(key_id)
             if record is not None and record.region == self.region:
@@ -441,23 +453,18 @@ class KeyManager:
 
     # -- cryptography -------------------------------------------------------------------
 
-    def _encrypt_with(
-        self, record: KeyRecord, key_uuid: bytes, plaintext: bytes, ctx: context.EncryptionContext
-    ) -> bytes:
-        lifecycle.require(record, Use.CRYPTO)
-        version = record.current_version
-        header = blob.header(key_uuid, version)
-        iv, body = self.hsm.gcm_encrypt(
-            MaterialRef(record.key_id, version), header + context.canonical(ctx), plaintext
-        )
-        return header + iv + body
+    def _encrypt_with(self, key: _Resolved, plaintext: bytes, canonical_context: bytes) -> bytes:
+        lifecycle.require(key.record, Use.CRYPTO)
+        iv, body = self.hsm.gcm_encrypt(key.ref, key.header + canonical_context, plaintext)
+        return key.header + iv + body
 
     def _decrypt_blob(
-        self, ciphertext: bytes, ctx: context.EncryptionContext, key_id: str | None
+        self, ciphertext: bytes, canonical_context: bytes, key_id: str | None
     ) -> tuple[KeyRecord, bytes]:
         parsed = blob.decode(ciphertext)
-        record, _ = self._by_uuid(parsed.key_uuid)
-        if key_id is not None and self._cached(key_id)[0].key_id != record.key_id:
+        key = self._by_uuid(parsed.key_uuid)
+        record = key.record
+        if key_id is not None and self._cached(key_id).record.key_id != record.key_id:
             raise IncorrectKeyException(
                 "The key ID in the request does not identify a KMS key that can perform this "
                 "operation."
@@ -466,11 +473,13 @@ class KeyManager:
         self._require_symmetric_encryption(record, None)
         if not 1 <= parsed.version <= record.current_version:
             raise InvalidCiphertextException()
+        ref = (
+            key.ref
+            if parsed.version == key.ref.version
+            else MaterialRef(record.key_id, parsed.version)
+        )
         plaintext = self.hsm.gcm_decrypt(
-            MaterialRef(record.key_id, parsed.version),
-            parsed.iv,
-            parsed.header + context.canonical(ctx),
-            parsed.body,
+            ref, parsed.iv, parsed.header + canonical_context, parsed.body
         )
         return record, plaintext
 
@@ -483,12 +492,12 @@ class KeyManager:
         encryption_algorithm: str | None = None,
     ) -> Response:
         data = _check_bytes("plaintext", plaintext, MAX_PLAINTEXT)
-        ctx = context.validate(encryption_context)
-        record, key_uuid = self._cached(key_id)
-        self._require_symmetric_encryption(record, encryption_algorithm)
+        aad = context.canonical(encryption_context)
+        key = self._cached(key_id)
+        self._require_symmetric_encryption(key.record, encryption_algorithm)
         return {
-            "CiphertextBlob": self._encrypt_with(record, key_uuid, data, ctx),
-            "KeyId": record.arn,
+            "CiphertextBlob": self._encrypt_with(key, data, aad),
+            "KeyId": key.record.arn,
             "EncryptionAlgorithm": SYMMETRIC_ALGORITHM,
         }
 
@@ -501,10 +510,10 @@ class KeyManager:
         encryption_algorithm: str | None = None,
     ) -> Response:
         data = _check_bytes("ciphertextBlob", ciphertext_blob, MAX_CIPHERTEXT)
-        ctx = context.validate(encryption_context)
+        aad = context.canonical(encryption_context)
         if encryption_algorithm not in (None, SYMMETRIC_ALGORITHM):
             raise InvalidCiphertextException()
-        record, plaintext = self._decrypt_blob(data, ctx, key_id)
+        record, plaintext = self._decrypt_blob(data, aad, key_id)
         return {
             "KeyId": record.arn,
             "Plaintext": plaintext,
@@ -523,20 +532,18 @@ class KeyManager:
         destination_encryption_algorithm: str | None = None,
     ) -> Response:
         data = _check_bytes("ciphertextBlob", ciphertext_blob, MAX_CIPHERTEXT)
-        source_ctx = context.validate(source_encryption_context)
-        destination_ctx = context.validate(destination_encryption_context)
+        source_aad = context.canonical(source_encryption_context)
+        destination_aad = context.canonical(destination_encryption_context)
         if source_encryption_algorithm not in (None, SYMMETRIC_ALGORITHM):
             raise InvalidCiphertextException()
-        destination, destination_uuid = self._cached(destination_key_id)
-        self._require_symmetric_encryption(destination, destination_encryption_algorithm)
-        lifecycle.require(destination, Use.CRYPTO)
-        source, plaintext = self._decrypt_blob(data, source_ctx, source_key_id)
+        destination = self._cached(destination_key_id)
+        self._require_symmetric_encryption(destination.record, destination_encryption_algorithm)
+        lifecycle.require(destination.record, Use.CRYPTO)
+        source, plaintext = self._decrypt_blob(data, source_aad, source_key_id)
         return {
-            "CiphertextBlob": self._encrypt_with(
-                destination, destination_uuid, plaintext, destination_ctx
-            ),
+            "CiphertextBlob": self._encrypt_with(destination, plaintext, destination_aad),
             "SourceKeyId": source.arn,
-            "KeyId": destination.arn,
+            "KeyId": destination.record.arn,
             "SourceEncryptionAlgorithm": SYMMETRIC_ALGORITHM,
             "DestinationEncryptionAlgorithm": SYMMETRIC_ALGORITHM,
         }
@@ -554,12 +561,12 @@ class KeyManager:
             size = DATA_KEY_SPECS[_check_enum("keySpec", key_spec, list(DATA_KEY_SPECS))]
         else:
             size = _check_range("numberOfBytes", number_of_bytes, 1, MAX_RANDOM_BYTES)
-        ctx = context.validate(encryption_context)
-        record, key_uuid = self._cached(key_id)
-        self._require_symmetric_encryption(record, None)
-        lifecycle.require(record, Use.CRYPTO)
+        aad = context.canonical(encryption_context)
+        key = self._cached(key_id)
+        self._require_symmetric_encryption(key.record, None)
+        lifecycle.require(key.record, Use.CRYPTO)
         plaintext = self.hsm.random(size)
-        return record, plaintext, self._encrypt_with(record, key_uuid, plaintext, ctx)
+        return key.record, plaintext, self._encrypt_with(key, plaintext, aad)
 
     def generate_data_key(
         self,

@@ -9,7 +9,7 @@ bound as GCM additional data, so any change to either fails authentication.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hsmkms.errors import InvalidCiphertextException
 
@@ -20,19 +20,12 @@ TAG_BYTES = 16
 MIN_LENGTH = _HEADER.size + IV_BYTES + TAG_BYTES
 
 
-@dataclass(frozen=True, slots=True)
-class Blob:
+class Blob(NamedTuple):
+    header: bytes  # format | key UUID | version: the bytes bound as AAD
     key_uuid: bytes
     version: int
     iv: bytes
     body: bytes  # ciphertext || tag
-
-    @property
-    def header(self) -> bytes:
-        return header(self.key_uuid, self.version)
-
-    def encode(self) -> bytes:
-        return self.header + self.iv + self.body
 
 
 def header(key_uuid: bytes, version: int) -> bytes:
@@ -44,4 +37,4 @@ def decode(data: bytes) -> Blob:
         raise InvalidCiphertextException()
     _, key_uuid, version = _HEADER.unpack_from(data)
     iv_end = _HEADER.size + IV_BYTES
-    return Blob(key_uuid, version, data[_HEADER.size : iv_end], data[iv_end:])
+    return Blob(data[: _HEADER.size], key_uuid, version, data[_HEADER.size : iv_end], data[iv_end:])

@@ -4,27 +4,37 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
+from functools import lru_cache
 
 from hsmkms.errors import ValidationException
 
 EncryptionContext = Mapping[str, str]
 
 
-def validate(context: object) -> dict[str, str]:
-    if context is None:
-        return {}
-    if not isinstance(context, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in context.items()
-    ):
-        raise ValidationException("EncryptionContext must map strings to strings.")
-    return dict(context)
+def _invalid() -> ValidationException:
+    return ValidationException("EncryptionContext must map strings to strings.")
 
 
-def canonical(context: EncryptionContext) -> bytes:
-    """Order-independent, unambiguous: sorted pairs, each part length-prefixed."""
-    if not context:
-        return b""
-    parts = [struct.pack(">H", len(context))]
-    for key, value in sorted((k.encode(), v.encode()) for k, v in context.items()):
+@lru_cache(maxsize=4096)
+def _canonical(items: tuple[tuple[str, str], ...]) -> bytes:
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in items):
+        raise _invalid()
+    parts = [struct.pack(">H", len(items))]
+    for key, value in sorted((k.encode(), v.encode()) for k, v in items):
         parts.append(struct.pack(">I", len(key)) + key + struct.pack(">I", len(value)) + value)
     return b"".join(parts)
+
+
+def canonical(context: object) -> bytes:
+    """Validate a context and encode it order-independently and unambiguously:
+    sorted pairs, each part length-prefixed. Cached: services reuse few contexts."""
+    if not context:
+        if context is None or isinstance(context, Mapping):
+            return b""
+        raise _invalid()
+    if not isinstance(context, Mapping):
+        raise _invalid()
+    try:
+        return _canonical(tuple(context.items()))
+    except TypeError:  # an unhashable value: certainly not a string
+        raise _invalid() from None
