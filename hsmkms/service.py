@@ -548,13 +548,14 @@ class KeyManager:
             "DestinationEncryptionAlgorithm": SYMMETRIC_ALGORITHM,
         }
 
-    def _data_key(
+    def generate_data_key(
         self,
+        *,
         key_id: str,
-        key_spec: str | None,
-        number_of_bytes: int | None,
-        encryption_context: dict[str, str] | None,
-    ) -> tuple[KeyRecord, bytes, bytes]:
+        key_spec: str | None = None,
+        number_of_bytes: int | None = None,
+        encryption_context: dict[str, str] | None = None,
+    ) -> Response:
         if (key_spec is None) == (number_of_bytes is None):
             raise ValidationException("Please specify either number of bytes or key spec.")
         if key_spec is not None:
@@ -566,20 +567,11 @@ class KeyManager:
         self._require_symmetric_encryption(key.record, None)
         lifecycle.require(key.record, Use.CRYPTO)
         plaintext = self.hsm.random(size)
-        return key.record, plaintext, self._encrypt_with(key, plaintext, aad)
-
-    def generate_data_key(
-        self,
-        *,
-        key_id: str,
-        key_spec: str | None = None,
-        number_of_bytes: int | None = None,
-        encryption_context: dict[str, str] | None = None,
-    ) -> Response:
-        record, plaintext, ciphertext = self._data_key(
-            key_id, key_spec, number_of_bytes, encryption_context
-        )
-        return {"CiphertextBlob": ciphertext, "Plaintext": plaintext, "KeyId": record.arn}
+        return {
+            "CiphertextBlob": self._encrypt_with(key, plaintext, aad),
+            "Plaintext": plaintext,
+            "KeyId": key.record.arn,
+        }
 
     def generate_data_key_without_plaintext(
         self,
@@ -589,10 +581,14 @@ class KeyManager:
         number_of_bytes: int | None = None,
         encryption_context: dict[str, str] | None = None,
     ) -> Response:
-        record, _, ciphertext = self._data_key(
-            key_id, key_spec, number_of_bytes, encryption_context
+        response = self.generate_data_key(
+            key_id=key_id,
+            key_spec=key_spec,
+            number_of_bytes=number_of_bytes,
+            encryption_context=encryption_context,
         )
-        return {"CiphertextBlob": ciphertext, "KeyId": record.arn}
+        del response["Plaintext"]  # the caller never sees it; it is dropped here
+        return response
 
     def generate_random(self, *, number_of_bytes: int | None = None) -> Response:
         if number_of_bytes is None:
