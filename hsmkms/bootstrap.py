@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 
+from starlette.applications import Starlette
+
+from hsmkms.api.app import create_app
+from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.clock import Clock, system_clock
 from hsmkms.config import Settings, is_softhsm
 from hsmkms.errors import KMSInternalException
+from hsmkms.identity import CredentialStore
 from hsmkms.service import KeyManager
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
@@ -39,3 +44,10 @@ def build_key_manager(settings: Settings, clock: Clock = system_clock) -> KeyMan
     return KeyManager(
         store, hsm, account_id=settings.account_id, region=settings.region, clock=clock
     )
+
+
+def build_app(settings: Settings, km: KeyManager) -> Starlette:
+    """The HTTP app over a KeyManager: SigV4 against the stored principals."""
+    credentials = CredentialStore(km.store, km.hsm, km.clock)
+    verifier = SigV4Verifier(credentials.lookup, regions=settings.regions)
+    return create_app(km, verifier, maintenance_seconds=settings.maintenance_seconds)

@@ -79,10 +79,54 @@ def _decrypt_file(km: KeyManager, args: argparse.Namespace) -> Any:
     return None
 
 
+def _principal_add(km: KeyManager, args: argparse.Namespace) -> Any:
+    from hsmkms.identity import CredentialStore
+
+    credential = CredentialStore(km.store, km.hsm, km.clock).add(
+        args.arn, args.access_key_id, args.secret_access_key
+    )
+    result = {"PrincipalArn": credential.principal_arn, "AccessKeyId": credential.access_key_id}
+    if args.secret_access_key is None:
+        result["SecretAccessKey"] = credential.secret_access_key  # shown once, here only
+    return result
+
+
+def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
+    import uvicorn
+
+    from hsmkms.bootstrap import build_app
+
+    app = build_app(load_settings(), km)
+    scheme = "https" if args.tls_cert else "http"
+    print(f"hsmkms: serving the KMS API on {scheme}://{args.host}:{args.port}", file=sys.stderr)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+        log_level="warning",
+        access_log=False,
+    )
+    return None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hsmkms", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("init", help="create the data dir, token (SoftHSM2) and database")
+    serve = commands.add_parser("serve", help="serve the AWS KMS API over HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--tls-cert", default=None)
+    serve.add_argument("--tls-key", default=None)
+    principal = commands.add_parser("principal", help="API principals").add_subparsers(
+        dest="action", required=True
+    )
+    principal_add = principal.add_parser("add", help="add a SigV4 access key for a principal")
+    principal_add.add_argument("--arn", required=True)
+    principal_add.add_argument("--access-key-id", default=None)
+    principal_add.add_argument("--secret-access-key", default=None)
     commands.add_parser("maintain", help="run due rotations and deletions, then reconcile")
 
     key = commands.add_parser("key", help="KMS keys").add_subparsers(dest="action", required=True)
@@ -124,6 +168,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 HANDLERS: dict[tuple[str, str | None], Handler] = {
+    ("serve", None): _serve,
+    ("principal", "add"): _principal_add,
     ("maintain", None): lambda km, a: km.maintain().as_dict(),
     ("key", "create"): lambda km, a: km.create_key(
         description=a.description,

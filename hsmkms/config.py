@@ -47,6 +47,7 @@ class Settings:
     account_id: str = DEFAULT_ACCOUNT_ID
     regions: tuple[str, ...] = ()
     session_pool_size: int = 8
+    maintenance_seconds: float = 300.0
 
     @property
     def region(self) -> str:
@@ -114,4 +115,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         account_id=values.get("account_id", DEFAULT_ACCOUNT_ID),
         regions=regions,
         session_pool_size=int(values.get("session_pool_size", "8")),
+        maintenance_seconds=float(values.get("maintenance_seconds", "300")),
     )

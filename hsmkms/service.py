@@ -7,6 +7,7 @@ them one to one. Dates are timezone-aware datetimes; the edges format them.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -157,6 +158,28 @@ class KeyManager:
         self._cache_seconds = cache_seconds
         # KeyId as given, and key UUID bytes -> a resolved key, until it expires.
         self._cache: dict[str | bytes, _Resolved] = {}
+        self._regions: dict[str, KeyManager] = {region: self}
+        self._regions_lock = threading.Lock()
+
+    def for_region(self, region: str) -> KeyManager:
+        """The manager of another region: same token and database, its own keys."""
+        manager = self._regions.get(region)
+        if manager is None:
+            with self._regions_lock:
+                manager = self._regions.get(region)
+                if manager is None:
+                    manager = KeyManager(
+                        self.store,
+                        self.hsm,
+                        account_id=self.account_id,
+                        region=region,
+                        clock=self.clock,
+                        crash=self.material.crash,
+                        cache_seconds=self._cache_seconds,
+                    )
+                    manager._regions = self._regions
+                    self._regions[region] = manager
+        return manager
 
     def close(self) -> None:
         self.hsm.close()

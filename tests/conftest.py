@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import boto3
+import httpx
 import pytest
+import uvicorn
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
 
+from hsmkms.api.app import create_app
+from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.config import default_pkcs11_lib
+from hsmkms.identity import CredentialStore
 from hsmkms.service import KeyManager
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
@@ -84,3 +98,94 @@ def km(hsm: Hsm, store: SqliteStore, clock: ManualClock) -> KeyManager:
 def key_id(km: KeyManager) -> str:
     key: str = km.create_key(description="test key")["KeyMetadata"]["KeyId"]
     return key
+
+
+# -- the HTTP server ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    access_key_id: str
+    secret_access_key: str
+    principal_arn: str
+    km: KeyManager
+
+    def client(self, region: str = REGION, **config: object) -> Any:
+        return boto3.client(
+            "kms",
+            endpoint_url=self.url,
+            region_name=region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            config=Config(retries={"max_attempts": 1}, **config),  # type: ignore[arg-type]
+        )
+
+    def raw(
+        self,
+        target: str,
+        body: bytes | str,
+        *,
+        region: str = REGION,
+        secret: str | None = None,
+        access_key_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        sign: bool = True,
+        mutate: Callable[[AWSRequest], None] | None = None,
+    ) -> httpx.Response:
+        """A request signed by botocore's own SigV4 signer, for bodies boto3 won't send."""
+        data = body.encode() if isinstance(body, str) else body
+        request = AWSRequest(
+            method="POST",
+            url=self.url + "/",
+            data=data,
+            headers={
+                "X-Amz-Target": f"TrentService.{target}",
+                "Content-Type": "application/x-amz-json-1.1",
+                **(headers or {}),
+            },
+        )
+        if sign:
+            credentials = Credentials(
+                access_key_id or self.access_key_id, secret or self.secret_access_key
+            )
+            SigV4Auth(credentials, "kms", region).add_auth(request)
+        if mutate is not None:
+            mutate(request)
+        return httpx.post(request.url, content=request.body, headers=dict(request.headers.items()))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    store = SqliteStore(tmp_path_factory.mktemp("server") / "hsmkms.db")
+    km = KeyManager(store, hsm, account_id=ACCOUNT, region=REGION)
+    credentials = CredentialStore(store, hsm)
+    principal = f"arn:aws:iam::{ACCOUNT}:user/tester"
+    credential = credentials.add(principal)
+    app = create_app(km, SigV4Verifier(credentials.lookup), maintenance_seconds=0)
+    port = _free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    runner = uvicorn.Server(config)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not runner.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    yield Server(
+        f"http://127.0.0.1:{port}",
+        credential.access_key_id,
+        credential.secret_access_key,
+        principal,
+        km,
+    )
+    runner.should_exit = True
+    thread.join(timeout=10)
+    store.close()

@@ -128,6 +128,19 @@ class PendingMaterial:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class AccessKey:
+    """A SigV4 access key of a principal; the secret is stored wrapped by a token key."""
+
+    access_key_id: str
+    principal_arn: str
+    wrapped_secret: bytes
+    created_at: datetime
+
+    def __repr__(self) -> str:
+        return f"AccessKey({self.access_key_id!r}, principal={self.principal_arn!r})"
+
+
 def encryption_algorithms(record: KeyRecord) -> list[str]:
     if record.key_spec is KeySpec.SYMMETRIC_DEFAULT:
         return list(SYMMETRIC_ENCRYPTION_ALGORITHMS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from hsmkms.keys.model import Alias, KeyRecord, KeyVersion, PendingMaterial
+from hsmkms.keys.model import AccessKey, Alias, KeyRecord, KeyVersion, PendingMaterial
 
 
 class Reader(Protocol):
@@ -24,6 +24,10 @@ class Reader(Protocol):
     def list_versions(self, key_id: str) -> list[KeyVersion]: ...
 
     def list_pending(self) -> list[PendingMaterial]: ...
+
+    def get_access_key(self, access_key_id: str) -> AccessKey | None: ...
+
+    def list_access_keys(self) -> list[AccessKey]: ...
 
 
 class Writer(Reader, Protocol):
@@ -44,6 +48,8 @@ class Writer(Reader, Protocol):
     def add_pending(self, pending: PendingMaterial) -> None: ...
 
     def remove_pending(self, key_id: str, version: int) -> None: ...
+
+    def put_access_key(self, access_key: AccessKey) -> None: ...
 
 
 class MetadataStore(Reader, Protocol):

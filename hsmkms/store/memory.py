@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from hsmkms.keys.model import Alias, KeyRecord, KeyVersion, PendingMaterial
+from hsmkms.keys.model import AccessKey, Alias, KeyRecord, KeyVersion, PendingMaterial
 
 
 @dataclass
@@ -16,9 +16,16 @@ class _State:
     versions: dict[tuple[str, int], KeyVersion] = field(default_factory=dict)
     aliases: dict[tuple[str, str], Alias] = field(default_factory=dict)
     pending: dict[tuple[str, int], PendingMaterial] = field(default_factory=dict)
+    access_keys: dict[str, AccessKey] = field(default_factory=dict)
 
     def copy(self) -> _State:
-        return _State(dict(self.keys), dict(self.versions), dict(self.aliases), dict(self.pending))
+        return _State(
+            dict(self.keys),
+            dict(self.versions),
+            dict(self.aliases),
+            dict(self.pending),
+            dict(self.access_keys),
+        )
 
 
 class _View:
@@ -59,6 +66,12 @@ class _View:
     def list_pending(self) -> list[PendingMaterial]:
         return list(self._s.pending.values())
 
+    def get_access_key(self, access_key_id: str) -> AccessKey | None:
+        return self._s.access_keys.get(access_key_id)
+
+    def list_access_keys(self) -> list[AccessKey]:
+        return sorted(self._s.access_keys.values(), key=lambda k: k.access_key_id)
+
 
 class _MemoryWriter(_View):
     def put_key(self, record: KeyRecord) -> None:
@@ -85,6 +98,9 @@ class _MemoryWriter(_View):
 
     def remove_pending(self, key_id: str, version: int) -> None:
         self._s.pending.pop((key_id, version), None)
+
+    def put_access_key(self, access_key: AccessKey) -> None:
+        self._s.access_keys[access_key.access_key_id] = access_key
 
 
 class MemoryStore(_View):

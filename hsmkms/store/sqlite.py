@@ -17,6 +17,7 @@ from typing import Any
 
 from hsmkms.errors import KMSInternalException
 from hsmkms.keys.model import (
+    AccessKey,
     Alias,
     KeyRecord,
     KeySpec,
@@ -79,6 +80,15 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL,
         PRIMARY KEY (key_id, version)
     );
+    """,
+    """
+    CREATE TABLE access_keys (
+        access_key_id TEXT PRIMARY KEY,
+        principal_arn TEXT NOT NULL,
+        wrapped_secret BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX access_keys_by_principal ON access_keys (principal_arn);
     """,
 )
 
@@ -209,6 +219,22 @@ class _SqliteReader:
             for r in rows
         ]
 
+    def get_access_key(self, access_key_id: str) -> AccessKey | None:
+        rows = self._all("SELECT * FROM access_keys WHERE access_key_id = ?", access_key_id)
+        return _access_key(rows[0]) if rows else None
+
+    def list_access_keys(self) -> list[AccessKey]:
+        return [_access_key(r) for r in self._all("SELECT * FROM access_keys ORDER BY 1")]
+
+
+def _access_key(row: sqlite3.Row) -> AccessKey:
+    return AccessKey(
+        row["access_key_id"],
+        row["principal_arn"],
+        bytes(row["wrapped_secret"]),
+        datetime.fromisoformat(row["created_at"]),
+    )
+
 
 class _SqliteWriter(_SqliteReader):
     def _run(self, sql: str, *params: Any) -> None:
@@ -258,6 +284,15 @@ class _SqliteWriter(_SqliteReader):
 
     def remove_pending(self, key_id: str, version: int) -> None:
         self._run("DELETE FROM pending_material WHERE key_id = ? AND version = ?", key_id, version)
+
+    def put_access_key(self, access_key: AccessKey) -> None:
+        self._run(
+            "INSERT INTO access_keys VALUES (?, ?, ?, ?)",
+            access_key.access_key_id,
+            access_key.principal_arn,
+            access_key.wrapped_secret,
+            access_key.created_at.isoformat(),
+        )
 
 
 class SqliteStore:
@@ -339,6 +374,14 @@ class SqliteStore:
 
     def list_pending(self) -> list[PendingMaterial]:
         result: list[PendingMaterial] = self._read("list_pending")
+        return result
+
+    def get_access_key(self, access_key_id: str) -> AccessKey | None:
+        result: AccessKey | None = self._read("get_access_key", access_key_id)
+        return result
+
+    def list_access_keys(self) -> list[AccessKey]:
+        result: list[AccessKey] = self._read("list_access_keys")
         return result
 
     def ping(self) -> None:

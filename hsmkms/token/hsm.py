@@ -21,7 +21,7 @@ from hsmkms.token.faults import TRANSIENT, to_kms_error
 from hsmkms.token.library import find_token, load_module
 from hsmkms.token.mechanisms import MechanismSet
 from hsmkms.token.pool import PooledSession, SessionPool
-from hsmkms.token.templates import LABEL_PREFIX, MaterialRef, secret_key_template
+from hsmkms.token.templates import LABEL_PREFIX, MaterialRef, ObjectName, secret_key_template
 
 T = TypeVar("T")
 
@@ -99,7 +99,7 @@ class Hsm:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _secret(pooled: PooledSession, ref: MaterialRef) -> Any:
+    def _secret(pooled: PooledSession, ref: ObjectName) -> Any:
         key = pooled.objects.get(ref)
         if key is None:
             key = pooled.session.get_key(
@@ -110,7 +110,7 @@ class Hsm:
 
     # -- key material -------------------------------------------------------------
 
-    def generate_aes_key(self, ref: MaterialRef, bits: int = 256) -> None:
+    def generate_aes_key(self, ref: ObjectName, bits: int = 256) -> None:
         self.mechanisms.require(Mechanism.AES_KEY_GEN, Mechanism.AES_GCM)
         template = secret_key_template(ref, encrypt=True, sign=False)
 
@@ -121,7 +121,7 @@ class Hsm:
 
         self._call(generate)
 
-    def destroy(self, ref: MaterialRef) -> int:
+    def destroy(self, ref: ObjectName) -> int:
         """Destroy every object named by ref; returns how many there were."""
 
         def destroy(pooled: PooledSession) -> int:
@@ -133,6 +133,11 @@ class Hsm:
         count = self._call(destroy)
         self.pool.forget_object(ref)
         return count
+
+    def ensure_aes_key(self, ref: ObjectName) -> None:
+        """Create the key unless the token already holds one by that label."""
+        if not self.facts(ref):
+            self.generate_aes_key(ref)
 
     def material_refs(self) -> set[MaterialRef]:
         """Every key-material version hsmkms has in the token, by label."""
@@ -152,7 +157,7 @@ class Hsm:
 
         return self._call(scan)
 
-    def facts(self, ref: MaterialRef) -> list[ObjectFacts]:
+    def facts(self, ref: ObjectName) -> list[ObjectFacts]:
         def read(pooled: PooledSession) -> list[ObjectFacts]:
             found = []
             for obj in pooled.session.get_objects({Attribute.LABEL: ref.label}):
@@ -182,7 +187,7 @@ class Hsm:
 
         return self._call(draw)
 
-    def gcm_encrypt(self, ref: MaterialRef, aad: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
+    def gcm_encrypt(self, ref: ObjectName, aad: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
         """AES-GCM inside the token with a fresh IV from the token's RNG: (iv, ct||tag)."""
 
         def encrypt(pooled: PooledSession) -> tuple[bytes, bytes]:
@@ -196,7 +201,7 @@ class Hsm:
 
         return self._call(encrypt)
 
-    def gcm_decrypt(self, ref: MaterialRef, iv: bytes, aad: bytes, body: bytes) -> bytes:
+    def gcm_decrypt(self, ref: ObjectName, iv: bytes, aad: bytes, body: bytes) -> bytes:
         def decrypt(pooled: PooledSession) -> bytes:
             key = self._secret(pooled, ref)
             try:

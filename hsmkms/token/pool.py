@@ -16,7 +16,7 @@ from typing import Any
 
 from pkcs11.exceptions import PKCS11Error, UserAlreadyLoggedIn
 
-from hsmkms.token.templates import MaterialRef
+from hsmkms.token.templates import ObjectName
 
 IV_BATCH = 12 * 256  # IV bytes drawn from the token's RNG per C_GenerateRandom
 
@@ -29,7 +29,7 @@ class PooledSession:
     def __init__(self, session: Any, generation: int) -> None:
         self.session = session
         self.generation = generation
-        self.objects: dict[MaterialRef, Any] = {}
+        self.objects: dict[ObjectName, Any] = {}
         self._random = b""
         self._random_pos = 0
 
@@ -131,7 +131,7 @@ class SessionPool:
             old_anchor.close()
         self._anchor = self._login()
 
-    def forget_object(self, ref: MaterialRef) -> None:
+    def forget_object(self, ref: ObjectName) -> None:
         """Drop a destroyed object's cached handle from every session."""
         for pooled in list(self._all):
             pooled.objects.pop(ref, None)

@@ -45,7 +45,22 @@ class MaterialRef:
         return cls(key_id, int(version))
 
 
-def secret_key_template(ref: MaterialRef, *, encrypt: bool, sign: bool) -> dict[Any, Any]:
+@dataclass(frozen=True, slots=True)
+class InternalRef:
+    """A token object hsmkms uses for itself (not a KMS key); outside the
+    `hsmkms/` label space, so reconcile never considers it."""
+
+    label: str
+    cka_id: bytes
+
+
+# Wraps stored SigV4 secrets (AES-GCM inside the token).
+CREDENTIALS_KEY = InternalRef("hsmkms-internal/credentials", b"hsmkms-internal/credentials")
+
+ObjectName = MaterialRef | InternalRef
+
+
+def secret_key_template(ref: ObjectName, *, encrypt: bool, sign: bool) -> dict[Any, Any]:
     """A secret key that never leaves the token in plaintext."""
     return {
         Attribute.TOKEN: True,

@@ -1,0 +1,163 @@
+"""The ASGI app: KMS JSON 1.1 on `POST /`, `GET /healthz`, `GET /metrics`.
+
+Token and database work runs in worker threads (as many as token sessions), never
+on the event loop; a background task runs `maintain` periodically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hsmkms.api.errors import error_body
+from hsmkms.api.kms import call, encode_response, parse_body, resolve_operation
+from hsmkms.api.sigv4 import SigV4Verifier
+from hsmkms.errors import KMSError, KMSInternalException
+from hsmkms.service import KeyManager
+
+JSON_11 = "application/x-amz-json-1.1"
+log = logging.getLogger("hsmkms.api")
+
+
+class Metrics:
+    def __init__(self, km: KeyManager) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "hsmkms_requests",
+            "KMS API requests by operation and error code ('' for success)",
+            ["operation", "error"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "hsmkms_request_seconds",
+            "KMS API request latency by operation",
+            ["operation"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.token_errors = Counter(
+            "hsmkms_token_errors",
+            "Requests that failed on a token or internal fault",
+            ["error"],
+            registry=self.registry,
+        )
+        sessions = Gauge(
+            "hsmkms_token_sessions_in_use", "Token sessions in use", registry=self.registry
+        )
+        sessions.set_function(lambda: km.hsm.pool.in_use)
+        size = Gauge("hsmkms_token_sessions_max", "Token session pool size", registry=self.registry)
+        size.set(km.hsm.pool.size)
+
+
+def _headers(request: Request) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {}
+    for name, value in request.headers.raw:
+        headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+    return headers
+
+
+def _error(error: KMSError) -> Response:
+    return JSONResponse(error_body(error), status_code=error.status, media_type=JSON_11)
+
+
+def create_app(
+    km: KeyManager, verifier: SigV4Verifier, *, maintenance_seconds: float = 300.0
+) -> Starlette:
+    limiter = anyio.CapacityLimiter(km.hsm.pool.size)
+    metrics = Metrics(km)
+
+    def handle(request: Request, body: bytes, headers: dict[str, list[str]]) -> tuple[str, bytes]:
+        caller = verifier.verify(request.method, request.url.path, request.url.query, headers, body)
+        op = resolve_operation(request.headers.get("x-amz-target"))
+        return op.name, encode_response(call(op, km.for_region(caller.region), parse_body(body)))
+
+    async def kms(request: Request) -> Response:
+        started = time.perf_counter()
+        body = await request.body()
+        target = request.headers.get("x-amz-target", "")
+        operation, error = target.removeprefix("TrentService.")[:64] or "Unknown", ""
+        try:
+            operation, payload = await anyio.to_thread.run_sync(
+                handle, request, body, _headers(request), limiter=limiter
+            )
+            response: Response = Response(payload, media_type=JSON_11)
+        except KMSError as exc:
+            error = exc.code
+            response = _error(exc)
+        except Exception:  # a real fault: logged here, a clean 500 to the client
+            log.exception("internal error in %s", operation)
+            error = KMSInternalException.code
+            response = _error(KMSInternalException("An internal error occurred."))
+        if response.status_code >= 500:
+            metrics.token_errors.labels(error).inc()
+        metrics.requests.labels(operation, error).inc()
+        metrics.latency.labels(operation).observe(time.perf_counter() - started)
+        response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
+        return response
+
+    async def healthz(request: Request) -> Response:
+        def probe() -> dict[str, str]:
+            status = {}
+            for name, check in (("token", lambda: km.hsm.random(1)), ("database", km.store.ping)):
+                try:
+                    check()
+                    status[name] = "ok"
+                except Exception as exc:  # reported, not raised: this is the health check
+                    status[name] = f"error: {type(exc).__name__}"
+            return status
+
+        status = await anyio.to_thread.run_sync(probe, limiter=limiter)
+        healthy = all(v == "ok" for v in status.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "unhealthy", **status},
+            status_code=200 if healthy else 503,
+        )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def maintenance_loop() -> None:
+        while True:
+            await anyio.sleep(maintenance_seconds)
+            try:
+                report = await anyio.to_thread.run_sync(km.maintain)
+                if report.deleted or report.rotated:
+                    log.info("maintenance: %s", report.as_dict())
+            except Exception:  # keep the loop alive; the next pass retries
+                log.exception("maintenance pass failed")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with anyio.create_task_group() as tasks:
+            if maintenance_seconds > 0:
+                tasks.start_soon(maintenance_loop)
+            yield {}
+            tasks.cancel_scope.cancel()
+
+    return Starlette(
+        routes=[
+            Route("/", kms, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

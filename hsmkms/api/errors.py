@@ -1,0 +1,34 @@
+"""KMS errors on the wire: `{"__type": ..., "message": ...}` with KMS's statuses."""
+
+from __future__ import annotations
+
+from hsmkms.errors import KMSError
+
+
+class UnknownOperationException(KMSError):
+    code = "UnknownOperationException"
+    status = 400
+
+
+class MissingAuthenticationTokenException(KMSError):
+    code = "MissingAuthenticationTokenException"
+    status = 400
+
+
+class IncompleteSignatureException(KMSError):
+    code = "IncompleteSignatureException"
+    status = 400
+
+
+class InvalidSignatureException(KMSError):
+    code = "InvalidSignatureException"
+    status = 400
+
+
+class UnrecognizedClientException(KMSError):
+    code = "UnrecognizedClientException"
+    status = 400
+
+
+def error_body(error: KMSError) -> dict[str, str]:
+    return {"__type": error.code, "message": error.message}

@@ -1,0 +1,137 @@
+"""Request validation driven by botocore's KMS service model (the spec clients use).
+
+Types that do not fit raise SerializationException, constraint failures raise one
+ValidationException listing every failure, worded as AWS words them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from functools import cache
+from typing import Any
+
+import botocore.session
+from botocore.model import OperationModel, ServiceModel, Shape
+
+from hsmkms.errors import KMSError, ValidationException
+
+
+class SerializationException(KMSError):
+    code = "SerializationException"
+    status = 400
+
+
+@cache
+def service_model() -> ServiceModel:
+    model: ServiceModel = botocore.session.get_session().get_service_model("kms")
+    return model
+
+
+def operation(name: str) -> OperationModel | None:
+    model = service_model()
+    return model.operation_model(name) if name in model.operation_names else None
+
+
+def _field(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else f"'{value}'"
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def fail(self, path: str, value: Any, constraint: str) -> None:
+        self.failures.append(
+            f"Value {_shown(value)} at '{path}' failed to satisfy constraint: {constraint}"
+        )
+
+    def _length(self, shape: Shape, path: str, value: Any, size: int, shown: Any) -> None:
+        low, high = shape.metadata.get("min"), shape.metadata.get("max")
+        if low is not None and size < low:
+            self.fail(path, shown, f"Member must have length greater than or equal to {low}")
+        if high is not None and size > high:
+            self.fail(path, shown, f"Member must have length less than or equal to {high}")
+
+    def check(self, shape: Shape, value: Any, path: str) -> Any:
+        kind = shape.type_name
+        if kind == "structure":
+            return self.structure(shape, value, path)
+        if kind == "string":
+            if not isinstance(value, str):
+                raise SerializationException(f"Expected a string at '{path}'")
+            self._length(shape, path, value, len(value), value)
+            if shape.enum and value not in shape.enum:
+                self.fail(
+                    path, value, f"Member must satisfy enum value set: [{', '.join(shape.enum)}]"
+                )
+            return value
+        if kind in ("integer", "long"):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise SerializationException(f"Expected a number at '{path}'")
+            low, high = shape.metadata.get("min"), shape.metadata.get("max")
+            if low is not None and value < low:
+                self.fail(path, value, f"Member must have value greater than or equal to {low}")
+            if high is not None and value > high:
+                self.fail(path, value, f"Member must have value less than or equal to {high}")
+            return value
+        if kind == "boolean":
+            if not isinstance(value, bool):
+                raise SerializationException(f"Expected a boolean at '{path}'")
+            return value
+        if kind == "blob":
+            if not isinstance(value, str):
+                raise SerializationException(f"Expected base64 data at '{path}'")
+            try:
+                data = base64.b64decode(value, validate=True)
+            except binascii.Error:
+                raise SerializationException(f"Invalid base64 at '{path}'") from None
+            self._length(shape, path, data, len(data), "java.nio.HeapByteBuffer")
+            return data
+        if kind == "list":
+            if not isinstance(value, list):
+                raise SerializationException(f"Expected a list at '{path}'")
+            self._length(shape, path, value, len(value), value)
+            return [self.check(shape.member, item, f"{path}.member") for item in value]
+        if kind == "map":
+            if not isinstance(value, dict):
+                raise SerializationException(f"Expected a map at '{path}'")
+            return {
+                self.check(shape.key, k, f"{path}.key"): self.check(shape.value, v, f"{path}.value")
+                for k, v in value.items()
+            }
+        if kind == "timestamp":
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise SerializationException(f"Expected a timestamp at '{path}'")
+            return value
+        return value
+
+    def structure(self, shape: Shape, value: Any, path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise SerializationException(f"Expected a structure at '{path or 'request'}'")
+        result: dict[str, Any] = {}
+        for name in shape.required_members:
+            if value.get(name) is None:
+                self.fail(f"{path}{_field(name)}", None, "Member must not be null")
+        for name, member in shape.members.items():
+            if value.get(name) is not None:
+                result[name] = self.check(member, value[name], f"{path}{_field(name)}")
+        return result  # members the model does not know are ignored, as AWS does
+
+
+def validate_request(op: OperationModel, body: Any) -> dict[str, Any]:
+    if op.input_shape is None:
+        return {}
+    checker = _Checker()
+    result = checker.structure(op.input_shape, body, "")
+    if checker.failures:
+        count = len(checker.failures)
+        noun = "error" if count == 1 else "errors"
+        raise ValidationException(
+            f"{count} validation {noun} detected: " + "; ".join(checker.failures)
+        )
+    return result

@@ -1,0 +1,85 @@
+"""Principals' SigV4 access keys: created, stored wrapped by a token key, looked up.
+
+The secret is AES-GCM encrypted inside the token (CREDENTIALS_KEY) with the access
+key id and principal as additional data; only the verifier holds it unwrapped, in
+memory, because SigV4 needs the secret itself to compute signatures.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+import threading
+
+from hsmkms.api.sigv4 import Credential
+from hsmkms.clock import Clock, system_clock
+from hsmkms.errors import AlreadyExistsException, ValidationException
+from hsmkms.keys.model import AccessKey
+from hsmkms.store.base import MetadataStore
+from hsmkms.token import Hsm
+from hsmkms.token.templates import CREDENTIALS_KEY
+
+PRINCIPAL_ARN = re.compile(r"^arn:aws:iam::\d{12}:(root|(user|role)/[\w+=,.@/-]{1,512})$")
+ACCESS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")
+_ID_ALPHABET = string.ascii_uppercase + "234567"
+
+
+def _aad(access_key_id: str, principal_arn: str) -> bytes:
+    return f"hsmkms-credential\0{access_key_id}\0{principal_arn}".encode()
+
+
+class CredentialStore:
+    def __init__(self, store: MetadataStore, hsm: Hsm, clock: Clock = system_clock) -> None:
+        self._store = store
+        self._hsm = hsm
+        self._clock = clock
+        self._cache: dict[str, Credential] = {}
+        self._lock = threading.Lock()
+
+    def add(
+        self,
+        principal_arn: str,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+    ) -> Credential:
+        """Store an access key for a principal; generated when not given."""
+        if not PRINCIPAL_ARN.match(principal_arn):
+            raise ValidationException(
+                f"{principal_arn!r} is not an IAM user, role or account-root ARN."
+            )
+        access_key_id = access_key_id or "AKIA" + "".join(
+            secrets.choice(_ID_ALPHABET) for _ in range(16)
+        )
+        if not ACCESS_KEY_ID.match(access_key_id):
+            raise ValidationException("An access key id is 16-128 upper-case letters and digits.")
+        secret = secret_access_key or secrets.token_urlsafe(30)
+        if len(secret) < 16:
+            raise ValidationException("A secret access key has at least 16 characters.")
+        self._hsm.ensure_aes_key(CREDENTIALS_KEY)
+        iv, body = self._hsm.gcm_encrypt(
+            CREDENTIALS_KEY, _aad(access_key_id, principal_arn), secret.encode()
+        )
+        with self._store.transaction() as tx:
+            if tx.get_access_key(access_key_id) is not None:
+                raise AlreadyExistsException(f"Access key {access_key_id} already exists.")
+            tx.put_access_key(AccessKey(access_key_id, principal_arn, iv + body, self._clock()))
+        return Credential(access_key_id, secret, principal_arn)
+
+    def lookup(self, access_key_id: str) -> Credential | None:
+        credential = self._cache.get(access_key_id)
+        if credential is not None:
+            return credential
+        stored = self._store.get_access_key(access_key_id)
+        if stored is None:
+            return None
+        secret = self._hsm.gcm_decrypt(
+            CREDENTIALS_KEY,
+            stored.wrapped_secret[:12],
+            _aad(stored.access_key_id, stored.principal_arn),
+            stored.wrapped_secret[12:],
+        )
+        credential = Credential(access_key_id, secret.decode(), stored.principal_arn)
+        with self._lock:
+            self._cache[access_key_id] = credential
+        return credential

@@ -1,0 +1,146 @@
+"""Real boto3 clients against the real server: every exposed operation."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.conftest import ACCOUNT, Server
+
+
+def error_code(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
+    code: str = excinfo.value.response["Error"]["Code"]
+    return code
+
+
+def test_key_lifecycle_over_the_wire(server: Server) -> None:
+    kms = server.client()
+    meta = kms.create_key(Description="wire", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
+    key_id = meta["KeyId"]
+    assert meta["Arn"] == f"arn:aws:kms:us-east-1:{ACCOUNT}:key/{key_id}"
+    assert isinstance(meta["CreationDate"], dt.datetime) and meta["KeyState"] == "Enabled"
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["Description"] == "wire"
+    kms.update_key_description(KeyId=key_id, Description="renamed")
+    kms.disable_key(KeyId=key_id)
+    with pytest.raises(ClientError) as caught:
+        kms.encrypt(KeyId=key_id, Plaintext=b"x")
+    assert error_code(caught) == "DisabledException"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    kms.enable_key(KeyId=key_id)
+    out = kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    assert out["KeyState"] == "PendingDeletion" and isinstance(out["DeletionDate"], dt.datetime)
+    assert kms.cancel_key_deletion(KeyId=key_id)["KeyId"].endswith(key_id)
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Disabled"
+
+
+def test_crypto_over_the_wire(server: Server) -> None:
+    kms = server.client()
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    ctx = {"purpose": "wire"}
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"p" * 4096, EncryptionContext=ctx)
+    assert blob["EncryptionAlgorithm"] == "SYMMETRIC_DEFAULT"
+    out = kms.decrypt(CiphertextBlob=blob["CiphertextBlob"], EncryptionContext=ctx)
+    assert out["Plaintext"] == b"p" * 4096 and out["KeyId"] == blob["KeyId"]
+    with pytest.raises(ClientError) as caught:
+        kms.decrypt(CiphertextBlob=blob["CiphertextBlob"], EncryptionContext={"purpose": "x"})
+    assert error_code(caught) == "InvalidCiphertextException"
+
+    other = kms.create_key()["KeyMetadata"]["KeyId"]
+    moved = kms.re_encrypt(
+        CiphertextBlob=blob["CiphertextBlob"],
+        SourceEncryptionContext=ctx,
+        DestinationKeyId=other,
+    )
+    assert kms.decrypt(CiphertextBlob=moved["CiphertextBlob"])["KeyId"].endswith(other)
+
+    data_key = kms.generate_data_key(KeyId=key_id, KeySpec="AES_256", EncryptionContext=ctx)
+    assert len(data_key["Plaintext"]) == 32
+    again = kms.decrypt(CiphertextBlob=data_key["CiphertextBlob"], EncryptionContext=ctx)
+    assert again["Plaintext"] == data_key["Plaintext"]
+    bare = kms.generate_data_key_without_plaintext(KeyId=key_id, NumberOfBytes=16)
+    assert "Plaintext" not in bare
+    assert len(kms.generate_random(NumberOfBytes=1024)["Plaintext"]) == 1024
+
+
+def test_aliases_and_paginators(server: Server) -> None:
+    kms = server.client()
+    keys = [kms.create_key()["KeyMetadata"]["KeyId"] for _ in range(3)]
+    for n, key_id in enumerate(keys):
+        kms.create_alias(AliasName=f"alias/page-{n}", TargetKeyId=key_id)
+    kms.update_alias(AliasName="alias/page-0", TargetKeyId=keys[1])
+    assert kms.describe_key(KeyId="alias/page-0")["KeyMetadata"]["KeyId"] == keys[1]
+    arn = f"arn:aws:kms:us-east-1:{ACCOUNT}:alias/page-2"
+    assert kms.encrypt(KeyId=arn, Plaintext=b"x")["KeyId"].endswith(keys[2])
+
+    listed = [
+        k["KeyId"]
+        for page in kms.get_paginator("list_keys").paginate(PaginationConfig={"PageSize": 2})
+        for k in page["Keys"]
+    ]
+    assert set(keys) <= set(listed) and len(listed) == len(set(listed))
+    aliases = [
+        a["AliasName"]
+        for page in kms.get_paginator("list_aliases").paginate(PaginationConfig={"PageSize": 1})
+        for a in page["Aliases"]
+    ]
+    assert {"alias/page-0", "alias/page-1", "alias/page-2"} <= set(aliases)
+    assert isinstance(kms.list_aliases(KeyId=keys[2])["Aliases"][0]["CreationDate"], dt.datetime)
+    kms.delete_alias(AliasName="alias/page-1")
+    with pytest.raises(ClientError) as caught:
+        kms.delete_alias(AliasName="alias/page-1")
+    assert error_code(caught) == "NotFoundException"
+
+
+def test_rotation_over_the_wire(server: Server) -> None:
+    kms = server.client()
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    kms.enable_key_rotation(KeyId=key_id, RotationPeriodInDays=90)
+    status = kms.get_key_rotation_status(KeyId=key_id)
+    assert status["KeyRotationEnabled"] and status["RotationPeriodInDays"] == 90
+    assert isinstance(status["NextRotationDate"], dt.datetime)
+    old = kms.encrypt(KeyId=key_id, Plaintext=b"old")["CiphertextBlob"]
+    kms.rotate_key_on_demand(KeyId=key_id)
+    rotations = [
+        r
+        for page in kms.get_paginator("list_key_rotations").paginate(KeyId=key_id)
+        for r in page["Rotations"]
+    ]
+    assert [r["RotationType"] for r in rotations] == ["ON_DEMAND"]
+    assert kms.decrypt(CiphertextBlob=old)["Plaintext"] == b"old"
+    kms.disable_key_rotation(KeyId=key_id)
+    assert not kms.get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"]
+
+
+def test_keys_are_region_scoped(server: Server) -> None:
+    east, west = server.client("us-east-1"), server.client("eu-west-1")
+    key = west.create_key()["KeyMetadata"]
+    assert key["Arn"].startswith("arn:aws:kms:eu-west-1:")
+    with pytest.raises(ClientError) as caught:
+        east.describe_key(KeyId=key["KeyId"])
+    assert error_code(caught) == "NotFoundException"
+    blob = west.encrypt(KeyId=key["KeyId"], Plaintext=b"regional")["CiphertextBlob"]
+    with pytest.raises(ClientError):
+        east.decrypt(CiphertextBlob=blob)
+    assert west.decrypt(CiphertextBlob=blob)["Plaintext"] == b"regional"
+
+
+def test_unimplemented_and_unknown_operations(server: Server) -> None:
+    with pytest.raises(ClientError) as caught:
+        server.client().create_grant(
+            KeyId="alias/x", GranteePrincipal=server.principal_arn, Operations=["Encrypt"]
+        )
+    assert error_code(caught) == "UnsupportedOperationException"
+    response = server.raw("MakeCoffee", "{}")
+    assert response.status_code == 400
+    assert response.json()["__type"] == "UnknownOperationException"
+
+
+def test_wire_format(server: Server) -> None:
+    response = server.raw("GenerateRandom", '{"NumberOfBytes": 8}')
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/x-amz-json-1.1"
+    assert "x-amzn-requestid" in response.headers
+    assert len(base64.b64decode(response.json()["Plaintext"])) == 8
