@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import boto3
 import httpx
@@ -132,6 +133,8 @@ class Server:
         headers: dict[str, str] | None = None,
         sign: bool = True,
         mutate: Callable[[AWSRequest], None] | None = None,
+        signed_at: datetime | None = None,
+        sent_body: bytes | None = None,
     ) -> httpx.Response:
         """A request signed by botocore's own SigV4 signer, for bodies boto3 won't send."""
         data = body.encode() if isinstance(body, str) else body
@@ -149,10 +152,15 @@ class Server:
             credentials = Credentials(
                 access_key_id or self.access_key_id, secret or self.secret_access_key
             )
-            SigV4Auth(credentials, "kms", region).add_auth(request)
+            with mock.patch(
+                "botocore.auth.get_current_datetime",
+                return_value=(signed_at or datetime.now(UTC)).replace(tzinfo=None),
+            ):
+                SigV4Auth(credentials, "kms", region).add_auth(request)
         if mutate is not None:
             mutate(request)
-        return httpx.post(request.url, content=request.body, headers=dict(request.headers.items()))
+        content = request.body if sent_body is None else sent_body
+        return httpx.post(request.url, content=content, headers=dict(request.headers.items()))
 
 
 def _free_port() -> int:

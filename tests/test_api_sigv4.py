@@ -1,0 +1,111 @@
+"""SigV4 negatives: every way a request can fail authentication."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import httpx
+import pytest
+from botocore.awsrequest import AWSRequest
+
+from tests.conftest import Server
+
+BODY = '{"NumberOfBytes": 8}'
+
+
+def expect(response: object, code: str, status: int = 400) -> None:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    assert response.json()["__type"] == code  # type: ignore[attr-defined]
+
+
+def test_a_good_signature_passes(server: Server) -> None:
+    assert server.raw("GenerateRandom", BODY).status_code == 200
+
+
+def test_wrong_secret(server: Server) -> None:
+    expect(server.raw("GenerateRandom", BODY, secret="x" * 40), "InvalidSignatureException")
+
+
+def test_unknown_access_key(server: Server) -> None:
+    response = server.raw("GenerateRandom", BODY, access_key_id="AKIAUNKNOWNUNKNOWN12")
+    expect(response, "UnrecognizedClientException")
+
+
+def test_tampered_body(server: Server) -> None:
+    response = server.raw("GenerateRandom", BODY, sent_body=b'{"NumberOfBytes": 9}')
+    expect(response, "InvalidSignatureException")
+
+
+def test_tampered_signed_header(server: Server) -> None:
+    def retarget(request: AWSRequest) -> None:
+        request.headers.replace_header("X-Amz-Target", "TrentService.CreateKey")
+
+    expect(server.raw("GenerateRandom", BODY, mutate=retarget), "InvalidSignatureException")
+
+
+@pytest.mark.parametrize("minutes", [-6, 6])
+def test_stale_or_future_date(server: Server, minutes: int) -> None:
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes)
+    response = server.raw("GenerateRandom", BODY, signed_at=when)
+    expect(response, "InvalidSignatureException")
+    assert "Signature" in response.json()["message"]
+    nearly = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes * 4 / 6)
+    assert server.raw("GenerateRandom", BODY, signed_at=nearly).status_code == 200
+
+
+def test_missing_authorization(server: Server) -> None:
+    expect(server.raw("GenerateRandom", BODY, sign=False), "MissingAuthenticationTokenException")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "AWS4-HMAC-SHA256 SignedHeaders=host;x-amz-date, Signature=00",
+        "AWS4-HMAC-SHA256 Credential=AKIA/20260101/us-east-1/kms/aws4_request, Signature=00",
+        "AWS4-HMAC-SHA256 Credential=AKIA/20260101/us-east-1/kms/aws4_request, SignedHeaders=host",
+        "Basic dXNlcjpwYXNz",
+    ],
+)
+def test_incomplete_authorization(server: Server, header: str) -> None:
+    def replace(request: AWSRequest) -> None:
+        request.headers.replace_header("Authorization", header)
+
+    expect(server.raw("GenerateRandom", BODY, mutate=replace), "IncompleteSignatureException")
+
+
+def test_date_must_be_signed(server: Server) -> None:
+    def unsign_date(request: AWSRequest) -> None:
+        auth = request.headers["Authorization"].replace(";x-amz-date", "")
+        request.headers.replace_header("Authorization", auth)
+
+    expect(server.raw("GenerateRandom", BODY, mutate=unsign_date), "IncompleteSignatureException")
+
+
+def test_wrong_service_scope(server: Server) -> None:
+    def rescope(request: AWSRequest) -> None:
+        auth = request.headers["Authorization"].replace("/kms/aws4_request", "/s3/aws4_request")
+        request.headers.replace_header("Authorization", auth)
+
+    expect(server.raw("GenerateRandom", BODY, mutate=rescope), "InvalidSignatureException")
+
+
+def test_session_tokens_are_refused(server: Server) -> None:
+    response = server.raw("GenerateRandom", BODY, headers={"X-Amz-Security-Token": "token"})
+    expect(response, "UnrecognizedClientException")
+
+
+def test_metrics_count_the_failures(server: Server) -> None:
+    server.raw("GenerateRandom", BODY, secret="y" * 40)
+    text = httpx.get(server.url + "/metrics").text
+    assert (
+        'hsmkms_requests_total{error="InvalidSignatureException",operation="GenerateRandom"}'
+        in text
+    )
+    assert "hsmkms_token_sessions_max" in text
+    assert "hsmkms_request_seconds_bucket" in text
+
+
+def test_healthz(server: Server) -> None:
+    response = httpx.get(server.url + "/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "token": "ok", "database": "ok"}
