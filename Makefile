@@ -11,12 +11,17 @@ deps:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq softhsm2; fi; }
 
 install: deps
-	@$(PYTHON) -c "import hsmkms, pytest, hypothesis" 2>/dev/null || \
+	@$(PYTHON) -c "import hsmkms, pytest, uvicorn, aws_encryption_sdk, moto" 2>/dev/null || \
 	  $(PYTHON) -m pip install -q -e ".[dev]"
+
+HOST ?= 127.0.0.1
+PORT ?= 8080
+export HOST PORT
 
 run: install
 	$(PYTHON) -m hsmkms.cli init
-	$(PYTHON) scripts/demo.py
+	$(PYTHON) scripts/dev_principal.py
+	$(PYTHON) -m hsmkms.cli serve --host $(HOST) --port $(PORT)
 
 test: install
 	$(PYTHON) -m pytest -q
