@@ -36,6 +36,12 @@ def is_softhsm(module_path: str) -> bool:
     return "softhsm" in Path(module_path).name.lower()
 
 
+def default_pool_size(module_path: str) -> int:
+    """SoftHSM2 serialises calls internally (measured: two threads do half the work
+    of one), so a few sessions serve it best; HSMs run sessions in parallel."""
+    return 2 if is_softhsm(module_path) else 8
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -46,7 +52,7 @@ class Settings:
     database_url: str = ""
     account_id: str = DEFAULT_ACCOUNT_ID
     regions: tuple[str, ...] = ()
-    session_pool_size: int = 8
+    session_pool_size: int = 2
     maintenance_seconds: float = 300.0
 
     @property
@@ -100,6 +106,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             values.update({k.lower(): str(v) for k, v in tomllib.load(handle).items()})
 
     data_dir = Path(values.get("data_dir", ".hsmkms"))
+    module = values.get("pkcs11_lib") or default_pkcs11_lib()
     regions = tuple(r.strip() for r in values.get("regions", "").split(",") if r.strip())
     pin_file = values.get("pin_file")
     database_url = values.get("database_url") or f"sqlite:///{data_dir / 'hsmkms.db'}"
@@ -107,13 +114,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ValueError("HSMKMS_DATABASE_URL: only sqlite:/// is supported in this release")
     return Settings(
         data_dir=data_dir,
-        pkcs11_lib=values.get("pkcs11_lib") or default_pkcs11_lib(),
+        pkcs11_lib=module,
         token_label=values.get("token_label", DEFAULT_TOKEN_LABEL),
         pin=values.get("pin") or None,
         pin_file=Path(pin_file) if pin_file else None,
         database_url=database_url,
         account_id=values.get("account_id", DEFAULT_ACCOUNT_ID),
         regions=regions,
-        session_pool_size=int(values.get("session_pool_size", "8")),
+        session_pool_size=int(values.get("session_pool_size") or default_pool_size(module)),
         maintenance_seconds=float(values.get("maintenance_seconds", "300")),
     )

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Throughput of KeyManager against raw python-pkcs11 on the same token, same run.
+"""Benchmarks, each against raw python-pkcs11 on the same token in the same run.
 
-Creates a throwaway SoftHSM2 token, then measures 4 KiB Encrypt and Decrypt:
+token: 4 KiB Encrypt and Decrypt through KeyManager, on 1, 2 and 4 threads:
   raw      python-pkcs11 AES-GCM, IV from C_GenerateRandom per call (the same work
            a correct token-side encrypt needs), handles looked up once
   raw-gcm  python-pkcs11 AES-GCM alone, fixed IV (the token's ceiling; not safe)
   hsmkms   KeyManager.encrypt / decrypt (resolve, state checks, blob, context AAD)
-on 1, 2 and 4 threads, and prints ops/s and the ratio hsmkms / raw.
+http: 4 KiB Encrypt and Decrypt over HTTP at concurrency 1, 8 and 32 from a signing
+  load generator (scripts/loadgen.py) against `hsmkms serve`, a moto server and a
+  canned-response server (the load generator's own ceiling); req/s, p50, p99.
 
-    python scripts/bench.py [--seconds 2] [--threads 1,2,4]
+    python scripts/bench.py [token|http|all] [--seconds 2] [--threads 1,2,4]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PAYLOAD = os.urandom(4096)
 CONTEXT = {"purpose": "bench"}
@@ -60,11 +63,7 @@ def measure(make_worker: Callable[[], Callable[[], None]], threads: int, seconds
     return sum(counts) / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--threads", default="1,2,4")
-    args = parser.parse_args()
+def token_bench(args: argparse.Namespace) -> None:
     thread_counts = [int(t) for t in args.threads.split(",")]
 
     workdir = Path(tempfile.mkdtemp(prefix="hsmkms-bench-"))
@@ -148,6 +147,187 @@ def main() -> None:
     for session in raw_sessions:
         session.close()
     km.close()
+
+
+def _wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url}: the server exited")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def http_bench(args: argparse.Namespace) -> None:
+    import base64
+    import json
+
+    import boto3
+
+    from loadgen import Target, run
+
+    workdir = Path(tempfile.mkdtemp(prefix="hsmkms-bench-http-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HSMKMS_", "SOFTHSM2_"))}
+    env["HSMKMS_DATA_DIR"] = str(workdir / "data")
+    env["HSMKMS_MAINTENANCE_SECONDS"] = "0"
+
+    def cli(*words: str) -> dict[str, object]:
+        out = subprocess.run(
+            [sys.executable, "-m", "hsmkms.cli", *words],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        parsed: dict[str, object] = json.loads(out)
+        return parsed
+
+    cli("init")
+    principal = cli("principal", "add", "--arn", "arn:aws:iam::111122223333:user/bench")
+    key_id = str(cli("key", "create", "--description", "bench")["KeyMetadata"]["KeyId"])  # type: ignore[index]
+    ports = {name: _free_port() for name in ("hsmkms", "moto", "canned")}
+    processes = {
+        "hsmkms": subprocess.Popen(
+            [sys.executable, "-m", "hsmkms.cli", "serve", "--port", str(ports["hsmkms"])],
+            env=env,
+        ),
+        "moto": subprocess.Popen(
+            ["moto_server", "-H", "127.0.0.1", "-p", str(ports["moto"])],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        "canned": subprocess.Popen(
+            [sys.executable, "-c", f"from loadgen import serve_canned; serve_canned({ports['canned']})"],
+            cwd=Path(__file__).parent,
+        ),
+    }
+    try:
+        _wait_for(f"http://127.0.0.1:{ports['hsmkms']}/healthz", processes["hsmkms"])
+        _wait_for(f"http://127.0.0.1:{ports['moto']}/", processes["moto"])
+        _wait_for(f"http://127.0.0.1:{ports['canned']}/", processes["canned"])
+        targets = {
+            "hsmkms": Target(
+                "127.0.0.1",
+                ports["hsmkms"],
+                str(principal["AccessKeyId"]),
+                str(principal["SecretAccessKey"]),
+            ),
+            "moto": Target("127.0.0.1", ports["moto"], "testing", "testing" * 6),
+            "canned": Target("127.0.0.1", ports["canned"], "x", "x" * 40),
+        }
+        moto = boto3.client(
+            "kms",
+            endpoint_url=f"http://127.0.0.1:{ports['moto']}",
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        moto_key = moto.create_key()["KeyMetadata"]["KeyId"]
+        ours = boto3.client(
+            "kms",
+            endpoint_url=f"http://127.0.0.1:{ports['hsmkms']}",
+            region_name="us-east-1",
+            aws_access_key_id=str(principal["AccessKeyId"]),
+            aws_secret_access_key=str(principal["SecretAccessKey"]),
+        )
+        payload = base64.b64encode(PAYLOAD).decode()
+        blobs = {
+            "hsmkms": ours.encrypt(KeyId=key_id, Plaintext=PAYLOAD)["CiphertextBlob"],
+            "moto": moto.encrypt(KeyId=moto_key, Plaintext=PAYLOAD)["CiphertextBlob"],
+        }
+        bodies = {
+            ("Encrypt", "hsmkms"): {"KeyId": key_id, "Plaintext": payload},
+            ("Encrypt", "moto"): {"KeyId": moto_key, "Plaintext": payload},
+            ("Decrypt", "hsmkms"): {"CiphertextBlob": base64.b64encode(blobs["hsmkms"]).decode()},
+            ("Decrypt", "moto"): {"CiphertextBlob": base64.b64encode(blobs["moto"]).decode()},
+        }
+        print(f"\n4 KiB over HTTP, {args.seconds:.1f} s per cell")
+        header = f"{'operation':<9}{'conc':>5}{'client-max':>12}"
+        header += "".join(f"{n + ' req/s':>14}{'p50 ms':>8}{'p99 ms':>8}" for n in ("hsmkms", "moto"))
+        print(header + f"{'vs moto':>9}")
+        for operation in ("Encrypt", "Decrypt"):
+            for concurrency in (1, 8, 32):
+                ceiling = run(targets["canned"], operation, b"{}", concurrency, args.seconds)
+                line = f"{operation:<9}{concurrency:>5}{ceiling.rate:>12,.0f}"
+                rates = {}
+                for name in ("hsmkms", "moto"):
+                    body = json.dumps(bodies[(operation, name)]).encode()
+                    result = run(targets[name], operation, body, concurrency, args.seconds)
+                    rates[name] = result.rate
+                    errors = f" ({result.errors} errors)" if result.errors else ""
+                    line += f"{result.rate:>14,.0f}{result.p50_ms:>8.2f}{result.p99_ms:>8.2f}{errors}"
+                print(line + f"{rates['hsmkms'] / rates['moto']:>8.1f}x")
+        print("targets: >= 5x moto at concurrency 8, p50 < 1 ms at 1, p99 < 10 ms at 8")
+    finally:
+        for process in processes.values():
+            process.terminate()
+            process.wait(timeout=10)
+    # Only once the server is gone: SoftHSM2 in this process would hold the token's
+    # file locks and stall the server's calls.
+    raw = _raw_token_rates(workdir / "data", key_id, args.seconds)
+    print(f"raw python-pkcs11 on the same token, one thread, no HTTP: Encrypt "
+          f"{raw['Encrypt']:,.0f}/s, Decrypt {raw['Decrypt']:,.0f}/s")
+
+
+def _raw_token_rates(data_dir: Path, key_id: str, seconds: float) -> dict[str, float]:
+    """Raw python-pkcs11 on the server's own token, one thread."""
+    os.environ["SOFTHSM2_CONF"] = str(data_dir / "softhsm2.conf")
+    from pkcs11 import Attribute, Mechanism
+    from pkcs11.mechanisms import GCMParams
+
+    from hsmkms.config import default_pkcs11_lib
+    from hsmkms.token.library import load_module
+
+    token = load_module(default_pkcs11_lib()).get_token(token_label="hsmkms")
+    session = token.open(user_pin=(data_dir / "user.pin").read_text().strip())
+    key = next(session.get_objects({Attribute.LABEL: f"hsmkms/{key_id}/v1"}))
+    iv = os.urandom(12)
+    sealed = key.encrypt(PAYLOAD, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(iv))
+    rates = {}
+    for name, work in (
+        ("Encrypt", lambda: key.encrypt(
+            PAYLOAD, mechanism=Mechanism.AES_GCM,
+            mechanism_param=GCMParams(session.generate_random(96)),
+        )),
+        ("Decrypt", lambda: key.decrypt(
+            sealed, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(iv)
+        )),
+    ):  # fmt: skip
+        rates[name] = measure(lambda w=work: w, 1, seconds)
+    session.close()
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", nargs="?", default="all", choices=("token", "http", "all"))
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--threads", default="1,2,4")
+    args = parser.parse_args()
+    if args.which == "all":
+        # SoftHSM2 reads its configuration once per process: one process per part.
+        for part in ("token", "http"):
+            extra = ["--seconds", str(args.seconds), "--threads", args.threads]
+            subprocess.run([sys.executable, __file__, part, *extra], check=True)
+    elif args.which == "token":
+        token_bench(args)
+    else:
+        http_bench(args)
 
 
 if __name__ == "__main__":

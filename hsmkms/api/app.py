@@ -7,6 +7,7 @@ on the event loop; a background task runs `maintain` periodically.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -14,7 +15,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-import anyio.to_thread
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -31,6 +31,7 @@ from starlette.routing import Route
 from hsmkms.api.errors import error_body
 from hsmkms.api.kms import call, encode_response, parse_body, resolve_operation
 from hsmkms.api.sigv4 import SigV4Verifier
+from hsmkms.api.workers import WorkerPool
 from hsmkms.errors import KMSError, KMSInternalException
 from hsmkms.service import KeyManager
 
@@ -82,7 +83,9 @@ def _error(error: KMSError) -> Response:
 def create_app(
     km: KeyManager, verifier: SigV4Verifier, *, maintenance_seconds: float = 300.0
 ) -> Starlette:
-    limiter = anyio.CapacityLimiter(km.hsm.pool.size)
+    workers = WorkerPool(km.hsm.pool.size)
+    # Request ids: unique per server run without a random draw per request.
+    run_id, request_numbers = str(uuid.uuid4())[:23], itertools.count()
     metrics = Metrics(km)
 
     def handle(request: Request, body: bytes, headers: dict[str, list[str]]) -> tuple[str, bytes]:
@@ -96,9 +99,8 @@ def create_app(
         target = request.headers.get("x-amz-target", "")
         operation, error = target.removeprefix("TrentService.")[:64] or "Unknown", ""
         try:
-            operation, payload = await anyio.to_thread.run_sync(
-                handle, request, body, _headers(request), limiter=limiter
-            )
+            headers = _headers(request)
+            operation, payload = await workers.run(lambda: handle(request, body, headers))
             response: Response = Response(payload, media_type=JSON_11)
         except KMSError as exc:
             error = exc.code
@@ -111,7 +113,7 @@ def create_app(
             metrics.token_errors.labels(error).inc()
         metrics.requests.labels(operation, error).inc()
         metrics.latency.labels(operation).observe(time.perf_counter() - started)
-        response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
+        response.headers["x-amzn-RequestId"] = f"{run_id}-{next(request_numbers):012x}"
         return response
 
     async def healthz(request: Request) -> Response:
@@ -125,7 +127,7 @@ def create_app(
                     status[name] = f"error: {type(exc).__name__}"
             return status
 
-        status = await anyio.to_thread.run_sync(probe, limiter=limiter)
+        status = await workers.run(probe)
         healthy = all(v == "ok" for v in status.values())
         return JSONResponse(
             {"status": "ok" if healthy else "unhealthy", **status},
@@ -139,7 +141,7 @@ def create_app(
         while True:
             await anyio.sleep(maintenance_seconds)
             try:
-                report = await anyio.to_thread.run_sync(km.maintain)
+                report = await workers.run(km.maintain)
                 if report.deleted or report.rotated:
                     log.info("maintenance: %s", report.as_dict())
             except Exception:  # keep the loop alive; the next pass retries
@@ -152,6 +154,7 @@ def create_app(
                 tasks.start_soon(maintenance_loop)
             yield {}
             tasks.cancel_scope.cancel()
+        workers.shutdown()
 
     return Starlette(
         routes=[
