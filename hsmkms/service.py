@@ -92,6 +92,8 @@ def _check_range(name: str, value: object, low: int, high: int) -> int:
 
 
 def _check_bytes(name: str, value: object, high: int) -> bytes:
+    if type(value) is bytes and 0 < len(value) <= high:
+        return value  # the common case, checked cheaply
     if not isinstance(value, bytes | bytearray | memoryview):
         raise ValidationException(f"{name} must be binary data.")
     data = bytes(value)
@@ -127,7 +129,7 @@ def _marker_key(marker: str | None) -> str | None:
 class _Resolved:
     """A key as the hot path needs it, with what can be computed once per key."""
 
-    __slots__ = ("expires", "header", "key_uuid", "record", "ref")
+    __slots__ = ("expires", "header", "key_uuid", "record", "ref", "symmetric_ready")
 
     def __init__(self, record: KeyRecord, expires: float) -> None:
         self.record = record
@@ -135,6 +137,12 @@ class _Resolved:
         self.key_uuid = key_uuid_bytes(record.key_id)
         self.ref = MaterialRef(record.key_id, record.current_version)
         self.header = blob.header(self.key_uuid, record.current_version)
+        # Enabled symmetric encryption key: the checks every Encrypt/Decrypt makes.
+        self.symmetric_ready = (
+            record.state is KeyState.ENABLED
+            and record.key_usage is KeyUsage.ENCRYPT_DECRYPT
+            and record.key_spec is KeySpec.SYMMETRIC_DEFAULT
+        )
 
 
 class KeyManager:
@@ -477,7 +485,8 @@ class KeyManager:
     # -- cryptography -------------------------------------------------------------------
 
     def _encrypt_with(self, key: _Resolved, plaintext: bytes, canonical_context: bytes) -> bytes:
-        lifecycle.require(key.record, Use.CRYPTO)
+        if not key.symmetric_ready:
+            lifecycle.require(key.record, Use.CRYPTO)
         iv, body = self.hsm.gcm_encrypt(key.ref, key.header + canonical_context, plaintext)
         return key.header + iv + body
 
@@ -492,8 +501,9 @@ class KeyManager:
                 "The key ID in the request does not identify a KMS key that can perform this "
                 "operation."
             )
-        lifecycle.require(record, Use.CRYPTO)
-        self._require_symmetric_encryption(record, None)
+        if not key.symmetric_ready:
+            lifecycle.require(record, Use.CRYPTO)
+            self._require_symmetric_encryption(record, None)
         if not 1 <= parsed.version <= record.current_version:
             raise InvalidCiphertextException()
         ref = (
@@ -517,7 +527,8 @@ class KeyManager:
         data = _check_bytes("plaintext", plaintext, MAX_PLAINTEXT)
         aad = context.canonical(encryption_context)
         key = self._cached(key_id)
-        self._require_symmetric_encryption(key.record, encryption_algorithm)
+        if not key.symmetric_ready or encryption_algorithm not in (None, SYMMETRIC_ALGORITHM):
+            self._require_symmetric_encryption(key.record, encryption_algorithm)
         return {
             "CiphertextBlob": self._encrypt_with(key, data, aad),
             "KeyId": key.record.arn,
