@@ -163,7 +163,7 @@ class Server:
         return httpx.post(request.url, content=content, headers=dict(request.headers.items()))
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -178,7 +178,7 @@ def server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
     principal = f"arn:aws:iam::{ACCOUNT}:user/tester"
     credential = credentials.add(principal)
     app = create_app(km, SigV4Verifier(credentials.lookup), maintenance_seconds=0)
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     runner = uvicorn.Server(config)
     thread = threading.Thread(target=runner.run, daemon=True)

@@ -7,10 +7,15 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import boto3
+import httpx
 import pytest
+
+from tests.conftest import free_port
 
 
 class Cli:
@@ -137,3 +142,45 @@ def test_file_round_trip_and_failures(cli: Cli, tmp_path: Path) -> None:
         "encrypt", "--key", "alias/nobody", str(source), str(wrong)
     )
     assert "hsmkms: " in cli.fails("encrypt", "--key", key_id, str(tmp_path / "absent"), str(wrong))
+
+
+def test_principal_add_and_serve(cli: Cli) -> None:
+    generated = cli.ok("principal", "add", "--arn", "arn:aws:iam::111122223333:user/ops")
+    assert generated["AccessKeyId"].startswith("AKIA") and len(generated["SecretAccessKey"]) >= 40
+    given = cli.ok(
+        "principal", "add", "--arn", "arn:aws:iam::111122223333:role/app",
+        "--access-key-id", "AKIAEXAMPLEGIVEN0001", "--secret-access-key", "s" * 40,
+    )  # fmt: skip
+    assert given == {
+        "PrincipalArn": "arn:aws:iam::111122223333:role/app",
+        "AccessKeyId": "AKIAEXAMPLEGIVEN0001",
+    }
+    assert "ValidationException" in cli.fails("principal", "add", "--arn", "not-an-arn")
+    database = (Path(cli.env["HSMKMS_DATA_DIR"]) / "hsmkms.db").read_bytes()
+    assert generated["SecretAccessKey"].encode() not in database and b"s" * 40 not in database
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hsmkms.cli", "serve", "--port", str(port)],
+        env={**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0"},
+        cwd=cli.cwd,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(url + "/healthz").json()["status"] == "ok"
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.2)
+        kms = boto3.client(
+            "kms", endpoint_url=url, region_name="us-east-1",
+            aws_access_key_id=generated["AccessKeyId"],
+            aws_secret_access_key=generated["SecretAccessKey"],
+        )  # fmt: skip
+        assert kms.create_key(Description="via serve")["KeyMetadata"]["KeyState"] == "Enabled"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
