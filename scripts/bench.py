@@ -178,7 +178,6 @@ def http_bench(args: argparse.Namespace) -> None:
     import json
 
     import boto3
-
     from loadgen import Target, run
 
     workdir = Path(tempfile.mkdtemp(prefix="hsmkms-bench-http-"))
@@ -212,7 +211,7 @@ def http_bench(args: argparse.Namespace) -> None:
             stderr=subprocess.DEVNULL,
         ),
         "canned": subprocess.Popen(
-            [sys.executable, "-c", f"from loadgen import serve_canned; serve_canned({ports['canned']})"],
+            [sys.executable, "-c", f"import loadgen; loadgen.serve_canned({ports['canned']})"],
             cwd=Path(__file__).parent,
         ),
     }
@@ -258,7 +257,9 @@ def http_bench(args: argparse.Namespace) -> None:
         }
         print(f"\n4 KiB over HTTP, {args.seconds:.1f} s per cell")
         header = f"{'operation':<9}{'conc':>5}{'client-max':>12}"
-        header += "".join(f"{n + ' req/s':>14}{'p50 ms':>8}{'p99 ms':>8}" for n in ("hsmkms", "moto"))
+        header += "".join(
+            f"{name + ' req/s':>14}{'p50 ms':>8}{'p99 ms':>8}" for name in ("hsmkms", "moto")
+        )
         print(header + f"{'vs moto':>9}")
         for operation in ("Encrypt", "Decrypt"):
             for concurrency in (1, 8, 32):
@@ -270,7 +271,8 @@ def http_bench(args: argparse.Namespace) -> None:
                     result = run(targets[name], operation, body, concurrency, args.seconds)
                     rates[name] = result.rate
                     errors = f" ({result.errors} errors)" if result.errors else ""
-                    line += f"{result.rate:>14,.0f}{result.p50_ms:>8.2f}{result.p99_ms:>8.2f}{errors}"
+                    line += f"{result.rate:>14,.0f}{result.p50_ms:>8.2f}{result.p99_ms:>8.2f}"
+                    line += errors
                 print(line + f"{rates['hsmkms'] / rates['moto']:>8.1f}x")
         print("targets: >= 5x moto at concurrency 8, p50 < 1 ms at 1, p99 < 10 ms at 8")
     finally:
@@ -280,8 +282,10 @@ def http_bench(args: argparse.Namespace) -> None:
     # Only once the server is gone: SoftHSM2 in this process would hold the token's
     # file locks and stall the server's calls.
     raw = _raw_token_rates(workdir / "data", key_id, args.seconds)
-    print(f"raw python-pkcs11 on the same token, one thread, no HTTP: Encrypt "
-          f"{raw['Encrypt']:,.0f}/s, Decrypt {raw['Decrypt']:,.0f}/s")
+    print(
+        f"raw python-pkcs11 on the same token, one thread, no HTTP: Encrypt "
+        f"{raw['Encrypt']:,.0f}/s, Decrypt {raw['Decrypt']:,.0f}/s"
+    )
 
 
 def _raw_token_rates(data_dir: Path, key_id: str, seconds: float) -> dict[str, float]:

@@ -146,8 +146,7 @@ def run(target: Target, operation: str, body: bytes, concurrency: int, seconds: 
 
 
 CANNED = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\n"
-    b"Content-Length: 2\r\n\r\n{}"
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 2\r\n\r\n{}"
 )
 
 
