@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ def aws(server: Server, *args: str) -> Any:
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     }
-    executable = shutil.which("aws")
+    # pip puts console scripts beside the interpreter; PATH may not have them (pyenv).
+    beside = Path(sys.executable).with_name("aws")
+    executable = str(beside) if beside.exists() else shutil.which("aws")
     assert executable, "aws-cli is a test dependency"
     result = subprocess.run(
         [executable, "kms", *args, "--endpoint-url", server.url, "--output", "json"],
