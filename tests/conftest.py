@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -170,6 +171,24 @@ def free_port() -> int:
         return port
 
 
+@contextmanager
+def running(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a loopback port; yields its URL."""
+    port = free_port()
+    runner = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not runner.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        runner.should_exit = True
+        thread.join(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     store = SqliteStore(tmp_path_factory.mktemp("server") / "hsmkms.db")
@@ -178,22 +197,6 @@ def server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
     principal = f"arn:aws:iam::{ACCOUNT}:user/tester"
     credential = credentials.add(principal)
     app = create_app(km, SigV4Verifier(credentials.lookup), maintenance_seconds=0)
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    runner = uvicorn.Server(config)
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not runner.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield Server(
-        f"http://127.0.0.1:{port}",
-        credential.access_key_id,
-        credential.secret_access_key,
-        principal,
-        km,
-    )
-    runner.should_exit = True
-    thread.join(timeout=10)
+    with running(app) as url:
+        yield Server(url, credential.access_key_id, credential.secret_access_key, principal, km)
     store.close()

@@ -109,3 +109,26 @@ def test_healthz(server: Server) -> None:
     response = httpx.get(server.url + "/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "token": "ok", "database": "ok"}
+
+
+def test_regions_outside_hsmkms_regions_are_refused() -> None:
+    from botocore.auth import SigV4Auth
+    from botocore.credentials import Credentials
+
+    from hsmkms.api.errors import InvalidSignatureException
+    from hsmkms.api.sigv4 import Credential, SigV4Verifier
+
+    secret = "s" * 40
+    known = Credential("AKIAREGIONTEST000001", secret, "arn:aws:iam::111122223333:user/r")
+    verifier = SigV4Verifier(lambda akid: known, regions=["eu-west-1"])
+
+    def signed(region: str) -> tuple[dict[str, list[str]], bytes]:
+        request = AWSRequest(method="POST", url="http://127.0.0.1:1/", data=b"{}")
+        SigV4Auth(Credentials(known.access_key_id, secret), "kms", region).add_auth(request)
+        request.headers["host"] = "127.0.0.1:1"
+        headers = {k.lower(): [v] for k, v in request.headers.items()}
+        return headers, b"{}"
+
+    assert verifier.verify("POST", "/", "", *signed("eu-west-1")).region == "eu-west-1"
+    with pytest.raises(InvalidSignatureException, match="valid region"):
+        verifier.verify("POST", "/", "", *signed("us-east-1"))
