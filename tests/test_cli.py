@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
+import ssl
 import stat
 import subprocess
 import sys
@@ -14,6 +17,10 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.conftest import free_port
 
@@ -144,6 +151,85 @@ def test_file_round_trip_and_failures(cli: Cli, tmp_path: Path) -> None:
     assert "hsmkms: " in cli.fails("encrypt", "--key", key_id, str(tmp_path / "absent"), str(wrong))
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def serve(cli: Cli, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hsmkms.cli", "serve", "--port", str(port), *extra],
+        env={**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0"},
+        cwd=cli.cwd,
+    )
+    return process, port
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # a client's keep-alive connection held it open
+        process.kill()
+        process.wait(timeout=10)
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], verify: object = True) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert httpx.get(url + "/healthz", verify=verify).json()["status"] == "ok"  # type: ignore[arg-type]
+            return
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.2)
+
+
+def test_serve_with_tls(cli: Cli, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    credential = cli.ok("principal", "add", "--arn", "arn:aws:iam::111122223333:user/tls")
+    process, port = serve(cli, "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        url = f"https://127.0.0.1:{port}"
+        wait_healthy(url, process, verify=ssl.create_default_context(cafile=str(cert)))
+        kms = boto3.client(
+            "kms", endpoint_url=url, region_name="us-east-1", verify=str(cert),
+            aws_access_key_id=credential["AccessKeyId"],
+            aws_secret_access_key=credential["SecretAccessKey"],
+        )  # fmt: skip
+        assert len(kms.generate_random(NumberOfBytes=16)["Plaintext"]) == 16
+        kms.close()
+    finally:
+        stop(process)
+
+
 def test_principal_add_and_serve(cli: Cli) -> None:
     generated = cli.ok("principal", "add", "--arn", "arn:aws:iam::111122223333:user/ops")
     assert generated["AccessKeyId"].startswith("AKIA") and len(generated["SecretAccessKey"]) >= 40
@@ -159,22 +245,10 @@ def test_principal_add_and_serve(cli: Cli) -> None:
     database = (Path(cli.env["HSMKMS_DATA_DIR"]) / "hsmkms.db").read_bytes()
     assert generated["SecretAccessKey"].encode() not in database and b"s" * 40 not in database
 
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "hsmkms.cli", "serve", "--port", str(port)],
-        env={**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0"},
-        cwd=cli.cwd,
-    )
+    server, port = serve(cli)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                assert httpx.get(url + "/healthz").json()["status"] == "ok"
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.2)
+        wait_healthy(url, server)
         kms = boto3.client(
             "kms", endpoint_url=url, region_name="us-east-1",
             aws_access_key_id=generated["AccessKeyId"],
@@ -182,5 +256,4 @@ def test_principal_add_and_serve(cli: Cli) -> None:
         )  # fmt: skip
         assert kms.create_key(Description="via serve")["KeyMetadata"]["KeyState"] == "Enabled"
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        stop(server)
