@@ -17,22 +17,27 @@ restored from an older backup) is reported, never destroyed.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from hsmkms.clock import Clock
 from hsmkms.errors import NotFoundException
+from hsmkms.keys.metadata import ENCRYPTION_ALGORITHMS, PUBLIC_KEY
 from hsmkms.keys.model import (
     KeyRecord,
     KeyState,
+    KeyUsage,
     KeyVersion,
     PendingMaterial,
     RotationType,
     VersionState,
 )
+from hsmkms.keys.specs import RSA_ENCRYPTION, material_for
 from hsmkms.store.base import MetadataStore
 from hsmkms.token import Hsm, MaterialRef
+from hsmkms.token.kinds import EcPair, EdPair, MaterialKind, RsaPair
 
 CrashHook = Callable[[str], None]
 DEFAULT_GRACE = timedelta(minutes=10)
@@ -62,16 +67,32 @@ class MaterialKeeper:
         self._clock = clock
         self.crash = crash or _no_crash  # tests inject a hook that raises at a named point
 
-    def _generate(self, ref: MaterialRef) -> None:
+    def _generate(self, ref: MaterialRef, kind: MaterialKind) -> None:
+        self._hsm.require(kind)  # refuse before any intent is written
         with self._store.transaction() as tx:
             tx.add_pending(PendingMaterial(ref.key_id, ref.version, self._clock()))
         self.crash("after-intent")
-        self._hsm.generate_aes_key(ref)
+        self._hsm.generate(ref, kind)
         self.crash("after-token")
 
     def create(self, record: KeyRecord) -> KeyRecord:
+        """Generate the key's material, then commit the key; returns it as committed
+        (with its public key and the algorithms the token can do, for key pairs)."""
         ref = MaterialRef(record.key_id, record.current_version)
-        self._generate(ref)
+        kind = material_for(record.key_spec, record.key_usage)
+        self._generate(ref, kind)
+        if isinstance(kind, RsaPair | EcPair | EdPair):
+            extra = {
+                **record.extra,
+                PUBLIC_KEY: base64.b64encode(self._hsm.public_key_der(ref)).decode(),
+            }
+            if kind.__class__ is RsaPair and record.key_usage is KeyUsage.ENCRYPT_DECRYPT:
+                extra[ENCRYPTION_ALGORITHMS] = [
+                    name
+                    for name, digest in RSA_ENCRYPTION.items()
+                    if self._hsm.oaep_supported(digest)
+                ]
+            record = replace(record, extra=extra)
         with self._store.transaction() as tx:
             tx.put_key(record)
             tx.put_version(KeyVersion(ref.key_id, ref.version, record.creation_date, None))
@@ -80,7 +101,7 @@ class MaterialKeeper:
 
     def rotate(self, record: KeyRecord, rotation_type: RotationType, now: datetime) -> KeyRecord:
         ref = MaterialRef(record.key_id, record.current_version + 1)
-        self._generate(ref)
+        self._generate(ref, material_for(record.key_spec, record.key_usage))
         with self._store.transaction() as tx:
             current = tx.get_key(record.key_id)
             if current is None or current.current_version != record.current_version:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from hsmkms.asymmetric import AsymmetricOperations
+from hsmkms.checks import check_bytes, check_enum, check_range
 from hsmkms.clock import Clock, system_clock
 from hsmkms.errors import (
     AlreadyExistsException,
@@ -29,6 +31,7 @@ from hsmkms.errors import (
 )
 from hsmkms.keys import blob, context, ids, lifecycle
 from hsmkms.keys.lifecycle import Use
+from hsmkms.keys.metadata import key_metadata
 from hsmkms.keys.model import (
     Alias,
     KeyRecord,
@@ -37,12 +40,12 @@ from hsmkms.keys.model import (
     KeyUsage,
     Origin,
     RotationType,
-    key_metadata,
 )
+from hsmkms.keys.resolved import Resolved
+from hsmkms.keys.specs import SPECS
 from hsmkms.material import CrashHook, MaterialKeeper, ReconcileReport
 from hsmkms.store.base import MetadataStore
 from hsmkms.token import Hsm, MaterialRef
-from hsmkms.token.templates import key_uuid_bytes
 
 Response = dict[str, Any]
 
@@ -79,43 +82,8 @@ class MaintenanceReport:
         }
 
 
-def _check_range(name: str, value: object, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValidationException(f"{name} must be an integer.")
-    if value < low:
-        raise validation_error(
-            name, value, f"Member must have value greater than or equal to {low}"
-        )
-    if value > high:
-        raise validation_error(name, value, f"Member must have value less than or equal to {high}")
-    return value
-
-
-def _check_bytes(name: str, value: object, high: int) -> bytes:
-    if type(value) is bytes and 0 < len(value) <= high:
-        return value  # the common case, checked cheaply
-    if not isinstance(value, bytes | bytearray | memoryview):
-        raise ValidationException(f"{name} must be binary data.")
-    data = bytes(value)
-    if not data:
-        raise validation_error(name, "", "Member must have length greater than or equal to 1")
-    if len(data) > high:
-        raise validation_error(
-            name, "java.nio.HeapByteBuffer", f"Member must have length less than or equal to {high}"
-        )
-    return data
-
-
-def _check_enum(name: str, value: object, allowed: list[str]) -> str:
-    if value not in allowed:
-        raise validation_error(
-            name, value, f"Member must satisfy enum value set: [{', '.join(allowed)}]"
-        )
-    return str(value)
-
-
 def _check_limit(value: int | None, high: int, default: int) -> int:
-    return default if value is None else _check_range("limit", value, 1, high)
+    return default if value is None else check_range("limit", value, 1, high)
 
 
 def _marker_key(marker: str | None) -> str | None:
@@ -126,26 +94,7 @@ def _marker_key(marker: str | None) -> str | None:
     return marker
 
 
-class _Resolved:
-    """A key as the hot path needs it, with what can be computed once per key."""
-
-    __slots__ = ("expires", "header", "key_uuid", "record", "ref", "symmetric_ready")
-
-    def __init__(self, record: KeyRecord, expires: float) -> None:
-        self.record = record
-        self.expires = expires
-        self.key_uuid = key_uuid_bytes(record.key_id)
-        self.ref = MaterialRef(record.key_id, record.current_version)
-        self.header = blob.header(self.key_uuid, record.current_version)
-        # Enabled symmetric encryption key: the checks every Encrypt/Decrypt makes.
-        self.symmetric_ready = (
-            record.state is KeyState.ENABLED
-            and record.key_usage is KeyUsage.ENCRYPT_DECRYPT
-            and record.key_spec is KeySpec.SYMMETRIC_DEFAULT
-        )
-
-
-class KeyManager:
+class KeyManager(AsymmetricOperations):
     def __init__(
         self,
         store: MetadataStore,
@@ -165,7 +114,7 @@ class KeyManager:
         self.material = MaterialKeeper(store, hsm, clock, crash)
         self._cache_seconds = cache_seconds
         # KeyId as given, and key UUID bytes -> a resolved key, until it expires.
-        self._cache: dict[str | bytes, _Resolved] = {}
+        self._cache: dict[str | bytes, Resolved] = {}
         self._regions: dict[str, KeyManager] = {region: self}
         self._regions_lock = threading.Lock()
 
@@ -218,17 +167,17 @@ class KeyManager:
             raise NotFoundException(f"Key '{self._key_arn(target)}' does not exist")
         return record
 
-    def _cached(self, key_id: str) -> _Resolved:
+    def _cached(self, key_id: str) -> Resolved:
         """The hot path's resolve: no database round trip for recently seen keys."""
         entry = self._cache.get(key_id)
         if entry is not None and entry.expires > time.monotonic():
             return entry
-        entry = _Resolved(self._resolve(key_id), time.monotonic() + self._cache_seconds)
+        entry = Resolved(self._resolve(key_id), time.monotonic() + self._cache_seconds)
         self._cache[key_id] = entry
         self._cache[entry.key_uuid] = entry
         return entry
 
-    def _by_uuid(self, key_uuid: bytes) -> _Resolved:
+    def _by_uuid(self, key_uuid: bytes) -> Resolved:
         entry = self._cache.get(key_uuid)
         if entry is not None and entry.expires > time.monotonic():
             return entry
@@ -272,7 +221,7 @@ class KeyManager:
         self,
         *,
         description: str = "",
-        key_usage: str = KeyUsage.ENCRYPT_DECRYPT.value,
+        key_usage: str | None = None,
         key_spec: str | None = None,
         customer_master_key_spec: str | None = None,
         origin: str = Origin.AWS_KMS.value,
@@ -284,19 +233,22 @@ class KeyManager:
                 "…",
                 f"Member must have length less than or equal to {MAX_DESCRIPTION}",
             )
-        usage = KeyUsage(_check_enum("keyUsage", key_usage, [u.value for u in KeyUsage]))
+        if key_usage is not None:
+            check_enum("keyUsage", key_usage, [u.value for u in KeyUsage])
         if key_spec is not None and customer_master_key_spec is not None:
             raise ValidationException(
                 "You cannot specify KeySpec and CustomerMasterKeySpec in the same request."
             )
         spec_name = key_spec or customer_master_key_spec or KeySpec.SYMMETRIC_DEFAULT.value
-        spec = KeySpec(_check_enum("keySpec", spec_name, [s.value for s in KeySpec]))
-        key_origin = Origin(_check_enum("origin", origin, [o.value for o in Origin]))
-        if spec is not KeySpec.SYMMETRIC_DEFAULT:
-            raise UnsupportedOperationException(
-                f"KeySpec {spec.value} is not supported by this hsmkms release."
-            )
-        if usage is not KeyUsage.ENCRYPT_DECRYPT:
+        spec = KeySpec(check_enum("keySpec", spec_name, [s.value for s in KeySpec]))
+        key_origin = Origin(check_enum("origin", origin, [o.value for o in Origin]))
+        allowed = SPECS[spec].usages
+        # KMS defaults KeyUsage to ENCRYPT_DECRYPT, HMAC keys to GENERATE_VERIFY_MAC.
+        default = KeyUsage.GENERATE_VERIFY_MAC if spec.value.startswith("HMAC") else (
+            KeyUsage.ENCRYPT_DECRYPT
+        )  # fmt: skip
+        usage = KeyUsage(key_usage) if key_usage is not None else default
+        if usage not in allowed:
             raise ValidationException(
                 f"KeyUsage {usage.value} is not compatible with KeySpec {spec.value}"
             )
@@ -330,7 +282,7 @@ class KeyManager:
                 else None
             ),
         )
-        self.material.create(record)
+        record = self.material.create(record)
         self._changed()
         return {"KeyMetadata": key_metadata(record)}
 
@@ -384,7 +336,7 @@ class KeyManager:
         days = (
             DEFAULT_DELETION_DAYS
             if pending_window_in_days is None
-            else _check_range("pendingWindowInDays", pending_window_in_days, *DELETION_WINDOW)
+            else check_range("pendingWindowInDays", pending_window_in_days, *DELETION_WINDOW)
         )
         record = self._resolve(key_id)
         lifecycle.require(record, Use.MANAGE)
@@ -484,7 +436,7 @@ class KeyManager:
 
     # -- cryptography -------------------------------------------------------------------
 
-    def _encrypt_with(self, key: _Resolved, plaintext: bytes, canonical_context: bytes) -> bytes:
+    def _encrypt_with(self, key: Resolved, plaintext: bytes, canonical_context: bytes) -> bytes:
         if not key.symmetric_ready:
             lifecycle.require(key.record, Use.CRYPTO)
         iv, body = self.hsm.gcm_encrypt(key.ref, key.header + canonical_context, plaintext)
@@ -516,6 +468,35 @@ class KeyManager:
         )
         return record, plaintext
 
+    def _encrypt_any(
+        self, key: Resolved, plaintext: bytes, encryption_context: object, algorithm: str | None
+    ) -> bytes:
+        if key.rsa:
+            return self._rsa_encrypt(key, plaintext, algorithm, encryption_context)
+        aad = context.canonical(encryption_context)
+        if not key.symmetric_ready or algorithm not in (None, SYMMETRIC_ALGORITHM):
+            self._require_symmetric_encryption(key.record, algorithm)
+        return self._encrypt_with(key, plaintext, aad)
+
+    def _decrypt_any(
+        self,
+        ciphertext: bytes,
+        encryption_context: object,
+        key_id: str | None,
+        algorithm: str | None,
+    ) -> tuple[KeyRecord, bytes, str]:
+        if key_id is not None:
+            key = self._cached(key_id)
+            if key.rsa:
+                plaintext = self._rsa_decrypt(key, ciphertext, algorithm, encryption_context)
+                return key.record, plaintext, str(algorithm)
+        if algorithm not in (None, SYMMETRIC_ALGORITHM):
+            raise InvalidCiphertextException()
+        record, plaintext = self._decrypt_blob(
+            ciphertext, context.canonical(encryption_context), key_id
+        )
+        return record, plaintext, SYMMETRIC_ALGORITHM
+
     def encrypt(
         self,
         *,
@@ -524,15 +505,14 @@ class KeyManager:
         encryption_context: dict[str, str] | None = None,
         encryption_algorithm: str | None = None,
     ) -> Response:
-        data = _check_bytes("plaintext", plaintext, MAX_PLAINTEXT)
-        aad = context.canonical(encryption_context)
+        data = check_bytes("plaintext", plaintext, MAX_PLAINTEXT)
         key = self._cached(key_id)
-        if not key.symmetric_ready or encryption_algorithm not in (None, SYMMETRIC_ALGORITHM):
-            self._require_symmetric_encryption(key.record, encryption_algorithm)
         return {
-            "CiphertextBlob": self._encrypt_with(key, data, aad),
+            "CiphertextBlob": self._encrypt_any(
+                key, data, encryption_context, encryption_algorithm
+            ),
             "KeyId": key.record.arn,
-            "EncryptionAlgorithm": SYMMETRIC_ALGORITHM,
+            "EncryptionAlgorithm": encryption_algorithm or SYMMETRIC_ALGORITHM,
         }
 
     def decrypt(
@@ -543,16 +523,11 @@ class KeyManager:
         key_id: str | None = None,
         encryption_algorithm: str | None = None,
     ) -> Response:
-        data = _check_bytes("ciphertextBlob", ciphertext_blob, MAX_CIPHERTEXT)
-        aad = context.canonical(encryption_context)
-        if encryption_algorithm not in (None, SYMMETRIC_ALGORITHM):
-            raise InvalidCiphertextException()
-        record, plaintext = self._decrypt_blob(data, aad, key_id)
-        return {
-            "KeyId": record.arn,
-            "Plaintext": plaintext,
-            "EncryptionAlgorithm": SYMMETRIC_ALGORITHM,
-        }
+        data = check_bytes("ciphertextBlob", ciphertext_blob, MAX_CIPHERTEXT)
+        record, plaintext, algorithm = self._decrypt_any(
+            data, encryption_context, key_id, encryption_algorithm
+        )
+        return {"KeyId": record.arn, "Plaintext": plaintext, "EncryptionAlgorithm": algorithm}
 
     def re_encrypt(
         self,
@@ -565,21 +540,35 @@ class KeyManager:
         source_encryption_algorithm: str | None = None,
         destination_encryption_algorithm: str | None = None,
     ) -> Response:
-        data = _check_bytes("ciphertextBlob", ciphertext_blob, MAX_CIPHERTEXT)
-        source_aad = context.canonical(source_encryption_context)
-        destination_aad = context.canonical(destination_encryption_context)
-        if source_encryption_algorithm not in (None, SYMMETRIC_ALGORITHM):
-            raise InvalidCiphertextException()
+        data = check_bytes("ciphertextBlob", ciphertext_blob, MAX_CIPHERTEXT)
         destination = self._cached(destination_key_id)
-        self._require_symmetric_encryption(destination.record, destination_encryption_algorithm)
         lifecycle.require(destination.record, Use.CRYPTO)
-        source, plaintext = self._decrypt_blob(data, source_aad, source_key_id)
+        source, plaintext, source_algorithm = self._decrypt_any(
+            data, source_encryption_context, source_key_id, source_encryption_algorithm
+        )
         return {
-            "CiphertextBlob": self._encrypt_with(destination, plaintext, destination_aad),
+            "CiphertextBlob": self._encrypt_any(
+                destination,
+                plaintext,
+                destination_encryption_context,
+                destination_encryption_algorithm,
+            ),
             "SourceKeyId": source.arn,
             "KeyId": destination.record.arn,
-            "SourceEncryptionAlgorithm": SYMMETRIC_ALGORITHM,
-            "DestinationEncryptionAlgorithm": SYMMETRIC_ALGORITHM,
+            "SourceEncryptionAlgorithm": source_algorithm,
+            "DestinationEncryptionAlgorithm": destination_encryption_algorithm
+            or SYMMETRIC_ALGORITHM,
+        }
+
+    def _wrap_private_key(
+        self, key_id: str, private_der: bytes, context: dict[str, str] | None
+    ) -> Response:
+        key = self._cached(key_id)
+        if key.rsa or key.record.key_spec is not KeySpec.SYMMETRIC_DEFAULT:
+            self._require_symmetric_encryption(key.record, None)
+        return {
+            "CiphertextBlob": self._encrypt_any(key, private_der, context, None),
+            "KeyId": key.record.arn,
         }
 
     def generate_data_key(
@@ -593,9 +582,9 @@ class KeyManager:
         if (key_spec is None) == (number_of_bytes is None):
             raise ValidationException("Please specify either number of bytes or key spec.")
         if key_spec is not None:
-            size = DATA_KEY_SPECS[_check_enum("keySpec", key_spec, list(DATA_KEY_SPECS))]
+            size = DATA_KEY_SPECS[check_enum("keySpec", key_spec, list(DATA_KEY_SPECS))]
         else:
-            size = _check_range("numberOfBytes", number_of_bytes, 1, MAX_RANDOM_BYTES)
+            size = check_range("numberOfBytes", number_of_bytes, 1, MAX_RANDOM_BYTES)
         aad = context.canonical(encryption_context)
         key = self._cached(key_id)
         self._require_symmetric_encryption(key.record, None)
@@ -627,7 +616,7 @@ class KeyManager:
     def generate_random(self, *, number_of_bytes: int | None = None) -> Response:
         if number_of_bytes is None:
             raise ValidationException("NumberOfBytes is required.")
-        count = _check_range("numberOfBytes", number_of_bytes, 1, MAX_RANDOM_BYTES)
+        count = check_range("numberOfBytes", number_of_bytes, 1, MAX_RANDOM_BYTES)
         return {"Plaintext": self.hsm.random(count)}
 
     # -- rotation -----------------------------------------------------------------------
@@ -648,7 +637,7 @@ class KeyManager:
         days = (
             DEFAULT_ROTATION_DAYS
             if rotation_period_in_days is None
-            else _check_range("rotationPeriodInDays", rotation_period_in_days, *ROTATION_PERIOD)
+            else check_range("rotationPeriodInDays", rotation_period_in_days, *ROTATION_PERIOD)
         )
         record = self._rotatable(key_id)
         next_date = record.next_rotation_date

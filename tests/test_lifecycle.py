@@ -133,7 +133,9 @@ def test_multi_region_key(km: KeyManager) -> None:
         ({"key_usage": "SIGN_VERIFY"}, ValidationException),
         ({"key_usage": "BOGUS"}, ValidationException),
         ({"origin": "BOGUS"}, ValidationException),
-        ({"key_spec": "RSA_2048", "key_usage": "SIGN_VERIFY"}, UnsupportedOperationException),
+        ({"key_spec": "ECC_NIST_P256"}, ValidationException),  # ENCRYPT_DECRYPT by default
+        ({"key_spec": "HMAC_256", "key_usage": "ENCRYPT_DECRYPT"}, ValidationException),
+        ({"key_spec": "ECC_NIST_EDWARDS25519", "key_usage": "KEY_AGREEMENT"}, ValidationException),
         ({"origin": "EXTERNAL"}, UnsupportedOperationException),
         ({"description": "d" * 8193}, ValidationException),
         (

@@ -57,9 +57,6 @@ class VersionState(StrEnum):
     MISSING = "Missing"
 
 
-SYMMETRIC_ENCRYPTION_ALGORITHMS = ("SYMMETRIC_DEFAULT",)
-
-
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
     """One KMS key's metadata. Immutable: changes go through dataclasses.replace."""
@@ -139,40 +136,3 @@ class AccessKey:
 
     def __repr__(self) -> str:
         return f"AccessKey({self.access_key_id!r}, principal={self.principal_arn!r})"
-
-
-def encryption_algorithms(record: KeyRecord) -> list[str]:
-    if record.key_spec is KeySpec.SYMMETRIC_DEFAULT:
-        return list(SYMMETRIC_ENCRYPTION_ALGORITHMS)
-    return []
-
-
-def key_metadata(record: KeyRecord) -> dict[str, Any]:
-    """KeyMetadata with KMS's field names (dates stay datetimes; the edges format them)."""
-    meta: dict[str, Any] = {
-        "AWSAccountId": record.account_id,
-        "KeyId": record.key_id,
-        "Arn": record.arn,
-        "CreationDate": record.creation_date,
-        "Enabled": record.enabled,
-        "Description": record.description,
-        "KeyUsage": record.key_usage.value,
-        "KeyState": record.state.value,
-        "Origin": record.origin.value,
-        "KeyManager": "CUSTOMER",
-        "CustomerMasterKeySpec": record.key_spec.value,
-        "KeySpec": record.key_spec.value,
-        "MultiRegion": record.multi_region,
-    }
-    algorithms = encryption_algorithms(record)
-    if algorithms:
-        meta["EncryptionAlgorithms"] = algorithms
-    if record.deletion_date is not None:
-        meta["DeletionDate"] = record.deletion_date
-    if record.pending_window_days is not None:
-        meta["PendingDeletionWindowInDays"] = record.pending_window_days
-    if record.custom_key_store_id is not None:
-        meta["CustomKeyStoreId"] = record.custom_key_store_id
-    if record.multi_region_config is not None:
-        meta["MultiRegionConfiguration"] = record.multi_region_config
-    return meta

@@ -17,7 +17,9 @@ from pkcs11.exceptions import PKCS11Error
 from pkcs11.mechanisms import GCMParams
 
 from hsmkms.errors import InvalidCiphertextException, KMSInternalException
+from hsmkms.token import asymmetric
 from hsmkms.token.faults import TRANSIENT, to_kms_error
+from hsmkms.token.kinds import Aes, EcPair, MaterialKind, RsaPair
 from hsmkms.token.library import find_token, load_module
 from hsmkms.token.mechanisms import MechanismSet
 from hsmkms.token.pool import PooledSession, SessionPool
@@ -27,6 +29,14 @@ T = TypeVar("T")
 
 GCM_IV_BYTES = 12
 GCM_TAG_BITS = 128
+# What tokens return for an RSA ciphertext that does not decrypt under the key.
+RSA_DECRYPT_FAILURES = (
+    p11.EncryptedDataInvalid,
+    p11.EncryptedDataLenRange,
+    p11.DataInvalid,
+    p11.DataLenRange,
+    p11.GeneralError,
+)
 # What tokens return when a GCM tag does not verify: SoftHSM2 says CKR_GENERAL_ERROR,
 # others CKR_ENCRYPTED_DATA_INVALID or CKR_DATA_INVALID. All mean "not authentic" here,
 # because the key handle and mechanism were just used successfully by encrypt.
@@ -64,6 +74,7 @@ class Hsm:
             )
         self.token_label = token_label
         self.mechanisms = MechanismSet(token.slot)
+        self._oaep: dict[str, bool] = {}
         try:
             self.pool = SessionPool(token, pin, pool_size)
         except PKCS11Error as exc:
@@ -134,6 +145,74 @@ class Hsm:
         self.pool.forget_object(ref)
         return count
 
+    def require(self, kind: MaterialKind) -> None:
+        """UnsupportedOperationException naming what the token lacks for this material."""
+        self.mechanisms.require(*asymmetric.required_mechanisms(kind))
+
+    def generate(self, ref: MaterialRef, kind: MaterialKind) -> None:
+        """Create the key material (one object, or a public/private pair) in the token."""
+        self.require(kind)
+        if isinstance(kind, Aes):
+            self.generate_aes_key(ref, kind.bits)
+            return
+        self._call(lambda pooled: asymmetric.generate(pooled, ref, kind))
+
+    def public_key_der(self, ref: MaterialRef) -> bytes:
+        return self._call(lambda pooled: asymmetric.public_key_der(pooled, ref))
+
+    def sign(self, ref: MaterialRef, scheme: str, hash_name: str, data: bytes) -> bytes:
+        return self._call(lambda pooled: asymmetric.sign(pooled, ref, scheme, hash_name, data))
+
+    def verify(
+        self, ref: MaterialRef, scheme: str, hash_name: str, data: bytes, signature: bytes
+    ) -> bool:
+        def check(pooled: PooledSession) -> bool:
+            try:
+                return asymmetric.verify(pooled, ref, scheme, hash_name, data, signature)
+            except (p11.SignatureInvalid, p11.SignatureLenRange):
+                return False
+
+        return self._call(check)
+
+    def rsa_encrypt(self, ref: MaterialRef, hash_name: str, data: bytes) -> bytes:
+        return self._call(lambda pooled: asymmetric.rsa_encrypt(pooled, ref, hash_name, data))
+
+    def rsa_decrypt(self, ref: MaterialRef, hash_name: str, data: bytes) -> bytes:
+        def decrypt(pooled: PooledSession) -> bytes:
+            try:
+                return asymmetric.rsa_decrypt(pooled, ref, hash_name, data)
+            except RSA_DECRYPT_FAILURES as exc:
+                raise InvalidCiphertextException() from exc
+
+        return self._call(decrypt)
+
+    def oaep_supported(self, hash_name: str) -> bool:
+        """Whether the token decrypts RSA-OAEP with this hash (probed once)."""
+        if hash_name not in self._oaep:
+            self._oaep[hash_name] = self._call(
+                lambda pooled: asymmetric.oaep_supported(pooled, hash_name)
+            )
+        return self._oaep[hash_name]
+
+    def hmac(self, ref: MaterialRef, hash_name: str, message: bytes) -> bytes:
+        return self._call(lambda pooled: asymmetric.hmac(pooled, ref, hash_name, message))
+
+    def hmac_verify(self, ref: MaterialRef, hash_name: str, message: bytes, mac: bytes) -> bool:
+        def check(pooled: PooledSession) -> bool:
+            try:
+                return asymmetric.hmac_verify(pooled, ref, hash_name, message, mac)
+            except (p11.SignatureInvalid, p11.SignatureLenRange):
+                return False
+
+        return self._call(check)
+
+    def ecdh(self, ref: MaterialRef, peer_point: bytes, length: int) -> bytes:
+        return self._call(lambda pooled: asymmetric.ecdh(pooled, ref, peer_point, length))
+
+    def data_key_pair(self, kind: RsaPair | EcPair) -> tuple[bytes, bytes]:
+        self.mechanisms.require(*asymmetric.required_mechanisms(kind)[:1])
+        return self._call(lambda pooled: asymmetric.data_key_pair(pooled, kind))
+
     def ensure_aes_key(self, ref: ObjectName) -> None:
         """Create the key unless the token already holds one by that label."""
         if not self.facts(ref):
@@ -164,7 +243,7 @@ class Hsm:
                 found.append(
                     ObjectFacts(
                         label=obj[Attribute.LABEL],
-                        object_class=obj[Attribute.CLASS].name,
+                        object_class=ObjectClass(obj[Attribute.CLASS]).name,
                         token=bool(obj[Attribute.TOKEN]),
                         private=bool(obj[Attribute.PRIVATE]),
                         sensitive=bool(obj[Attribute.SENSITIVE]),

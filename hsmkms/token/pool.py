@@ -29,7 +29,8 @@ class PooledSession:
     def __init__(self, session: Any, generation: int) -> None:
         self.session = session
         self.generation = generation
-        self.objects: dict[ObjectName, Any] = {}
+        # ObjectName, or (ObjectName, object class) for key pairs -> object handle
+        self.objects: dict[object, Any] = {}
         self._random = b""
         self._random_pos = 0
 
@@ -132,9 +133,12 @@ class SessionPool:
         self._anchor = self._login()
 
     def forget_object(self, ref: ObjectName) -> None:
-        """Drop a destroyed object's cached handle from every session."""
+        """Drop a destroyed object's cached handles from every session."""
         for pooled in list(self._all):
-            pooled.objects.pop(ref, None)
+            for key in [k for k in pooled.objects if k == ref or (
+                isinstance(k, tuple) and k[0] == ref
+            )]:  # fmt: skip
+                pooled.objects.pop(key, None)
 
     def run(self, work: Callable[[PooledSession], Any]) -> Any:
         pooled = self.acquire()

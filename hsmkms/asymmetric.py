@@ -1,0 +1,328 @@
+"""KMS operations for RSA, ECC, Ed25519 and HMAC keys (mixed into KeyManager).
+
+Private and secret halves stay in the token; hashing for signatures happens here
+(RAW messages), the signature, decryption, MAC and ECDH inside the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from hsmkms.checks import check_bytes, check_enum
+from hsmkms.errors import (
+    InvalidKeyUsageException,
+    KMSInvalidMacException,
+    KMSInvalidSignatureException,
+    UnsupportedOperationException,
+    ValidationException,
+)
+from hsmkms.keys import lifecycle
+from hsmkms.keys.lifecycle import Use
+from hsmkms.keys.metadata import PUBLIC_KEY, algorithms
+from hsmkms.keys.model import KeyRecord, KeyUsage
+from hsmkms.keys.resolved import Resolved
+from hsmkms.keys.specs import (
+    DATA_KEY_PAIR_SPECS,
+    MAC_ALGORITHMS,
+    RSA_ENCRYPTION,
+    SIGNING_ALGORITHMS,
+    SPECS,
+    SigningAlgorithm,
+    material_for,
+    oaep_plaintext_limit,
+)
+from hsmkms.token import Hsm
+from hsmkms.token.kinds import EcPair, RsaPair
+
+Response = dict[str, Any]
+MAX_MESSAGE = 4096
+MAX_SIGNATURE = 6144
+MAX_PUBLIC_KEY = 8192
+MESSAGE_TYPES = ["RAW", "DIGEST", "EXTERNAL_MU"]
+
+
+def _usage_error(record: KeyRecord, what: str) -> InvalidKeyUsageException:
+    return InvalidKeyUsageException(
+        f"{record.arn} key usage is {record.key_usage.value} which is not valid for {what}."
+    )
+
+
+def _ecdsa_raw(signature: bytes, coordinate_bytes: int) -> bytes:
+    """DER ECDSA-Sig-Value -> r || s as a token verifies it."""
+    try:
+        r, s = decode_dss_signature(signature)
+        return r.to_bytes(coordinate_bytes, "big") + s.to_bytes(coordinate_bytes, "big")
+    except (ValueError, OverflowError):
+        raise KMSInvalidSignatureException() from None
+
+
+class AsymmetricOperations:
+    hsm: Hsm
+
+    def _cached(self, key_id: str) -> Resolved:
+        raise NotImplementedError
+
+    def _usable(self, key_id: str, usage: KeyUsage, what: str) -> Resolved:
+        key = self._cached(key_id)
+        lifecycle.require(key.record, Use.CRYPTO)
+        if key.record.key_usage is not usage:
+            raise _usage_error(key.record, what)
+        return key
+
+    # -- RSA encryption (called from KeyManager's Encrypt/Decrypt/ReEncrypt) ----------
+
+    def _rsa_hash(self, record: KeyRecord, algorithm: str | None) -> str:
+        supported = algorithms(record).get("EncryptionAlgorithms", [])
+        if algorithm is None or algorithm not in RSA_ENCRYPTION:
+            raise InvalidKeyUsageException(
+                f"The encryption algorithm {algorithm or 'SYMMETRIC_DEFAULT'} is not compatible "
+                f"with {record.arn}; use one of {', '.join(supported)}."
+            )
+        if algorithm not in supported:
+            raise UnsupportedOperationException(
+                f"The token cannot do {algorithm} (CKM_RSA_PKCS_OAEP with "
+                f"{RSA_ENCRYPTION[algorithm]}); this key supports {', '.join(supported)}."
+            )
+        return RSA_ENCRYPTION[algorithm]
+
+    def _rsa_encrypt(
+        self, key: Resolved, plaintext: bytes, algorithm: str | None, context: object
+    ) -> bytes:
+        record = key.record
+        lifecycle.require(record, Use.CRYPTO)
+        if record.key_usage is not KeyUsage.ENCRYPT_DECRYPT:
+            raise _usage_error(record, "Encrypt")
+        if context:
+            raise ValidationException("EncryptionContext is not supported with asymmetric keys.")
+        hash_name = self._rsa_hash(record, algorithm)
+        limit = oaep_plaintext_limit(SPECS[record.key_spec].rsa_bits, hash_name)
+        if len(plaintext) > limit:
+            raise ValidationException(
+                f"Plaintext of {len(plaintext)} bytes is too long for {algorithm} with "
+                f"{record.key_spec.value}: at most {limit} bytes."
+            )
+        return self.hsm.rsa_encrypt(key.ref, hash_name, plaintext)
+
+    def _rsa_decrypt(
+        self, key: Resolved, ciphertext: bytes, algorithm: str | None, context: object
+    ) -> bytes:
+        record = key.record
+        lifecycle.require(record, Use.CRYPTO)
+        if record.key_usage is not KeyUsage.ENCRYPT_DECRYPT:
+            raise _usage_error(record, "Decrypt")
+        if context:
+            raise ValidationException("EncryptionContext is not supported with asymmetric keys.")
+        return self.hsm.rsa_decrypt(key.ref, self._rsa_hash(record, algorithm), ciphertext)
+
+    # -- signatures ------------------------------------------------------------------
+
+    def _signing(
+        self, key_id: str, message: bytes, message_type: str | None, algorithm_name: str
+    ) -> tuple[Resolved, SigningAlgorithm, bytes]:
+        data = check_bytes("message", message, MAX_MESSAGE)
+        kind = check_enum("messageType", message_type or "RAW", MESSAGE_TYPES)
+        check_enum("signingAlgorithm", algorithm_name, list(SIGNING_ALGORITHMS))
+        key = self._usable(key_id, KeyUsage.SIGN_VERIFY, "Sign or Verify")
+        if algorithm_name not in SPECS[key.record.key_spec].signing:
+            raise InvalidKeyUsageException(
+                f"Signing algorithm {algorithm_name} is not valid for {key.record.arn} "
+                f"({key.record.key_spec.value})."
+            )
+        algorithm = SIGNING_ALGORITHMS[algorithm_name]
+        if kind == "EXTERNAL_MU":
+            raise UnsupportedOperationException("MessageType EXTERNAL_MU is for ML-DSA keys.")
+        if algorithm.scheme == "eddsa":
+            if kind != "RAW":
+                raise ValidationException(f"{algorithm_name} signs RAW messages only.")
+            return key, algorithm, data
+        if kind == "RAW":
+            return key, algorithm, hashlib.new(algorithm.hash, data).digest()
+        if len(data) != algorithm.digest_bytes:
+            raise ValidationException(f"Digest is invalid length for algorithm {algorithm_name}.")
+        return key, algorithm, data
+
+    def sign(
+        self,
+        *,
+        key_id: str,
+        message: bytes,
+        signing_algorithm: str,
+        message_type: str | None = None,
+    ) -> Response:
+        key, algorithm, data = self._signing(key_id, message, message_type, signing_algorithm)
+        signature = self.hsm.sign(key.ref, algorithm.scheme, algorithm.hash, data)
+        if algorithm.scheme == "ecdsa":  # tokens give r || s; KMS returns DER
+            half = len(signature) // 2
+            signature = encode_dss_signature(
+                int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
+            )
+        return {
+            "KeyId": key.record.arn,
+            "Signature": signature,
+            "SigningAlgorithm": algorithm.name,
+        }
+
+    def verify(
+        self,
+        *,
+        key_id: str,
+        message: bytes,
+        signature: bytes,
+        signing_algorithm: str,
+        message_type: str | None = None,
+    ) -> Response:
+        given = check_bytes("signature", signature, MAX_SIGNATURE)
+        key, algorithm, data = self._signing(key_id, message, message_type, signing_algorithm)
+        if algorithm.scheme == "ecdsa":
+            curve = SPECS[key.record.key_spec].curve_oid
+            given = _ecdsa_raw(given, _coordinate_bytes(curve))
+        if not self.hsm.verify(key.ref, algorithm.scheme, algorithm.hash, data, given):
+            raise KMSInvalidSignatureException()
+        return {"KeyId": key.record.arn, "SignatureValid": True, "SigningAlgorithm": algorithm.name}
+
+    def get_public_key(self, *, key_id: str) -> Response:
+        key = self._cached(key_id)
+        record = key.record
+        public_key = record.extra.get(PUBLIC_KEY)
+        if public_key is None:
+            raise UnsupportedOperationException(
+                f"{record.arn} is not an asymmetric key; it has no public key."
+            )
+        lifecycle.require(record, Use.CRYPTO)
+        return {
+            "KeyId": record.arn,
+            "PublicKey": base64.b64decode(public_key),
+            "CustomerMasterKeySpec": record.key_spec.value,
+            "KeySpec": record.key_spec.value,
+            "KeyUsage": record.key_usage.value,
+            **algorithms(record),
+        }
+
+    # -- MACs --------------------------------------------------------------------------
+
+    def _mac_key(self, key_id: str, message: bytes, algorithm: str) -> tuple[Resolved, bytes]:
+        data = check_bytes("message", message, MAX_MESSAGE)
+        check_enum("macAlgorithm", algorithm, list(MAC_ALGORITHMS))
+        key = self._usable(key_id, KeyUsage.GENERATE_VERIFY_MAC, "GenerateMac or VerifyMac")
+        if algorithm not in SPECS[key.record.key_spec].mac:
+            raise InvalidKeyUsageException(
+                f"MAC algorithm {algorithm} is not valid for {key.record.arn} "
+                f"({key.record.key_spec.value})."
+            )
+        return key, data
+
+    def generate_mac(self, *, key_id: str, message: bytes, mac_algorithm: str) -> Response:
+        key, data = self._mac_key(key_id, message, mac_algorithm)
+        mac = self.hsm.hmac(key.ref, MAC_ALGORITHMS[mac_algorithm], data)
+        return {"Mac": mac, "MacAlgorithm": mac_algorithm, "KeyId": key.record.arn}
+
+    def verify_mac(
+        self, *, key_id: str, message: bytes, mac_algorithm: str, mac: bytes
+    ) -> Response:
+        given = check_bytes("mac", mac, MAX_SIGNATURE)
+        key, data = self._mac_key(key_id, message, mac_algorithm)
+        if not self.hsm.hmac_verify(key.ref, MAC_ALGORITHMS[mac_algorithm], data, given):
+            raise KMSInvalidMacException()
+        return {"KeyId": key.record.arn, "MacValid": True, "MacAlgorithm": mac_algorithm}
+
+    # -- key agreement -------------------------------------------------------------------
+
+    def derive_shared_secret(
+        self, *, key_id: str, key_agreement_algorithm: str, public_key: bytes
+    ) -> Response:
+        check_enum("keyAgreementAlgorithm", key_agreement_algorithm, ["ECDH"])
+        der = check_bytes("publicKey", public_key, MAX_PUBLIC_KEY)
+        key = self._usable(key_id, KeyUsage.KEY_AGREEMENT, "DeriveSharedSecret")
+        curve_oid = SPECS[key.record.key_spec].curve_oid
+        try:
+            peer = serialization.load_der_public_key(der)
+        except (ValueError, UnsupportedAlgorithm):
+            raise ValidationException("PublicKey is not a DER-encoded public key.") from None
+        if not isinstance(peer, ec.EllipticCurvePublicKey) or (
+            peer.curve.name != _CURVE_NAMES[curve_oid]
+        ):
+            raise ValidationException(
+                f"PublicKey must be an elliptic-curve key on the curve of "
+                f"{key.record.key_spec.value}."
+            )
+        point = peer.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        secret = self.hsm.ecdh(key.ref, point, _coordinate_bytes(curve_oid))
+        return {
+            "KeyId": key.record.arn,
+            "SharedSecret": secret,
+            "KeyOrigin": key.record.origin.value,
+            "KeyAgreementAlgorithm": "ECDH",
+        }
+
+    # -- data key pairs -------------------------------------------------------------------
+
+    def _wrap_private_key(
+        self, key_id: str, private_der: bytes, context: dict[str, str] | None
+    ) -> Response:
+        raise NotImplementedError  # KeyManager: Encrypt under a symmetric key
+
+    def generate_data_key_pair(
+        self,
+        *,
+        key_id: str,
+        key_pair_spec: str,
+        encryption_context: dict[str, str] | None = None,
+    ) -> Response:
+        spec = DATA_KEY_PAIR_SPECS[
+            check_enum("keyPairSpec", key_pair_spec, list(DATA_KEY_PAIR_SPECS))
+        ]
+        kind = material_for(spec, KeyUsage.SIGN_VERIFY)
+        assert isinstance(kind, RsaPair | EcPair)
+        self._cached(key_id)  # NotFound before the (slow) key pair generation
+        private_der, public_der = self.hsm.data_key_pair(kind)
+        wrapped = self._wrap_private_key(key_id, private_der, encryption_context)
+        return {
+            "PrivateKeyCiphertextBlob": wrapped["CiphertextBlob"],
+            "PrivateKeyPlaintext": private_der,
+            "PublicKey": public_der,
+            "KeyId": wrapped["KeyId"],
+            "KeyPairSpec": key_pair_spec,
+        }
+
+    def generate_data_key_pair_without_plaintext(
+        self,
+        *,
+        key_id: str,
+        key_pair_spec: str,
+        encryption_context: dict[str, str] | None = None,
+    ) -> Response:
+        response = self.generate_data_key_pair(
+            key_id=key_id, key_pair_spec=key_pair_spec, encryption_context=encryption_context
+        )
+        del response["PrivateKeyPlaintext"]  # dropped here; the caller never sees it
+        return response
+
+
+_CURVE_NAMES = {
+    "1.2.840.10045.3.1.7": "secp256r1",
+    "1.3.132.0.34": "secp384r1",
+    "1.3.132.0.35": "secp521r1",
+    "1.3.132.0.10": "secp256k1",
+}
+_CURVE_BITS = {
+    "1.2.840.10045.3.1.7": 256,
+    "1.3.132.0.34": 384,
+    "1.3.132.0.35": 521,
+    "1.3.132.0.10": 256,
+}
+
+
+def _coordinate_bytes(curve_oid: str) -> int:
+    return (_CURVE_BITS[curve_oid] + 7) // 8

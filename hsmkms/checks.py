@@ -1,0 +1,40 @@
+"""Input checks shared by the operations, worded as AWS words its constraint failures."""
+
+from __future__ import annotations
+
+from hsmkms.errors import ValidationException, validation_error
+
+
+def check_range(name: str, value: object, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationException(f"{name} must be an integer.")
+    if value < low:
+        raise validation_error(
+            name, value, f"Member must have value greater than or equal to {low}"
+        )
+    if value > high:
+        raise validation_error(name, value, f"Member must have value less than or equal to {high}")
+    return value
+
+
+def check_bytes(name: str, value: object, high: int) -> bytes:
+    if type(value) is bytes and 0 < len(value) <= high:
+        return value  # the common case, checked cheaply
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise ValidationException(f"{name} must be binary data.")
+    data = bytes(value)
+    if not data:
+        raise validation_error(name, "", "Member must have length greater than or equal to 1")
+    if len(data) > high:
+        raise validation_error(
+            name, "java.nio.HeapByteBuffer", f"Member must have length less than or equal to {high}"
+        )
+    return data
+
+
+def check_enum(name: str, value: object, allowed: list[str]) -> str:
+    if value not in allowed:
+        raise validation_error(
+            name, value, f"Member must satisfy enum value set: [{', '.join(allowed)}]"
+        )
+    return str(value)
