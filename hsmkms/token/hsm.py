@@ -64,6 +64,25 @@ class ObjectFacts:
     local: bool
 
 
+_FLAGS = {
+    "token": Attribute.TOKEN,
+    "private": Attribute.PRIVATE,
+    "sensitive": Attribute.SENSITIVE,
+    "extractable": Attribute.EXTRACTABLE,
+    "always_sensitive": Attribute.ALWAYS_SENSITIVE,
+    "never_extractable": Attribute.NEVER_EXTRACTABLE,
+    "local": Attribute.LOCAL,
+}
+
+
+def _flag(obj: Any, attribute: Attribute) -> bool:
+    """A boolean attribute; False where it does not apply (public keys are not sensitive)."""
+    try:
+        return bool(obj[attribute])
+    except p11.AttributeTypeInvalid:
+        return False
+
+
 class Hsm:
     def __init__(self, module_path: str, token_label: str, pin: str | None, pool_size: int) -> None:
         module = load_module(module_path)
@@ -244,13 +263,7 @@ class Hsm:
                     ObjectFacts(
                         label=obj[Attribute.LABEL],
                         object_class=ObjectClass(obj[Attribute.CLASS]).name,
-                        token=bool(obj[Attribute.TOKEN]),
-                        private=bool(obj[Attribute.PRIVATE]),
-                        sensitive=bool(obj[Attribute.SENSITIVE]),
-                        extractable=bool(obj[Attribute.EXTRACTABLE]),
-                        always_sensitive=bool(obj[Attribute.ALWAYS_SENSITIVE]),
-                        never_extractable=bool(obj[Attribute.NEVER_EXTRACTABLE]),
-                        local=bool(obj[Attribute.LOCAL]),
+                        **{name: _flag(obj, attribute) for name, attribute in _FLAGS.items()},
                     )
                 )
             return found
