@@ -13,10 +13,7 @@ from typing import Any
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from hsmkms.checks import check_bytes, check_enum
 from hsmkms.errors import (
@@ -55,6 +52,28 @@ def _usage_error(record: KeyRecord, what: str) -> InvalidKeyUsageException:
     return InvalidKeyUsageException(
         f"{record.arn} key usage is {record.key_usage.value} which is not valid for {what}."
     )
+
+
+HASH_FUNCTIONS = {
+    "SHA256": hashlib.sha256,
+    "SHA384": hashlib.sha384,
+    "SHA512": hashlib.sha512,
+}
+
+
+def _der_integer(value: bytes) -> bytes:
+    value = value.lstrip(b"\0") or b"\0"
+    if value[0] & 0x80:
+        value = b"\0" + value
+    return b"\x02" + bytes([len(value)]) + value
+
+
+def _ecdsa_der(raw: bytes) -> bytes:
+    """r || s -> DER ECDSA-Sig-Value (what KMS returns), without big-int round trips."""
+    half = len(raw) // 2
+    body = _der_integer(raw[:half]) + _der_integer(raw[half:])
+    length = bytes([len(body)]) if len(body) < 0x80 else b"\x81" + bytes([len(body)])
+    return b"\x30" + length + body
 
 
 def _ecdsa_raw(signature: bytes, coordinate_bytes: int) -> bytes:
@@ -146,7 +165,7 @@ class AsymmetricOperations:
                 raise ValidationException(f"{algorithm_name} signs RAW messages only.")
             return key, algorithm, data
         if kind == "RAW":
-            return key, algorithm, hashlib.new(algorithm.hash, data).digest()
+            return key, algorithm, HASH_FUNCTIONS[algorithm.hash](data).digest()
         if len(data) != algorithm.digest_bytes:
             raise ValidationException(f"Digest is invalid length for algorithm {algorithm_name}.")
         return key, algorithm, data
@@ -162,10 +181,7 @@ class AsymmetricOperations:
         key, algorithm, data = self._signing(key_id, message, message_type, signing_algorithm)
         signature = self.hsm.sign(key.ref, algorithm.scheme, algorithm.hash, data)
         if algorithm.scheme == "ecdsa":  # tokens give r || s; KMS returns DER
-            half = len(signature) // 2
-            signature = encode_dss_signature(
-                int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
-            )
+            signature = _ecdsa_der(signature)
         return {
             "KeyId": key.record.arn,
             "Signature": signature,

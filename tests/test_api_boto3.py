@@ -144,3 +144,63 @@ def test_wire_format(server: Server) -> None:
     assert response.headers["content-type"] == "application/x-amz-json-1.1"
     assert "x-amzn-requestid" in response.headers
     assert len(base64.b64decode(response.json()["Plaintext"])) == 8
+
+
+def test_asymmetric_and_hmac_over_the_wire(server: Server) -> None:
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    kms = server.client()
+    signer = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    assert signer["SigningAlgorithms"] == ["ECDSA_SHA_256"]
+    signature = kms.sign(KeyId=signer["KeyId"], Message=b"wire", SigningAlgorithm="ECDSA_SHA_256")
+    public = serialization.load_der_public_key(
+        kms.get_public_key(KeyId=signer["KeyId"])["PublicKey"]
+    )
+    public.verify(signature["Signature"], b"wire", ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg, union-attr]
+    assert kms.verify(
+        KeyId=signer["KeyId"], Message=b"wire", Signature=signature["Signature"],
+        SigningAlgorithm="ECDSA_SHA_256",
+    )["SignatureValid"]  # fmt: skip
+    with pytest.raises(ClientError) as caught:
+        kms.verify(
+            KeyId=signer["KeyId"], Message=b"tampered", Signature=signature["Signature"],
+            SigningAlgorithm="ECDSA_SHA_256",
+        )  # fmt: skip
+    assert error_code(caught) == "KMSInvalidSignatureException"
+
+    edwards = kms.create_key(KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    ed_signature = kms.sign(
+        KeyId=edwards["KeyId"], Message=b"ed", SigningAlgorithm="ED25519_SHA_512"
+    )
+    assert len(ed_signature["Signature"]) == 64
+
+    mac_key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]
+    mac = kms.generate_mac(KeyId=mac_key["KeyId"], Message=b"m", MacAlgorithm="HMAC_SHA_256")["Mac"]
+    assert kms.verify_mac(
+        KeyId=mac_key["KeyId"], Message=b"m", MacAlgorithm="HMAC_SHA_256", Mac=mac
+    )["MacValid"]
+    with pytest.raises(ClientError) as caught:
+        kms.verify_mac(KeyId=mac_key["KeyId"], Message=b"n", MacAlgorithm="HMAC_SHA_256", Mac=mac)
+    assert error_code(caught) == "KMSInvalidMacException"
+
+    agreement = kms.create_key(KeySpec="ECC_NIST_P384", KeyUsage="KEY_AGREEMENT")["KeyMetadata"]
+    theirs = ec.generate_private_key(ec.SECP384R1())
+    shared = kms.derive_shared_secret(
+        KeyId=agreement["KeyId"], KeyAgreementAlgorithm="ECDH",
+        PublicKey=theirs.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    )["SharedSecret"]  # fmt: skip
+    ours = serialization.load_der_public_key(
+        kms.get_public_key(KeyId=agreement["KeyId"])["PublicKey"]
+    )
+    assert shared == theirs.exchange(ec.ECDH(), ours)  # type: ignore[arg-type]
+
+    symmetric = kms.create_key()["KeyMetadata"]["KeyId"]
+    pair = kms.generate_data_key_pair(KeyId=symmetric, KeyPairSpec="ECC_NIST_P256")
+    unwrapped = kms.decrypt(CiphertextBlob=pair["PrivateKeyCiphertextBlob"])["Plaintext"]
+    assert unwrapped == pair["PrivateKeyPlaintext"]
+    assert "PrivateKeyPlaintext" not in kms.generate_data_key_pair_without_plaintext(
+        KeyId=symmetric, KeyPairSpec="ECC_NIST_P256"
+    )
