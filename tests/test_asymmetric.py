@@ -455,3 +455,28 @@ def test_data_key_pairs(shared_km: KeyManager, pair_spec: str) -> None:
     signing_key = key_for(km, "ECC_NIST_P256", "SIGN_VERIFY")
     with pytest.raises(InvalidKeyUsageException):
         km.generate_data_key_pair(key_id=signing_key, key_pair_spec=pair_spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "usage", "missing"),
+    [
+        ("ECC_NIST_EDWARDS25519", "SIGN_VERIFY", "EDDSA"),
+        ("ECC_NIST_P256", "KEY_AGREEMENT", "ECDH1_DERIVE"),
+        ("RSA_2048", "ENCRYPT_DECRYPT", "RSA_PKCS_OAEP"),
+        ("HMAC_256", "GENERATE_VERIFY_MAC", "GENERIC_SECRET_KEY_GEN"),
+    ],
+)
+def test_missing_mechanism_refused_at_create_key(
+    km: KeyManager, hsm: Hsm, monkeypatch: pytest.MonkeyPatch, spec: str, usage: str, missing: str
+) -> None:
+    """A token without the mechanism: refused up front, naming it, nothing left behind."""
+    from pkcs11 import Mechanism
+
+    available = hsm.mechanisms._available - {Mechanism[missing]}
+    monkeypatch.setattr(hsm.mechanisms, "_available", available)
+    before = hsm.material_refs()
+    with pytest.raises(UnsupportedOperationException, match=missing):
+        km.create_key(key_spec=spec, key_usage=usage)
+    assert km.list_keys()["Keys"] == []
+    assert km.store.list_pending() == []
+    assert hsm.material_refs() == before
