@@ -39,7 +39,7 @@ from hsmkms.keys.specs import (
     oaep_plaintext_limit,
 )
 from hsmkms.token import Hsm
-from hsmkms.token.kinds import EcPair, RsaPair
+from hsmkms.token.kinds import CURVES, EcPair, RsaPair
 
 Response = dict[str, Any]
 MAX_MESSAGE = 4096
@@ -114,16 +114,24 @@ class AsymmetricOperations:
             )
         return RSA_ENCRYPTION[algorithm]
 
+    def _rsa_checks(
+        self, key: Resolved, algorithm: str | None, context: object, operation: str
+    ) -> str:
+        """State, usage and algorithm checks shared by RSA encryption and decryption;
+        returns the OAEP hash."""
+        record = key.record
+        lifecycle.require(record, Use.CRYPTO)
+        if record.key_usage is not KeyUsage.ENCRYPT_DECRYPT:
+            raise _usage_error(record, operation)
+        if context:
+            raise ValidationException("EncryptionContext is not supported with asymmetric keys.")
+        return self._rsa_hash(record, algorithm)
+
     def _rsa_encrypt(
         self, key: Resolved, plaintext: bytes, algorithm: str | None, context: object
     ) -> bytes:
         record = key.record
-        lifecycle.require(record, Use.CRYPTO)
-        if record.key_usage is not KeyUsage.ENCRYPT_DECRYPT:
-            raise _usage_error(record, "Encrypt")
-        if context:
-            raise ValidationException("EncryptionContext is not supported with asymmetric keys.")
-        hash_name = self._rsa_hash(record, algorithm)
+        hash_name = self._rsa_checks(key, algorithm, context, "Encrypt")
         limit = oaep_plaintext_limit(SPECS[record.key_spec].rsa_bits, hash_name)
         if len(plaintext) > limit:
             raise ValidationException(
@@ -135,13 +143,8 @@ class AsymmetricOperations:
     def _rsa_decrypt(
         self, key: Resolved, ciphertext: bytes, algorithm: str | None, context: object
     ) -> bytes:
-        record = key.record
-        lifecycle.require(record, Use.CRYPTO)
-        if record.key_usage is not KeyUsage.ENCRYPT_DECRYPT:
-            raise _usage_error(record, "Decrypt")
-        if context:
-            raise ValidationException("EncryptionContext is not supported with asymmetric keys.")
-        return self.hsm.rsa_decrypt(key.ref, self._rsa_hash(record, algorithm), ciphertext)
+        hash_name = self._rsa_checks(key, algorithm, context, "Decrypt")
+        return self.hsm.rsa_decrypt(key.ref, hash_name, ciphertext)
 
     # -- signatures ------------------------------------------------------------------
 
@@ -265,7 +268,7 @@ class AsymmetricOperations:
         except (ValueError, UnsupportedAlgorithm):
             raise ValidationException("PublicKey is not a DER-encoded public key.") from None
         if not isinstance(peer, ec.EllipticCurvePublicKey) or (
-            peer.curve.name != _CURVE_NAMES[curve_oid]
+            peer.curve.name != CURVES[curve_oid].name
         ):
             raise ValidationException(
                 f"PublicKey must be an elliptic-curve key on the curve of "
@@ -326,19 +329,5 @@ class AsymmetricOperations:
         return response
 
 
-_CURVE_NAMES = {
-    "1.2.840.10045.3.1.7": "secp256r1",
-    "1.3.132.0.34": "secp384r1",
-    "1.3.132.0.35": "secp521r1",
-    "1.3.132.0.10": "secp256k1",
-}
-_CURVE_BITS = {
-    "1.2.840.10045.3.1.7": 256,
-    "1.3.132.0.34": 384,
-    "1.3.132.0.35": 521,
-    "1.3.132.0.10": 256,
-}
-
-
 def _coordinate_bytes(curve_oid: str) -> int:
-    return (_CURVE_BITS[curve_oid] + 7) // 8
+    return (CURVES[curve_oid].key_size + 7) // 8

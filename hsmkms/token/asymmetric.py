@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pkcs11 import KDF, MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from hsmkms.token.kinds import EcPair, EdPair, HmacKey, MaterialKind, RsaPair
+from hsmkms.token.kinds import CURVES, EcPair, EdPair, HmacKey, MaterialKind, RsaPair
 from hsmkms.token.pool import PooledSession
 from hsmkms.token.templates import MaterialRef, secret_key_template
 
@@ -36,12 +36,6 @@ DIGEST_INFO = {
     "SHA256": bytes.fromhex("3031300d060960864801650304020105000420"),
     "SHA384": bytes.fromhex("3041300d060960864801650304020205000430"),
     "SHA512": bytes.fromhex("3051300d060960864801650304020305000440"),
-}
-CURVES: dict[str, ec.EllipticCurve] = {
-    "1.2.840.10045.3.1.7": ec.SECP256R1(),
-    "1.3.132.0.34": ec.SECP384R1(),
-    "1.3.132.0.35": ec.SECP521R1(),
-    "1.3.132.0.10": ec.SECP256K1(),
 }
 F4 = b"\x01\x00\x01"
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 ED25519_OID = "1.3.101.112"
+# The Weierstrass curves KMS offers, by the OID in CKA_EC_PARAMS.
+CURVES: dict[str, ec.EllipticCurve] = {
+    "1.2.840.10045.3.1.7": ec.SECP256R1(),
+    "1.3.132.0.34": ec.SECP384R1(),
+    "1.3.132.0.35": ec.SECP521R1(),
+    "1.3.132.0.10": ec.SECP256K1(),
+}
 
 
 @dataclass(frozen=True)
