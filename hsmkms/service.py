@@ -30,6 +30,7 @@ from hsmkms.errors import (
     validation_error,
 )
 from hsmkms.keys import blob, context, ids, lifecycle
+from hsmkms.keys import tags as keytags
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.metadata import key_metadata
 from hsmkms.keys.model import (
@@ -226,6 +227,7 @@ class KeyManager(AsymmetricOperations):
         customer_master_key_spec: str | None = None,
         origin: str = Origin.AWS_KMS.value,
         multi_region: bool = False,
+        tags: list[dict[str, str]] | None = None,
     ) -> Response:
         if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
             raise validation_error(
@@ -258,6 +260,7 @@ class KeyManager(AsymmetricOperations):
             )
         if not isinstance(multi_region, bool):
             raise ValidationException("MultiRegion must be a boolean.")
+        key_tags = keytags.merged({}, keytags.parse(tags))
         key_id = f"mrk-{uuid.uuid4().hex}" if multi_region else str(uuid.uuid4())
         now = self.clock()
         record = KeyRecord(
@@ -272,6 +275,7 @@ class KeyManager(AsymmetricOperations):
             current_version=1,
             description=description,
             multi_region=multi_region,
+            tags=key_tags,
             multi_region_config=(
                 {
                     "MultiRegionKeyType": "PRIMARY",
@@ -359,6 +363,46 @@ class KeyManager(AsymmetricOperations):
         lifecycle.require(record, Use.CANCEL_DELETION)
         self._update(record, state=KeyState.DISABLED, deletion_date=None, pending_window_days=None)
         return {"KeyId": record.arn}
+
+    # -- tags -----------------------------------------------------------------------
+
+    def _taggable(self, key_id: str) -> KeyRecord:
+        if ids.parse_key_ref(key_id).alias is not None:
+            raise NotFoundException(f"Invalid keyId '{key_id}': tag a key by its ID or ARN.")
+        record = self._resolve(key_id)
+        lifecycle.require(record, Use.MANAGE)
+        return record
+
+    def tag_resource(self, *, key_id: str, tags: list[dict[str, str]]) -> Response:
+        added = keytags.parse(tags)
+        record = self._taggable(key_id)
+        self._update(record, tags=keytags.merged(record.tags, added))
+        return {}
+
+    def untag_resource(self, *, key_id: str, tag_keys: list[str]) -> Response:
+        record = self._taggable(key_id)
+        self._update(record, tags={k: v for k, v in record.tags.items() if k not in tag_keys})
+        return {}
+
+    def list_resource_tags(
+        self, *, key_id: str, limit: int | None = None, marker: str | None = None
+    ) -> Response:
+        size = _check_limit(limit, 50, 50)
+        if ids.parse_key_ref(key_id).alias is not None:
+            raise NotFoundException(f"Invalid keyId '{key_id}': list tags by key ID or ARN.")
+        tags = keytags.as_list(self._resolve(key_id).tags)
+        start = 0
+        if marker is not None:
+            if not isinstance(marker, str) or not marker.isdigit():
+                raise InvalidMarkerException("The marker is not valid.")
+            start = int(marker)
+        response: Response = {
+            "Tags": tags[start : start + size],
+            "Truncated": start + size < len(tags),
+        }
+        if response["Truncated"]:
+            response["NextMarker"] = str(start + size)
+        return response
 
     # -- aliases ----------------------------------------------------------------------
 

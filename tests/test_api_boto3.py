@@ -204,3 +204,15 @@ def test_asymmetric_and_hmac_over_the_wire(server: Server) -> None:
     assert "PrivateKeyPlaintext" not in kms.generate_data_key_pair_without_plaintext(
         KeyId=symmetric, KeyPairSpec="ECC_NIST_P256"
     )
+
+
+def test_tags_over_the_wire(server: Server) -> None:
+    kms = server.client()
+    key_id = kms.create_key(Tags=[{"TagKey": "team", "TagValue": "wire"}])["KeyMetadata"]["KeyId"]
+    kms.tag_resource(KeyId=key_id, Tags=[{"TagKey": "env", "TagValue": "test"}])
+    kms.untag_resource(KeyId=key_id, TagKeys=["team"])
+    pages = kms.get_paginator("list_resource_tags").paginate(KeyId=key_id)
+    assert [t for page in pages for t in page["Tags"]] == [{"TagKey": "env", "TagValue": "test"}]
+    with pytest.raises(ClientError) as caught:
+        kms.tag_resource(KeyId=key_id, Tags=[{"TagKey": "aws:x", "TagValue": "y"}])
+    assert error_code(caught) == "TagException"

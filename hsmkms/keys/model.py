@@ -80,6 +80,7 @@ class KeyRecord:
     rotation_period_days: int | None = None
     next_rotation_date: datetime | None = None
     on_demand_rotations: int = 0
+    tags: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

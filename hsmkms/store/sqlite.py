@@ -90,13 +90,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX access_keys_by_principal ON access_keys (principal_arn);
     """,
+    """
+    ALTER TABLE keys ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 
 KEY_COLUMNS = (
     "key_id", "region", "account_id", "creation_date", "key_spec", "key_usage", "origin",
     "state", "current_version", "description", "deletion_date", "pending_window_days",
     "multi_region", "multi_region_config", "custom_key_store_id", "rotation_enabled",
-    "rotation_period_days", "next_rotation_date", "on_demand_rotations", "extra",
+    "rotation_period_days", "next_rotation_date", "on_demand_rotations", "extra", "tags",
 )  # fmt: skip
 
 
@@ -123,6 +126,7 @@ def _key_row(r: KeyRecord) -> tuple[Any, ...]:
         None if r.multi_region_config is None else json.dumps(r.multi_region_config),
         r.custom_key_store_id, int(r.rotation_enabled), r.rotation_period_days,
         _ts(r.next_rotation_date), r.on_demand_rotations, json.dumps(r.extra),
+        json.dumps(r.tags),
     )  # fmt: skip
 
 
@@ -152,6 +156,7 @@ def _key_record(row: sqlite3.Row) -> KeyRecord:
         next_rotation_date=_dt(row["next_rotation_date"]),
         on_demand_rotations=row["on_demand_rotations"],
         extra=json.loads(row["extra"]),
+        tags=json.loads(row["tags"]),
     )
 
 
