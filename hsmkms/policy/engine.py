@@ -1,0 +1,148 @@
+"""Who may do what: AWS KMS's authorization over key policies, identity policies
+and grants, with the reason for every decision.
+
+Order (AWS KMS): an explicit Deny in the key policy or the caller's identity
+policies denies. Otherwise a key-policy Allow naming the caller (or `*`) allows; a
+key-policy Allow naming the caller's account root delegates to the account's
+identity policies, which then must allow; a grant for the caller allows. Otherwise
+the request is denied by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from hsmkms.policy.conditions import holds, like
+from hsmkms.policy.model import Policy, Principals, Statement
+
+
+@dataclass(frozen=True)
+class Request:
+    principal: str  # caller ARN
+    action: str  # "kms:Decrypt"
+    resource: str  # key ARN, or "*" for actions without a key (CreateKey, ListKeys)
+    # Condition keys, lower-cased, each with its values (multi-valued keys have several).
+    context: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    @property
+    def account(self) -> str:
+        return self.principal.split(":")[4]
+
+    @property
+    def account_root(self) -> str:
+        return f"arn:aws:iam::{self.account}:root"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str  # e.g. "key policy statement 'Allow use' allows"
+
+    def message(self, request: Request) -> str:
+        """AccessDeniedException's message, in AWS's shape."""
+        why = (
+            "with an explicit deny in a " + self.reason
+            if self.reason.startswith(("resource-based", "identity-based"))
+            else "because " + self.reason
+        )
+        return (
+            f"User: {request.principal} is not authorized to perform: {request.action} "
+            f"on resource: {request.resource} {why}"
+        )
+
+
+def _principal_matches(principals: Principals, request: Request, *, deny: bool) -> bool:
+    if principals.anyone:
+        return True
+    for arn in principals.arns:
+        if arn == request.principal:
+            return True
+        # The account principal stands for every identity of the account in a Deny;
+        # in an Allow it only delegates (handled by the caller).
+        if deny and arn == request.account_root:
+            return True
+    return False
+
+
+def _applies_to_principal(statement: Statement, request: Request, *, deny: bool) -> bool:
+    if statement.principal is not None:
+        return _principal_matches(statement.principal, request, deny=deny)
+    if statement.not_principal is not None:
+        return not _principal_matches(statement.not_principal, request, deny=True)
+    return True  # identity policy: it is the caller's own
+
+
+def _action_matches(statement: Statement, action: str) -> bool:
+    action = action.lower()
+    if statement.actions:
+        return any(like(action, pattern, case_sensitive=False) for pattern in statement.actions)
+    return not any(like(action, p, case_sensitive=False) for p in statement.not_actions)
+
+
+def _resource_matches(statement: Statement, resource: str) -> bool:
+    if statement.resources:
+        return any(like(resource, pattern) for pattern in statement.resources)
+    return not any(like(resource, pattern) for pattern in statement.not_resources)
+
+
+def conditions_hold(statement: Statement, request: Request) -> bool:
+    return all(
+        holds(c.operator, c.values, request.context.get(c.key)) for c in statement.conditions
+    )
+
+
+def _matches(statement: Statement, request: Request) -> bool:
+    return (
+        _action_matches(statement, request.action)
+        and _resource_matches(statement, request.resource)
+        and conditions_hold(statement, request)
+    )
+
+
+def _delegates_to_account(statement: Statement, request: Request) -> bool:
+    return statement.principal is not None and request.account_root in statement.principal.arns
+
+
+def evaluate(
+    request: Request,
+    key_policy: Policy | None,
+    identity_policies: Sequence[Policy] = (),
+    grant_reasons: Sequence[str] = (),
+) -> Decision:
+    """`grant_reasons`: grants (already matched to this request) that allow it."""
+    key_statements = key_policy.statements if key_policy else ()
+    for statement in key_statements:
+        if (
+            statement.effect == "Deny"
+            and _applies_to_principal(statement, request, deny=True)
+            and _matches(statement, request)
+        ):
+            return Decision(False, f"resource-based policy (statement '{statement.name}')")
+    for policy in identity_policies:
+        for statement in policy.statements:
+            if statement.effect == "Deny" and _matches(statement, request):
+                return Decision(False, f"identity-based policy (statement '{statement.name}')")
+
+    delegated = False
+    for statement in key_statements:
+        if statement.effect != "Allow" or not _matches(statement, request):
+            continue
+        if _applies_to_principal(statement, request, deny=False):
+            return Decision(True, f"key policy statement '{statement.name}' allows it")
+        if _delegates_to_account(statement, request):
+            delegated = True
+    if delegated:
+        for policy in identity_policies:
+            for statement in policy.statements:
+                if statement.effect == "Allow" and _matches(statement, request):
+                    return Decision(
+                        True,
+                        f"the key policy enables IAM policies and identity policy statement "
+                        f"'{statement.name}' allows it",
+                    )
+    if grant_reasons:
+        return Decision(True, f"grant {grant_reasons[0]} allows it")
+    if delegated:
+        return Decision(False, f"no identity-based policy allows the {request.action} action")
+    return Decision(False, f"no resource-based policy allows the {request.action} action")
