@@ -91,6 +91,14 @@ def _principal_add(km: KeyManager, args: argparse.Namespace) -> Any:
     return result
 
 
+def _principal_attach(km: KeyManager, args: argparse.Namespace) -> Any:
+    from hsmkms.identity import CredentialStore
+
+    document = Path(args.file).read_text()
+    CredentialStore(km.store, km.hsm, km.clock).attach_policy(args.arn, args.name, document)
+    return {"PrincipalArn": args.arn, "PolicyName": args.name}
+
+
 def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
     import uvicorn
 
@@ -127,6 +135,10 @@ def _parser() -> argparse.ArgumentParser:
     principal_add.add_argument("--arn", required=True)
     principal_add.add_argument("--access-key-id", default=None)
     principal_add.add_argument("--secret-access-key", default=None)
+    attach = principal.add_parser("attach-policy", help="attach an identity policy (JSON file)")
+    attach.add_argument("arn")
+    attach.add_argument("file")
+    attach.add_argument("--name", default="default")
     commands.add_parser("maintain", help="run due rotations and deletions, then reconcile")
 
     key = commands.add_parser("key", help="KMS keys").add_subparsers(dest="action", required=True)
@@ -170,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
 HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("serve", None): _serve,
     ("principal", "add"): _principal_add,
+    ("principal", "attach-policy"): _principal_attach,
     ("maintain", None): lambda km, a: km.maintain().as_dict(),
     ("key", "create"): lambda km, a: km.create_key(
         description=a.description,

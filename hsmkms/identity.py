@@ -16,12 +16,16 @@ from hsmkms.api.sigv4 import Credential
 from hsmkms.clock import Clock, system_clock
 from hsmkms.errors import AlreadyExistsException, ValidationException
 from hsmkms.keys.model import AccessKey
+from hsmkms.policy.model import parse_policy
 from hsmkms.store.base import MetadataStore
 from hsmkms.token import Hsm
 from hsmkms.token.templates import CREDENTIALS_KEY
 
 PRINCIPAL_ARN = re.compile(r"^arn:aws:iam::\d{12}:(root|(user|role)/[\w+=,.@/-]{1,512})$")
 ACCESS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")
+POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
+# What `make run` gives its development principal: every KMS action.
+ADMIN_POLICY = '{"Version": "2012-10-17", "Statement": [{"Sid": "KmsAdmin", "Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}'  # noqa: E501
 _ID_ALPHABET = string.ascii_uppercase + "234567"
 
 
@@ -65,6 +69,16 @@ class CredentialStore:
                 raise AlreadyExistsException(f"Access key {access_key_id} already exists.")
             tx.put_access_key(AccessKey(access_key_id, principal_arn, iv + body, self._clock()))
         return Credential(access_key_id, secret, principal_arn)
+
+    def attach_policy(self, principal_arn: str, name: str, document: str) -> None:
+        """Attach (or replace) a named identity policy of a principal."""
+        if not PRINCIPAL_ARN.match(principal_arn):
+            raise ValidationException(f"{principal_arn!r} is not an IAM principal ARN.")
+        if not POLICY_NAME.match(name):
+            raise ValidationException("A policy name is 1-128 letters, digits and +=,.@_-.")
+        parse_policy(document, identity=True)
+        with self._store.transaction() as tx:
+            tx.put_identity_policy(principal_arn, name, document)
 
     def lookup(self, access_key_id: str) -> Credential | None:
         credential = self._cache.get(access_key_id)

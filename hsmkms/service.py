@@ -45,6 +45,9 @@ from hsmkms.keys.model import (
 from hsmkms.keys.resolved import Resolved
 from hsmkms.keys.specs import SPECS
 from hsmkms.material import CrashHook, MaterialKeeper, ReconcileReport
+from hsmkms.policy.authorize import Authorizer
+from hsmkms.policy.caller import current_caller
+from hsmkms.policy.model import MalformedPolicyDocumentException, default_key_policy, parse_policy
 from hsmkms.store.base import MetadataStore
 from hsmkms.token import Hsm, MaterialRef
 
@@ -117,6 +120,7 @@ class KeyManager(AsymmetricOperations):
         # KeyId as given, and key UUID bytes -> a resolved key, until it expires.
         self._cache: dict[str | bytes, Resolved] = {}
         self._regions: dict[str, KeyManager] = {region: self}
+        self.authorizer = Authorizer(self)
         self._regions_lock = threading.Lock()
 
     def for_region(self, region: str) -> KeyManager:
@@ -228,6 +232,8 @@ class KeyManager(AsymmetricOperations):
         origin: str = Origin.AWS_KMS.value,
         multi_region: bool = False,
         tags: list[dict[str, str]] | None = None,
+        policy: str | None = None,
+        bypass_policy_lockout_safety_check: bool = False,
     ) -> Response:
         if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
             raise validation_error(
@@ -261,6 +267,7 @@ class KeyManager(AsymmetricOperations):
         if not isinstance(multi_region, bool):
             raise ValidationException("MultiRegion must be a boolean.")
         key_tags = keytags.merged({}, keytags.parse(tags))
+        key_policy = default_key_policy(self.account_id) if policy is None else policy
         key_id = f"mrk-{uuid.uuid4().hex}" if multi_region else str(uuid.uuid4())
         now = self.clock()
         record = KeyRecord(
@@ -276,6 +283,7 @@ class KeyManager(AsymmetricOperations):
             description=description,
             multi_region=multi_region,
             tags=key_tags,
+            policy=key_policy,
             multi_region_config=(
                 {
                     "MultiRegionKeyType": "PRIMARY",
@@ -286,9 +294,62 @@ class KeyManager(AsymmetricOperations):
                 else None
             ),
         )
+        self._check_lockout(record, key_policy, bypass_policy_lockout_safety_check)
         record = self.material.create(record)
         self._changed()
         return {"KeyMetadata": key_metadata(record)}
+
+    # -- key policies -------------------------------------------------------------------
+
+    def _check_lockout(self, record: KeyRecord, policy: str, bypass: bool) -> None:
+        """Validate a key policy and, unless bypassed, KMS's lockout safety check: the
+        caller must still be allowed kms:PutKeyPolicy under it."""
+        parsed = parse_policy(policy)
+        caller = current_caller.get()
+        if caller is None or bypass:
+            return
+        _, decision = self.authorizer.decide(
+            caller, "kms:PutKeyPolicy", record, {}, key_policy=parsed
+        )
+        if not decision.allowed:
+            raise MalformedPolicyDocumentException(
+                "The new key policy will not allow you to update the key policy in the future."
+            )
+
+    @staticmethod
+    def _policy_name(name: str) -> None:
+        if name != "default":
+            raise NotFoundException(f"No such policy exists: {name}")
+
+    def put_key_policy(
+        self,
+        *,
+        key_id: str,
+        policy: str,
+        policy_name: str = "default",
+        bypass_policy_lockout_safety_check: bool = False,
+    ) -> Response:
+        self._policy_name(policy_name)
+        record = self._resolve(key_id)
+        lifecycle.require(record, Use.MANAGE)
+        self._check_lockout(record, policy, bypass_policy_lockout_safety_check)
+        self._update(record, policy=policy)
+        return {}
+
+    def get_key_policy(self, *, key_id: str, policy_name: str = "default") -> Response:
+        self._policy_name(policy_name)
+        record = self._resolve(key_id)
+        return {
+            "Policy": record.policy or default_key_policy(record.account_id),
+            "PolicyName": "default",
+        }
+
+    def list_key_policies(
+        self, *, key_id: str, limit: int | None = None, marker: str | None = None
+    ) -> Response:
+        _check_limit(limit, 1000, 100)
+        self._resolve(key_id)
+        return {"PolicyNames": ["default"], "Truncated": False}
 
     def describe_key(self, *, key_id: str) -> Response:
         return {"KeyMetadata": key_metadata(self._resolve(key_id))}

@@ -11,7 +11,7 @@ import os
 
 from hsmkms.bootstrap import build_key_manager
 from hsmkms.config import load_settings
-from hsmkms.identity import CredentialStore
+from hsmkms.identity import ADMIN_POLICY, CredentialStore
 
 
 def main() -> None:
@@ -28,7 +28,9 @@ def main() -> None:
             print("(its secret was printed when it was created; for a new key pair run")
             print(f"  hsmkms principal add --arn {arn})")
         else:
-            credential = CredentialStore(km.store, km.hsm).add(arn)
+            credentials = CredentialStore(km.store, km.hsm)
+            credential = credentials.add(arn)
+            credentials.attach_policy(arn, "kms-admin", ADMIN_POLICY)
             print(f"principal {arn} created; its key pair (shown only now):")
             print(f"  export AWS_ACCESS_KEY_ID={credential.access_key_id}")
             print(f"  export AWS_SECRET_ACCESS_KEY={credential.secret_access_key}")

@@ -28,7 +28,7 @@ from botocore.credentials import Credentials
 from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.config import default_pkcs11_lib
-from hsmkms.identity import CredentialStore
+from hsmkms.identity import ADMIN_POLICY, CredentialStore
 from hsmkms.service import KeyManager
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
@@ -123,6 +123,22 @@ class Server:
             config=Config(retries={"max_attempts": 1}, **config),  # type: ignore[arg-type]
         )
 
+    def principal(self, name: str, *identity_policies: str, region: str = REGION) -> Any:
+        """A new IAM user with the given identity policies; returns its KMS client."""
+        credentials = CredentialStore(self.km.store, self.km.hsm)
+        arn = f"arn:aws:iam::{ACCOUNT}:user/{name}"
+        credential = credentials.add(arn)
+        for number, document in enumerate(identity_policies):
+            credentials.attach_policy(arn, f"policy-{number}", document)
+        return boto3.client(
+            "kms",
+            endpoint_url=self.url,
+            region_name=region,
+            aws_access_key_id=credential.access_key_id,
+            aws_secret_access_key=credential.secret_access_key,
+            config=Config(retries={"max_attempts": 1}),
+        )
+
     def raw(
         self,
         target: str,
@@ -196,6 +212,7 @@ def server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
     credentials = CredentialStore(store, hsm)
     principal = f"arn:aws:iam::{ACCOUNT}:user/tester"
     credential = credentials.add(principal)
+    credentials.attach_policy(principal, "kms-admin", ADMIN_POLICY)
     app = create_app(km, SigV4Verifier(credentials.lookup), maintenance_seconds=0)
     with running(app) as url:
         yield Server(url, credential.access_key_id, credential.secret_access_key, principal, km)

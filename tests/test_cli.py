@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from hsmkms.identity import ADMIN_POLICY
 from tests.conftest import free_port
 
 
@@ -212,9 +213,23 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], verify: object = Tr
             time.sleep(0.2)
 
 
+def admin(cli: Cli, directory: Path, arn: str) -> None:
+    policy = directory / "admin.json"
+    policy.write_text(ADMIN_POLICY)
+    assert cli.ok("principal", "attach-policy", arn, str(policy), "--name", "admin") == {
+        "PrincipalArn": arn,
+        "PolicyName": "admin",
+    }
+    policy.write_text('{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "kms:*"}]}')
+    assert "MalformedPolicyDocumentException" in cli.fails(
+        "principal", "attach-policy", arn, str(policy)
+    )
+
+
 def test_serve_with_tls(cli: Cli, tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     credential = cli.ok("principal", "add", "--arn", "arn:aws:iam::111122223333:user/tls")
+    admin(cli, tmp_path, "arn:aws:iam::111122223333:user/tls")
     process, port = serve(cli, "--tls-cert", str(cert), "--tls-key", str(key))
     try:
         url = f"https://127.0.0.1:{port}"
@@ -232,6 +247,7 @@ def test_serve_with_tls(cli: Cli, tmp_path: Path) -> None:
 
 def test_principal_add_and_serve(cli: Cli) -> None:
     generated = cli.ok("principal", "add", "--arn", "arn:aws:iam::111122223333:user/ops")
+    admin(cli, Path(cli.env["HSMKMS_DATA_DIR"]), "arn:aws:iam::111122223333:user/ops")
     assert generated["AccessKeyId"].startswith("AKIA") and len(generated["SecretAccessKey"]) >= 40
     given = cli.ok(
         "principal", "add", "--arn", "arn:aws:iam::111122223333:role/app",

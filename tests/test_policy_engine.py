@@ -236,7 +236,9 @@ case(
     "no resource-based",
     (ALICE_IAM,),
 )
-case("no-policy-at-all", None, ALICE, "kms:Decrypt", False, "no resource-based", (ALICE_IAM,))
+case("no-key-iam-allows", None, ALICE, "kms:Decrypt", True, "'Alice can decrypt'", (ALICE_IAM,))
+case("no-key-iam-silent", None, BOB, "kms:CreateKey", False, "no identity-based", (ALICE_IAM,))
+case("no-key-no-iam", None, BOB, "kms:ListKeys", False, "no identity-based")
 
 # Key administrators and key users.
 for action, ok in (("kms:CreateAlias", True), ("kms:DescribeKey", True), ("kms:EnableKeyRotation", True),

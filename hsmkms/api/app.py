@@ -33,6 +33,7 @@ from hsmkms.api.kms import call, encode_response, parse_body, resolve_operation
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.api.workers import WorkerPool
 from hsmkms.errors import KMSError, KMSInternalException
+from hsmkms.policy.caller import CallerInfo, current_caller
 from hsmkms.service import KeyManager
 
 JSON_11 = "application/x-amz-json-1.1"
@@ -91,7 +92,23 @@ def create_app(
     def handle(request: Request, body: bytes, headers: dict[str, list[str]]) -> tuple[str, bytes]:
         caller = verifier.verify(request.method, request.url.path, request.url.query, headers, body)
         op = resolve_operation(request.headers.get("x-amz-target"))
-        return op.name, encode_response(call(op, km.for_region(caller.region), parse_body(body)))
+        info = CallerInfo(
+            caller.principal_arn,
+            source_ip=request.client.host if request.client else None,
+            secure_transport=request.url.scheme == "https",
+        )
+        regional = km.for_region(caller.region)
+        token = current_caller.set(info)
+        try:
+            result = call(
+                op,
+                regional,
+                parse_body(body),
+                lambda name, members: regional.authorizer.require(info, name, members),
+            )
+        finally:
+            current_caller.reset(token)
+        return op.name, encode_response(result)
 
     async def kms(request: Request) -> Response:
         started = time.perf_counter()

@@ -11,6 +11,7 @@ import base64
 import inspect
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -63,10 +64,18 @@ def parse_body(body: bytes) -> Any:
         ) from None
 
 
-def call(op: Operation, km: KeyManager, body: Any) -> dict[str, Any]:
+def call(
+    op: Operation,
+    km: KeyManager,
+    body: Any,
+    authorize: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Validate, authorize (when a caller made the request), then run the operation."""
     model = operation(op.name)
     assert model is not None
     request = validate_request(model, body)
+    if authorize is not None:
+        authorize(op.name, request)
     arguments: dict[str, Any] = {}
     for member, value in request.items():
         if member in IGNORED_MEMBERS:

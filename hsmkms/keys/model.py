@@ -81,6 +81,7 @@ class KeyRecord:
     next_rotation_date: datetime | None = None
     on_demand_rotations: int = 0
     tags: dict[str, str] = field(default_factory=dict)
+    policy: str = ""  # the key policy document ("" for keys made before policies: default)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -110,7 +110,9 @@ def evaluate(
     identity_policies: Sequence[Policy] = (),
     grant_reasons: Sequence[str] = (),
 ) -> Decision:
-    """`grant_reasons`: grants (already matched to this request) that allow it."""
+    """`key_policy` None: an action on no key (CreateKey, ListKeys, GenerateRandom), which
+    identity policies alone decide. `grant_reasons`: grants, already matched to this
+    request, that allow it."""
     key_statements = key_policy.statements if key_policy else ()
     for statement in key_statements:
         if (
@@ -124,7 +126,7 @@ def evaluate(
             if statement.effect == "Deny" and _matches(statement, request):
                 return Decision(False, f"identity-based policy (statement '{statement.name}')")
 
-    delegated = False
+    delegated = key_policy is None
     for statement in key_statements:
         if statement.effect != "Allow" or not _matches(statement, request):
             continue

@@ -29,6 +29,10 @@ class Reader(Protocol):
 
     def list_access_keys(self) -> list[AccessKey]: ...
 
+    def identity_policies(self, principal_arn: str) -> dict[str, str]:
+        """Policy name -> document, for one principal."""
+        ...
+
 
 class Writer(Reader, Protocol):
     """Reads inside a transaction see its own writes."""
@@ -50,6 +54,8 @@ class Writer(Reader, Protocol):
     def remove_pending(self, key_id: str, version: int) -> None: ...
 
     def put_access_key(self, access_key: AccessKey) -> None: ...
+
+    def put_identity_policy(self, principal_arn: str, name: str, document: str) -> None: ...
 
 
 class MetadataStore(Reader, Protocol):

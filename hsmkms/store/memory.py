@@ -17,6 +17,7 @@ class _State:
     aliases: dict[tuple[str, str], Alias] = field(default_factory=dict)
     pending: dict[tuple[str, int], PendingMaterial] = field(default_factory=dict)
     access_keys: dict[str, AccessKey] = field(default_factory=dict)
+    identity_policies: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def copy(self) -> _State:
         return _State(
@@ -25,6 +26,7 @@ class _State:
             dict(self.aliases),
             dict(self.pending),
             dict(self.access_keys),
+            dict(self.identity_policies),
         )
 
 
@@ -72,6 +74,13 @@ class _View:
     def list_access_keys(self) -> list[AccessKey]:
         return sorted(self._s.access_keys.values(), key=lambda k: k.access_key_id)
 
+    def identity_policies(self, principal_arn: str) -> dict[str, str]:
+        return {
+            name: document
+            for (arn, name), document in sorted(self._s.identity_policies.items())
+            if arn == principal_arn
+        }
+
 
 class _MemoryWriter(_View):
     def put_key(self, record: KeyRecord) -> None:
@@ -98,6 +107,9 @@ class _MemoryWriter(_View):
 
     def remove_pending(self, key_id: str, version: int) -> None:
         self._s.pending.pop((key_id, version), None)
+
+    def put_identity_policy(self, principal_arn: str, name: str, document: str) -> None:
+        self._s.identity_policies[(principal_arn, name)] = document
 
     def put_access_key(self, access_key: AccessKey) -> None:
         self._s.access_keys[access_key.access_key_id] = access_key

@@ -93,6 +93,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE keys ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
     """,
+    """
+    ALTER TABLE keys ADD COLUMN policy TEXT NOT NULL DEFAULT '';
+    CREATE TABLE identity_policies (
+        principal_arn TEXT NOT NULL,
+        name TEXT NOT NULL,
+        document TEXT NOT NULL,
+        PRIMARY KEY (principal_arn, name)
+    );
+    """,
 )
 
 KEY_COLUMNS = (
@@ -100,6 +109,7 @@ KEY_COLUMNS = (
     "state", "current_version", "description", "deletion_date", "pending_window_days",
     "multi_region", "multi_region_config", "custom_key_store_id", "rotation_enabled",
     "rotation_period_days", "next_rotation_date", "on_demand_rotations", "extra", "tags",
+    "policy",
 )  # fmt: skip
 
 
@@ -126,7 +136,7 @@ def _key_row(r: KeyRecord) -> tuple[Any, ...]:
         None if r.multi_region_config is None else json.dumps(r.multi_region_config),
         r.custom_key_store_id, int(r.rotation_enabled), r.rotation_period_days,
         _ts(r.next_rotation_date), r.on_demand_rotations, json.dumps(r.extra),
-        json.dumps(r.tags),
+        json.dumps(r.tags), r.policy,
     )  # fmt: skip
 
 
@@ -157,6 +167,7 @@ def _key_record(row: sqlite3.Row) -> KeyRecord:
         on_demand_rotations=row["on_demand_rotations"],
         extra=json.loads(row["extra"]),
         tags=json.loads(row["tags"]),
+        policy=row["policy"],
     )
 
 
@@ -231,6 +242,13 @@ class _SqliteReader:
     def list_access_keys(self) -> list[AccessKey]:
         return [_access_key(r) for r in self._all("SELECT * FROM access_keys ORDER BY 1")]
 
+    def identity_policies(self, principal_arn: str) -> dict[str, str]:
+        rows = self._all(
+            "SELECT name, document FROM identity_policies WHERE principal_arn = ? ORDER BY name",
+            principal_arn,
+        )
+        return {r["name"]: r["document"] for r in rows}
+
 
 def _access_key(row: sqlite3.Row) -> AccessKey:
     return AccessKey(
@@ -289,6 +307,14 @@ class _SqliteWriter(_SqliteReader):
 
     def remove_pending(self, key_id: str, version: int) -> None:
         self._run("DELETE FROM pending_material WHERE key_id = ? AND version = ?", key_id, version)
+
+    def put_identity_policy(self, principal_arn: str, name: str, document: str) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO identity_policies VALUES (?, ?, ?)",
+            principal_arn,
+            name,
+            document,
+        )
 
     def put_access_key(self, access_key: AccessKey) -> None:
         self._run(
@@ -387,6 +413,10 @@ class SqliteStore:
 
     def list_access_keys(self) -> list[AccessKey]:
         result: list[AccessKey] = self._read("list_access_keys")
+        return result
+
+    def identity_policies(self, principal_arn: str) -> dict[str, str]:
+        result: dict[str, str] = self._read("identity_policies", principal_arn)
         return result
 
     def ping(self) -> None:

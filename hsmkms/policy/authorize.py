@@ -1,0 +1,142 @@
+"""Authorization of KMS requests: which permission each operation needs on which key,
+evaluated against the key policy and the caller's identity policies.
+
+The account root principal is the account's root user: every action is allowed to
+it by identity, as in AWS (a key policy can still deny it).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from hsmkms.errors import AccessDeniedException
+from hsmkms.keys import blob
+from hsmkms.keys.model import KeyRecord
+from hsmkms.policy import context as conditions
+from hsmkms.policy.caller import CallerInfo
+from hsmkms.policy.engine import Decision, Request, evaluate
+from hsmkms.policy.model import Policy, default_key_policy, parse_policy
+
+if TYPE_CHECKING:
+    from hsmkms.service import KeyManager
+
+ROOT_IDENTITY = parse_policy(
+    json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "Account root user", "Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+    identity=True,
+)  # fmt: skip
+IDENTITY_CACHE_SECONDS = 1.0
+# Operations on no key: identity policies alone decide.
+KEYLESS = frozenset({"CreateKey", "ListKeys", "GenerateRandom", "ListAliases"})
+
+
+@lru_cache(maxsize=1024)
+def _parsed(text: str, identity: bool) -> Policy:
+    return parse_policy(text, identity=identity)
+
+
+@dataclass(frozen=True)
+class Check:
+    action: str
+    record: KeyRecord | None
+
+
+class Authorizer:
+    def __init__(self, km: KeyManager) -> None:
+        self._km = km
+        self._identities: dict[str, tuple[float, tuple[Policy, ...]]] = {}
+        self._lock = threading.Lock()
+
+    def key_policy(self, record: KeyRecord) -> Policy:
+        return _parsed(record.policy or default_key_policy(record.account_id), False)
+
+    def identity_policies(self, principal_arn: str) -> tuple[Policy, ...]:
+        if principal_arn.endswith(":root"):
+            return (ROOT_IDENTITY,)
+        cached = self._identities.get(principal_arn)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        documents = self._km.store.identity_policies(principal_arn)
+        policies = tuple(_parsed(text, True) for text in documents.values())
+        with self._lock:
+            self._identities[principal_arn] = (time.monotonic() + IDENTITY_CACHE_SECONDS, policies)
+        return policies
+
+    def forget_identity(self, principal_arn: str) -> None:
+        self._identities.pop(principal_arn, None)
+
+    def decide(
+        self,
+        caller: CallerInfo,
+        action: str,
+        record: KeyRecord | None,
+        members: Mapping[str, Any],
+        *,
+        key_policy: Policy | None = None,
+        context_member: str = "EncryptionContext",
+    ) -> tuple[Request, Decision]:
+        km = self._km
+        resource = record.arn if record is not None else "*"
+
+        def aliases() -> list[str]:
+            assert record is not None
+            return [a.name for a in km.store.list_aliases(km.region, record.key_id, None, 100)]
+
+        request = Request(
+            caller.principal_arn,
+            action,
+            resource,
+            conditions.build(
+                caller, km.clock(), members, record, aliases, context_member=context_member
+            ),
+        )
+        policy = key_policy or (self.key_policy(record) if record is not None else None)
+        return request, evaluate(request, policy, self.identity_policies(caller.principal_arn))
+
+    def require(self, caller: CallerInfo, operation: str, members: Mapping[str, Any]) -> None:
+        """Raise AccessDeniedException unless every permission the call needs is granted."""
+        for check, context_member in self._checks(operation, members):
+            request, decision = self.decide(
+                caller, check.action, check.record, members, context_member=context_member
+            )
+            if not decision.allowed:
+                raise AccessDeniedException(decision.message(request))
+
+    def _record(self, key_id: Any) -> KeyRecord:
+        return self._km._cached(str(key_id)).record
+
+    def _checks(self, operation: str, members: Mapping[str, Any]) -> list[tuple[Check, str]]:
+        action = f"kms:{operation}"
+        if operation == "ReEncrypt":
+            source = self._ciphertext_key(members.get("SourceKeyId"), members["CiphertextBlob"])
+            checks = [(Check("kms:ReEncryptTo", self._record(members["DestinationKeyId"])),
+                       "DestinationEncryptionContext")]  # fmt: skip
+            if source is not None:
+                checks.append((Check("kms:ReEncryptFrom", source), "SourceEncryptionContext"))
+            return checks
+        if operation == "Decrypt":
+            record = self._ciphertext_key(members.get("KeyId"), members["CiphertextBlob"])
+            # An unreadable blob fails as InvalidCiphertextException in the operation.
+            return [] if record is None else [(Check(action, record), "EncryptionContext")]
+        if operation in KEYLESS and not members.get("KeyId"):
+            return [(Check(action, None), "EncryptionContext")]
+        if operation in ("CreateAlias", "UpdateAlias"):
+            return [(Check(action, self._record(members["TargetKeyId"])), "EncryptionContext")]
+        if operation == "DeleteAlias":
+            return [(Check(action, self._record(members["AliasName"])), "EncryptionContext")]
+        return [(Check(action, self._record(members["KeyId"])), "EncryptionContext")]
+
+    def _ciphertext_key(self, key_id: Any, ciphertext: bytes) -> KeyRecord | None:
+        if key_id is not None:
+            return self._record(key_id)
+        try:
+            parsed = blob.decode(ciphertext)
+            return self._km._by_uuid(parsed.key_uuid).record
+        except Exception:  # not ours to judge here: Decrypt reports InvalidCiphertext
+            return None
