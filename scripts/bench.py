@@ -239,6 +239,15 @@ def http_bench(args: argparse.Namespace) -> None:
 
     cli("init")
     principal = cli("principal", "add", "--arn", "arn:aws:iam::111122223333:user/bench")
+    from hsmkms.identity import ADMIN_POLICY
+
+    (workdir / "admin.json").write_text(ADMIN_POLICY)
+    cli(
+        "principal",
+        "attach-policy",
+        "arn:aws:iam::111122223333:user/bench",
+        str(workdir / "admin.json"),
+    )
     key_id = str(cli("key", "create", "--description", "bench")["KeyMetadata"]["KeyId"])  # type: ignore[index]
     ports = {name: _free_port() for name in ("hsmkms", "moto", "canned")}
     processes = {

@@ -92,9 +92,7 @@ class Authorizer:
             caller.principal_arn,
             action,
             resource,
-            conditions.build(
-                caller, km.clock(), members, record, aliases, context_member=context_member
-            ),
+            conditions.RequestContext(caller, km.clock, members, record, aliases, context_member),
         )
         policy = key_policy or (self.key_policy(record) if record is not None else None)
         return request, evaluate(request, policy, self.identity_policies(caller.principal_arn))

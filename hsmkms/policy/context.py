@@ -25,80 +25,105 @@ SCALAR_KEYS = {
     "AliasName": "kms:requestalias",
 }
 # CreateKey describes the key to be: these become the key's condition keys.
-CREATE_KEY_KEYS = {"KeySpec": "kms:keyspec", "KeyUsage": "kms:keyusage", "Origin": "kms:keyorigin"}
+CREATE_KEY_KEYS = {"kms:keyspec": "KeySpec", "kms:keyusage": "KeyUsage", "kms:keyorigin": "Origin"}
 
 
 def _text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-class LazyContext(Mapping[str, Sequence[str]]):
-    """Condition keys; costly ones (e.g. the key's aliases) are computed on first use."""
+class RequestContext(Mapping[str, Sequence[str]]):
+    """The condition keys of one request, each computed only when a condition asks for
+    it (most policies ask for none), from the members, the key and the caller."""
 
-    def __init__(self, values: dict[str, list[str]], lazy: dict[str, Callable[[], list[str]]]):
-        self._values = values
-        self._lazy = lazy
+    def __init__(
+        self,
+        caller: CallerInfo,
+        now: Callable[[], datetime],
+        members: Mapping[str, Any],
+        record: KeyRecord | None,
+        aliases: Callable[[], list[str]],
+        context_member: str,
+    ) -> None:
+        self._caller = caller
+        self._now = now
+        self._members = members
+        self._record = record
+        self._aliases = aliases
+        self._context_member = context_member
+        self._cache: dict[str, list[str] | None] = {}
 
     def __getitem__(self, key: str) -> Sequence[str]:
-        if key not in self._values and key in self._lazy:
-            self._values[key] = self._lazy.pop(key)()
-        return self._values[key]
+        if key not in self._cache:
+            self._cache[key] = self._compute(key)
+        value = self._cache[key]
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def _compute(self, key: str) -> list[str] | None:
+        members, caller = self._members, self._caller
+        if key in ("aws:principalarn",):
+            return [caller.principal_arn]
+        if key in ("kms:calleraccount", "aws:principalaccount"):
+            return [caller.account]
+        if key == "aws:currenttime":
+            return [self._now().isoformat()]
+        if key == "aws:securetransport":
+            return ["true" if caller.secure_transport else "false"]
+        if key == "aws:sourceip":
+            return [caller.source_ip] if caller.source_ip else None
+        if key in _MEMBER_OF:
+            value = members.get(_MEMBER_OF[key])
+            return None if value is None else [_text(value)]
+        if key == "kms:requestalias":
+            key_id = members.get("AliasName") or members.get("KeyId")
+            if isinstance(key_id, str) and "alias/" in key_id:
+                return [key_id[key_id.index("alias/") :]]
+            return None
+        encryption_context = members.get(self._context_member) or {}
+        if key == "kms:encryptioncontextkeys":
+            return list(encryption_context) or None
+        if key.startswith("kms:encryptioncontext:"):
+            name = key.removeprefix("kms:encryptioncontext:")
+            found = [v for k, v in encryption_context.items() if k.lower() == name]
+            return found or None
+        if key == "kms:grantoperations":
+            return list(members.get("Operations") or ()) or None
+        tags = {t["TagKey"]: t["TagValue"] for t in members.get("Tags") or ()}
+        if key.startswith("aws:requesttag/"):
+            name = key.removeprefix("aws:requesttag/")
+            return [v for k, v in tags.items() if k.lower() == name] or None
+        if key == "aws:tagkeys":
+            return list(tags) or list(members.get("TagKeys") or ()) or None
+        return self._resource(key)
+
+    def _resource(self, key: str) -> list[str] | None:
+        record = self._record
+        if record is None:  # CreateKey describes the key to be
+            member = CREATE_KEY_KEYS.get(key)
+            value = None if member is None else self._members.get(member)
+            return None if value is None else [_text(value)]
+        if key == "kms:keyspec":
+            return [record.key_spec.value]
+        if key == "kms:keyusage":
+            return [record.key_usage.value]
+        if key == "kms:keyorigin":
+            return [record.origin.value]
+        if key == "kms:multiregion":
+            return ["true" if record.multi_region else "false"]
+        if key.startswith("aws:resourcetag/"):
+            name = key.removeprefix("aws:resourcetag/")
+            return [v for k, v in record.tags.items() if k.lower() == name] or None
+        if key == "kms:resourcealiases":
+            return self._aliases() or None
+        return None
 
     def __iter__(self) -> Iterator[str]:
-        return iter({*self._values, *self._lazy})
+        return iter(k for k, v in self._cache.items() if v is not None)
 
     def __len__(self) -> int:
-        return len({*self._values, *self._lazy})
+        return sum(1 for v in self._cache.values() if v is not None)
 
 
-def build(
-    caller: CallerInfo,
-    now: datetime,
-    members: Mapping[str, Any],
-    record: KeyRecord | None,
-    aliases: Callable[[], list[str]],
-    *,
-    context_member: str = "EncryptionContext",
-) -> LazyContext:
-    values: dict[str, list[str]] = {
-        "aws:principalarn": [caller.principal_arn],
-        "kms:calleraccount": [caller.account],
-        "aws:principalaccount": [caller.account],
-        "aws:currenttime": [now.isoformat()],
-        "aws:securetransport": ["true" if caller.secure_transport else "false"],
-    }
-    if caller.source_ip:
-        values["aws:sourceip"] = [caller.source_ip]
-    for member, key in SCALAR_KEYS.items():
-        if members.get(member) is not None:
-            values[key] = [_text(members[member])]
-    key_id = members.get("KeyId")
-    if isinstance(key_id, str) and "alias/" in key_id:
-        values["kms:requestalias"] = [key_id[key_id.index("alias/") :]]
-    encryption_context = members.get(context_member) or {}
-    if encryption_context:
-        values["kms:encryptioncontextkeys"] = list(encryption_context)
-        for name, value in encryption_context.items():
-            values[f"kms:encryptioncontext:{name.lower()}"] = [value]
-    if members.get("Operations"):
-        values["kms:grantoperations"] = list(members["Operations"])
-    tags = {t["TagKey"]: t["TagValue"] for t in members.get("Tags") or ()}
-    for name, value in tags.items():
-        values[f"aws:requesttag/{name.lower()}"] = [value]
-    tag_keys = list(tags) or list(members.get("TagKeys") or ())
-    if tag_keys:
-        values["aws:tagkeys"] = tag_keys
-    lazy: dict[str, Callable[[], list[str]]] = {}
-    if record is not None:
-        values["kms:keyspec"] = [record.key_spec.value]
-        values["kms:keyusage"] = [record.key_usage.value]
-        values["kms:keyorigin"] = [record.origin.value]
-        values["kms:multiregion"] = ["true" if record.multi_region else "false"]
-        for name, value in record.tags.items():
-            values[f"aws:resourcetag/{name.lower()}"] = [value]
-        lazy["kms:resourcealiases"] = aliases
-    else:
-        for member, key in CREATE_KEY_KEYS.items():
-            if members.get(member) is not None:
-                values[key] = [_text(members[member])]
-    return LazyContext(values, lazy)
+_MEMBER_OF = {key: member for member, key in SCALAR_KEYS.items() if member != "AliasName"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from hsmkms.policy.conditions import holds, like
 from hsmkms.policy.model import Policy, Principals, Statement
@@ -73,17 +74,21 @@ def _applies_to_principal(statement: Statement, request: Request, *, deny: bool)
     return True  # identity policy: it is the caller's own
 
 
+@lru_cache(maxsize=16384)
+def _any_like(patterns: tuple[str, ...], value: str, case_sensitive: bool) -> bool:
+    return any(like(value, pattern, case_sensitive=case_sensitive) for pattern in patterns)
+
+
 def _action_matches(statement: Statement, action: str) -> bool:
-    action = action.lower()
     if statement.actions:
-        return any(like(action, pattern, case_sensitive=False) for pattern in statement.actions)
-    return not any(like(action, p, case_sensitive=False) for p in statement.not_actions)
+        return _any_like(statement.actions, action.lower(), False)
+    return not _any_like(statement.not_actions, action.lower(), False)
 
 
 def _resource_matches(statement: Statement, resource: str) -> bool:
     if statement.resources:
-        return any(like(resource, pattern) for pattern in statement.resources)
-    return not any(like(resource, pattern) for pattern in statement.not_resources)
+        return _any_like(statement.resources, resource, True)
+    return not _any_like(statement.not_resources, resource, True)
 
 
 def conditions_hold(statement: Statement, request: Request) -> bool:
