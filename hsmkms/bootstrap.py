@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
@@ -46,7 +46,7 @@ def build_key_manager(settings: Settings, clock: Clock = system_clock) -> KeyMan
     )
 
 
-def build_app(settings: Settings, km: KeyManager) -> Starlette:
+def build_app(settings: Settings, km: KeyManager) -> ASGIApp:
     """The HTTP app over a KeyManager: SigV4 against the stored principals."""
     credentials = CredentialStore(km.store, km.hsm, km.clock)
     verifier = SigV4Verifier(credentials.lookup, regions=settings.regions)

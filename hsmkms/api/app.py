@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -27,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hsmkms.api.errors import error_body
 from hsmkms.api.kms import call, encode_response, parse_body, resolve_operation
@@ -70,32 +73,35 @@ class Metrics:
         size.set(km.hsm.pool.size)
 
 
-def _headers(request: Request) -> dict[str, list[str]]:
-    headers: dict[str, list[str]] = {}
-    for name, value in request.headers.raw:
-        headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
-    return headers
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One KMS API request as received."""
+
+    path: str
+    query: str
+    headers: dict[str, list[str]]
+    body: bytes
+    client: str | None
+    secure: bool
 
 
-def _error(error: KMSError) -> Response:
-    return JSONResponse(error_body(error), status_code=error.status, media_type=JSON_11)
+def _error_json(error: KMSError) -> bytes:
+    return json.dumps(error_body(error)).encode()
 
 
 def create_app(
     km: KeyManager, verifier: SigV4Verifier, *, maintenance_seconds: float = 300.0
-) -> Starlette:
+) -> ASGIApp:
     workers = WorkerPool(km.hsm.pool.size)
     # Request ids: unique per server run without a random draw per request.
     run_id, request_numbers = str(uuid.uuid4())[:23], itertools.count()
     metrics = Metrics(km)
 
-    def handle(request: Request, body: bytes, headers: dict[str, list[str]]) -> tuple[str, bytes]:
-        caller = verifier.verify(request.method, request.url.path, request.url.query, headers, body)
-        op = resolve_operation(request.headers.get("x-amz-target"))
+    def handle(call_: _Call) -> tuple[str, bytes]:
+        caller = verifier.verify("POST", call_.path, call_.query, call_.headers, call_.body)
+        op = resolve_operation(next(iter(call_.headers.get("x-amz-target", ())), None))
         info = CallerInfo(
-            caller.principal_arn,
-            source_ip=request.client.host if request.client else None,
-            secure_transport=request.url.scheme == "https",
+            caller.principal_arn, source_ip=call_.client, secure_transport=call_.secure
         )
         regional = km.for_region(caller.region)
         token = current_caller.set(info)
@@ -103,35 +109,63 @@ def create_app(
             result = call(
                 op,
                 regional,
-                parse_body(body),
+                parse_body(call_.body),
                 lambda name, members: regional.authorizer.require(info, name, members),
             )
         finally:
             current_caller.reset(token)
         return op.name, encode_response(result)
 
-    async def kms(request: Request) -> Response:
+    async def kms(scope: Scope, receive: Receive, send: Send) -> None:
+        """POST / as a bare ASGI handler: the hot path skips routing and
+        request/response objects."""
         started = time.perf_counter()
-        body = await request.body()
-        target = request.headers.get("x-amz-target", "")
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        headers: dict[str, list[str]] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        client = scope.get("client")
+        call_ = _Call(
+            scope["path"],
+            scope["query_string"].decode("latin-1"),
+            headers,
+            b"".join(chunks),
+            client[0] if client else None,
+            scope.get("scheme") == "https",
+        )
+        target = (headers.get("x-amz-target") or [""])[0]
         operation, error = target.removeprefix("TrentService.")[:64] or "Unknown", ""
+        status = 200
         try:
-            headers = _headers(request)
-            operation, payload = await workers.run(lambda: handle(request, body, headers))
-            response: Response = Response(payload, media_type=JSON_11)
+            operation, payload = await workers.run(lambda: handle(call_))
         except KMSError as exc:
-            error = exc.code
-            response = _error(exc)
+            error, status, payload = exc.code, exc.status, _error_json(exc)
         except Exception:  # a real fault: logged here, a clean 500 to the client
             log.exception("internal error in %s", operation)
-            error = KMSInternalException.code
-            response = _error(KMSInternalException("An internal error occurred."))
-        if response.status_code >= 500:
+            fault = KMSInternalException("An internal error occurred.")
+            error, status, payload = fault.code, fault.status, _error_json(fault)
+        request_id = f"{run_id}-{next(request_numbers):012x}".encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", JSON_11.encode()),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"x-amzn-requestid", request_id),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+        if status >= 500:
             metrics.token_errors.labels(error).inc()
         metrics.requests.labels(operation, error).inc()
         metrics.latency.labels(operation).observe(time.perf_counter() - started)
-        response.headers["x-amzn-RequestId"] = f"{run_id}-{next(request_numbers):012x}"
-        return response
 
     async def healthz(request: Request) -> Response:
         def probe() -> dict[str, str]:
@@ -173,11 +207,18 @@ def create_app(
             tasks.cancel_scope.cancel()
         workers.shutdown()
 
-    return Starlette(
+    others = Starlette(
         routes=[
-            Route("/", kms, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/" and scope["method"] == "POST":
+            await kms(scope, receive, send)
+        else:
+            await others(scope, receive, send)
+
+    return app
