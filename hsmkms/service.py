@@ -29,6 +29,7 @@ from hsmkms.errors import (
     ValidationException,
     validation_error,
 )
+from hsmkms.grants import GrantOperations
 from hsmkms.keys import blob, context, ids, lifecycle
 from hsmkms.keys import tags as keytags
 from hsmkms.keys.lifecycle import Use
@@ -98,7 +99,7 @@ def _marker_key(marker: str | None) -> str | None:
     return marker
 
 
-class KeyManager(AsymmetricOperations):
+class KeyManager(AsymmetricOperations, GrantOperations):
     def __init__(
         self,
         store: MetadataStore,

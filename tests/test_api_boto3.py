@@ -129,9 +129,7 @@ def test_keys_are_region_scoped(server: Server) -> None:
 
 def test_unimplemented_and_unknown_operations(server: Server) -> None:
     with pytest.raises(ClientError) as caught:
-        server.client().create_grant(
-            KeyId="alias/x", GranteePrincipal=server.principal_arn, Operations=["Encrypt"]
-        )
+        server.client().describe_custom_key_stores()
     assert error_code(caught) == "UnsupportedOperationException"
     response = server.raw("MakeCoffee", "{}")
     assert response.status_code == 400

@@ -128,6 +128,23 @@ class PendingMaterial:
 
 
 @dataclass(frozen=True, slots=True)
+class Grant:
+    """Permission for a grantee to use one key for some operations, within constraints."""
+
+    grant_id: str
+    key_id: str
+    grantee_principal: str
+    operations: tuple[str, ...]
+    creation_date: datetime
+    issuing_account: str
+    token: str
+    name: str = ""
+    retiring_principal: str | None = None
+    context_subset: dict[str, str] | None = None  # EncryptionContextSubset
+    context_equals: dict[str, str] | None = None  # EncryptionContextEquals
+
+
+@dataclass(frozen=True, slots=True)
 class AccessKey:
     """A SigV4 access key of a principal; the secret is stored wrapped by a token key."""
 

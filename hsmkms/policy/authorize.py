@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from hsmkms.errors import AccessDeniedException
+from hsmkms.grants import constraints_hold
 from hsmkms.keys import blob
 from hsmkms.keys.model import KeyRecord
 from hsmkms.policy import context as conditions
@@ -33,7 +34,9 @@ ROOT_IDENTITY = parse_policy(
 )  # fmt: skip
 IDENTITY_CACHE_SECONDS = 1.0
 # Operations on no key: identity policies alone decide.
-KEYLESS = frozenset({"CreateKey", "ListKeys", "GenerateRandom", "ListAliases"})
+KEYLESS = frozenset(
+    {"CreateKey", "ListKeys", "GenerateRandom", "ListAliases", "ListRetirableGrants"}
+)
 
 
 @lru_cache(maxsize=1024)
@@ -95,16 +98,39 @@ class Authorizer:
             conditions.RequestContext(caller, km.clock, members, record, aliases, context_member),
         )
         policy = key_policy or (self.key_policy(record) if record is not None else None)
-        return request, evaluate(request, policy, self.identity_policies(caller.principal_arn))
+        decision = evaluate(request, policy, self.identity_policies(caller.principal_arn))
+        if decision.allowed or decision.explicit or record is None or key_policy is not None:
+            return request, decision
+        operation = action.removeprefix("kms:")
+        for grant in km.store.list_grants(record.key_id):
+            if (
+                grant.grantee_principal == caller.principal_arn
+                and operation in grant.operations
+                and constraints_hold(grant, members.get(context_member))
+            ):
+                return request, Decision(True, f"grant {grant.grant_id} allows it")
+        return request, decision
 
     def require(self, caller: CallerInfo, operation: str, members: Mapping[str, Any]) -> None:
         """Raise AccessDeniedException unless every permission the call needs is granted."""
+        if operation == "RetireGrant" and self._may_retire(caller, members):
+            return
         for check, context_member in self._checks(operation, members):
             request, decision = self.decide(
                 caller, check.action, check.record, members, context_member=context_member
             )
             if not decision.allowed:
                 raise AccessDeniedException(decision.message(request))
+
+    def _may_retire(self, caller: CallerInfo, members: Mapping[str, Any]) -> bool:
+        """KMS lets a grant's retiring principal, or its grantee when the grant includes
+        RetireGrant, retire it without any policy."""
+        grant = self._km.find_grant(
+            members.get("GrantToken"), members.get("KeyId"), members.get("GrantId")
+        )
+        return caller.principal_arn == grant.retiring_principal or (
+            caller.principal_arn == grant.grantee_principal and "RetireGrant" in grant.operations
+        )
 
     def _record(self, key_id: Any) -> KeyRecord:
         return self._km._cached(str(key_id)).record
@@ -126,6 +152,11 @@ class Authorizer:
             return [(Check(action, None), "EncryptionContext")]
         if operation in ("CreateAlias", "UpdateAlias"):
             return [(Check(action, self._record(members["TargetKeyId"])), "EncryptionContext")]
+        if operation == "RetireGrant":
+            grant = self._km.find_grant(
+                members.get("GrantToken"), members.get("KeyId"), members.get("GrantId")
+            )
+            return [(Check(action, self._record(grant.key_id)), "EncryptionContext")]
         if operation == "DeleteAlias":
             return [(Check(action, self._record(members["AliasName"])), "EncryptionContext")]
         return [(Check(action, self._record(members["KeyId"])), "EncryptionContext")]

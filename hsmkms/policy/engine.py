@@ -39,6 +39,7 @@ class Request:
 class Decision:
     allowed: bool
     reason: str  # e.g. "key policy statement 'Allow use' allows"
+    explicit: bool = False  # denied by a Deny statement: no grant can change that
 
     def message(self, request: Request) -> str:
         """AccessDeniedException's message, in AWS's shape."""
@@ -113,11 +114,10 @@ def evaluate(
     request: Request,
     key_policy: Policy | None,
     identity_policies: Sequence[Policy] = (),
-    grant_reasons: Sequence[str] = (),
 ) -> Decision:
     """`key_policy` None: an action on no key (CreateKey, ListKeys, GenerateRandom), which
-    identity policies alone decide. `grant_reasons`: grants, already matched to this
-    request, that allow it."""
+    identity policies alone decide. Grants are consulted by the caller after a denial
+    that is not explicit."""
     key_statements = key_policy.statements if key_policy else ()
     for statement in key_statements:
         if (
@@ -125,11 +125,15 @@ def evaluate(
             and _applies_to_principal(statement, request, deny=True)
             and _matches(statement, request)
         ):
-            return Decision(False, f"resource-based policy (statement '{statement.name}')")
+            return Decision(
+                False, f"resource-based policy (statement '{statement.name}')", explicit=True
+            )
     for policy in identity_policies:
         for statement in policy.statements:
             if statement.effect == "Deny" and _matches(statement, request):
-                return Decision(False, f"identity-based policy (statement '{statement.name}')")
+                return Decision(
+                    False, f"identity-based policy (statement '{statement.name}')", explicit=True
+                )
 
     delegated = key_policy is None
     for statement in key_statements:
@@ -148,8 +152,6 @@ def evaluate(
                         f"the key policy enables IAM policies and identity policy statement "
                         f"'{statement.name}' allows it",
                     )
-    if grant_reasons:
-        return Decision(True, f"grant {grant_reasons[0]} allows it")
     if delegated:
         return Decision(False, f"no identity-based policy allows the {request.action} action")
     return Decision(False, f"no resource-based policy allows the {request.action} action")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from hsmkms.keys.model import AccessKey, Alias, KeyRecord, KeyVersion, PendingMaterial
+from hsmkms.keys.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
 
 
 class Reader(Protocol):
@@ -33,6 +33,10 @@ class Reader(Protocol):
         """Policy name -> document, for one principal."""
         ...
 
+    def list_grants(self, key_id: str | None) -> list[Grant]:
+        """A key's grants (every grant when key_id is None), oldest first."""
+        ...
+
 
 class Writer(Reader, Protocol):
     """Reads inside a transaction see its own writes."""
@@ -40,7 +44,7 @@ class Writer(Reader, Protocol):
     def put_key(self, record: KeyRecord) -> None: ...
 
     def delete_key(self, key_id: str) -> None:
-        """Remove a key with its versions and aliases."""
+        """Remove a key with its versions, aliases and grants."""
         ...
 
     def put_version(self, version: KeyVersion) -> None: ...
@@ -56,6 +60,10 @@ class Writer(Reader, Protocol):
     def put_access_key(self, access_key: AccessKey) -> None: ...
 
     def put_identity_policy(self, principal_arn: str, name: str, document: str) -> None: ...
+
+    def put_grant(self, grant: Grant) -> None: ...
+
+    def delete_grant(self, grant_id: str) -> None: ...
 
 
 class MetadataStore(Reader, Protocol):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from hsmkms.keys.model import AccessKey, Alias, KeyRecord, KeyVersion, PendingMaterial
+from hsmkms.keys.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
 
 
 @dataclass
@@ -18,6 +18,7 @@ class _State:
     pending: dict[tuple[str, int], PendingMaterial] = field(default_factory=dict)
     access_keys: dict[str, AccessKey] = field(default_factory=dict)
     identity_policies: dict[tuple[str, str], str] = field(default_factory=dict)
+    grants: dict[str, Grant] = field(default_factory=dict)
 
     def copy(self) -> _State:
         return _State(
@@ -27,6 +28,7 @@ class _State:
             dict(self.pending),
             dict(self.access_keys),
             dict(self.identity_policies),
+            dict(self.grants),
         )
 
 
@@ -74,6 +76,12 @@ class _View:
     def list_access_keys(self) -> list[AccessKey]:
         return sorted(self._s.access_keys.values(), key=lambda k: k.access_key_id)
 
+    def list_grants(self, key_id: str | None) -> list[Grant]:
+        return sorted(
+            (g for g in self._s.grants.values() if key_id is None or g.key_id == key_id),
+            key=lambda g: (g.creation_date, g.grant_id),
+        )
+
     def identity_policies(self, principal_arn: str) -> dict[str, str]:
         return {
             name: document
@@ -92,6 +100,8 @@ class _MemoryWriter(_View):
             del self._s.versions[version]
         for alias in [r for r, a in self._s.aliases.items() if a.key_id == key_id]:
             del self._s.aliases[alias]
+        for grant in [g for g, v in self._s.grants.items() if v.key_id == key_id]:
+            del self._s.grants[grant]
 
     def put_version(self, version: KeyVersion) -> None:
         self._s.versions[(version.key_id, version.version)] = version
@@ -110,6 +120,12 @@ class _MemoryWriter(_View):
 
     def put_identity_policy(self, principal_arn: str, name: str, document: str) -> None:
         self._s.identity_policies[(principal_arn, name)] = document
+
+    def put_grant(self, grant: Grant) -> None:
+        self._s.grants[grant.grant_id] = grant
+
+    def delete_grant(self, grant_id: str) -> None:
+        self._s.grants.pop(grant_id, None)
 
     def put_access_key(self, access_key: AccessKey) -> None:
         self._s.access_keys[access_key.access_key_id] = access_key

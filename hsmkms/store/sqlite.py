@@ -19,6 +19,7 @@ from hsmkms.errors import KMSInternalException
 from hsmkms.keys.model import (
     AccessKey,
     Alias,
+    Grant,
     KeyRecord,
     KeySpec,
     KeyState,
@@ -101,6 +102,22 @@ MIGRATIONS: tuple[str, ...] = (
         document TEXT NOT NULL,
         PRIMARY KEY (principal_arn, name)
     );
+    """,
+    """
+    CREATE TABLE grants (
+        grant_id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL REFERENCES keys (key_id) ON DELETE CASCADE,
+        grantee_principal TEXT NOT NULL,
+        operations TEXT NOT NULL,
+        creation_date TEXT NOT NULL,
+        issuing_account TEXT NOT NULL,
+        token TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        retiring_principal TEXT,
+        context_subset TEXT,
+        context_equals TEXT
+    );
+    CREATE INDEX grants_by_key ON grants (key_id);
     """,
 )
 
@@ -242,12 +259,39 @@ class _SqliteReader:
     def list_access_keys(self) -> list[AccessKey]:
         return [_access_key(r) for r in self._all("SELECT * FROM access_keys ORDER BY 1")]
 
+    def list_grants(self, key_id: str | None) -> list[Grant]:
+        rows = self._all(
+            "SELECT * FROM grants WHERE ?1 IS NULL OR key_id = ?1 ORDER BY creation_date, grant_id",
+            key_id,
+        )
+        return [_grant(r) for r in rows]
+
     def identity_policies(self, principal_arn: str) -> dict[str, str]:
         rows = self._all(
             "SELECT name, document FROM identity_policies WHERE principal_arn = ? ORDER BY name",
             principal_arn,
         )
         return {r["name"]: r["document"] for r in rows}
+
+
+def _optional_json(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _grant(row: sqlite3.Row) -> Grant:
+    return Grant(
+        grant_id=row["grant_id"],
+        key_id=row["key_id"],
+        grantee_principal=row["grantee_principal"],
+        operations=tuple(json.loads(row["operations"])),
+        creation_date=datetime.fromisoformat(row["creation_date"]),
+        issuing_account=row["issuing_account"],
+        token=row["token"],
+        name=row["name"],
+        retiring_principal=row["retiring_principal"],
+        context_subset=_optional_json(row["context_subset"]),
+        context_equals=_optional_json(row["context_equals"]),
+    )
 
 
 def _access_key(row: sqlite3.Row) -> AccessKey:
@@ -270,6 +314,7 @@ class _SqliteWriter(_SqliteReader):
 
     def delete_key(self, key_id: str) -> None:
         self._run("DELETE FROM aliases WHERE key_id = ?", key_id)
+        self._run("DELETE FROM grants WHERE key_id = ?", key_id)
         self._run("DELETE FROM key_versions WHERE key_id = ?", key_id)
         self._run("DELETE FROM keys WHERE key_id = ?", key_id)
 
@@ -307,6 +352,19 @@ class _SqliteWriter(_SqliteReader):
 
     def remove_pending(self, key_id: str, version: int) -> None:
         self._run("DELETE FROM pending_material WHERE key_id = ? AND version = ?", key_id, version)
+
+    def put_grant(self, grant: Grant) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO grants VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            grant.grant_id, grant.key_id, grant.grantee_principal,
+            json.dumps(list(grant.operations)), grant.creation_date.isoformat(),
+            grant.issuing_account, grant.token, grant.name, grant.retiring_principal,
+            None if grant.context_subset is None else json.dumps(grant.context_subset),
+            None if grant.context_equals is None else json.dumps(grant.context_equals),
+        )  # fmt: skip
+
+    def delete_grant(self, grant_id: str) -> None:
+        self._run("DELETE FROM grants WHERE grant_id = ?", grant_id)
 
     def put_identity_policy(self, principal_arn: str, name: str, document: str) -> None:
         self._run(
@@ -417,6 +475,10 @@ class SqliteStore:
 
     def identity_policies(self, principal_arn: str) -> dict[str, str]:
         result: dict[str, str] = self._read("identity_policies", principal_arn)
+        return result
+
+    def list_grants(self, key_id: str | None) -> list[Grant]:
+        result: list[Grant] = self._read("list_grants", key_id)
         return result
 
     def ping(self) -> None:
