@@ -142,3 +142,63 @@ def test_key_policy_operations_and_lockout_check(server: Server) -> None:
     )
     server.km._changed()
     assert "no resource-based policy allows" in denied(admin.describe_key, KeyId=key)
+
+
+def test_grants_end_to_end(server: Server) -> None:
+    grantee, retirer, _ = names()
+    admin = server.client()
+    key = admin.create_key()["KeyMetadata"]["KeyId"]
+    as_grantee = server.principal(grantee)
+    as_retirer = server.principal(retirer)
+    denied(as_grantee.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext={"app": "billing"})
+
+    grant = admin.create_grant(
+        KeyId=key, GranteePrincipal=arn(grantee), RetiringPrincipal=arn(retirer),
+        Operations=["Encrypt", "Decrypt"],
+        Constraints={"EncryptionContextSubset": {"app": "billing"}},
+    )  # fmt: skip
+    billing = {"app": "billing", "tenant": "42"}
+    blob = as_grantee.encrypt(
+        KeyId=key,
+        Plaintext=b"invoice",
+        EncryptionContext=billing,
+        GrantTokens=[grant["GrantToken"]],
+    )
+    assert (
+        as_grantee.decrypt(CiphertextBlob=blob["CiphertextBlob"], EncryptionContext=billing)[
+            "Plaintext"
+        ]
+        == b"invoice"
+    )
+    denied(as_grantee.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext={"app": "payroll"})
+    denied(as_grantee.encrypt, KeyId=key, Plaintext=b"x")  # no context: outside the constraint
+    denied(as_grantee.generate_data_key, KeyId=key, KeySpec="AES_256", EncryptionContext=billing)
+    denied(as_grantee.revoke_grant, KeyId=key, GrantId=grant["GrantId"])
+
+    listed = admin.list_grants(KeyId=key)["Grants"]
+    assert listed[0]["GrantId"] == grant["GrantId"]
+    denied(as_retirer.list_retirable_grants, RetiringPrincipal=arn(retirer))  # needs IAM
+    as_retirer.retire_grant(
+        GrantToken=grant["GrantToken"]
+    )  # no policy needed: the retiring principal
+    denied(as_grantee.encrypt, KeyId=key, Plaintext=b"x", EncryptionContext=billing)  # at once
+
+    again = admin.create_grant(KeyId=key, GranteePrincipal=arn(grantee), Operations=["Encrypt"])
+    as_grantee.encrypt(KeyId=key, Plaintext=b"x")
+    admin.revoke_grant(KeyId=key, GrantId=again["GrantId"])
+    denied(as_grantee.encrypt, KeyId=key, Plaintext=b"x")
+
+
+def test_explicit_deny_beats_a_grant(server: Server) -> None:
+    grantee, _, _ = names()
+    admin = server.client()
+    key = admin.create_key(Policy=policy(
+        ROOT_STATEMENT,
+        {"Sid": "No encryption for the grantee", "Effect": "Deny", "Principal": {"AWS": arn(grantee)}, "Action": "kms:Encrypt", "Resource": "*"},
+    ))["KeyMetadata"]["KeyId"]  # fmt: skip
+    admin.create_grant(
+        KeyId=key, GranteePrincipal=arn(grantee), Operations=["Encrypt", "DescribeKey"]
+    )
+    as_grantee = server.principal(grantee)
+    assert as_grantee.describe_key(KeyId=key)["KeyMetadata"]["KeyId"] == key
+    assert "explicit deny" in denied(as_grantee.encrypt, KeyId=key, Plaintext=b"x")

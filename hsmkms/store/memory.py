@@ -79,7 +79,7 @@ class _View:
     def list_grants(self, key_id: str | None) -> list[Grant]:
         return sorted(
             (g for g in self._s.grants.values() if key_id is None or g.key_id == key_id),
-            key=lambda g: (g.creation_date, g.grant_id),
+            key=lambda g: g.creation_date,  # stable: insertion order breaks ties
         )
 
     def identity_policies(self, principal_arn: str) -> dict[str, str]:

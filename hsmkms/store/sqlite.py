@@ -261,7 +261,7 @@ class _SqliteReader:
 
     def list_grants(self, key_id: str | None) -> list[Grant]:
         rows = self._all(
-            "SELECT * FROM grants WHERE ?1 IS NULL OR key_id = ?1 ORDER BY creation_date, grant_id",
+            "SELECT * FROM grants WHERE ?1 IS NULL OR key_id = ?1 ORDER BY creation_date, rowid",
             key_id,
         )
         return [_grant(r) for r in rows]
