@@ -99,6 +99,12 @@ def _principal_attach(km: KeyManager, args: argparse.Namespace) -> Any:
     return {"PrincipalArn": args.arn, "PolicyName": args.name}
 
 
+def _explain(km: KeyManager, args: argparse.Namespace) -> Any:
+    action = args.kms_action if args.kms_action.startswith("kms:") else f"kms:{args.kms_action}"
+    members = {"EncryptionContext": _context(args.context)} if args.context else {}
+    return km.authorizer.explain(args.principal, action, args.key, members)
+
+
 def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
     import uvicorn
 
@@ -167,6 +173,15 @@ def _parser() -> argparse.ArgumentParser:
     alias.add_parser("list").add_argument("--key", default=None)
     alias.add_parser("delete").add_argument("alias")
 
+    policy = commands.add_parser("policy", help="key and identity policies").add_subparsers(
+        dest="action", required=True
+    )
+    explain = policy.add_parser("explain", help="would a principal be allowed, and why")
+    explain.add_argument("--principal", required=True)
+    explain.add_argument("--action", required=True, dest="kms_action")
+    explain.add_argument("--key", default=None)
+    explain.add_argument("--context", action="append", metavar="K=V")
+
     encrypt = commands.add_parser("encrypt", help="envelope-encrypt a file")
     encrypt.add_argument("--key", required=True)
     encrypt.add_argument("--context", action="append", metavar="K=V")
@@ -183,6 +198,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("serve", None): _serve,
     ("principal", "add"): _principal_add,
     ("principal", "attach-policy"): _principal_attach,
+    ("policy", "explain"): lambda km, a: _explain(km, a),
     ("maintain", None): lambda km, a: km.maintain().as_dict(),
     ("key", "create"): lambda km, a: km.create_key(
         description=a.description,

@@ -273,3 +273,44 @@ def test_principal_add_and_serve(cli: Cli) -> None:
         assert kms.create_key(Description="via serve")["KeyMetadata"]["KeyState"] == "Enabled"
     finally:
         stop(server)
+
+
+def test_policy_explain(cli: Cli, tmp_path: Path) -> None:
+    key_id = cli.ok("key", "create")["KeyMetadata"]["KeyId"]
+    alice = "arn:aws:iam::111122223333:user/explained"
+    denied = cli.ok(
+        "policy", "explain", "--principal", alice, "--action", "kms:Decrypt", "--key", key_id
+    )
+    assert denied["Decision"] == "Deny"
+    assert denied["Reason"] == "no identity-based policy allows the kms:Decrypt action"
+    assert denied["Message"].startswith(f"User: {alice} is not authorized to perform: kms:Decrypt")
+    document = tmp_path / "p.json"
+    document.write_text(json.dumps({"Statement": [{"Sid": "Only billing", "Effect": "Allow", "Action": "kms:Decrypt",
+        "Resource": "*", "Condition": {"StringEquals": {"kms:EncryptionContext:app": "billing"}}}]}))  # fmt: skip
+    cli.ok("principal", "attach-policy", alice, str(document))
+    allowed = cli.ok(
+        "policy",
+        "explain",
+        "--principal",
+        alice,
+        "--action",
+        "Decrypt",
+        "--key",
+        key_id,
+        "--context",
+        "app=billing",
+    )
+    assert allowed["Decision"] == "Allow" and "'Only billing'" in allowed["Reason"]
+    other = cli.ok(
+        "policy",
+        "explain",
+        "--principal",
+        alice,
+        "--action",
+        "Decrypt",
+        "--key",
+        key_id,
+        "--context",
+        "app=hr",
+    )
+    assert other["Decision"] == "Deny"

@@ -122,6 +122,24 @@ class Authorizer:
             if not decision.allowed:
                 raise AccessDeniedException(decision.message(request))
 
+    def explain(
+        self, principal_arn: str, action: str, key_id: str | None, members: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """What the server would decide for this principal, action and key, and why."""
+        caller = CallerInfo(principal_arn)
+        record = self._record(key_id) if key_id else None
+        request, decision = self.decide(caller, action, record, {"KeyId": key_id, **members})
+        explained: dict[str, Any] = {
+            "Decision": "Allow" if decision.allowed else "Deny",
+            "Reason": decision.reason,
+            "Principal": principal_arn,
+            "Action": action,
+            "Resource": request.resource,
+        }
+        if not decision.allowed:
+            explained["Message"] = decision.message(request)
+        return explained
+
     def _may_retire(self, caller: CallerInfo, members: Mapping[str, Any]) -> bool:
         """KMS lets a grant's retiring principal, or its grantee when the grant includes
         RetireGrant, retire it without any policy."""
