@@ -8,6 +8,7 @@ from starlette.types import ASGIApp
 
 from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
+from hsmkms.audit.log import AuditLog
 from hsmkms.clock import Clock, system_clock
 from hsmkms.config import Settings, is_softhsm
 from hsmkms.errors import KMSInternalException
@@ -50,4 +51,9 @@ def build_app(settings: Settings, km: KeyManager) -> ASGIApp:
     """The HTTP app over a KeyManager: SigV4 against the stored principals."""
     credentials = CredentialStore(km.store, km.hsm, km.clock)
     verifier = SigV4Verifier(credentials.lookup, regions=settings.regions)
-    return create_app(km, verifier, maintenance_seconds=settings.maintenance_seconds)
+    return create_app(
+        km,
+        verifier,
+        maintenance_seconds=settings.maintenance_seconds,
+        audit=AuditLog(settings.data_dir / "audit"),
+    )

@@ -173,6 +173,10 @@ def _parser() -> argparse.ArgumentParser:
     alias.add_parser("list").add_argument("--key", default=None)
     alias.add_parser("delete").add_argument("alias")
 
+    audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="action", required=True
+    )
+    audit.add_parser("verify", help="check the hash chain; names the first bad record")
     policy = commands.add_parser("policy", help="key and identity policies").add_subparsers(
         dest="action", required=True
     )
@@ -229,10 +233,23 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
 }
 
 
+def _audit_verify(directory: Path) -> int:
+    from hsmkms.audit.log import verify
+
+    result = verify(directory)
+    if not result.ok:
+        print(f"hsmkms: audit log is not intact: {result.problem}", file=sys.stderr)
+        return 1
+    _print({"Valid": True, "Records": result.records})
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
+        if args.command == "audit":
+            return _audit_verify(settings.data_dir / "audit")
         if args.command == "init":
             from hsmkms.init import initialize
 

@@ -27,6 +27,7 @@ from botocore.credentials import Credentials
 
 from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
+from hsmkms.audit.log import AuditLog
 from hsmkms.config import default_pkcs11_lib
 from hsmkms.identity import ADMIN_POLICY, CredentialStore
 from hsmkms.service import KeyManager
@@ -112,6 +113,7 @@ class Server:
     secret_access_key: str
     principal_arn: str
     km: KeyManager
+    audit: AuditLog
 
     def client(self, region: str = REGION, **config: object) -> Any:
         return boto3.client(
@@ -213,7 +215,11 @@ def server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
     principal = f"arn:aws:iam::{ACCOUNT}:user/tester"
     credential = credentials.add(principal)
     credentials.attach_policy(principal, "kms-admin", ADMIN_POLICY)
-    app = create_app(km, SigV4Verifier(credentials.lookup), maintenance_seconds=0)
+    audit = AuditLog(tmp_path_factory.mktemp("audit"))
+    app = create_app(km, SigV4Verifier(credentials.lookup), maintenance_seconds=0, audit=audit)
     with running(app) as url:
-        yield Server(url, credential.access_key_id, credential.secret_access_key, principal, km)
+        yield Server(
+            url, credential.access_key_id, credential.secret_access_key, principal, km, audit
+        )
+    audit.close()
     store.close()

@@ -271,8 +271,16 @@ def test_principal_add_and_serve(cli: Cli) -> None:
             aws_secret_access_key=generated["SecretAccessKey"],
         )  # fmt: skip
         assert kms.create_key(Description="via serve")["KeyMetadata"]["KeyState"] == "Enabled"
+        kms.close()
     finally:
         stop(server)
+    verified = cli.ok("audit", "verify")
+    assert verified["Valid"] is True and verified["Records"] >= 1
+    trail = Path(cli.env["HSMKMS_DATA_DIR"]) / "audit" / "hsmkms-audit.jsonl"
+    lines = trail.read_text().splitlines()
+    lines[0] = lines[0].replace("CreateKey", "DeleteKey")
+    trail.write_text("\n".join(lines) + "\n")
+    assert "record 1:" in cli.fails("audit", "verify")
 
 
 def test_policy_explain(cli: Cli, tmp_path: Path) -> None:

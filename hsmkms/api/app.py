@@ -13,7 +13,8 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -35,6 +36,7 @@ from hsmkms.api.errors import error_body
 from hsmkms.api.kms import call, encode_response, parse_body, resolve_operation
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.api.workers import WorkerPool
+from hsmkms.audit.log import AuditLog, request_parameters
 from hsmkms.errors import KMSError, KMSInternalException
 from hsmkms.policy.caller import CallerInfo, current_caller
 from hsmkms.service import KeyManager
@@ -73,9 +75,9 @@ class Metrics:
         size.set(km.hsm.pool.size)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Call:
-    """One KMS API request as received."""
+    """One KMS API request as received, and what handling learned about it (for audit)."""
 
     path: str
     query: str
@@ -83,14 +85,63 @@ class _Call:
     body: bytes
     client: str | None
     secure: bool
+    caller: Any = None
+    members: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    resources: list[str] = field(default_factory=list)
 
 
 def _error_json(error: KMSError) -> bytes:
     return json.dumps(error_body(error)).encode()
 
 
+def _audit_event(
+    call_: _Call, operation: str, request_id: str, error: str, payload: bytes
+) -> dict[str, Any]:
+    """A CloudTrail-shaped record of one call; denials carry the reason as errorMessage."""
+    caller = call_.caller
+    members = call_.members or {}
+    event: dict[str, Any] = {
+        "eventVersion": "1.08",
+        "eventTime": datetime.now(UTC).isoformat(),
+        "eventSource": "kms.amazonaws.com",
+        "eventName": operation,
+        "awsRegion": getattr(caller, "region", None),
+        "sourceIPAddress": call_.client,
+        "userIdentity": None
+        if caller is None
+        else {
+            "type": "IAMUser",
+            "arn": caller.principal_arn,
+            "accountId": caller.principal_arn.split(":")[4],
+            "accessKeyId": caller.access_key_id,
+        },
+        "requestParameters": request_parameters(members),
+        "requestID": request_id,
+        "readOnly": operation.startswith(("Describe", "List", "Get")),
+    }
+    keys = (
+        call_.resources
+        or [
+            k
+            for k in ((call_.result or {}).get("KeyId"), members.get("KeyId"))
+            if isinstance(k, str)
+        ][:1]
+    )
+    if keys:
+        event["resources"] = [{"ARN": k, "type": "AWS::KMS::Key"} for k in keys]
+    if error:
+        event["errorCode"] = error
+        event["errorMessage"] = json.loads(payload).get("message", "")
+    return event
+
+
 def create_app(
-    km: KeyManager, verifier: SigV4Verifier, *, maintenance_seconds: float = 300.0
+    km: KeyManager,
+    verifier: SigV4Verifier,
+    *,
+    maintenance_seconds: float = 300.0,
+    audit: AuditLog | None = None,
 ) -> ASGIApp:
     workers = WorkerPool(km.hsm.pool.size)
     # Request ids: unique per server run without a random draw per request.
@@ -99,6 +150,7 @@ def create_app(
 
     def handle(call_: _Call) -> tuple[str, bytes]:
         caller = verifier.verify("POST", call_.path, call_.query, call_.headers, call_.body)
+        call_.caller = caller
         op = resolve_operation(next(iter(call_.headers.get("x-amz-target", ())), None))
         info = CallerInfo(
             caller.principal_arn, source_ip=call_.client, secure_transport=call_.secure
@@ -110,11 +162,18 @@ def create_app(
                 op,
                 regional,
                 parse_body(call_.body),
-                lambda name, members: regional.authorizer.require(info, name, members),
+                lambda name, members: authorize(regional, info, call_, name, members),
             )
         finally:
             current_caller.reset(token)
+        call_.result = result
         return op.name, encode_response(result)
+
+    def authorize(
+        regional: KeyManager, info: CallerInfo, call_: _Call, name: str, members: dict[str, Any]
+    ) -> None:
+        call_.members = members
+        regional.authorizer.require(info, name, members, call_.resources)
 
     async def kms(scope: Scope, receive: Receive, send: Send) -> None:
         """POST / as a bare ASGI handler: the hot path skips routing and
@@ -162,6 +221,8 @@ def create_app(
             }
         )
         await send({"type": "http.response.body", "body": payload})
+        if audit is not None:
+            audit.record(_audit_event(call_, operation, request_id.decode(), error, payload))
         if status >= 500:
             metrics.token_errors.labels(error).inc()
         metrics.requests.labels(operation, error).inc()
@@ -206,6 +267,8 @@ def create_app(
             yield {}
             tasks.cancel_scope.cancel()
         workers.shutdown()
+        if audit is not None:
+            audit.flush()
 
     others = Starlette(
         routes=[

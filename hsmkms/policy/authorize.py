@@ -111,11 +111,20 @@ class Authorizer:
                 return request, Decision(True, f"grant {grant.grant_id} allows it")
         return request, decision
 
-    def require(self, caller: CallerInfo, operation: str, members: Mapping[str, Any]) -> None:
-        """Raise AccessDeniedException unless every permission the call needs is granted."""
+    def require(
+        self,
+        caller: CallerInfo,
+        operation: str,
+        members: Mapping[str, Any],
+        resources: list[str] | None = None,
+    ) -> None:
+        """Raise AccessDeniedException unless every permission the call needs is granted.
+        `resources` collects the ARNs of the keys checked (for the audit record)."""
         if operation == "RetireGrant" and self._may_retire(caller, members):
             return
         for check, context_member in self._checks(operation, members):
+            if resources is not None and check.record is not None:
+                resources.append(check.record.arn)
             request, decision = self.decide(
                 caller, check.action, check.record, members, context_member=context_member
             )
