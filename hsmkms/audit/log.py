@@ -37,9 +37,22 @@ LOGGED_PARAMETERS = frozenset({
 })  # fmt: skip
 
 
+def _canonical(record: Mapping[str, Any]) -> str:
+    return json.dumps(
+        record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
+
+
 def _digest(record: Mapping[str, Any]) -> str:
-    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_canonical(record).encode()).hexdigest()
+
+
+def _seal(event: Mapping[str, Any], previous: str) -> tuple[str, str]:
+    """One serialisation serves both the hash and the line: the canonical JSON of the
+    record, with its hash appended as the last member."""
+    body = _canonical({**event, "previousHash": previous})
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    return body[:-1] + f',"hash":"{digest}"}}\n', digest
 
 
 def request_parameters(members: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,10 +102,8 @@ class AuditLog:
                 for event in batch:
                     if not event:
                         continue  # a flush marker or the stop signal
-                    chained = {**event, "previousHash": self._last_hash}
-                    chained["hash"] = _digest(chained)
-                    self._last_hash = chained["hash"]
-                    lines.append(json.dumps(chained, ensure_ascii=False, default=str) + "\n")
+                    line, self._last_hash = _seal(event, self._last_hash)
+                    lines.append(line)
                 if lines:
                     out.write("".join(lines))
                     out.flush()
