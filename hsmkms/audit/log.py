@@ -18,6 +18,7 @@ import json
 import os
 import queue
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,11 +91,9 @@ class AuditLog:
             os.chmod(self.path, 0o600)
             while True:
                 batch = [self._queue.get()]
-                try:
-                    while True:
-                        batch.append(self._queue.get(timeout=BATCH_SECONDS))
-                        if len(batch) >= 1024:
-                            break
+                try:  # take what is waiting, without a timed wait per record
+                    while len(batch) < 4096:
+                        batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     pass
                 stop = any(event is None for event in batch)
@@ -112,6 +111,8 @@ class AuditLog:
                     self._idle.set()
                 if stop:
                     return
+                if lines:
+                    time.sleep(BATCH_SECONDS)  # let the next batch gather: one fsync for many
 
 
 def _last_hash(path: Path) -> str:
