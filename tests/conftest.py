@@ -115,14 +115,17 @@ class Server:
     km: KeyManager
     audit: AuditLog
 
-    def client(self, region: str = REGION, **config: object) -> Any:
+    def client(self, region: str = REGION) -> Any:
+        return self._client(self.access_key_id, self.secret_access_key, region)
+
+    def _client(self, access_key_id: str, secret: str, region: str) -> Any:
         return boto3.client(
             "kms",
             endpoint_url=self.url,
             region_name=region,
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-            config=Config(retries={"max_attempts": 1}, **config),  # type: ignore[arg-type]
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret,
+            config=Config(retries={"max_attempts": 1}),
         )
 
     def principal(self, name: str, *identity_policies: str, region: str = REGION) -> Any:
@@ -132,14 +135,7 @@ class Server:
         credential = credentials.add(arn)
         for number, document in enumerate(identity_policies):
             credentials.attach_policy(arn, f"policy-{number}", document)
-        return boto3.client(
-            "kms",
-            endpoint_url=self.url,
-            region_name=region,
-            aws_access_key_id=credential.access_key_id,
-            aws_secret_access_key=credential.secret_access_key,
-            config=Config(retries={"max_attempts": 1}),
-        )
+        return self._client(credential.access_key_id, credential.secret_access_key, region)
 
     def raw(
         self,

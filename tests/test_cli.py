@@ -297,29 +297,11 @@ def test_policy_explain(cli: Cli, tmp_path: Path) -> None:
     document.write_text(json.dumps({"Statement": [{"Sid": "Only billing", "Effect": "Allow", "Action": "kms:Decrypt",
         "Resource": "*", "Condition": {"StringEquals": {"kms:EncryptionContext:app": "billing"}}}]}))  # fmt: skip
     cli.ok("principal", "attach-policy", alice, str(document))
-    allowed = cli.ok(
-        "policy",
-        "explain",
-        "--principal",
-        alice,
-        "--action",
-        "Decrypt",
-        "--key",
-        key_id,
-        "--context",
-        "app=billing",
-    )
+
+    def explain(context: str) -> Any:
+        return cli.ok("policy", "explain", "--principal", alice, "--action", "Decrypt",
+                      "--key", key_id, "--context", context)  # fmt: skip
+
+    allowed = explain("app=billing")
     assert allowed["Decision"] == "Allow" and "'Only billing'" in allowed["Reason"]
-    other = cli.ok(
-        "policy",
-        "explain",
-        "--principal",
-        alice,
-        "--action",
-        "Decrypt",
-        "--key",
-        key_id,
-        "--context",
-        "app=hr",
-    )
-    assert other["Decision"] == "Deny"
+    assert explain("app=hr")["Decision"] == "Deny"
