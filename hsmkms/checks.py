@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from hsmkms.errors import ValidationException, validation_error
+from collections.abc import Sequence
+from typing import Any
+
+from hsmkms.errors import InvalidMarkerException, ValidationException, validation_error
 
 
 def check_range(name: str, value: object, low: int, high: int) -> int:
@@ -38,3 +41,21 @@ def check_enum(name: str, value: object, allowed: list[str]) -> str:
             name, value, f"Member must satisfy enum value set: [{', '.join(allowed)}]"
         )
     return str(value)
+
+
+def check_limit(value: int | None, high: int, default: int) -> int:
+    return default if value is None else check_range("limit", value, 1, high)
+
+
+def offset_page(field: str, items: Sequence[Any], size: int, marker: object) -> dict[str, Any]:
+    """One page of a list held in memory; the marker is the offset of the next page."""
+    start = 0
+    if marker is not None:
+        if not isinstance(marker, str) or not marker.isdigit():
+            raise InvalidMarkerException("The marker is not valid.")
+        start = int(marker)
+    page: dict[str, Any] = {field: list(items[start : start + size])}
+    page["Truncated"] = start + size < len(items)
+    if page["Truncated"]:
+        page["NextMarker"] = str(start + size)
+    return page

@@ -10,9 +10,9 @@ import secrets
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from hsmkms.checks import check_range
+from hsmkms.checks import check_limit, offset_page
 from hsmkms.clock import Clock
-from hsmkms.errors import InvalidMarkerException, NotFoundException, ValidationException
+from hsmkms.errors import NotFoundException, ValidationException
 from hsmkms.keys import lifecycle
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.model import Grant, KeyRecord, KeySpec, KeyUsage
@@ -78,17 +78,7 @@ def grant_entry(grant: Grant, key_arn: str) -> Response:
 
 
 def _page(entries: list[Response], limit: int | None, marker: str | None) -> Response:
-    size = 50 if limit is None else check_range("limit", limit, 1, 100)
-    start = 0
-    if marker is not None:
-        if not isinstance(marker, str) or not marker.isdigit():
-            raise InvalidMarkerException("The marker is not valid.")
-        start = int(marker)
-    page: Response = {"Grants": entries[start : start + size]}
-    page["Truncated"] = start + size < len(entries)
-    if page["Truncated"]:
-        page["NextMarker"] = str(start + size)
-    return page
+    return offset_page("Grants", entries, check_limit(limit, 100, 50), marker)
 
 
 class GrantOperations:

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from hsmkms.asymmetric import AsymmetricOperations
-from hsmkms.checks import check_bytes, check_enum, check_range
+from hsmkms.checks import check_bytes, check_enum, check_limit, check_range, offset_page
 from hsmkms.clock import Clock, system_clock
 from hsmkms.errors import (
     AlreadyExistsException,
@@ -85,10 +85,6 @@ class MaintenanceReport:
             "MaterialRestored": self.reconcile.material_restored,
             "UnknownObjectsLeftAlone": self.reconcile.unknown_objects,
         }
-
-
-def _check_limit(value: int | None, high: int, default: int) -> int:
-    return default if value is None else check_range("limit", value, 1, high)
 
 
 def _marker_key(marker: str | None) -> str | None:
@@ -348,7 +344,7 @@ class KeyManager(AsymmetricOperations, GrantOperations):
     def list_key_policies(
         self, *, key_id: str, limit: int | None = None, marker: str | None = None
     ) -> Response:
-        _check_limit(limit, 1000, 100)
+        check_limit(limit, 1000, 100)
         self._resolve(key_id)
         return {"PolicyNames": ["default"], "Truncated": False}
 
@@ -356,7 +352,7 @@ class KeyManager(AsymmetricOperations, GrantOperations):
         return {"KeyMetadata": key_metadata(self._resolve(key_id))}
 
     def list_keys(self, *, limit: int | None = None, marker: str | None = None) -> Response:
-        size = _check_limit(limit, 1000, 100)
+        size = check_limit(limit, 1000, 100)
         page = self.store.list_keys(self.region, _marker_key(marker), size + 1)
         response: Response = {
             "Keys": [{"KeyId": k.key_id, "KeyArn": k.arn} for k in page[:size]],
@@ -449,22 +445,11 @@ class KeyManager(AsymmetricOperations, GrantOperations):
     def list_resource_tags(
         self, *, key_id: str, limit: int | None = None, marker: str | None = None
     ) -> Response:
-        size = _check_limit(limit, 50, 50)
+        size = check_limit(limit, 50, 50)
         if ids.parse_key_ref(key_id).alias is not None:
             raise NotFoundException(f"Invalid keyId '{key_id}': list tags by key ID or ARN.")
         tags = keytags.as_list(self._resolve(key_id).tags)
-        start = 0
-        if marker is not None:
-            if not isinstance(marker, str) or not marker.isdigit():
-                raise InvalidMarkerException("The marker is not valid.")
-            start = int(marker)
-        response: Response = {
-            "Tags": tags[start : start + size],
-            "Truncated": start + size < len(tags),
-        }
-        if response["Truncated"]:
-            response["NextMarker"] = str(start + size)
-        return response
+        return offset_page("Tags", tags, size, marker)
 
     # -- aliases ----------------------------------------------------------------------
 
@@ -518,7 +503,7 @@ class KeyManager(AsymmetricOperations, GrantOperations):
     def list_aliases(
         self, *, key_id: str | None = None, limit: int | None = None, marker: str | None = None
     ) -> Response:
-        size = _check_limit(limit, 100, 50)
+        size = check_limit(limit, 100, 50)
         if marker is not None and (not isinstance(marker, str) or not marker.startswith("alias/")):
             raise InvalidMarkerException("The marker is not valid.")
         target = None if key_id is None else self._resolve(key_id).key_id
@@ -781,29 +766,18 @@ class KeyManager(AsymmetricOperations, GrantOperations):
     def list_key_rotations(
         self, *, key_id: str, limit: int | None = None, marker: str | None = None
     ) -> Response:
-        size = _check_limit(limit, 1000, 100)
+        size = check_limit(limit, 1000, 100)
         record = self._resolve(key_id)
-        start = 0
-        if marker is not None:
-            if not isinstance(marker, str) or not marker.isdigit():
-                raise InvalidMarkerException("The marker is not valid.")
-            start = int(marker)
-        rotations = [v for v in self.store.list_versions(record.key_id) if v.rotation_type]
-        page = rotations[start : start + size]
-        response: Response = {
-            "Rotations": [
-                {
-                    "KeyId": record.key_id,
-                    "RotationDate": v.created_at,
-                    "RotationType": v.rotation_type.value if v.rotation_type else None,
-                }
-                for v in page
-            ],
-            "Truncated": start + size < len(rotations),
-        }
-        if response["Truncated"]:
-            response["NextMarker"] = str(start + size)
-        return response
+        rotations = [
+            {
+                "KeyId": record.key_id,
+                "RotationDate": v.created_at,
+                "RotationType": v.rotation_type.value,
+            }
+            for v in self.store.list_versions(record.key_id)
+            if v.rotation_type
+        ]
+        return offset_page("Rotations", rotations, size, marker)
 
     # -- maintenance --------------------------------------------------------------------
 
