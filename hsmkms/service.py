@@ -424,10 +424,14 @@ class KeyManager(AsymmetricOperations, GrantOperations):
 
     # -- tags -----------------------------------------------------------------------
 
-    def _taggable(self, key_id: str) -> KeyRecord:
+    def _tagged_key(self, key_id: str) -> KeyRecord:
+        """Tag operations name a key by its ID or ARN only, never an alias."""
         if ids.parse_key_ref(key_id).alias is not None:
-            raise NotFoundException(f"Invalid keyId '{key_id}': tag a key by its ID or ARN.")
-        record = self._resolve(key_id)
+            raise NotFoundException(f"Invalid keyId '{key_id}': use the key's ID or ARN.")
+        return self._resolve(key_id)
+
+    def _taggable(self, key_id: str) -> KeyRecord:
+        record = self._tagged_key(key_id)
         lifecycle.require(record, Use.MANAGE)
         return record
 
@@ -446,9 +450,7 @@ class KeyManager(AsymmetricOperations, GrantOperations):
         self, *, key_id: str, limit: int | None = None, marker: str | None = None
     ) -> Response:
         size = check_limit(limit, 50, 50)
-        if ids.parse_key_ref(key_id).alias is not None:
-            raise NotFoundException(f"Invalid keyId '{key_id}': list tags by key ID or ARN.")
-        tags = keytags.as_list(self._resolve(key_id).tags)
+        tags = keytags.as_list(self._tagged_key(key_id).tags)
         return offset_page("Tags", tags, size, marker)
 
     # -- aliases ----------------------------------------------------------------------
@@ -655,7 +657,7 @@ class KeyManager(AsymmetricOperations, GrantOperations):
         self, key_id: str, private_der: bytes, context: dict[str, str] | None
     ) -> Response:
         key = self._cached(key_id)
-        if key.rsa or key.record.key_spec is not KeySpec.SYMMETRIC_DEFAULT:
+        if key.record.key_spec is not KeySpec.SYMMETRIC_DEFAULT:
             self._require_symmetric_encryption(key.record, None)
         return {
             "CiphertextBlob": self._encrypt_any(key, private_der, context, None),

@@ -9,20 +9,19 @@ from typing import Any
 from hsmkms.keys.model import KeyRecord
 from hsmkms.policy.caller import CallerInfo
 
-# Request members whose value is a condition key's value, as KMS names them.
-SCALAR_KEYS = {
-    "EncryptionAlgorithm": "kms:encryptionalgorithm",
-    "SigningAlgorithm": "kms:signingalgorithm",
-    "MacAlgorithm": "kms:macalgorithm",
-    "MessageType": "kms:messagetype",
-    "KeyAgreementAlgorithm": "kms:keyagreementalgorithm",
-    "KeyPairSpec": "kms:datakeypairspec",
-    "RotationPeriodInDays": "kms:rotationperiodindays",
-    "PendingWindowInDays": "kms:schedulekeydeletionpendingwindowindays",
-    "BypassPolicyLockoutSafetyCheck": "kms:bypasspolicylockoutsafetycheck",
-    "GranteePrincipal": "kms:granteeprincipal",
-    "RetiringPrincipal": "kms:retiringprincipal",
-    "AliasName": "kms:requestalias",
+# Condition keys whose value is one request member's value, as KMS names them.
+MEMBER_OF_KEY = {
+    "kms:encryptionalgorithm": "EncryptionAlgorithm",
+    "kms:signingalgorithm": "SigningAlgorithm",
+    "kms:macalgorithm": "MacAlgorithm",
+    "kms:messagetype": "MessageType",
+    "kms:keyagreementalgorithm": "KeyAgreementAlgorithm",
+    "kms:datakeypairspec": "KeyPairSpec",
+    "kms:rotationperiodindays": "RotationPeriodInDays",
+    "kms:schedulekeydeletionpendingwindowindays": "PendingWindowInDays",
+    "kms:bypasspolicylockoutsafetycheck": "BypassPolicyLockoutSafetyCheck",
+    "kms:granteeprincipal": "GranteePrincipal",
+    "kms:retiringprincipal": "RetiringPrincipal",
 }
 # CreateKey describes the key to be: these become the key's condition keys.
 CREATE_KEY_KEYS = {"kms:keyspec": "KeySpec", "kms:keyusage": "KeyUsage", "kms:keyorigin": "Origin"}
@@ -63,7 +62,7 @@ class RequestContext(Mapping[str, Sequence[str]]):
 
     def _compute(self, key: str) -> list[str] | None:
         members, caller = self._members, self._caller
-        if key in ("aws:principalarn",):
+        if key == "aws:principalarn":
             return [caller.principal_arn]
         if key in ("kms:calleraccount", "aws:principalaccount"):
             return [caller.account]
@@ -73,8 +72,8 @@ class RequestContext(Mapping[str, Sequence[str]]):
             return ["true" if caller.secure_transport else "false"]
         if key == "aws:sourceip":
             return [caller.source_ip] if caller.source_ip else None
-        if key in _MEMBER_OF:
-            value = members.get(_MEMBER_OF[key])
+        if key in MEMBER_OF_KEY:
+            value = members.get(MEMBER_OF_KEY[key])
             return None if value is None else [_text(value)]
         if key == "kms:requestalias":
             key_id = members.get("AliasName") or members.get("KeyId")
@@ -124,6 +123,3 @@ class RequestContext(Mapping[str, Sequence[str]]):
 
     def __len__(self) -> int:
         return sum(1 for v in self._cache.values() if v is not None)
-
-
-_MEMBER_OF = {key: member for member, key in SCALAR_KEYS.items() if member != "AliasName"}
