@@ -81,6 +81,7 @@ class _Call:
 
     path: str
     query: str
+    target: str  # X-Amz-Target
     headers: dict[str, list[str]]
     body: bytes
     client: str | None
@@ -96,7 +97,7 @@ def _error_json(error: KMSError) -> bytes:
 
 
 def _audit_event(
-    call_: _Call, operation: str, request_id: str, error: str, payload: bytes
+    call_: _Call, operation: str, request_id: str, failure: KMSError | None
 ) -> dict[str, Any]:
     """A CloudTrail-shaped record of one call; denials carry the reason as errorMessage."""
     caller = call_.caller
@@ -130,9 +131,9 @@ def _audit_event(
     )
     if keys:
         event["resources"] = [{"ARN": k, "type": "AWS::KMS::Key"} for k in keys]
-    if error:
-        event["errorCode"] = error
-        event["errorMessage"] = json.loads(payload).get("message", "")
+    if failure is not None:
+        event["errorCode"] = failure.code
+        event["errorMessage"] = failure.message
     return event
 
 
@@ -151,7 +152,7 @@ def create_app(
     def handle(call_: _Call) -> tuple[str, bytes]:
         caller = verifier.verify("POST", call_.path, call_.query, call_.headers, call_.body)
         call_.caller = caller
-        op = resolve_operation(next(iter(call_.headers.get("x-amz-target", ())), None))
+        op = resolve_operation(call_.target or None)
         info = CallerInfo(
             caller.principal_arn, source_ip=call_.client, secure_transport=call_.secure
         )
@@ -189,25 +190,28 @@ def create_app(
         for name, value in scope["headers"]:
             headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
         client = scope.get("client")
+        target = (headers.get("x-amz-target") or [""])[0]
         call_ = _Call(
             scope["path"],
             scope["query_string"].decode("latin-1"),
+            target,
             headers,
             b"".join(chunks),
             client[0] if client else None,
             scope.get("scheme") == "https",
         )
-        target = (headers.get("x-amz-target") or [""])[0]
-        operation, error = target.removeprefix("TrentService.")[:64] or "Unknown", ""
-        status = 200
+        operation = target.removeprefix("TrentService.")[:64] or "Unknown"
+        failure: KMSError | None = None
         try:
             operation, payload = await workers.run(lambda: handle(call_))
         except KMSError as exc:
-            error, status, payload = exc.code, exc.status, _error_json(exc)
+            failure = exc
         except Exception:  # a real fault: logged here, a clean 500 to the client
             log.exception("internal error in %s", operation)
-            fault = KMSInternalException("An internal error occurred.")
-            error, status, payload = fault.code, fault.status, _error_json(fault)
+            failure = KMSInternalException("An internal error occurred.")
+        status, error = 200, ""
+        if failure is not None:
+            status, error, payload = failure.status, failure.code, _error_json(failure)
         request_id = f"{run_id}-{next(request_numbers):012x}".encode()
         await send(
             {
@@ -222,7 +226,7 @@ def create_app(
         )
         await send({"type": "http.response.body", "body": payload})
         if audit is not None:
-            audit.record(_audit_event(call_, operation, request_id.decode(), error, payload))
+            audit.record(_audit_event(call_, operation, request_id.decode(), failure))
         if status >= 500:
             metrics.token_errors.labels(error).inc()
         metrics.requests.labels(operation, error).inc()

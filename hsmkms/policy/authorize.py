@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from hsmkms.errors import AccessDeniedException
 from hsmkms.grants import constraints_hold
 from hsmkms.keys import blob
-from hsmkms.keys.model import KeyRecord
+from hsmkms.keys.model import Grant, KeyRecord
 from hsmkms.policy import context as conditions
 from hsmkms.policy.caller import CallerInfo
 from hsmkms.policy.engine import Decision, Request, evaluate
@@ -37,6 +37,14 @@ IDENTITY_CACHE_SECONDS = 1.0
 KEYLESS = frozenset(
     {"CreateKey", "ListKeys", "GenerateRandom", "ListAliases", "ListRetirableGrants"}
 )
+
+
+def _may_retire(caller: CallerInfo, grant: Grant) -> bool:
+    """KMS lets a grant's retiring principal, or its grantee when the grant includes
+    RetireGrant, retire it without any policy."""
+    return caller.principal_arn == grant.retiring_principal or (
+        caller.principal_arn == grant.grantee_principal and "RetireGrant" in grant.operations
+    )
 
 
 @lru_cache(maxsize=1024)
@@ -120,9 +128,16 @@ class Authorizer:
     ) -> None:
         """Raise AccessDeniedException unless every permission the call needs is granted.
         `resources` collects the ARNs of the keys checked (for the audit record)."""
-        if operation == "RetireGrant" and self._may_retire(caller, members):
-            return
-        for check, context_member in self._checks(operation, members):
+        if operation == "RetireGrant":
+            grant = self._km.find_grant(
+                members.get("GrantToken"), members.get("KeyId"), members.get("GrantId")
+            )
+            if _may_retire(caller, grant):
+                return
+            checks = [(Check("kms:RetireGrant", self._record(grant.key_id)), "EncryptionContext")]
+        else:
+            checks = self._checks(operation, members)
+        for check, context_member in checks:
             if resources is not None and check.record is not None:
                 resources.append(check.record.arn)
             request, decision = self.decide(
@@ -149,16 +164,6 @@ class Authorizer:
             explained["Message"] = decision.message(request)
         return explained
 
-    def _may_retire(self, caller: CallerInfo, members: Mapping[str, Any]) -> bool:
-        """KMS lets a grant's retiring principal, or its grantee when the grant includes
-        RetireGrant, retire it without any policy."""
-        grant = self._km.find_grant(
-            members.get("GrantToken"), members.get("KeyId"), members.get("GrantId")
-        )
-        return caller.principal_arn == grant.retiring_principal or (
-            caller.principal_arn == grant.grantee_principal and "RetireGrant" in grant.operations
-        )
-
     def _record(self, key_id: Any) -> KeyRecord:
         return self._km._cached(str(key_id)).record
 
@@ -179,11 +184,6 @@ class Authorizer:
             return [(Check(action, None), "EncryptionContext")]
         if operation in ("CreateAlias", "UpdateAlias"):
             return [(Check(action, self._record(members["TargetKeyId"])), "EncryptionContext")]
-        if operation == "RetireGrant":
-            grant = self._km.find_grant(
-                members.get("GrantToken"), members.get("KeyId"), members.get("GrantId")
-            )
-            return [(Check(action, self._record(grant.key_id)), "EncryptionContext")]
         if operation == "DeleteAlias":
             return [(Check(action, self._record(members["AliasName"])), "EncryptionContext")]
         return [(Check(action, self._record(members["KeyId"])), "EncryptionContext")]
