@@ -1,4 +1,4 @@
-"""Wires configuration -> token -> store -> KeyManager, once. Entry points stay thin."""
+"""Wires configuration -> token -> store -> operations, once. Entry points stay thin."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from starlette.types import ASGIApp
 from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.audit.log import AuditLog
-from hsmkms.clock import Clock, system_clock
 from hsmkms.config import Settings, is_softhsm
 from hsmkms.errors import KMSInternalException
-from hsmkms.identity import CredentialStore
-from hsmkms.service import KeyManager
+from hsmkms.keys.clock import Clock, system_clock
+from hsmkms.library import KeyManager
+from hsmkms.policy.principals import CredentialStore
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 
@@ -52,7 +52,7 @@ def build_app(settings: Settings, km: KeyManager) -> ASGIApp:
     credentials = CredentialStore(km.store, km.hsm, km.clock)
     verifier = SigV4Verifier(credentials.lookup, regions=settings.regions)
     return create_app(
-        km,
+        km.context,
         verifier,
         maintenance_seconds=settings.maintenance_seconds,
         audit=AuditLog(settings.data_dir / "audit"),

@@ -15,7 +15,7 @@ from typing import Any
 from hsmkms.bootstrap import build_key_manager
 from hsmkms.config import load_settings
 from hsmkms.errors import KMSError
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
 
 Handler = Callable[[KeyManager, argparse.Namespace], Any]
 
@@ -66,21 +66,21 @@ def _list_all_aliases(km: KeyManager, args: argparse.Namespace) -> Any:
 
 
 def _encrypt_file(km: KeyManager, args: argparse.Namespace) -> Any:
-    from hsmkms.envelope import encrypt_file
+    from hsmkms.files.envelope import encrypt_file
 
     encrypt_file(km, args.key, _context(args.context), Path(args.input), Path(args.output))
     return None
 
 
 def _decrypt_file(km: KeyManager, args: argparse.Namespace) -> Any:
-    from hsmkms.envelope import decrypt_file
+    from hsmkms.files.envelope import decrypt_file
 
     decrypt_file(km, _context(args.context), Path(args.input), Path(args.output))
     return None
 
 
 def _principal_add(km: KeyManager, args: argparse.Namespace) -> Any:
-    from hsmkms.identity import CredentialStore
+    from hsmkms.policy.principals import CredentialStore
 
     credential = CredentialStore(km.store, km.hsm, km.clock).add(
         args.arn, args.access_key_id, args.secret_access_key
@@ -92,7 +92,7 @@ def _principal_add(km: KeyManager, args: argparse.Namespace) -> Any:
 
 
 def _principal_attach(km: KeyManager, args: argparse.Namespace) -> Any:
-    from hsmkms.identity import CredentialStore
+    from hsmkms.policy.principals import CredentialStore
 
     document = Path(args.file).read_text()
     CredentialStore(km.store, km.hsm, km.clock).attach_policy(args.arn, args.name, document)

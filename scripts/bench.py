@@ -81,7 +81,7 @@ def token_bench(args: argparse.Namespace) -> None:
     from pkcs11.mechanisms import GCMParams
 
     from hsmkms.config import default_pkcs11_lib
-    from hsmkms.service import KeyManager
+    from hsmkms.library import KeyManager
     from hsmkms.store.sqlite import SqliteStore
     from hsmkms.token import Hsm, MaterialRef
     from hsmkms.token.library import load_module
@@ -239,7 +239,7 @@ def http_bench(args: argparse.Namespace) -> None:
 
     cli("init")
     principal = cli("principal", "add", "--arn", "arn:aws:iam::111122223333:user/bench")
-    from hsmkms.identity import ADMIN_POLICY
+    from hsmkms.policy.principals import ADMIN_POLICY
 
     (workdir / "admin.json").write_text(ADMIN_POLICY)
     cli(

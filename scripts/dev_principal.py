@@ -11,7 +11,7 @@ import os
 
 from hsmkms.bootstrap import build_key_manager
 from hsmkms.config import load_settings
-from hsmkms.identity import ADMIN_POLICY, CredentialStore
+from hsmkms.policy.principals import ADMIN_POLICY, CredentialStore
 
 
 def main() -> None:

@@ -29,8 +29,8 @@ from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.audit.log import AuditLog
 from hsmkms.config import default_pkcs11_lib
-from hsmkms.identity import ADMIN_POLICY, CredentialStore
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
+from hsmkms.policy.principals import ADMIN_POLICY, CredentialStore
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 
@@ -212,7 +212,9 @@ def server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
     credential = credentials.add(principal)
     credentials.attach_policy(principal, "kms-admin", ADMIN_POLICY)
     audit = AuditLog(tmp_path_factory.mktemp("audit"))
-    app = create_app(km, SigV4Verifier(credentials.lookup), maintenance_seconds=0, audit=audit)
+    app = create_app(
+        km.context, SigV4Verifier(credentials.lookup), maintenance_seconds=0, audit=audit
+    )
     with running(app) as url:
         yield Server(
             url, credential.access_key_id, credential.secret_access_key, principal, km, audit

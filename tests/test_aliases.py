@@ -12,7 +12,7 @@ from hsmkms.errors import (
     NotFoundException,
     ValidationException,
 )
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
 
 ARN_PREFIX = "arn:aws:kms:us-east-1:111122223333:"
 

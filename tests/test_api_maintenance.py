@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 from tests.conftest import ACCOUNT, REGION, ManualClock, running
@@ -22,7 +22,7 @@ def test_maintenance_loop_deletes_and_rotates(hsm: Hsm, tmp_path: Path) -> None:
     km.schedule_key_deletion(key_id=doomed, pending_window_in_days=7)
     km.enable_key_rotation(key_id=rotating, rotation_period_in_days=90)
     clock.advance(days=91)
-    app = create_app(km, SigV4Verifier(lambda _: None), maintenance_seconds=0.05)
+    app = create_app(km.context, SigV4Verifier(lambda _: None), maintenance_seconds=0.05)
     with running(app):
         deadline = time.monotonic() + 10
         while (

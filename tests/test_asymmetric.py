@@ -22,7 +22,7 @@ from hsmkms.errors import (
 )
 from hsmkms.keys.model import KeySpec
 from hsmkms.keys.specs import SIGNING_ALGORITHMS, SPECS
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
 from hsmkms.token import Hsm, MaterialRef
 
 HASHES = {"SHA256": hashes.SHA256(), "SHA384": hashes.SHA384(), "SHA512": hashes.SHA512()}

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from hsmkms.errors import AccessDeniedException
-from hsmkms.identity import CredentialStore
+from hsmkms.library import KeyManager
+from hsmkms.operations.table import OPERATIONS
 from hsmkms.policy.caller import CallerInfo
-from hsmkms.service import KeyManager
+from hsmkms.policy.principals import CredentialStore
 from hsmkms.token import Hsm
 
 ACCOUNT = "111122223333"
@@ -131,10 +132,12 @@ def test_authorizer_table(km: KeyManager, world: dict[str, str], who: str, opera
     assert decision.allowed is ok, decision.reason
     assert reason in decision.reason
     if ok:
-        km.authorizer.require(caller, operation, request) if extra is not None else None
+        km.authorizer.require(
+            caller, operation, OPERATIONS[operation].resource, request
+        ) if extra is not None else None
     elif extra is not None and operation not in ("ReEncryptFrom",):
         with pytest.raises(AccessDeniedException):
-            km.authorizer.require(caller, operation, request)
+            km.authorizer.require(caller, operation, OPERATIONS[operation].resource, request)
 
 
 def test_total_decision_cases() -> None:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from hsmkms.identity import ADMIN_POLICY
+from hsmkms.policy.principals import ADMIN_POLICY
 from tests.conftest import free_port
 
 

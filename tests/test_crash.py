@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from hsmkms.errors import KMSInvalidStateException, NotFoundException
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm, MaterialRef
 from tests.conftest import ACCOUNT, REGION, ManualClock

@@ -13,7 +13,7 @@ from hsmkms.errors import (
     ValidationException,
 )
 from hsmkms.keys import blob
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
 from hsmkms.token.templates import key_uuid_bytes
 
 CTX = {"purpose": "test", "tenant": "a"}

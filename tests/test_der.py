@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hsmkms.asymmetric import _ecdsa_der
+from hsmkms.operations.asymmetric import _ecdsa_der
 
 
 @given(st.sampled_from([32, 48, 66]), st.data())

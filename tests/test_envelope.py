@@ -8,9 +8,9 @@ import struct
 
 import pytest
 
-from hsmkms import envelope
 from hsmkms.errors import InvalidCiphertextException
-from hsmkms.service import KeyManager
+from hsmkms.files import envelope
+from hsmkms.library import KeyManager
 
 CTX = {"file": "f"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hsmkms.errors import KMSInvalidStateException, NotFoundException, ValidationException
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
 
 ALICE = "arn:aws:iam::111122223333:user/alice"
 BOB = "arn:aws:iam::111122223333:user/bob"

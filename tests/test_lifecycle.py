@@ -17,7 +17,7 @@ from hsmkms.errors import (
     ValidationException,
 )
 from hsmkms.keys.model import KeyState
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
 from hsmkms.token import Hsm, MaterialRef
 from tests.conftest import ManualClock
 

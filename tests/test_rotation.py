@@ -8,7 +8,7 @@ import pytest
 
 from hsmkms.errors import LimitExceededException, ValidationException
 from hsmkms.keys import blob
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
 from tests.conftest import ManualClock
 
 

@@ -1,4 +1,4 @@
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
 
 
 def test_encrypt_decrypt_round_trip(km: KeyManager, key_id: str) -> None:

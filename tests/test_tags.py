@@ -6,7 +6,7 @@ import pytest
 
 from hsmkms.errors import KMSInvalidStateException, NotFoundException
 from hsmkms.keys.tags import TagException
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
 from hsmkms.store.sqlite import SqliteStore
 
 

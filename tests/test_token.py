@@ -8,7 +8,7 @@ import pytest
 from pkcs11 import Mechanism
 
 from hsmkms.errors import UnsupportedOperationException
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
 from hsmkms.token import Hsm, MaterialRef
 from hsmkms.token.templates import key_uuid_bytes
 

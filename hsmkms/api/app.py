@@ -38,15 +38,17 @@ from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.api.workers import WorkerPool
 from hsmkms.audit.log import AuditLog, request_parameters
 from hsmkms.errors import KMSError, KMSInternalException
+from hsmkms.operations.context import OperationContext
+from hsmkms.operations.maintenance import maintain
+from hsmkms.operations.table import OPERATIONS, Operation
 from hsmkms.policy.caller import CallerInfo, current_caller
-from hsmkms.service import KeyManager
 
 JSON_11 = "application/x-amz-json-1.1"
 log = logging.getLogger("hsmkms.api")
 
 
 class Metrics:
-    def __init__(self, km: KeyManager) -> None:
+    def __init__(self, ctx: OperationContext) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "hsmkms_requests",
@@ -70,9 +72,9 @@ class Metrics:
         sessions = Gauge(
             "hsmkms_token_sessions_in_use", "Token sessions in use", registry=self.registry
         )
-        sessions.set_function(lambda: km.hsm.pool.in_use)
+        sessions.set_function(lambda: ctx.hsm.pool.in_use)
         size = Gauge("hsmkms_token_sessions_max", "Token session pool size", registry=self.registry)
-        size.set(km.hsm.pool.size)
+        size.set(ctx.hsm.pool.size)
 
 
 @dataclass(slots=True)
@@ -119,7 +121,7 @@ def _audit_event(
         },
         "requestParameters": request_parameters(members),
         "requestID": request_id,
-        "readOnly": operation.startswith(("Describe", "List", "Get")),
+        "readOnly": operation in OPERATIONS and OPERATIONS[operation].read_only,
     }
     keys = (
         call_.resources
@@ -138,16 +140,16 @@ def _audit_event(
 
 
 def create_app(
-    km: KeyManager,
+    ctx: OperationContext,
     verifier: SigV4Verifier,
     *,
     maintenance_seconds: float = 300.0,
     audit: AuditLog | None = None,
 ) -> ASGIApp:
-    workers = WorkerPool(km.hsm.pool.size)
+    workers = WorkerPool(ctx.hsm.pool.size)
     # Request ids: unique per server run without a random draw per request.
     run_id, request_numbers = str(uuid.uuid4())[:23], itertools.count()
-    metrics = Metrics(km)
+    metrics = Metrics(ctx)
 
     def handle(call_: _Call) -> tuple[str, bytes]:
         caller = verifier.verify("POST", call_.path, call_.query, call_.headers, call_.body)
@@ -156,14 +158,14 @@ def create_app(
         info = CallerInfo(
             caller.principal_arn, source_ip=call_.client, secure_transport=call_.secure
         )
-        regional = km.for_region(caller.region)
+        regional = ctx.for_region(caller.region)
         token = current_caller.set(info)
         try:
             result = call(
                 op,
                 regional,
                 parse_body(call_.body),
-                lambda name, members: authorize(regional, info, call_, name, members),
+                lambda op, members: authorize(regional, info, call_, op, members),
             )
         finally:
             current_caller.reset(token)
@@ -171,10 +173,14 @@ def create_app(
         return op.name, encode_response(result)
 
     def authorize(
-        regional: KeyManager, info: CallerInfo, call_: _Call, name: str, members: dict[str, Any]
+        regional: OperationContext,
+        info: CallerInfo,
+        call_: _Call,
+        op: Operation,
+        members: dict[str, Any],
     ) -> None:
         call_.members = members
-        regional.authorizer.require(info, name, members, call_.resources)
+        regional.authorizer.require(info, op.name, op.resource, members, call_.resources)
 
     async def kms(scope: Scope, receive: Receive, send: Send) -> None:
         """POST / as a bare ASGI handler: the hot path skips routing and
@@ -235,7 +241,7 @@ def create_app(
     async def healthz(request: Request) -> Response:
         def probe() -> dict[str, str]:
             status = {}
-            for name, check in (("token", lambda: km.hsm.random(1)), ("database", km.store.ping)):
+            for name, check in (("token", lambda: ctx.hsm.random(1)), ("database", ctx.store.ping)):
                 try:
                     check()
                     status[name] = "ok"
@@ -257,7 +263,7 @@ def create_app(
         while True:
             await anyio.sleep(maintenance_seconds)
             try:
-                report = await workers.run(km.maintain)
+                report = await workers.run(lambda: maintain(ctx))
                 if report.deleted or report.rotated:
                     log.info("maintenance: %s", report.as_dict())
             except Exception:  # keep the loop alive; the next pass retries

@@ -1,18 +1,13 @@
-"""The AWS KMS JSON 1.1 protocol: `X-Amz-Target: TrentService.<Operation>` -> KeyManager.
-
-Operation `Foo` calls `KeyManager.foo` with the request members as snake_case
-keywords; responses carry KMS's member names, blobs as base64 and timestamps as
-epoch seconds.
+"""The AWS KMS JSON 1.1 protocol: `X-Amz-Target: TrentService.<Operation>` -> the
+operation table's handler, called with the request members as snake_case keywords;
+responses carry KMS's member names, blobs as base64 and timestamps as epoch seconds.
 """
 
 from __future__ import annotations
 
 import base64
-import inspect
 import json
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -20,23 +15,12 @@ from typing import Any
 from hsmkms.api.errors import UnknownOperationException
 from hsmkms.api.shapes import SerializationException, operation, validate_request
 from hsmkms.errors import UnsupportedOperationException
-from hsmkms.service import KeyManager
+from hsmkms.operations.context import OperationContext
+from hsmkms.operations.table import OPERATIONS, Operation, snake
 
 TARGET_PREFIX = "TrentService."
-# Accepted and not acted on yet: grants arrive with the policy issue.
+# Accepted and not acted on: grants take effect at once, so tokens have nothing to do.
 IGNORED_MEMBERS = frozenset({"GrantTokens"})
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
-
-
-def snake(name: str) -> str:
-    return _CAMEL.sub("_", name).lower()
-
-
-@dataclass(frozen=True)
-class Operation:
-    name: str
-    method: str
-    parameters: frozenset[str]
 
 
 @cache
@@ -46,11 +30,10 @@ def resolve_operation(target: str | None) -> Operation:
     name = target[len(TARGET_PREFIX) :]
     if operation(name) is None:
         raise UnknownOperationException()
-    method = getattr(KeyManager, snake(name), None)
-    if method is None:
+    op = OPERATIONS.get(name)
+    if op is None:
         raise UnsupportedOperationException(f"{name} is not supported by this hsmkms release.")
-    parameters = frozenset(inspect.signature(method).parameters) - {"self"}
-    return Operation(name, snake(name), parameters)
+    return op
 
 
 def parse_body(body: bytes) -> Any:
@@ -66,16 +49,16 @@ def parse_body(body: bytes) -> Any:
 
 def call(
     op: Operation,
-    km: KeyManager,
+    ctx: OperationContext,
     body: Any,
-    authorize: Callable[[str, dict[str, Any]], None] | None = None,
+    authorize: Callable[[Operation, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Validate, authorize (when a caller made the request), then run the operation."""
     model = operation(op.name)
     assert model is not None
     request = validate_request(model, body)
     if authorize is not None:
-        authorize(op.name, request)
+        authorize(op, request)
     arguments: dict[str, Any] = {}
     for member, value in request.items():
         if member in IGNORED_MEMBERS:
@@ -86,8 +69,7 @@ def call(
                 f"{member} is not supported by this hsmkms release."
             )
         arguments[name] = value
-    result: dict[str, Any] = getattr(km, op.method)(**arguments)
-    return result
+    return op.handler(ctx, **arguments)
 
 
 def _wire(value: Any) -> Any:

@@ -22,22 +22,13 @@ from hsmkms.api.errors import (
     MissingAuthenticationTokenException,
     UnrecognizedClientException,
 )
-from hsmkms.clock import Clock, system_clock
+from hsmkms.keys.clock import Clock, system_clock
+from hsmkms.policy.caller import Credential
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW = timedelta(minutes=5)
 _AUTH_PART = re.compile(r"(\w+)=([^,\s]+)")
 _SPACES = re.compile(r"\s+")
-
-
-@dataclass(frozen=True)
-class Credential:
-    access_key_id: str
-    secret_access_key: str
-    principal_arn: str
-
-    def __repr__(self) -> str:  # never show the secret
-        return f"Credential({self.access_key_id!r}, principal={self.principal_arn!r})"
 
 
 @dataclass(frozen=True)

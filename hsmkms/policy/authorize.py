@@ -13,19 +13,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hsmkms.errors import AccessDeniedException
-from hsmkms.grants import constraints_hold
 from hsmkms.keys import blob
-from hsmkms.keys.model import Grant, KeyRecord
+from hsmkms.keys.clock import Clock
+from hsmkms.keys.model import KeyRecord
+from hsmkms.keys.resolver import KeyResolver
 from hsmkms.policy import context as conditions
 from hsmkms.policy.caller import CallerInfo
 from hsmkms.policy.engine import Decision, Request, evaluate
+from hsmkms.policy.grants import constraints_hold, find_grant, may_retire
 from hsmkms.policy.model import Policy, default_key_policy, parse_policy
-
-if TYPE_CHECKING:
-    from hsmkms.service import KeyManager
+from hsmkms.policy.needs import Resource
 
 ROOT_IDENTITY = parse_policy(
     json.dumps({"Version": "2012-10-17", "Statement": [
@@ -33,18 +33,6 @@ ROOT_IDENTITY = parse_policy(
     identity=True,
 )  # fmt: skip
 IDENTITY_CACHE_SECONDS = 1.0
-# Operations on no key: identity policies alone decide.
-KEYLESS = frozenset(
-    {"CreateKey", "ListKeys", "GenerateRandom", "ListAliases", "ListRetirableGrants"}
-)
-
-
-def _may_retire(caller: CallerInfo, grant: Grant) -> bool:
-    """KMS lets a grant's retiring principal, or its grantee when the grant includes
-    RetireGrant, retire it without any policy."""
-    return caller.principal_arn == grant.retiring_principal or (
-        caller.principal_arn == grant.grantee_principal and "RetireGrant" in grant.operations
-    )
 
 
 @lru_cache(maxsize=1024)
@@ -59,8 +47,9 @@ class Check:
 
 
 class Authorizer:
-    def __init__(self, km: KeyManager) -> None:
-        self._km = km
+    def __init__(self, keys: KeyResolver, clock: Clock) -> None:
+        self._keys = keys
+        self._clock = clock
         self._identities: dict[str, tuple[float, tuple[Policy, ...]]] = {}
         self._lock = threading.Lock()
 
@@ -73,7 +62,7 @@ class Authorizer:
         cached = self._identities.get(principal_arn)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        documents = self._km.store.identity_policies(principal_arn)
+        documents = self._keys.store.identity_policies(principal_arn)
         policies = tuple(_parsed(text, True) for text in documents.values())
         with self._lock:
             self._identities[principal_arn] = (time.monotonic() + IDENTITY_CACHE_SECONDS, policies)
@@ -92,25 +81,27 @@ class Authorizer:
         key_policy: Policy | None = None,
         context_member: str = "EncryptionContext",
     ) -> tuple[Request, Decision]:
-        km = self._km
+        keys = self._keys
         resource = record.arn if record is not None else "*"
 
         def aliases() -> list[str]:
             assert record is not None
-            return [a.name for a in km.store.list_aliases(km.region, record.key_id, None, 100)]
+            return [a.name for a in keys.store.list_aliases(keys.region, record.key_id, None, 100)]
 
         request = Request(
             caller.principal_arn,
             action,
             resource,
-            conditions.RequestContext(caller, km.clock, members, record, aliases, context_member),
+            conditions.RequestContext(
+                caller, self._clock, members, record, aliases, context_member
+            ),
         )
         policy = key_policy or (self.key_policy(record) if record is not None else None)
         decision = evaluate(request, policy, self.identity_policies(caller.principal_arn))
         if decision.allowed or decision.explicit or record is None or key_policy is not None:
             return request, decision
         operation = action.removeprefix("kms:")
-        for grant in km.store.list_grants(record.key_id):
+        for grant in keys.store.list_grants(record.key_id):
             if (
                 grant.grantee_principal == caller.principal_arn
                 and operation in grant.operations
@@ -123,20 +114,22 @@ class Authorizer:
         self,
         caller: CallerInfo,
         operation: str,
+        resource: Resource,
         members: Mapping[str, Any],
         resources: list[str] | None = None,
     ) -> None:
         """Raise AccessDeniedException unless every permission the call needs is granted.
+        `resource` (from the operation table) says which key(s) the call acts on;
         `resources` collects the ARNs of the keys checked (for the audit record)."""
-        if operation == "RetireGrant":
-            grant = self._km.find_grant(
-                members.get("GrantToken"), members.get("KeyId"), members.get("GrantId")
+        if resource is Resource.GRANT:
+            grant = find_grant(
+                self._keys, members.get("GrantToken"), members.get("KeyId"), members.get("GrantId")
             )
-            if _may_retire(caller, grant):
+            if may_retire(caller.principal_arn, grant):
                 return
             checks = [(Check("kms:RetireGrant", self._record(grant.key_id)), "EncryptionContext")]
         else:
-            checks = self._checks(operation, members)
+            checks = self._checks(operation, resource, members)
         for check, context_member in checks:
             if resources is not None and check.record is not None:
                 resources.append(check.record.arn)
@@ -165,26 +158,28 @@ class Authorizer:
         return explained
 
     def _record(self, key_id: Any) -> KeyRecord:
-        return self._km._cached(str(key_id)).record
+        return self._keys.cached(str(key_id)).record
 
-    def _checks(self, operation: str, members: Mapping[str, Any]) -> list[tuple[Check, str]]:
+    def _checks(
+        self, operation: str, resource: Resource, members: Mapping[str, Any]
+    ) -> list[tuple[Check, str]]:
         action = f"kms:{operation}"
-        if operation == "ReEncrypt":
+        if resource is Resource.REENCRYPT:
             source = self._ciphertext_key(members.get("SourceKeyId"), members["CiphertextBlob"])
             checks = [(Check("kms:ReEncryptTo", self._record(members["DestinationKeyId"])),
                        "DestinationEncryptionContext")]  # fmt: skip
             if source is not None:
                 checks.append((Check("kms:ReEncryptFrom", source), "SourceEncryptionContext"))
             return checks
-        if operation == "Decrypt":
+        if resource is Resource.CIPHERTEXT:
             record = self._ciphertext_key(members.get("KeyId"), members["CiphertextBlob"])
             # An unreadable blob fails as InvalidCiphertextException in the operation.
             return [] if record is None else [(Check(action, record), "EncryptionContext")]
-        if operation in KEYLESS and not members.get("KeyId"):
+        if resource is Resource.KEYLESS and not members.get("KeyId"):
             return [(Check(action, None), "EncryptionContext")]
-        if operation in ("CreateAlias", "UpdateAlias"):
+        if resource is Resource.TARGET_KEY:
             return [(Check(action, self._record(members["TargetKeyId"])), "EncryptionContext")]
-        if operation == "DeleteAlias":
+        if resource is Resource.ALIAS:
             return [(Check(action, self._record(members["AliasName"])), "EncryptionContext")]
         return [(Check(action, self._record(members["KeyId"])), "EncryptionContext")]
 
@@ -193,6 +188,6 @@ class Authorizer:
             return self._record(key_id)
         try:
             parsed = blob.decode(ciphertext)
-            return self._km._by_uuid(parsed.key_uuid).record
+            return self._keys.by_uuid(parsed.key_uuid).record
         except Exception:  # not ours to judge here: Decrypt reports InvalidCiphertext
             return None

@@ -21,3 +21,13 @@ class CallerInfo:
 
 
 current_caller: ContextVar[CallerInfo | None] = ContextVar("hsmkms_caller", default=None)
+
+
+@dataclass(frozen=True)
+class Credential:
+    access_key_id: str
+    secret_access_key: str
+    principal_arn: str
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"Credential({self.access_key_id!r}, principal={self.principal_arn!r})"

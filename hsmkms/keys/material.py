@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from hsmkms.clock import Clock
 from hsmkms.errors import NotFoundException
+from hsmkms.keys.clock import Clock
 from hsmkms.keys.metadata import ENCRYPTION_ALGORITHMS, PUBLIC_KEY
 from hsmkms.keys.model import (
     KeyRecord,

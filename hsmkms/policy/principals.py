@@ -12,10 +12,10 @@ import secrets
 import string
 import threading
 
-from hsmkms.api.sigv4 import Credential
-from hsmkms.clock import Clock, system_clock
 from hsmkms.errors import AlreadyExistsException, ValidationException
+from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.keys.model import AccessKey
+from hsmkms.policy.caller import Credential
 from hsmkms.policy.model import parse_policy
 from hsmkms.store.base import MetadataStore
 from hsmkms.token import Hsm

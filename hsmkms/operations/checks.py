@@ -1,11 +1,24 @@
-"""Input checks shared by the operations, worded as AWS words its constraint failures."""
+"""Checks shared by the operations: inputs, worded as AWS words its constraint
+failures, and a key's fitness for a use."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hsmkms.errors import InvalidMarkerException, ValidationException, validation_error
+from hsmkms.errors import (
+    InvalidKeyUsageException,
+    InvalidMarkerException,
+    ValidationException,
+    validation_error,
+)
+from hsmkms.keys import lifecycle
+from hsmkms.keys.lifecycle import Use
+from hsmkms.keys.model import KeyRecord, KeyUsage
+from hsmkms.keys.resolved import Resolved
+
+if TYPE_CHECKING:
+    from hsmkms.operations.context import OperationContext
 
 
 def check_range(name: str, value: object, low: int, high: int) -> int:
@@ -59,3 +72,18 @@ def offset_page(field: str, items: Sequence[Any], size: int, marker: object) -> 
     if page["Truncated"]:
         page["NextMarker"] = str(start + size)
     return page
+
+
+def usage_error(record: KeyRecord, what: str) -> InvalidKeyUsageException:
+    return InvalidKeyUsageException(
+        f"{record.arn} key usage is {record.key_usage.value} which is not valid for {what}."
+    )
+
+
+def usable(ctx: OperationContext, key_id: str, usage: KeyUsage, what: str) -> Resolved:
+    """An enabled key of the given usage, for a cryptographic operation."""
+    key = ctx.cached(key_id)
+    lifecycle.require(key.record, Use.CRYPTO)
+    if key.record.key_usage is not usage:
+        raise usage_error(key.record, what)
+    return key

@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hsmkms.errors import InvalidCiphertextException
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
 
 MAGIC = b"HSMKMSE1"
 CHUNK_SIZE = 1 << 20

@@ -1,0 +1,87 @@
+"""KeyId (any form) -> the key record, for one account and region, with a short cache.
+
+Operations and authorization both resolve keys through this: the cache is shared,
+so a request resolves its key once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from hsmkms.errors import InvalidCiphertextException, NotFoundException
+from hsmkms.keys import ids
+from hsmkms.keys.model import KeyRecord
+from hsmkms.keys.resolved import Resolved
+from hsmkms.store.base import MetadataStore
+
+# How long a process trusts cached key metadata that another process may change.
+METADATA_CACHE_SECONDS = 1.0
+
+
+class KeyResolver:
+    def __init__(
+        self,
+        store: MetadataStore,
+        *,
+        account_id: str,
+        region: str,
+        cache_seconds: float = METADATA_CACHE_SECONDS,
+    ) -> None:
+        self.store = store
+        self.account_id = account_id
+        self.region = region
+        self.cache_seconds = cache_seconds
+        # KeyId as given, and key UUID bytes -> a resolved key, until it expires.
+        self._cache: dict[str | bytes, Resolved] = {}
+
+    def changed(self) -> None:
+        """Something was written: forget what was cached."""
+        self._cache.clear()
+
+    def key_arn(self, key_id: str) -> str:
+        return f"arn:aws:kms:{self.region}:{self.account_id}:key/{key_id}"
+
+    def alias_arn(self, name: str) -> str:
+        return f"arn:aws:kms:{self.region}:{self.account_id}:{name}"
+
+    def resolve(self, key_id: str) -> KeyRecord:
+        """Any KeyId form -> the key in this account and region, in any state."""
+        ref = ids.parse_key_ref(key_id)
+        if (ref.region or self.region) != self.region or (
+            ref.account or self.account_id
+        ) != self.account_id:
+            raise NotFoundException(f"Key '{key_id}' does not exist")
+        if ref.alias is not None:
+            alias = self.store.get_alias(self.region, ref.alias)
+            if alias is None:
+                raise NotFoundException(f"Alias {self.alias_arn(ref.alias)} is not found.")
+            target = alias.key_id
+        else:
+            assert ref.key_id is not None
+            target = ref.key_id
+        record = self.store.get_key(target)
+        if record is None or record.region != self.region:
+            raise NotFoundException(f"Key '{self.key_arn(target)}' does not exist")
+        return record
+
+    def cached(self, key_id: str) -> Resolved:
+        """The hot path's resolve: no database round trip for recently seen keys."""
+        entry = self._cache.get(key_id)
+        if entry is not None and entry.expires > time.monotonic():
+            return entry
+        entry = Resolved(self.resolve(key_id), time.monotonic() + self.cache_seconds)
+        self._cache[key_id] = entry
+        self._cache[entry.key_uuid] = entry
+        return entry
+
+    def by_uuid(self, key_uuid: bytes) -> Resolved:
+        """The key a ciphertext blob names; InvalidCiphertext when it is not here."""
+        entry = self._cache.get(key_uuid)
+        if entry is not None and entry.expires > time.monotonic():
+            return entry
+        for key_id in (str(uuid.UUID(bytes=key_uuid)), "mrk-" + key_uuid.hex()):
+            record = self.store.get_key(key_id)
+            if record is not None and record.region == self.region:
+                return self.cached(key_id)
+        raise InvalidCiphertextException()

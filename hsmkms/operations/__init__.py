@@ -1,0 +1,1 @@
+"""KMS operations, one module per area, and the operation table (table.py)."""

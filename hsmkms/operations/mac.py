@@ -1,0 +1,60 @@
+"""MACs: GenerateMac and VerifyMac with HMAC keys, computed in the token."""
+
+from __future__ import annotations
+
+from hsmkms.errors import (
+    InvalidKeyUsageException,
+    KMSInvalidMacException,
+)
+from hsmkms.keys.model import (
+    KeyUsage,
+)
+from hsmkms.keys.resolved import Resolved
+from hsmkms.keys.specs import (
+    MAC_ALGORITHMS,
+    SPECS,
+)
+from hsmkms.operations.checks import (
+    check_bytes,
+    check_enum,
+    usable,
+)
+from hsmkms.operations.context import OperationContext, Response
+
+MAX_MESSAGE = 4096
+MAX_MAC = 6144
+
+
+def _mac_key(
+    ctx: OperationContext, key_id: str, message: bytes, algorithm: str
+) -> tuple[Resolved, bytes]:
+    data = check_bytes("message", message, MAX_MESSAGE)
+    check_enum("macAlgorithm", algorithm, list(MAC_ALGORITHMS))
+    key = usable(ctx, key_id, KeyUsage.GENERATE_VERIFY_MAC, "GenerateMac or VerifyMac")
+    if algorithm not in SPECS[key.record.key_spec].mac:
+        raise InvalidKeyUsageException(
+            f"MAC algorithm {algorithm} is not valid for {key.record.arn} "
+            f"({key.record.key_spec.value})."
+        )
+    return key, data
+
+
+def generate_mac(
+    ctx: OperationContext, *, key_id: str, message: bytes, mac_algorithm: str
+) -> Response:
+    key, data = _mac_key(ctx, key_id, message, mac_algorithm)
+    mac = ctx.hsm.hmac(key.ref, MAC_ALGORITHMS[mac_algorithm], data)
+    return {"Mac": mac, "MacAlgorithm": mac_algorithm, "KeyId": key.record.arn}
+
+
+def verify_mac(
+    ctx: OperationContext, *, key_id: str, message: bytes, mac_algorithm: str, mac: bytes
+) -> Response:
+    given = check_bytes("mac", mac, MAX_MAC)
+    key, data = _mac_key(ctx, key_id, message, mac_algorithm)
+    if not ctx.hsm.hmac_verify(key.ref, MAC_ALGORITHMS[mac_algorithm], data, given):
+        raise KMSInvalidMacException()
+    return {"KeyId": key.record.arn, "MacValid": True, "MacAlgorithm": mac_algorithm}
+
+
+# -- key agreement -------------------------------------------------------------------

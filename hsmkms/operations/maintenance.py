@@ -1,0 +1,59 @@
+"""The maintenance pass: due deletions and rotations in every region, then the
+token/metadata reconcile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hsmkms.keys.material import ReconcileReport
+from hsmkms.keys.model import (
+    KeyState,
+    RotationType,
+)
+from hsmkms.operations.context import OperationContext
+
+
+@dataclass
+class MaintenanceReport:
+    deleted: list[str] = field(default_factory=list)
+    rotated: list[str] = field(default_factory=list)
+    reconcile: ReconcileReport = field(default_factory=ReconcileReport)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {
+            "Deleted": self.deleted,
+            "Rotated": self.rotated,
+            "OrphanObjectsDestroyed": self.reconcile.orphans_destroyed,
+            "IntentsCleared": self.reconcile.intents_cleared,
+            "MaterialMissing": self.reconcile.material_missing,
+            "MaterialRestored": self.reconcile.material_restored,
+            "UnknownObjectsLeftAlone": self.reconcile.unknown_objects,
+        }
+
+
+def maintain(ctx: OperationContext) -> MaintenanceReport:
+    """Due deletions and rotations (every region), then token/metadata reconcile."""
+    report = MaintenanceReport()
+    now = ctx.clock()
+    after: str | None = None
+    while page := ctx.store.list_keys(None, after, 500):
+        after = page[-1].key_id
+        for record in page:
+            if record.state is KeyState.PENDING_DELETION and (
+                record.deletion_date is not None and record.deletion_date <= now
+            ):
+                ctx.material.destroy(record)
+                report.deleted.append(record.arn)
+            elif (
+                record.state is KeyState.ENABLED
+                and record.rotation_enabled
+                and record.next_rotation_date is not None
+                and record.next_rotation_date <= now
+            ):
+                ctx.material.rotate(record, RotationType.AUTOMATIC, now)
+                report.rotated.append(record.arn)
+    ctx.changed()
+    report.reconcile = ctx.material.reconcile()
+    ctx.changed()
+    return report
