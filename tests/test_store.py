@@ -153,3 +153,22 @@ def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(KMSInternalException, match="newer"):
         SqliteStore(path)
+
+
+def test_documents_by_kind(any_store: MetadataStore) -> None:
+    with any_store.transaction() as tx:
+        tx.put_document("keystore", "b", '{"n": 2}')
+        tx.put_document("keystore", "a", '{"n": 1}')
+        tx.put_document("xks", "a", "{}")
+    assert any_store.get_document("keystore", "a") == '{"n": 1}'
+    assert list(any_store.list_documents("keystore")) == ["a", "b"]
+    with any_store.transaction() as tx:
+        tx.put_document("keystore", "a", '{"n": 3}')
+        tx.delete_document("keystore", "b")
+    assert any_store.list_documents("keystore") == {"a": '{"n": 3}'}
+    assert any_store.get_document("xks", "a") == "{}"
+    assert any_store.get_document("xks", "missing") is None
+    with pytest.raises(RuntimeError), any_store.transaction() as tx:
+        tx.put_document("xks", "rolled-back", "{}")
+        raise RuntimeError
+    assert any_store.get_document("xks", "rolled-back") is None

@@ -37,6 +37,15 @@ class Reader(Protocol):
         """A key's grants (every grant when key_id is None), oldest first."""
         ...
 
+    def get_document(self, kind: str, doc_id: str) -> str | None:
+        """A small JSON document of an area that needs no table of its own (custom key
+        stores, XKS credentials, import parameters, ...), by kind and id."""
+        ...
+
+    def list_documents(self, kind: str) -> dict[str, str]:
+        """Every document of one kind: id -> body, ordered by id."""
+        ...
+
 
 class Writer(Reader, Protocol):
     """Reads inside a transaction see its own writes."""
@@ -64,6 +73,10 @@ class Writer(Reader, Protocol):
     def put_grant(self, grant: Grant) -> None: ...
 
     def delete_grant(self, grant_id: str) -> None: ...
+
+    def put_document(self, kind: str, doc_id: str, body: str) -> None: ...
+
+    def delete_document(self, kind: str, doc_id: str) -> None: ...
 
 
 class MetadataStore(Reader, Protocol):

@@ -19,6 +19,7 @@ class _State:
     access_keys: dict[str, AccessKey] = field(default_factory=dict)
     identity_policies: dict[tuple[str, str], str] = field(default_factory=dict)
     grants: dict[str, Grant] = field(default_factory=dict)
+    documents: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def copy(self) -> _State:
         return _State(
@@ -29,6 +30,7 @@ class _State:
             dict(self.access_keys),
             dict(self.identity_policies),
             dict(self.grants),
+            dict(self.documents),
         )
 
 
@@ -89,6 +91,12 @@ class _View:
             if arn == principal_arn
         }
 
+    def get_document(self, kind: str, doc_id: str) -> str | None:
+        return self._s.documents.get((kind, doc_id))
+
+    def list_documents(self, kind: str) -> dict[str, str]:
+        return {d: body for (k, d), body in sorted(self._s.documents.items()) if k == kind}
+
 
 class _MemoryWriter(_View):
     def put_key(self, record: KeyRecord) -> None:
@@ -129,6 +137,12 @@ class _MemoryWriter(_View):
 
     def put_access_key(self, access_key: AccessKey) -> None:
         self._s.access_keys[access_key.access_key_id] = access_key
+
+    def put_document(self, kind: str, doc_id: str, body: str) -> None:
+        self._s.documents[(kind, doc_id)] = body
+
+    def delete_document(self, kind: str, doc_id: str) -> None:
+        self._s.documents.pop((kind, doc_id), None)
 
 
 class MemoryStore(_View):

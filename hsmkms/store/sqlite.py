@@ -119,6 +119,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX grants_by_key ON grants (key_id);
     """,
+    """
+    CREATE TABLE documents (
+        kind TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (kind, doc_id)
+    );
+    """,
 )
 
 KEY_COLUMNS = (
@@ -273,6 +281,14 @@ class _SqliteReader:
         )
         return {r["name"]: r["document"] for r in rows}
 
+    def get_document(self, kind: str, doc_id: str) -> str | None:
+        rows = self._all("SELECT body FROM documents WHERE kind = ? AND doc_id = ?", kind, doc_id)
+        return str(rows[0]["body"]) if rows else None
+
+    def list_documents(self, kind: str) -> dict[str, str]:
+        rows = self._all("SELECT doc_id, body FROM documents WHERE kind = ? ORDER BY doc_id", kind)
+        return {row["doc_id"]: row["body"] for row in rows}
+
 
 def _optional_json(value: str | None) -> Any:
     return None if value is None else json.loads(value)
@@ -383,6 +399,18 @@ class _SqliteWriter(_SqliteReader):
             access_key.created_at.isoformat(),
         )
 
+    def put_document(self, kind: str, doc_id: str, body: str) -> None:
+        self._run(
+            "INSERT INTO documents (kind, doc_id, body) VALUES (?, ?, ?) "
+            "ON CONFLICT (kind, doc_id) DO UPDATE SET body = excluded.body",
+            kind,
+            doc_id,
+            body,
+        )
+
+    def delete_document(self, kind: str, doc_id: str) -> None:
+        self._run("DELETE FROM documents WHERE kind = ? AND doc_id = ?", kind, doc_id)
+
 
 class SqliteStore:
     def __init__(self, path: Path) -> None:
@@ -475,6 +503,14 @@ class SqliteStore:
 
     def identity_policies(self, principal_arn: str) -> dict[str, str]:
         result: dict[str, str] = self._read("identity_policies", principal_arn)
+        return result
+
+    def get_document(self, kind: str, doc_id: str) -> str | None:
+        result: str | None = self._read("get_document", kind, doc_id)
+        return result
+
+    def list_documents(self, kind: str) -> dict[str, str]:
+        result: dict[str, str] = self._read("list_documents", kind)
         return result
 
     def list_grants(self, key_id: str | None) -> list[Grant]:
