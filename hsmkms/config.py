@@ -1,17 +1,32 @@
-"""Configuration: HSMKMS_* environment variables, overridden by a TOML file.
+"""Configuration: one typed model, read from HSMKMS_* environment variables and a TOML
+file that overrides them.
 
 The file is `$HSMKMS_CONFIG` if set, else `./hsmkms.toml`, else
 `$HSMKMS_DATA_DIR/hsmkms.toml`; its keys are the variable names without the
-`HSMKMS_` prefix, lower-cased (`token_label = "prod"`).
+`HSMKMS_` prefix, lower-cased (`token_label = "prod"`). A bad value stops the
+program with one line naming the setting (`HSMKMS_ACCOUNT_ID: ...`).
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import cache
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 SOFTHSM2_CANDIDATES = (
     "/usr/lib/softhsm/libsofthsm2.so",
@@ -23,6 +38,8 @@ DEFAULT_ACCOUNT_ID = "111122223333"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_TOKEN_LABEL = "hsmkms"
 PIN_FILE_NAME = "user.pin"
+ENV_PREFIX = "HSMKMS_"
+_REGION_SHAPE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 
 
 def default_pkcs11_lib() -> str:
@@ -42,18 +59,115 @@ def default_pool_size(module_path: str) -> int:
     return 2 if is_softhsm(module_path) else 8
 
 
-@dataclass(frozen=True)
-class Settings:
-    data_dir: Path
-    pkcs11_lib: str
-    token_label: str
-    pin: str | None = field(default=None, repr=False)
+@cache
+def known_regions() -> frozenset[str]:
+    """Every region botocore knows, in every partition (aws, aws-cn, aws-us-gov, ...)."""
+    from botocore.loaders import create_loader
+
+    endpoints = create_loader().load_data("endpoints")
+    return frozenset(
+        region for partition in endpoints["partitions"] for region in partition["regions"]
+    )
+
+
+# The environment a load_settings() call reads (tests pass their own mapping).
+_environment: ContextVar[Mapping[str, str] | None] = ContextVar("hsmkms_env", default=None)
+_toml_file: ContextVar[Path | None] = ContextVar("hsmkms_toml", default=None)
+
+
+class _Environment(EnvSettingsSource):
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = _environment.get()
+        if env is None:
+            return super()._load_env_vars()
+        return {k.lower(): v for k, v in env.items() if k.upper().startswith(ENV_PREFIX)}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False
+    )
+
+    data_dir: Path = Path(".hsmkms")
+    pkcs11_lib: str = Field(default_factory=default_pkcs11_lib)
+    token_label: str = DEFAULT_TOKEN_LABEL
+    pin: SecretStr | None = None
     pin_file: Path | None = None
+    so_pin_file: Path | None = None
     database_url: str = ""
     account_id: str = DEFAULT_ACCOUNT_ID
-    regions: tuple[str, ...] = ()
-    session_pool_size: int = 2
-    maintenance_seconds: float = 300.0
+    regions: Annotated[tuple[str, ...], NoDecode] = ()
+    session_pool_size: int = Field(default=0, ge=0, le=1024)  # 0: the module's default
+    maintenance_seconds: float = Field(default=300.0, ge=0)
+    xks_uri_prefix: str = "xks"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: the TOML file overrides the environment.
+        sources: list[PydanticBaseSettingsSource] = [init_settings]
+        toml = _toml_file.get()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        sources.append(_Environment(settings_cls))
+        return tuple(sources)
+
+    @field_validator("account_id")
+    @classmethod
+    def _account(cls, value: str) -> str:
+        if not re.fullmatch(r"\d{12}", value):
+            raise ValueError(f"an AWS account id is 12 digits, not {value!r}")
+        return value
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _split_regions(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(r.strip() for r in value.split(",") if r.strip())
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _known_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for region in value:
+            if not _REGION_SHAPE.match(region) or region not in known_regions():
+                raise ValueError(f"unknown region {region!r}")
+        return value
+
+    @field_validator("pkcs11_lib")
+    @classmethod
+    def _module_exists(cls, value: str) -> str:
+        if value not in SOFTHSM2_CANDIDATES and not Path(value).is_file():
+            raise ValueError(f"no PKCS#11 module at {value!r}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if value and not value.startswith("sqlite:///"):
+            raise ValueError("only sqlite:/// is supported in this release")
+        return value
+
+    @field_validator("xks_uri_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*", value):
+            raise ValueError(f"{value!r} is not a URI path prefix")
+        return value
+
+    @model_validator(mode="after")
+    def _derived_defaults(self) -> Settings:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'hsmkms.db'}")
+        if not self.session_pool_size:
+            object.__setattr__(self, "session_pool_size", default_pool_size(self.pkcs11_lib))
+        return self
 
     @property
     def region(self) -> str:
@@ -72,8 +186,8 @@ class Settings:
 
     def read_pin(self) -> str | None:
         """The user PIN: HSMKMS_PIN, else the PIN file (default: the one init wrote)."""
-        if self.pin:
-            return self.pin
+        if self.pin is not None and self.pin.get_secret_value():
+            return self.pin.get_secret_value()
         path = self.pin_file or self.data_dir / PIN_FILE_NAME
         if path.exists():
             return path.read_text().strip()
@@ -93,34 +207,29 @@ def _find_toml(env: Mapping[str, str]) -> Path | None:
     return None
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    env = dict(os.environ if env is None else env)
-    values: dict[str, str] = {
-        name.removeprefix("HSMKMS_").lower(): value
-        for name, value in env.items()
-        if name.startswith("HSMKMS_")
-    }
-    toml_path = _find_toml(env)
-    if toml_path is not None:
-        with toml_path.open("rb") as handle:
-            values.update({k.lower(): str(v) for k, v in tomllib.load(handle).items()})
+@contextmanager
+def _sources(env: Mapping[str, str] | None) -> Iterator[None]:
+    env_token = _environment.set(env)
+    toml_token = _toml_file.set(_find_toml(os.environ if env is None else env))
+    try:
+        yield
+    finally:
+        _toml_file.reset(toml_token)
+        _environment.reset(env_token)
 
-    data_dir = Path(values.get("data_dir", ".hsmkms"))
-    module = values.get("pkcs11_lib") or default_pkcs11_lib()
-    regions = tuple(r.strip() for r in values.get("regions", "").split(",") if r.strip())
-    pin_file = values.get("pin_file")
-    database_url = values.get("database_url") or f"sqlite:///{data_dir / 'hsmkms.db'}"
-    if not database_url.startswith("sqlite:///"):
-        raise ValueError("HSMKMS_DATABASE_URL: only sqlite:/// is supported in this release")
-    return Settings(
-        data_dir=data_dir,
-        pkcs11_lib=module,
-        token_label=values.get("token_label", DEFAULT_TOKEN_LABEL),
-        pin=values.get("pin") or None,
-        pin_file=Path(pin_file) if pin_file else None,
-        database_url=database_url,
-        account_id=values.get("account_id", DEFAULT_ACCOUNT_ID),
-        regions=regions,
-        session_pool_size=int(values.get("session_pool_size") or default_pool_size(module)),
-        maintenance_seconds=float(values.get("maintenance_seconds", "300")),
-    )
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else "configuration"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{name}: {message}"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """The configuration from `env` (default: the process environment) and the TOML file.
+    A bad value raises ValueError with one line naming the setting."""
+    with _sources(env):
+        try:
+            return Settings()
+        except ValidationError as exc:
+            raise ValueError(_one_line(exc)) from None

@@ -47,3 +47,33 @@ def test_unsupported_database_is_refused(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="sqlite"):
         load_settings({"HSMKMS_DATABASE_URL": "postgresql://db/hsmkms"})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HSMKMS_ACCOUNT_ID": "12345"}, "HSMKMS_ACCOUNT_ID: an AWS account id is 12 digits"),
+        ({"HSMKMS_REGIONS": "us-east-1,mars-north-1"}, "HSMKMS_REGIONS: unknown region"),
+        ({"HSMKMS_PKCS11_LIB": "/nonexistent/libp11.so"}, "HSMKMS_PKCS11_LIB: no PKCS#11 module"),
+        ({"HSMKMS_SESSION_POOL_SIZE": "many"}, "HSMKMS_SESSION_POOL_SIZE: "),
+        ({"HSMKMS_MAINTENANCE_SECONDS": "-1"}, "HSMKMS_MAINTENANCE_SECONDS: "),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as caught:
+        load_settings(env)
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_toml_values_are_typed_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hsmkms.toml").write_text('regions = "eu-west-1"\nsession_pool_size = 3\n')
+    settings = load_settings({})
+    assert settings.regions == ("eu-west-1",) and settings.session_pool_size == 3
+    (tmp_path / "hsmkms.toml").write_text('account_id = "abc"\n')
+    with pytest.raises(ValueError, match=r"^HSMKMS_ACCOUNT_ID: "):
+        load_settings({})
