@@ -91,6 +91,34 @@ class AccessDeniedException(_ClientError):
     code = "AccessDeniedException"
 
 
+class CustomKeyStoreNotFoundException(_ClientError):
+    code = "CustomKeyStoreNotFoundException"
+
+
+class CustomKeyStoreNameInUseException(_ClientError):
+    code = "CustomKeyStoreNameInUseException"
+
+
+class CustomKeyStoreHasCMKsException(_ClientError):
+    code = "CustomKeyStoreHasCMKsException"
+
+
+class CustomKeyStoreInvalidStateException(_ClientError):
+    code = "CustomKeyStoreInvalidStateException"
+
+
+class CloudHsmClusterNotFoundException(_ClientError):
+    code = "CloudHsmClusterNotFoundException"
+
+
+class CloudHsmClusterInUseException(_ClientError):
+    code = "CloudHsmClusterInUseException"
+
+
+class IncorrectTrustAnchorException(_ClientError):
+    code = "IncorrectTrustAnchorException"
+
+
 class KMSInternalException(KMSError):
     """A real fault on our side (token or database), never bad input."""
 

@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from hsmkms.errors import NotFoundException
+from hsmkms.errors import KMSInvalidStateException, NotFoundException
 from hsmkms.keys.clock import Clock
+from hsmkms.keys.keystores import TokenRegistry
 from hsmkms.keys.metadata import ENCRYPTION_ALGORITHMS, PUBLIC_KEY
 from hsmkms.keys.model import (
     KeyRecord,
@@ -60,19 +61,25 @@ class ReconcileReport:
 
 class MaterialKeeper:
     def __init__(
-        self, store: MetadataStore, hsm: Hsm, clock: Clock, crash: CrashHook | None = None
+        self,
+        store: MetadataStore,
+        hsm: Hsm,
+        clock: Clock,
+        crash: CrashHook | None = None,
+        tokens: TokenRegistry | None = None,
     ) -> None:
         self._store = store
         self._hsm = hsm
         self._clock = clock
         self.crash = crash or _no_crash  # tests inject a hook that raises at a named point
+        self.tokens = tokens or TokenRegistry(hsm, store)
 
-    def _generate(self, ref: MaterialRef, kind: MaterialKind) -> None:
-        self._hsm.require(kind)  # refuse before any intent is written
+    def _generate(self, hsm: Hsm, ref: MaterialRef, kind: MaterialKind) -> None:
+        hsm.require(kind)  # refuse before any intent is written
         with self._store.transaction() as tx:
             tx.add_pending(PendingMaterial(ref.key_id, ref.version, self._clock()))
         self.crash("after-intent")
-        self._hsm.generate(ref, kind)
+        hsm.generate(ref, kind)
         self.crash("after-token")
 
     def create(self, record: KeyRecord) -> KeyRecord:
@@ -80,17 +87,16 @@ class MaterialKeeper:
         (with its public key and the algorithms the token can do, for key pairs)."""
         ref = MaterialRef(record.key_id, record.current_version)
         kind = material_for(record.key_spec, record.key_usage)
-        self._generate(ref, kind)
+        hsm = self.tokens.for_record(record)
+        self._generate(hsm, ref, kind)
         if isinstance(kind, RsaPair | EcPair | EdPair):
             extra = {
                 **record.extra,
-                PUBLIC_KEY: base64.b64encode(self._hsm.public_key_der(ref)).decode(),
+                PUBLIC_KEY: base64.b64encode(hsm.public_key_der(ref)).decode(),
             }
             if kind.__class__ is RsaPair and record.key_usage is KeyUsage.ENCRYPT_DECRYPT:
                 extra[ENCRYPTION_ALGORITHMS] = [
-                    name
-                    for name, digest in RSA_ENCRYPTION.items()
-                    if self._hsm.oaep_supported(digest)
+                    name for name, digest in RSA_ENCRYPTION.items() if hsm.oaep_supported(digest)
                 ]
             record = replace(record, extra=extra)
         with self._store.transaction() as tx:
@@ -101,7 +107,8 @@ class MaterialKeeper:
 
     def rotate(self, record: KeyRecord, rotation_type: RotationType, now: datetime) -> KeyRecord:
         ref = MaterialRef(record.key_id, record.current_version + 1)
-        self._generate(ref, material_for(record.key_spec, record.key_usage))
+        hsm = self.tokens.for_record(record)
+        self._generate(hsm, ref, material_for(record.key_spec, record.key_usage))
         with self._store.transaction() as tx:
             current = tx.get_key(record.key_id)
             if current is None or current.current_version != record.current_version:
@@ -119,19 +126,27 @@ class MaterialKeeper:
             tx.remove_pending(ref.key_id, ref.version)
         return updated
 
-    def destroy(self, record: KeyRecord) -> None:
+    def destroy(self, record: KeyRecord) -> bool:
+        """Delete a key's rows, then its token objects; False when its custom key
+        store is disconnected and the objects were left in that token."""
         now = self._clock()
+        try:
+            hsm: Hsm | None = self.tokens.for_record(record)
+        except KMSInvalidStateException:
+            hsm = None
         with self._store.transaction() as tx:
             versions = tx.list_versions(record.key_id)
             tx.delete_key(record.key_id)
             for version in versions:
                 tx.add_pending(PendingMaterial(record.key_id, version.version, now))
         self.crash("after-rows")
-        for version in versions:
-            self._hsm.destroy(MaterialRef(record.key_id, version.version))
+        if hsm is not None:
+            for version in versions:
+                hsm.destroy(MaterialRef(record.key_id, version.version))
         with self._store.transaction() as tx:
             for version in versions:
                 tx.remove_pending(record.key_id, version.version)
+        return hsm is not None
 
     def reconcile(self, grace: timedelta = DEFAULT_GRACE) -> ReconcileReport:
         report = ReconcileReport()
@@ -158,7 +173,8 @@ class MaterialKeeper:
         for record in self._all_keys():
             versions = self._store.list_versions(record.key_id)
             named.update(MaterialRef(v.key_id, v.version) for v in versions)
-            self._check_versions(record, versions, in_token, report)
+            if record.custom_key_store_id is None:  # this pass checks the main token only
+                self._check_versions(record, versions, in_token, report)
 
         unknown = in_token - named - fresh_intents
         report.unknown_objects.extend(sorted(ref.label for ref in unknown))

@@ -119,7 +119,7 @@ def sign(
     message_type: str | None = None,
 ) -> Response:
     key, algorithm, data = _signing(ctx, key_id, message, message_type, signing_algorithm)
-    signature = ctx.hsm.sign(key.ref, algorithm.scheme, algorithm.hash, data)
+    signature = ctx.token_for(key.record).sign(key.ref, algorithm.scheme, algorithm.hash, data)
     if algorithm.scheme == "ecdsa":  # tokens give r || s; KMS returns DER
         signature = _ecdsa_der(signature)
     return {
@@ -143,7 +143,7 @@ def verify(
     if algorithm.scheme == "ecdsa":
         curve = SPECS[key.record.key_spec].curve_oid
         given = _ecdsa_raw(given, _coordinate_bytes(curve))
-    if not ctx.hsm.verify(key.ref, algorithm.scheme, algorithm.hash, data, given):
+    if not ctx.token_for(key.record).verify(key.ref, algorithm.scheme, algorithm.hash, data, given):
         raise KMSInvalidSignatureException()
     return {"KeyId": key.record.arn, "SignatureValid": True, "SigningAlgorithm": algorithm.name}
 
@@ -190,7 +190,7 @@ def derive_shared_secret(
     point = peer.public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
-    secret = ctx.hsm.ecdh(key.ref, point, _coordinate_bytes(curve_oid))
+    secret = ctx.token_for(key.record).ecdh(key.ref, point, _coordinate_bytes(curve_oid))
     return {
         "KeyId": key.record.arn,
         "SharedSecret": secret,

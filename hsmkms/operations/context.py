@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from hsmkms.keys.clock import Clock, system_clock
+from hsmkms.keys.keystores import TokenRegistry
 from hsmkms.keys.material import CrashHook, MaterialKeeper
 from hsmkms.keys.model import KeyRecord
 from hsmkms.keys.resolved import Resolved
@@ -36,13 +37,16 @@ class OperationContext:
         clock: Clock = system_clock,
         crash: CrashHook | None = None,
         cache_seconds: float = METADATA_CACHE_SECONDS,
+        tokens: TokenRegistry | None = None,
     ) -> None:
         self.store = store
         self.hsm = hsm
         self.account_id = account_id
         self.region = region
         self.clock = clock
-        self.material = MaterialKeeper(store, hsm, clock, crash)
+        # The main token and custom key stores' tokens, shared by every region.
+        self.tokens = tokens or TokenRegistry(hsm, store)
+        self.material = MaterialKeeper(store, hsm, clock, crash, self.tokens)
         self.keys = KeyResolver(
             store, account_id=account_id, region=region, cache_seconds=cache_seconds
         )
@@ -65,6 +69,7 @@ class OperationContext:
                         clock=self.clock,
                         crash=self.material.crash,
                         cache_seconds=self.keys.cache_seconds,
+                        tokens=self.tokens,
                     )
                     context._regions = self._regions
                     context._regions_lock = self._regions_lock
@@ -72,6 +77,12 @@ class OperationContext:
         return context
 
     # -- shorthands the operations use everywhere ---------------------------------------
+
+    def token_for(self, record: KeyRecord) -> Hsm:
+        """The token holding a key's material: the main one, or its custom key store's."""
+        if record.custom_key_store_id is None:
+            return self.hsm
+        return self.tokens.for_record(record)
 
     def resolve(self, key_id: str) -> KeyRecord:
         return self.keys.resolve(key_id)

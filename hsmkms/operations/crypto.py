@@ -54,7 +54,9 @@ def _encrypt_with(
 ) -> bytes:
     if not key.symmetric_ready:
         lifecycle.require(key.record, Use.CRYPTO)
-    iv, body = ctx.hsm.gcm_encrypt(key.ref, key.header + canonical_context, plaintext)
+    iv, body = ctx.token_for(key.record).gcm_encrypt(
+        key.ref, key.header + canonical_context, plaintext
+    )
     return key.header + iv + body
 
 
@@ -76,7 +78,9 @@ def _decrypt_blob(
     ref = (
         key.ref if parsed.version == key.ref.version else MaterialRef(record.key_id, parsed.version)
     )
-    plaintext = ctx.hsm.gcm_decrypt(ref, parsed.iv, parsed.header + canonical_context, parsed.body)
+    plaintext = ctx.token_for(record).gcm_decrypt(
+        ref, parsed.iv, parsed.header + canonical_context, parsed.body
+    )
     return record, plaintext
 
 

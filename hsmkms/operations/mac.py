@@ -43,7 +43,7 @@ def generate_mac(
     ctx: OperationContext, *, key_id: str, message: bytes, mac_algorithm: str
 ) -> Response:
     key, data = _mac_key(ctx, key_id, message, mac_algorithm)
-    mac = ctx.hsm.hmac(key.ref, MAC_ALGORITHMS[mac_algorithm], data)
+    mac = ctx.token_for(key.record).hmac(key.ref, MAC_ALGORITHMS[mac_algorithm], data)
     return {"Mac": mac, "MacAlgorithm": mac_algorithm, "KeyId": key.record.arn}
 
 
@@ -52,7 +52,9 @@ def verify_mac(
 ) -> Response:
     given = check_bytes("mac", mac, MAX_MAC)
     key, data = _mac_key(ctx, key_id, message, mac_algorithm)
-    if not ctx.hsm.hmac_verify(key.ref, MAC_ALGORITHMS[mac_algorithm], data, given):
+    if not ctx.token_for(key.record).hmac_verify(
+        key.ref, MAC_ALGORITHMS[mac_algorithm], data, given
+    ):
         raise KMSInvalidMacException()
     return {"KeyId": key.record.arn, "MacValid": True, "MacAlgorithm": mac_algorithm}
 

@@ -64,14 +64,14 @@ def rsa_encrypt(
             f"Plaintext of {len(plaintext)} bytes is too long for {algorithm} with "
             f"{record.key_spec.value}: at most {limit} bytes."
         )
-    return ctx.hsm.rsa_encrypt(key.ref, hash_name, plaintext)
+    return ctx.token_for(key.record).rsa_encrypt(key.ref, hash_name, plaintext)
 
 
 def rsa_decrypt(
     ctx: OperationContext, key: Resolved, ciphertext: bytes, algorithm: str | None, context: object
 ) -> bytes:
     hash_name = rsa_checks(key, algorithm, context, "Decrypt")
-    return ctx.hsm.rsa_decrypt(key.ref, hash_name, ciphertext)
+    return ctx.token_for(key.record).rsa_decrypt(key.ref, hash_name, ciphertext)
 
 
 # -- signatures ------------------------------------------------------------------

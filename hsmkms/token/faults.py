@@ -26,6 +26,18 @@ class MaterialMissing(KMSInternalException):
     """A key-material object the metadata names is not in the token."""
 
 
+class TokenNotFound(KMSInternalException):
+    """The PKCS#11 module cannot be loaded, or has no token with the label."""
+
+
+class TokenLoginFailed(KMSInternalException):
+    """The token refused the PIN (`locked`: it refuses every PIN now)."""
+
+    def __init__(self, message: str, *, locked: bool = False) -> None:
+        super().__init__(message)
+        self.locked = locked
+
+
 def to_kms_error(exc: Exception) -> KMSError:
     if isinstance(exc, KMSError):
         return exc
@@ -35,6 +47,10 @@ def to_kms_error(exc: Exception) -> KMSError:
         return UnsupportedOperationException(
             f"The token does not support this operation ({type(exc).__name__})."
         )
+    if isinstance(exc, p11.PinIncorrect | p11.PinInvalid | p11.PinLenRange):
+        return TokenLoginFailed("The token refused the PIN.")
+    if isinstance(exc, p11.PinLocked):
+        return TokenLoginFailed("The token's PIN is locked.", locked=True)
     if isinstance(exc, p11.NoSuchKey):
         return MaterialMissing("Key material is missing from the token.")
     if isinstance(exc, TRANSIENT):

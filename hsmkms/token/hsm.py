@@ -16,9 +16,9 @@ from pkcs11 import exceptions as p11
 from pkcs11.exceptions import PKCS11Error
 from pkcs11.mechanisms import GCMParams
 
-from hsmkms.errors import InvalidCiphertextException, KMSInternalException
+from hsmkms.errors import InvalidCiphertextException
 from hsmkms.token import asymmetric
-from hsmkms.token.faults import TRANSIENT, to_kms_error
+from hsmkms.token.faults import TRANSIENT, TokenNotFound, to_kms_error
 from hsmkms.token.kinds import Aes, EcPair, MaterialKind, RsaPair
 from hsmkms.token.library import find_token, load_module
 from hsmkms.token.mechanisms import MechanismSet
@@ -88,9 +88,7 @@ class Hsm:
         module = load_module(module_path)
         token = find_token(module, token_label)
         if token is None:
-            raise KMSInternalException(
-                f"no PKCS#11 token labelled {token_label!r}; run `hsmkms init`"
-            )
+            raise TokenNotFound(f"no PKCS#11 token labelled {token_label!r}; run `hsmkms init`")
         self.token_label = token_label
         self.mechanisms = MechanismSet(token.slot)
         self._oaep: dict[str, bool] = {}

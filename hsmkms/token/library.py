@@ -16,6 +16,7 @@ from pkcs11 import _pkcs11
 from pkcs11.exceptions import NoSuchToken, PKCS11Error
 
 from hsmkms.errors import KMSInternalException
+from hsmkms.token.faults import TokenNotFound
 
 CKF_OS_LOCKING_OK = 0x00000002
 CKR_OK = 0x0
@@ -82,7 +83,7 @@ def load_module(path: str) -> Any:
                 _initialize_with_os_locking(path)
                 _modules[path] = _AttachedLib(path)
             except OSError as exc:
-                raise KMSInternalException(f"cannot load PKCS#11 module {path}: {exc}") from exc
+                raise TokenNotFound(f"cannot load PKCS#11 module {path}: {exc}") from exc
         return _modules[path]
 
 

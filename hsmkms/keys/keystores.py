@@ -1,0 +1,210 @@
+"""Custom key stores: other PKCS#11 tokens ("clusters") holding some keys' material.
+
+The operator registers clusters (module path + token label) with the CLI; an API
+caller names a cluster only by its id, never a module path. A store's state lives
+in the database, so every process agrees on it; each process opens its own
+sessions to a connected store's token when it first needs them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from hsmkms.errors import CustomKeyStoreInvalidStateException, KMSInvalidStateException
+from hsmkms.keys.model import KeyRecord, KeyState
+from hsmkms.store.base import MetadataStore, Writer
+from hsmkms.token import Hsm
+from hsmkms.token.faults import TokenLoginFailed, TokenNotFound
+from hsmkms.token.templates import CREDENTIALS_KEY
+
+CLUSTERS = "cluster"  # documents kind: registered PKCS#11 tokens
+STORES = "custom-key-store"  # documents kind: custom key stores
+CUSTOM_POOL_SIZE = 2
+# Written into KeyRecord.extra while the key's store is disconnected.
+STATE_BEFORE_DISCONNECT = "state_before_disconnect"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    cluster_id: str
+    module: str
+    token_label: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> Cluster:
+        return Cluster(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class CustomKeyStore:
+    store_id: str
+    name: str
+    store_type: str  # AWS_CLOUDHSM | EXTERNAL_KEY_STORE
+    region: str
+    creation_date: datetime
+    connection_state: str = "DISCONNECTED"
+    error_code: str | None = None
+    cluster_id: str | None = None
+    trust_anchor: str | None = None
+    wrapped_password: bytes = b""  # the token's user PIN, AES-GCM under a main-token key
+    xks: dict[str, Any] = field(default_factory=dict)  # EXTERNAL_KEY_STORE settings
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["creation_date"] = self.creation_date.isoformat()
+        data["wrapped_password"] = base64.b64encode(self.wrapped_password).decode()
+        return json.dumps(data)
+
+    @staticmethod
+    def from_json(text: str) -> CustomKeyStore:
+        data = json.loads(text)
+        data["creation_date"] = datetime.fromisoformat(data["creation_date"])
+        data["wrapped_password"] = base64.b64decode(data["wrapped_password"])
+        return CustomKeyStore(**data)
+
+
+def _password_aad(store_id: str) -> bytes:
+    return f"hsmkms-keystore-password\0{store_id}".encode()
+
+
+def wrap_password(hsm: Hsm, store_id: str, password: str) -> bytes:
+    """The store's PIN encrypted inside the main token, for the database."""
+    hsm.ensure_aes_key(CREDENTIALS_KEY)
+    iv, body = hsm.gcm_encrypt(CREDENTIALS_KEY, _password_aad(store_id), password.encode())
+    return iv + body
+
+
+def unwrap_password(hsm: Hsm, store: CustomKeyStore) -> str:
+    wrapped = store.wrapped_password
+    return hsm.gcm_decrypt(
+        CREDENTIALS_KEY, wrapped[:12], _password_aad(store.store_id), wrapped[12:]
+    ).decode()
+
+
+def get_store(reader: Any, store_id: str) -> CustomKeyStore | None:
+    text = reader.get_document(STORES, store_id)
+    return None if text is None else CustomKeyStore.from_json(text)
+
+
+def get_cluster(reader: Any, cluster_id: str) -> Cluster | None:
+    text = reader.get_document(CLUSTERS, cluster_id)
+    return None if text is None else Cluster.from_json(text)
+
+
+def put_store(tx: Writer, store: CustomKeyStore) -> None:
+    tx.put_document(STORES, store.store_id, store.to_json())
+
+
+def set_keys_available(tx: Writer, store_id: str, available: bool) -> list[str]:
+    """Keys of a store turn Unavailable while it is disconnected (AWS's rule) and get
+    their state back when it connects; returns the key ids changed."""
+    changed: list[str] = []
+    after: str | None = None
+    while page := tx.list_keys(None, after, 500):
+        after = page[-1].key_id
+        for record in page:
+            if record.custom_key_store_id != store_id:
+                continue
+            updated = _availability(record, available)
+            if updated is not record:
+                tx.put_key(updated)
+                changed.append(record.key_id)
+    return changed
+
+
+def _availability(record: KeyRecord, available: bool) -> KeyRecord:
+    if not available and record.state in (KeyState.ENABLED, KeyState.DISABLED):
+        extra = {**record.extra, STATE_BEFORE_DISCONNECT: record.state.value}
+        return replace(record, state=KeyState.UNAVAILABLE, extra=extra)
+    if available and STATE_BEFORE_DISCONNECT in record.extra:
+        extra = dict(record.extra)
+        previous = KeyState(extra.pop(STATE_BEFORE_DISCONNECT))
+        state = previous if record.state is KeyState.UNAVAILABLE else record.state
+        return replace(record, state=state, extra=extra)
+    return record
+
+
+class ConnectFailed(Exception):
+    """Opening a cluster's token failed; `code` is KMS's ConnectionErrorCode."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class TokenRegistry:
+    """The main token, and this process's sessions to connected custom key stores."""
+
+    def __init__(self, main: Hsm, store: MetadataStore) -> None:
+        self.main = main
+        self._store = store
+        self._open: dict[str, Hsm] = {}
+        self._lock = threading.Lock()
+
+    def open(self, store: CustomKeyStore, cluster: Cluster) -> Hsm:
+        """Log in to a store's token (this process), or raise ConnectFailed."""
+        with self._lock:
+            hsm = self._open.get(store.store_id)
+            if hsm is not None:
+                return hsm
+            try:
+                pin = unwrap_password(self.main, store)
+                hsm = Hsm(cluster.module, cluster.token_label, pin, CUSTOM_POOL_SIZE)
+            except TokenNotFound:
+                raise ConnectFailed("CLUSTER_NOT_FOUND") from None
+            except TokenLoginFailed as exc:
+                code = "USER_LOCKED_OUT" if exc.locked else "INVALID_CREDENTIALS"
+                raise ConnectFailed(code) from None
+            self._open[store.store_id] = hsm
+            return hsm
+
+    def close(self, store_id: str) -> None:
+        with self._lock:
+            hsm = self._open.pop(store_id, None)
+        if hsm is not None:
+            hsm.close()
+
+    def for_store(self, store_id: str) -> Hsm:
+        """The token of a connected store; CustomKeyStoreInvalidState when it is not."""
+        hsm = self._open.get(store_id)
+        store = get_store(self._store, store_id)
+        if store is None or store.connection_state != "CONNECTED":
+            if hsm is not None:  # disconnected by another process
+                self.close(store_id)
+            raise CustomKeyStoreInvalidStateException(
+                f"Custom key store {store_id} is not connected."
+            )
+        if hsm is not None:
+            return hsm
+        cluster = get_cluster(self._store, store.cluster_id or "")
+        if cluster is None:
+            raise CustomKeyStoreInvalidStateException(
+                f"Custom key store {store_id}: its cluster is not registered."
+            )
+        try:
+            return self.open(store, cluster)
+        except ConnectFailed as exc:
+            raise CustomKeyStoreInvalidStateException(
+                f"Custom key store {store_id} cannot reach its token ({exc.code})."
+            ) from None
+
+    def for_record(self, record: KeyRecord) -> Hsm:
+        """The token holding a key's material."""
+        if record.custom_key_store_id is None:
+            return self.main
+        try:
+            return self.for_store(record.custom_key_store_id)
+        except CustomKeyStoreInvalidStateException as exc:
+            raise KMSInvalidStateException(f"{record.arn} is unavailable: {exc.message}") from None
+
+    def close_all(self) -> None:
+        for store_id in list(self._open):
+            self.close(store_id)
