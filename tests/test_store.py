@@ -1,4 +1,4 @@
-"""The metadata store contract, run against SQLite and the in-memory fake."""
+"""The metadata store contract, run against SQLite, PostgreSQL and the in-memory fake."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from hsmkms.keys.model import (
 )
 from hsmkms.store.base import MetadataStore
 from hsmkms.store.memory import MemoryStore
+from hsmkms.store.postgres import PostgresStore
 from hsmkms.store.sqlite import MIGRATIONS, SqliteStore
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -49,11 +50,17 @@ def key_ids(count: int) -> list[str]:
     return [f"{n:08x}-0000-4000-8000-000000000000" for n in range(count)]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+def open_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> MetadataStore:
+    if kind == "sqlite":
+        return SqliteStore(tmp_path / "db.sqlite")
+    if kind == "postgres":  # a fresh database per test, on the session's server
+        return PostgresStore(request.getfixturevalue("pg_url"))
+    return MemoryStore()
+
+
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataStore]:
-    store: MetadataStore = (
-        SqliteStore(tmp_path / "db.sqlite") if request.param == "sqlite" else MemoryStore()
-    )
+    store = open_backend(request.param, request, tmp_path)
     yield store
     store.close()
 
