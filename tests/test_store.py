@@ -8,11 +8,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from hsmkms.errors import KMSInternalException
 from hsmkms.keys.model import (
     Alias,
+    Grant,
     KeyRecord,
     KeySpec,
     KeyState,
@@ -25,6 +27,7 @@ from hsmkms.keys.model import (
 from hsmkms.store.base import MetadataStore
 from hsmkms.store.memory import MemoryStore
 from hsmkms.store.postgres import PostgresStore
+from hsmkms.store.schema import HISTORY, Dialect, statements
 from hsmkms.store.sqlite import MIGRATIONS, SqliteStore
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -160,3 +163,88 @@ def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(KMSInternalException, match="newer"):
         SqliteStore(path)
+
+
+def grant(grant_id: str, key_id: str) -> Grant:
+    return Grant(grant_id, key_id, "arn:aws:iam::111122223333:user/g", ("Encrypt",), NOW, "1", "t")
+
+
+def test_generation_moves_on_every_committed_write(any_store: MetadataStore) -> None:
+    key = record(key_ids(1)[0])
+    start = any_store.generation()
+    with any_store.transaction() as tx:
+        assert tx.get_key(key.key_id) is None  # a read-only transaction is no change
+    assert any_store.generation() == start
+    with any_store.transaction() as tx:
+        tx.put_key(key)
+    after_write = any_store.generation()
+    assert after_write > start
+    with pytest.raises(RuntimeError), any_store.transaction() as tx:
+        tx.put_key(replace(key, description="never committed"))
+        raise RuntimeError("rolled back")
+    assert any_store.generation() == after_write
+    with any_store.transaction() as tx:
+        tx.add_pending(PendingMaterial(key.key_id, 2, NOW))
+    assert any_store.generation() > after_write
+
+
+def test_grants_made_in_one_instant_list_in_insertion_order(any_store: MetadataStore) -> None:
+    key = record(key_ids(1)[0])
+    ids = ["g-c", "g-a", "g-b"]
+    with any_store.transaction() as tx:
+        tx.put_key(key)
+        for grant_id in ids:
+            tx.put_grant(grant(grant_id, key.key_id))
+    with any_store.transaction() as tx:  # rewriting a grant keeps its place
+        tx.put_grant(replace(grant("g-c", key.key_id), name="renamed"))
+    assert [g.grant_id for g in any_store.list_grants(key.key_id)] == ids
+    assert any_store.list_grants(None)[0].name == "renamed"
+
+
+def test_sqlite_migrates_a_version_5_database_forward(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    conn = sqlite3.connect(path)
+    for migration in HISTORY[:5]:  # as the last release left a data dir
+        for statement in statements(migration, Dialect.SQLITE):
+            conn.execute(statement)
+    key = record(key_ids(1)[0])
+    conn.execute("INSERT INTO keys (key_id, region, account_id, creation_date, key_spec, "
+                 "key_usage, origin, state, current_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                 (key.key_id, key.region, key.account_id, NOW.isoformat(), "SYMMETRIC_DEFAULT",
+                  "ENCRYPT_DECRYPT", "AWS_KMS", "Enabled"))  # fmt: skip
+    for grant_id in ("g-z", "g-y"):  # same instant: rowid was their order
+        conn.execute(
+            "INSERT INTO grants VALUES (?, ?, 'p', '[\"Encrypt\"]', ?, '1', 't', '', NULL, "
+            "NULL, NULL)",
+            (grant_id, key.key_id, NOW.isoformat()),
+        )
+    conn.execute("PRAGMA user_version = 5")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    assert store.schema_version == len(HISTORY) == 6
+    assert [g.grant_id for g in store.list_grants(key.key_id)] == ["g-z", "g-y"]
+    assert store.get_key(key.key_id) is not None
+    generation = store.generation()
+    with store.transaction() as tx:
+        tx.put_grant(grant("g-x", key.key_id))
+    assert [g.grant_id for g in store.list_grants(key.key_id)] == ["g-z", "g-y", "g-x"]
+    assert store.generation() == generation + 1
+    store.close()
+
+
+def test_postgres_schema_is_versioned_survives_reopen_and_refuses_newer(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    assert store.schema_version == len(HISTORY)
+    key = record(key_ids(1)[0])
+    with store.transaction() as tx:
+        tx.put_key(key)
+    store.close()
+    reopened = PostgresStore(pg_url)
+    assert reopened.schema_version == len(HISTORY)
+    assert reopened.get_key(key.key_id) == key
+    reopened.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (len(HISTORY) + 1,))
+    with pytest.raises(KMSInternalException, match="newer"):
+        PostgresStore(pg_url)

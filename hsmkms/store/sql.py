@@ -207,11 +207,11 @@ class SqlWriter(SqlReader):
 
     def get_alias(self, region: str, name: str) -> Alias | None:
         # The alias may not exist yet, so there is no row to lock: lock its name.
-        self._lock_name(f"alias\0{region}\0{name}")
+        self._lock_name(f"alias:{region}:{name}")  # a region has no colon
         return super().get_alias(region, name)
 
     def get_access_key(self, access_key_id: str) -> AccessKey | None:
-        self._lock_name(f"access-key\0{access_key_id}")
+        self._lock_name(f"access-key:{access_key_id}")
         return super().get_access_key(access_key_id)
 
     def put_key(self, record: KeyRecord) -> None:
