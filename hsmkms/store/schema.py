@@ -124,6 +124,7 @@ HISTORY: tuple[Migration, ...] = (
     );
     INSERT INTO store_generation (id, value) VALUES (1, 0);
     ALTER TABLE grants ADD COLUMN seq BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX grants_by_seq ON grants (seq);
     """,
         sqlite="UPDATE grants SET seq = rowid;",
     ),
