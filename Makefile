@@ -5,13 +5,17 @@ export HSMKMS_DATA_DIR ?= $(DATA_DIR)
 
 .PHONY: deps install run test lint bench
 
+# PostgreSQL's server binaries are needed by the tests (tests/pg.py starts a throwaway one).
+APT_PACKAGES = $(if $(shell command -v softhsm2-util),,softhsm2) \
+  $(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql)
+
 deps:
-	@command -v softhsm2-util >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq softhsm2; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq softhsm2; fi; }
+	@if [ -n "$(strip $(APT_PACKAGES))" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); fi; fi
 
 install: deps
-	@$(PYTHON) -c "import hsmkms, pytest, uvicorn, aws_encryption_sdk, moto" 2>/dev/null || \
+	@$(PYTHON) -c "import hsmkms, pytest, uvicorn, aws_encryption_sdk, moto, psycopg, psycopg_pool" 2>/dev/null || \
 	  $(PYTHON) -m pip install -q -e ".[dev]"
 
 HOST ?= 127.0.0.1

@@ -221,3 +221,8 @@ def server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
         )
     audit.close()
     store.close()
+
+
+# -- PostgreSQL: a real server per session, a fresh database per test (tests/pg.py) --
+
+pytest_plugins = ["tests.pg"]

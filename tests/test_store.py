@@ -1,4 +1,4 @@
-"""The metadata store contract, run against SQLite and the in-memory fake."""
+"""The metadata store contract, run against SQLite, PostgreSQL and the in-memory fake."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from hsmkms.errors import KMSInternalException
 from hsmkms.keys.model import (
     Alias,
+    Grant,
     KeyRecord,
     KeySpec,
     KeyState,
@@ -24,6 +26,8 @@ from hsmkms.keys.model import (
 )
 from hsmkms.store.base import MetadataStore
 from hsmkms.store.memory import MemoryStore
+from hsmkms.store.postgres import PostgresStore
+from hsmkms.store.schema import HISTORY, Dialect, statements
 from hsmkms.store.sqlite import MIGRATIONS, SqliteStore
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -49,11 +53,17 @@ def key_ids(count: int) -> list[str]:
     return [f"{n:08x}-0000-4000-8000-000000000000" for n in range(count)]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+def open_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> MetadataStore:
+    if kind == "sqlite":
+        return SqliteStore(tmp_path / "db.sqlite")
+    if kind == "postgres":  # a fresh database per test, on the session's server
+        return PostgresStore(request.getfixturevalue("pg_url"))
+    return MemoryStore()
+
+
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataStore]:
-    store: MetadataStore = (
-        SqliteStore(tmp_path / "db.sqlite") if request.param == "sqlite" else MemoryStore()
-    )
+    store = open_backend(request.param, request, tmp_path)
     yield store
     store.close()
 
@@ -172,3 +182,88 @@ def test_documents_by_kind(any_store: MetadataStore) -> None:
         tx.put_document("xks", "rolled-back", "{}")
         raise RuntimeError
     assert any_store.get_document("xks", "rolled-back") is None
+
+
+def grant(grant_id: str, key_id: str) -> Grant:
+    return Grant(grant_id, key_id, "arn:aws:iam::111122223333:user/g", ("Encrypt",), NOW, "1", "t")
+
+
+def test_generation_moves_on_every_committed_write(any_store: MetadataStore) -> None:
+    key = record(key_ids(1)[0])
+    start = any_store.generation()
+    with any_store.transaction() as tx:
+        assert tx.get_key(key.key_id) is None  # a read-only transaction is no change
+    assert any_store.generation() == start
+    with any_store.transaction() as tx:
+        tx.put_key(key)
+    after_write = any_store.generation()
+    assert after_write > start
+    with pytest.raises(RuntimeError), any_store.transaction() as tx:
+        tx.put_key(replace(key, description="never committed"))
+        raise RuntimeError("rolled back")
+    assert any_store.generation() == after_write
+    with any_store.transaction() as tx:
+        tx.add_pending(PendingMaterial(key.key_id, 2, NOW))
+    assert any_store.generation() > after_write
+
+
+def test_grants_made_in_one_instant_list_in_insertion_order(any_store: MetadataStore) -> None:
+    key = record(key_ids(1)[0])
+    ids = ["g-c", "g-a", "g-b"]
+    with any_store.transaction() as tx:
+        tx.put_key(key)
+        for grant_id in ids:
+            tx.put_grant(grant(grant_id, key.key_id))
+    with any_store.transaction() as tx:  # rewriting a grant keeps its place
+        tx.put_grant(replace(grant("g-c", key.key_id), name="renamed"))
+    assert [g.grant_id for g in any_store.list_grants(key.key_id)] == ids
+    assert any_store.list_grants(None)[0].name == "renamed"
+
+
+def test_sqlite_migrates_a_version_5_database_forward(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    conn = sqlite3.connect(path)
+    for migration in HISTORY[:5]:  # as the last release left a data dir
+        for statement in statements(migration, Dialect.SQLITE):
+            conn.execute(statement)
+    key = record(key_ids(1)[0])
+    conn.execute("INSERT INTO keys (key_id, region, account_id, creation_date, key_spec, "
+                 "key_usage, origin, state, current_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                 (key.key_id, key.region, key.account_id, NOW.isoformat(), "SYMMETRIC_DEFAULT",
+                  "ENCRYPT_DECRYPT", "AWS_KMS", "Enabled"))  # fmt: skip
+    for grant_id in ("g-z", "g-y"):  # same instant: rowid was their order
+        conn.execute(
+            "INSERT INTO grants VALUES (?, ?, 'p', '[\"Encrypt\"]', ?, '1', 't', '', NULL, "
+            "NULL, NULL)",
+            (grant_id, key.key_id, NOW.isoformat()),
+        )
+    conn.execute("PRAGMA user_version = 5")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    assert store.schema_version == len(HISTORY) == 7
+    assert [g.grant_id for g in store.list_grants(key.key_id)] == ["g-z", "g-y"]
+    assert store.get_key(key.key_id) is not None
+    generation = store.generation()
+    with store.transaction() as tx:
+        tx.put_grant(grant("g-x", key.key_id))
+    assert [g.grant_id for g in store.list_grants(key.key_id)] == ["g-z", "g-y", "g-x"]
+    assert store.generation() == generation + 1
+    store.close()
+
+
+def test_postgres_schema_is_versioned_survives_reopen_and_refuses_newer(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    assert store.schema_version == len(HISTORY)
+    key = record(key_ids(1)[0])
+    with store.transaction() as tx:
+        tx.put_key(key)
+    store.close()
+    reopened = PostgresStore(pg_url)
+    assert reopened.schema_version == len(HISTORY)
+    assert reopened.get_key(key.key_id) == key
+    reopened.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (len(HISTORY) + 1,))
+    with pytest.raises(KMSInternalException, match="newer"):
+        PostgresStore(pg_url)

@@ -99,10 +99,16 @@ class _View:
 
 
 class _MemoryWriter(_View):
+    def __init__(self, state: _State) -> None:
+        super().__init__(state)
+        self.wrote = False  # the store bumps the generation at commit when set
+
     def put_key(self, record: KeyRecord) -> None:
+        self.wrote = True
         self._s.keys[record.key_id] = record
 
     def delete_key(self, key_id: str) -> None:
+        self.wrote = True
         self._s.keys.pop(key_id, None)
         for version in [r for r in self._s.versions if r[0] == key_id]:
             del self._s.versions[version]
@@ -112,30 +118,39 @@ class _MemoryWriter(_View):
             del self._s.grants[grant]
 
     def put_version(self, version: KeyVersion) -> None:
+        self.wrote = True
         self._s.versions[(version.key_id, version.version)] = version
 
     def put_alias(self, alias: Alias) -> None:
+        self.wrote = True
         self._s.aliases[(alias.region, alias.name)] = alias
 
     def delete_alias(self, region: str, name: str) -> None:
+        self.wrote = True
         self._s.aliases.pop((region, name), None)
 
     def add_pending(self, pending: PendingMaterial) -> None:
+        self.wrote = True
         self._s.pending[(pending.key_id, pending.version)] = pending
 
     def remove_pending(self, key_id: str, version: int) -> None:
+        self.wrote = True
         self._s.pending.pop((key_id, version), None)
 
     def put_identity_policy(self, principal_arn: str, name: str, document: str) -> None:
+        self.wrote = True
         self._s.identity_policies[(principal_arn, name)] = document
 
     def put_grant(self, grant: Grant) -> None:
+        self.wrote = True
         self._s.grants[grant.grant_id] = grant
 
     def delete_grant(self, grant_id: str) -> None:
+        self.wrote = True
         self._s.grants.pop(grant_id, None)
 
     def put_access_key(self, access_key: AccessKey) -> None:
+        self.wrote = True
         self._s.access_keys[access_key.access_key_id] = access_key
 
     def put_document(self, kind: str, doc_id: str, body: str) -> None:
@@ -149,13 +164,20 @@ class MemoryStore(_View):
     def __init__(self) -> None:
         super().__init__(_State())
         self._lock = threading.Lock()
+        self._generation = 0
 
     @contextmanager
     def transaction(self) -> Iterator[_MemoryWriter]:
         with self._lock:
             draft = self._s.copy()
-            yield _MemoryWriter(draft)
+            writer = _MemoryWriter(draft)
+            yield writer
             self._s = draft  # only reached when the block did not raise
+            if writer.wrote:
+                self._generation += 1
+
+    def generation(self) -> int:
+        return self._generation  # no lock: a transaction holds it, and this is one read
 
     def ping(self) -> None:
         return None
