@@ -14,7 +14,7 @@ from hsmkms.errors import KMSInternalException
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.library import KeyManager
 from hsmkms.policy.principals import CredentialStore
-from hsmkms.store.sqlite import SqliteStore
+from hsmkms.store import open_store
 from hsmkms.token import Hsm
 
 
@@ -41,7 +41,7 @@ def open_hsm(settings: Settings) -> Hsm:
 
 def build_key_manager(settings: Settings, clock: Clock = system_clock) -> KeyManager:
     hsm = open_hsm(settings)
-    store = SqliteStore(settings.database_path)
+    store = open_store(settings.database_url, pool_size=settings.database_pool_size)
     return KeyManager(
         store, hsm, account_id=settings.account_id, region=settings.region, clock=clock
     )

@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     account_id: str = DEFAULT_ACCOUNT_ID
     regions: Annotated[tuple[str, ...], NoDecode] = ()
     session_pool_size: int = Field(default=0, ge=0, le=1024)  # 0: the module's default
+    database_pool_size: int = Field(default=8, ge=1, le=1024)
     maintenance_seconds: float = Field(default=300.0, ge=0)
     xks_uri_prefix: str = "xks"
 
@@ -150,8 +151,12 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database(cls, value: str) -> str:
-        if value and not value.startswith("sqlite:///"):
-            raise ValueError("only sqlite:/// is supported in this release")
+        if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            scheme = value.partition(":")[0]  # never echo the URL: it may hold a password
+            raise ValueError(
+                f"unsupported scheme {scheme!r}: use sqlite:///path or "
+                "postgresql://user@host:port/db"
+            )
         return value
 
     @field_validator("xks_uri_prefix")
@@ -179,6 +184,16 @@ class Settings(BaseSettings):
         if self.database_url.startswith("sqlite:///"):
             return Path(self.database_url.removeprefix("sqlite:///"))
         return self.data_dir / "hsmkms.db"
+
+    @property
+    def database_shown(self) -> str:
+        """The database URL without a password, for reports."""
+        if not self.database_url.startswith(("postgresql://", "postgres://")):
+            return str(self.database_path)
+        scheme, _, rest = self.database_url.partition("://")
+        credentials, at, location = rest.rpartition("@")
+        user = credentials.partition(":")[0]
+        return f"{scheme}://{user}{at}{location}"
 
     @property
     def softhsm_conf(self) -> Path:

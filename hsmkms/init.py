@@ -16,7 +16,7 @@ from pathlib import Path
 from hsmkms.bootstrap import open_hsm, prepare_environment
 from hsmkms.config import PIN_FILE_NAME, Settings, is_softhsm
 from hsmkms.errors import KMSInternalException
-from hsmkms.store.sqlite import SqliteStore
+from hsmkms.store import open_store
 from hsmkms.token.library import find_token, load_module, rescan_tokens
 
 SO_PIN_FILE_NAME = "so.pin"
@@ -89,10 +89,10 @@ def initialize(settings: Settings) -> InitReport:
             "tokens; set up the HSM's token with its own tools"
         )
     open_hsm(settings).close()  # proves the PIN logs in
-    SqliteStore(settings.database_path).close()  # creates or migrates the schema
+    open_store(settings.database_url).close()  # creates or migrates the schema
     return InitReport(
         data_dir=str(settings.data_dir),
         token_label=settings.token_label,
         token_created=created,
-        database=str(settings.database_path),
+        database=settings.database_shown,
     )

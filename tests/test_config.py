@@ -45,8 +45,13 @@ def test_pin_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unsupported_database_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match="sqlite"):
-        load_settings({"HSMKMS_DATABASE_URL": "postgresql://db/hsmkms"})
+    with pytest.raises(ValueError, match="sqlite") as caught:
+        load_settings({"HSMKMS_DATABASE_URL": "mysql://user:hunter2@db/hsmkms"})
+    assert "hunter2" not in str(caught.value)
+    url = "postgresql://kms:hunter2@db.internal:5432/hsmkms"
+    settings = load_settings({"HSMKMS_DATABASE_URL": url})
+    assert settings.database_url == url
+    assert settings.database_shown == "postgresql://kms@db.internal:5432/hsmkms"
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
+from hsmkms.errors import KMSInvalidStateException, NotFoundException
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.keys.keystores import TokenRegistry
 from hsmkms.keys.material import CrashHook, MaterialKeeper
@@ -100,9 +101,19 @@ class OperationContext:
         return self.keys.alias_arn(name)
 
     def update(self, record: KeyRecord, **changes: Any) -> KeyRecord:
-        """Write one key record's changed fields, in one transaction."""
-        updated = replace(record, **changes)
+        """Write changed fields of a key in one transaction, onto the row as it is now
+        (the row is locked there on PostgreSQL), so no other writer's change is lost.
+        A change may be a function of the current row (e.g. tags merged into it)."""
         with self.store.transaction() as tx:
+            current = tx.get_key(record.key_id)
+            if current is None:
+                raise NotFoundException(f"Key '{record.arn}' does not exist")
+            if current.state is not record.state:  # checked against a state now gone
+                raise KMSInvalidStateException(
+                    f"{record.arn} changed state to {current.state.value} meanwhile; retry."
+                )
+            values = {k: v(current) if callable(v) else v for k, v in changes.items()}
+            updated = replace(current, **values)
             tx.put_key(updated)
         self.changed()
         return updated

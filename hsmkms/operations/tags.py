@@ -34,13 +34,13 @@ def _taggable(ctx: OperationContext, key_id: str) -> KeyRecord:
 def tag_resource(ctx: OperationContext, *, key_id: str, tags: list[dict[str, str]]) -> Response:
     added = keytags.parse(tags)
     record = _taggable(ctx, key_id)
-    ctx.update(record, tags=keytags.merged(record.tags, added))
+    ctx.update(record, tags=lambda current: keytags.merged(current.tags, added))
     return {}
 
 
 def untag_resource(ctx: OperationContext, *, key_id: str, tag_keys: list[str]) -> Response:
     record = _taggable(ctx, key_id)
-    ctx.update(record, tags={k: v for k, v in record.tags.items() if k not in tag_keys})
+    ctx.update(record, tags=lambda now: {k: v for k, v in now.tags.items() if k not in tag_keys})
     return {}
 
 
