@@ -99,6 +99,26 @@ def _principal_attach(km: KeyManager, args: argparse.Namespace) -> Any:
     return {"PrincipalArn": args.arn, "PolicyName": args.name}
 
 
+def _keystore_add(km: KeyManager, args: argparse.Namespace) -> Any:
+    from hsmkms.keys.keystores import Cluster, register_cluster
+
+    cluster = Cluster(args.id, str(Path(args.module).resolve()), args.token_label)
+    register_cluster(km.store, cluster)
+    return {"CloudHsmClusterId": cluster.cluster_id, "TokenLabel": cluster.token_label}
+
+
+def _keystore_list(km: KeyManager, _: argparse.Namespace) -> Any:
+    from hsmkms.keys.keystores import list_clusters
+
+    clusters = list_clusters(km.store)
+    return {
+        "Clusters": [
+            {"CloudHsmClusterId": c.cluster_id, "Module": c.module, "TokenLabel": c.token_label}
+            for c in clusters
+        ]
+    }
+
+
 def _explain(km: KeyManager, args: argparse.Namespace) -> Any:
     action = args.kms_action if args.kms_action.startswith("kms:") else f"kms:{args.kms_action}"
     members = {"EncryptionContext": _context(args.context)} if args.context else {}
@@ -146,6 +166,14 @@ def _parser() -> argparse.ArgumentParser:
     attach.add_argument("file")
     attach.add_argument("--name", default="default")
     commands.add_parser("maintain", help="run due rotations and deletions, then reconcile")
+    keystore = commands.add_parser(
+        "keystore", help="PKCS#11 tokens for custom key stores"
+    ).add_subparsers(dest="action", required=True)
+    keystore_add = keystore.add_parser("add", help="register a token as an HSM cluster")
+    keystore_add.add_argument("--id", required=True, help="cluster-<11 to 16 characters>")
+    keystore_add.add_argument("--module", required=True, help="the token's PKCS#11 module")
+    keystore_add.add_argument("--token-label", required=True)
+    keystore.add_parser("list", help="registered clusters")
 
     key = commands.add_parser("key", help="KMS keys").add_subparsers(dest="action", required=True)
     create = key.add_parser("create")
@@ -203,6 +231,8 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("principal", "add"): _principal_add,
     ("principal", "attach-policy"): _principal_attach,
     ("policy", "explain"): lambda km, a: _explain(km, a),
+    ("keystore", "add"): _keystore_add,
+    ("keystore", "list"): _keystore_list,
     ("maintain", None): lambda km, a: km.maintain().as_dict(),
     ("key", "create"): lambda km, a: km.create_key(
         description=a.description,

@@ -45,6 +45,9 @@ class TokenEnv:
     label: str
     pin: str
     conf: str
+    # A second SoftHSM2 token in the same token directory (a custom key store's "cluster").
+    cluster_label: str = ""
+    cluster_pin: str = ""
 
 
 class ManualClock:
@@ -70,7 +73,13 @@ def token_env(tmp_path_factory: pytest.TempPathFactory) -> TokenEnv:
     ).stdout.strip()
     # Must be set before the module is first loaded in this process.
     os.environ["SOFTHSM2_CONF"] = conf
-    return TokenEnv(default_pkcs11_lib(), label, pin, conf)
+    cluster_label, cluster_pin = "hsmkms-cluster", secrets.token_hex(8)
+    subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", cluster_label,
+         "--so-pin", secrets.token_hex(8), "--pin", cluster_pin],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return TokenEnv(default_pkcs11_lib(), label, pin, conf, cluster_label, cluster_pin)
 
 
 @pytest.fixture(scope="session")

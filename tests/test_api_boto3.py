@@ -129,7 +129,7 @@ def test_keys_are_region_scoped(server: Server) -> None:
 
 def test_unimplemented_and_unknown_operations(server: Server) -> None:
     with pytest.raises(ClientError) as caught:
-        server.client().describe_custom_key_stores()
+        server.client().get_key_last_usage(KeyId="alias/anything")
     assert error_code(caught) == "UnsupportedOperationException"
     response = server.raw("MakeCoffee", "{}")
     assert response.status_code == 400

@@ -9,17 +9,27 @@ sessions to a connected store's token when it first needs them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import re
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from hsmkms.errors import CustomKeyStoreInvalidStateException, KMSInvalidStateException
+from hsmkms.errors import (
+    CustomKeyStoreInvalidStateException,
+    KMSError,
+    KMSInternalException,
+    KMSInvalidStateException,
+    ValidationException,
+)
 from hsmkms.keys.model import KeyRecord, KeyState
 from hsmkms.store.base import MetadataStore, Writer
 from hsmkms.token import Hsm
 from hsmkms.token.faults import TokenLoginFailed, TokenNotFound
+from hsmkms.token.library import rescan_tokens
 from hsmkms.token.templates import CREDENTIALS_KEY
 
 CLUSTERS = "cluster"  # documents kind: registered PKCS#11 tokens
@@ -89,6 +99,26 @@ def unwrap_password(hsm: Hsm, store: CustomKeyStore) -> str:
     ).decode()
 
 
+CLUSTER_ID_SHAPE = re.compile(r"^cluster-[2-7a-zA-Z]{11,16}$")  # AWS's CloudHsmClusterId
+
+
+def register_cluster(store: MetadataStore, cluster: Cluster) -> None:
+    """The operator's registration of a token as a cluster (never an API call)."""
+    if not CLUSTER_ID_SHAPE.match(cluster.cluster_id):
+        raise ValidationException(
+            "A cluster id is cluster- followed by 11 to 16 letters or digits 2-7 "
+            f"(as AWS's CloudHsmClusterId), not {cluster.cluster_id!r}."
+        )
+    if not Path(cluster.module).is_file():
+        raise ValidationException(f"No PKCS#11 module at {cluster.module!r}.")
+    with store.transaction() as tx:
+        tx.put_document(CLUSTERS, cluster.cluster_id, cluster.to_json())
+
+
+def list_clusters(store: MetadataStore) -> list[Cluster]:
+    return [Cluster.from_json(t) for t in store.list_documents(CLUSTERS).values()]
+
+
 def get_store(reader: Any, store_id: str) -> CustomKeyStore | None:
     text = reader.get_document(STORES, store_id)
     return None if text is None else CustomKeyStore.from_json(text)
@@ -155,22 +185,39 @@ class TokenRegistry:
             hsm = self._open.get(store.store_id)
             if hsm is not None:
                 return hsm
+            pin = unwrap_password(self.main, store)
             try:
-                pin = unwrap_password(self.main, store)
-                hsm = Hsm(cluster.module, cluster.token_label, pin, CUSTOM_POOL_SIZE)
+                hsm = self._login(cluster, pin)
             except TokenNotFound:
                 raise ConnectFailed("CLUSTER_NOT_FOUND") from None
             except TokenLoginFailed as exc:
                 code = "USER_LOCKED_OUT" if exc.locked else "INVALID_CREDENTIALS"
                 raise ConnectFailed(code) from None
+            except KMSInternalException:
+                raise ConnectFailed("INTERNAL_ERROR") from None
             self._open[store.store_id] = hsm
             return hsm
+
+    def _login(self, cluster: Cluster, pin: str) -> Hsm:
+        try:
+            return Hsm(cluster.module, cluster.token_label, pin, CUSTOM_POOL_SIZE)
+        except (TokenNotFound, TokenLoginFailed):
+            raise
+        except KMSInternalException:
+            # A module that lost a token may fail to list its tokens until it is
+            # initialised again: do that once when nothing else here uses the module.
+            in_use = {h.module_path for h in self._open.values()} | {self.main.module_path}
+            if cluster.module in in_use:
+                raise ConnectFailed("INTERNAL_ERROR") from None
+            rescan_tokens(cluster.module)
+            return Hsm(cluster.module, cluster.token_label, pin, CUSTOM_POOL_SIZE)
 
     def close(self, store_id: str) -> None:
         with self._lock:
             hsm = self._open.pop(store_id, None)
         if hsm is not None:
-            hsm.close()
+            with contextlib.suppress(KMSError):  # its token may already be gone
+                hsm.close()
 
     def for_store(self, store_id: str) -> Hsm:
         """The token of a connected store; CustomKeyStoreInvalidState when it is not."""

@@ -7,6 +7,8 @@ from typing import Any
 from hsmkms.keys.model import KeyRecord, KeyUsage
 from hsmkms.keys.specs import SPECS
 
+# KeyRecord.extra: the CloudHSM cluster of a key in an AWS_CLOUDHSM key store.
+CLUSTER_ID = "cloud_hsm_cluster_id"
 # KeyRecord.extra entries written when key-pair material is created.
 PUBLIC_KEY = "PublicKey"  # base64 DER SubjectPublicKeyInfo
 ENCRYPTION_ALGORITHMS = "EncryptionAlgorithms"  # what the token can do (RSA OAEP hashes)
@@ -51,6 +53,8 @@ def key_metadata(record: KeyRecord) -> dict[str, Any]:
         meta["PendingDeletionWindowInDays"] = record.pending_window_days
     if record.custom_key_store_id is not None:
         meta["CustomKeyStoreId"] = record.custom_key_store_id
+        if record.extra.get(CLUSTER_ID):
+            meta["CloudHsmClusterId"] = record.extra[CLUSTER_ID]
     if record.multi_region_config is not None:
         meta["MultiRegionConfiguration"] = record.multi_region_config
     return meta

@@ -24,6 +24,7 @@ from hsmkms.operations.checks import (
     check_range,
 )
 from hsmkms.operations.context import OperationContext, Response
+from hsmkms.operations.keystores import require_connected
 from hsmkms.operations.rsa import rsa_decrypt, rsa_encrypt
 from hsmkms.token import MaterialRef
 
@@ -240,8 +241,16 @@ def generate_data_key_without_plaintext(
     return response
 
 
-def generate_random(ctx: OperationContext, *, number_of_bytes: int | None = None) -> Response:
+def generate_random(
+    ctx: OperationContext,
+    *,
+    number_of_bytes: int | None = None,
+    custom_key_store_id: str | None = None,
+) -> Response:
     if number_of_bytes is None:
         raise ValidationException("NumberOfBytes is required.")
     count = check_range("numberOfBytes", number_of_bytes, 1, MAX_RANDOM_BYTES)
-    return {"Plaintext": ctx.hsm.random(count)}
+    if custom_key_store_id is None:
+        return {"Plaintext": ctx.hsm.random(count)}
+    require_connected(ctx, custom_key_store_id)  # random from that store's token
+    return {"Plaintext": ctx.tokens.for_store(custom_key_store_id).random(count)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from hsmkms.errors import (
     InvalidMarkerException,
@@ -16,7 +17,7 @@ from hsmkms.errors import (
 from hsmkms.keys import ids, lifecycle
 from hsmkms.keys import tags as keytags
 from hsmkms.keys.lifecycle import Use
-from hsmkms.keys.metadata import key_metadata
+from hsmkms.keys.metadata import CLUSTER_ID, key_metadata
 from hsmkms.keys.model import (
     KeyRecord,
     KeySpec,
@@ -33,6 +34,7 @@ from hsmkms.operations.checks import (
     check_range,
 )
 from hsmkms.operations.context import OperationContext, Response
+from hsmkms.operations.keystores import require_connected
 from hsmkms.operations.policies import check_lockout
 from hsmkms.policy.model import (
     default_key_policy,
@@ -63,6 +65,7 @@ def create_key(
     tags: list[dict[str, str]] | None = None,
     policy: str | None = None,
     bypass_policy_lockout_safety_check: bool = False,
+    custom_key_store_id: str | None = None,
 ) -> Response:
     if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
         raise validation_error(
@@ -89,7 +92,8 @@ def create_key(
         raise ValidationException(
             f"KeyUsage {usage.value} is not compatible with KeySpec {spec.value}"
         )
-    if key_origin is not Origin.AWS_KMS:
+    extra = _custom_key_store(ctx, custom_key_store_id, key_origin, spec, usage, multi_region)
+    if key_origin is not Origin.AWS_KMS and custom_key_store_id is None:
         raise UnsupportedOperationException(
             f"Origin {key_origin.value} is not supported by this hsmkms release."
         )
@@ -113,6 +117,8 @@ def create_key(
         multi_region=multi_region,
         tags=key_tags,
         policy=key_policy,
+        custom_key_store_id=custom_key_store_id,
+        extra=extra,
         multi_region_config=(
             {
                 "MultiRegionKeyType": "PRIMARY",
@@ -127,6 +133,35 @@ def create_key(
     record = ctx.material.create(record)
     ctx.changed()
     return {"KeyMetadata": key_metadata(record)}
+
+
+def _custom_key_store(
+    ctx: OperationContext,
+    store_id: str | None,
+    origin: Origin,
+    spec: KeySpec,
+    usage: KeyUsage,
+    multi_region: bool,
+) -> dict[str, Any]:
+    """AWS's rules for a key in a custom key store (only symmetric encryption keys, not
+    multi-Region, Origin AWS_CLOUDHSM); its extra fields."""
+    if store_id is None:
+        if origin is Origin.AWS_CLOUDHSM:
+            raise ValidationException("Origin AWS_CLOUDHSM needs a CustomKeyStoreId.")
+        return {}
+    if origin is not Origin.AWS_CLOUDHSM:
+        raise ValidationException(
+            "A key in an AWS_CLOUDHSM custom key store needs Origin AWS_CLOUDHSM."
+        )
+    if spec is not KeySpec.SYMMETRIC_DEFAULT or usage is not KeyUsage.ENCRYPT_DECRYPT:
+        raise UnsupportedOperationException(
+            "A custom key store holds only symmetric encryption keys (SYMMETRIC_DEFAULT, "
+            "ENCRYPT_DECRYPT)."
+        )
+    if multi_region:
+        raise UnsupportedOperationException("Multi-Region keys cannot be in a custom key store.")
+    store = require_connected(ctx, store_id)
+    return {CLUSTER_ID: store.cluster_id}
 
 
 def describe_key(ctx: OperationContext, *, key_id: str) -> Response:

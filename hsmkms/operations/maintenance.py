@@ -18,12 +18,15 @@ from hsmkms.operations.context import OperationContext
 class MaintenanceReport:
     deleted: list[str] = field(default_factory=list)
     rotated: list[str] = field(default_factory=list)
+    # Deleted keys whose custom key store was disconnected: material left in its token.
+    left_in_key_store: list[str] = field(default_factory=list)
     reconcile: ReconcileReport = field(default_factory=ReconcileReport)
 
     def as_dict(self) -> dict[str, list[str]]:
         return {
             "Deleted": self.deleted,
             "Rotated": self.rotated,
+            "MaterialLeftInKeyStore": self.left_in_key_store,
             "OrphanObjectsDestroyed": self.reconcile.orphans_destroyed,
             "IntentsCleared": self.reconcile.intents_cleared,
             "MaterialMissing": self.reconcile.material_missing,
@@ -43,7 +46,8 @@ def maintain(ctx: OperationContext) -> MaintenanceReport:
             if record.state is KeyState.PENDING_DELETION and (
                 record.deletion_date is not None and record.deletion_date <= now
             ):
-                ctx.material.destroy(record)
+                if not ctx.material.destroy(record):
+                    report.left_in_key_store.append(record.arn)
                 report.deleted.append(record.arn)
             elif (
                 record.state is KeyState.ENABLED

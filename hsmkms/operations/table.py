@@ -19,6 +19,7 @@ from hsmkms.operations import (
     crypto,
     grants,
     keys,
+    keystores,
     mac,
     policies,
     rotation,
@@ -114,6 +115,15 @@ _OPERATIONS = (
     Operation("ListRetirableGrants", grants.list_retirable_grants, KEYLESS, read_only=True),
     Operation("RetireGrant", grants.retire_grant, Resource.GRANT),
     Operation("RevokeGrant", grants.revoke_grant, KEY),
+    # custom key stores (IAM-only permissions: no key to check)
+    Operation("CreateCustomKeyStore", keystores.create_custom_key_store, KEYLESS),
+    Operation(
+        "DescribeCustomKeyStores", keystores.describe_custom_key_stores, KEYLESS, read_only=True
+    ),
+    Operation("ConnectCustomKeyStore", keystores.connect_custom_key_store, KEYLESS),
+    Operation("DisconnectCustomKeyStore", keystores.disconnect_custom_key_store, KEYLESS),
+    Operation("UpdateCustomKeyStore", keystores.update_custom_key_store, KEYLESS),
+    Operation("DeleteCustomKeyStore", keystores.delete_custom_key_store, KEYLESS),
 )
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _OPERATIONS}

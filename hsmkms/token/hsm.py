@@ -90,6 +90,7 @@ class Hsm:
         if token is None:
             raise TokenNotFound(f"no PKCS#11 token labelled {token_label!r}; run `hsmkms init`")
         self.token_label = token_label
+        self.module_path = module_path
         self.mechanisms = MechanismSet(token.slot)
         self._oaep: dict[str, bool] = {}
         try:

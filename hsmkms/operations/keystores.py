@@ -1,0 +1,285 @@
+"""Custom key stores: CreateCustomKeyStore, DescribeCustomKeyStores,
+ConnectCustomKeyStore, DisconnectCustomKeyStore, UpdateCustomKeyStore,
+DeleteCustomKeyStore.
+
+An AWS_CLOUDHSM store is a PKCS#11 token the operator registered as a "cluster"
+(`hsmkms keystore add`); KeyStorePassword is that token's user PIN, kept wrapped
+by the main token. Connecting logs in; keys of a store that is not connected are
+Unavailable, as in AWS KMS.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+
+from cryptography import x509
+
+from hsmkms.errors import (
+    CloudHsmClusterInUseException,
+    CloudHsmClusterNotFoundException,
+    CustomKeyStoreHasCMKsException,
+    CustomKeyStoreInvalidStateException,
+    CustomKeyStoreNameInUseException,
+    CustomKeyStoreNotFoundException,
+    IncorrectTrustAnchorException,
+    LimitExceededException,
+    UnsupportedOperationException,
+    ValidationException,
+)
+from hsmkms.keys.keystores import (
+    STORES,
+    ConnectFailed,
+    CustomKeyStore,
+    get_cluster,
+    get_store,
+    put_store,
+    set_keys_available,
+    wrap_password,
+)
+from hsmkms.operations.checks import check_limit, offset_page
+from hsmkms.operations.context import OperationContext, Response
+
+CLOUDHSM = "AWS_CLOUDHSM"
+EXTERNAL = "EXTERNAL_KEY_STORE"
+MAX_STORES = 10  # AWS's default quota of custom key stores per account and region
+
+
+def _regional(ctx: OperationContext) -> list[CustomKeyStore]:
+    stores = [CustomKeyStore.from_json(t) for t in ctx.store.list_documents(STORES).values()]
+    return [s for s in stores if s.region == ctx.region]
+
+
+def _existing(ctx: OperationContext, store_id: str) -> CustomKeyStore:
+    store = get_store(ctx.store, store_id)
+    if store is None or store.region != ctx.region:
+        raise CustomKeyStoreNotFoundException(f"Custom key store {store_id} does not exist.")
+    return store
+
+
+def _check_trust_anchor(certificate: str) -> None:
+    try:
+        x509.load_pem_x509_certificate(certificate.encode())
+    except ValueError:
+        raise IncorrectTrustAnchorException(
+            "TrustAnchorCertificate is not a PEM-encoded X.509 certificate."
+        ) from None
+
+
+def _check_cluster(ctx: OperationContext, cluster_id: str, store_id: str | None) -> None:
+    if get_cluster(ctx.store, cluster_id) is None:
+        raise CloudHsmClusterNotFoundException(
+            f"Cluster {cluster_id} is not registered with this server (hsmkms keystore add)."
+        )
+    for other in _regional(ctx):
+        if other.cluster_id == cluster_id and other.store_id != store_id:
+            raise CloudHsmClusterInUseException(
+                f"Cluster {cluster_id} is already the cluster of custom key store {other.store_id}."
+            )
+
+
+def create_custom_key_store(
+    ctx: OperationContext,
+    *,
+    custom_key_store_name: str,
+    cloud_hsm_cluster_id: str | None = None,
+    trust_anchor_certificate: str | None = None,
+    key_store_password: str | None = None,
+    custom_key_store_type: str = CLOUDHSM,
+) -> Response:
+    if custom_key_store_type != CLOUDHSM:
+        raise UnsupportedOperationException(
+            f"CustomKeyStoreType {custom_key_store_type} is not supported by this hsmkms release."
+        )
+    if (
+        cloud_hsm_cluster_id is None
+        or trust_anchor_certificate is None
+        or (key_store_password is None)
+    ):
+        raise ValidationException(
+            "An AWS_CLOUDHSM key store needs CloudHsmClusterId, TrustAnchorCertificate and "
+            "KeyStorePassword."
+        )
+    _check_trust_anchor(trust_anchor_certificate)
+    stores = _regional(ctx)
+    if any(s.name == custom_key_store_name for s in stores):
+        raise CustomKeyStoreNameInUseException(
+            f"Custom key store name {custom_key_store_name} is already in use."
+        )
+    if len(stores) >= MAX_STORES:
+        raise LimitExceededException(f"An account can have at most {MAX_STORES} custom key stores.")
+    _check_cluster(ctx, cloud_hsm_cluster_id, None)
+    store_id = "cks-" + secrets.token_hex(9)[:17]
+    store = CustomKeyStore(
+        store_id=store_id,
+        name=custom_key_store_name,
+        store_type=CLOUDHSM,
+        region=ctx.region,
+        creation_date=ctx.clock(),
+        cluster_id=cloud_hsm_cluster_id,
+        trust_anchor=trust_anchor_certificate,
+        wrapped_password=wrap_password(ctx.hsm, store_id, key_store_password),
+    )
+    with ctx.store.transaction() as tx:
+        # Checked again inside the transaction: another node may have taken the name.
+        if any(
+            CustomKeyStore.from_json(t).name == custom_key_store_name
+            and CustomKeyStore.from_json(t).region == ctx.region
+            for t in tx.list_documents(STORES).values()
+        ):
+            raise CustomKeyStoreNameInUseException(
+                f"Custom key store name {custom_key_store_name} is already in use."
+            )
+        put_store(tx, store)
+    return {"CustomKeyStoreId": store_id}
+
+
+def _entry(store: CustomKeyStore) -> Response:
+    entry: Response = {
+        "CustomKeyStoreId": store.store_id,
+        "CustomKeyStoreName": store.name,
+        "ConnectionState": store.connection_state,
+        "CreationDate": store.creation_date,
+        "CustomKeyStoreType": store.store_type,
+    }
+    if store.cluster_id is not None:
+        entry["CloudHsmClusterId"] = store.cluster_id
+    if store.trust_anchor is not None:
+        entry["TrustAnchorCertificate"] = store.trust_anchor
+    if store.connection_state == "FAILED" and store.error_code:
+        entry["ConnectionErrorCode"] = store.error_code
+    return entry
+
+
+def describe_custom_key_stores(
+    ctx: OperationContext,
+    *,
+    custom_key_store_id: str | None = None,
+    custom_key_store_name: str | None = None,
+    limit: int | None = None,
+    marker: str | None = None,
+) -> Response:
+    size = check_limit(limit, 1000, 100)
+    stores = sorted(_regional(ctx), key=lambda s: (s.creation_date, s.store_id))
+    if custom_key_store_id is not None:
+        stores = [_existing(ctx, custom_key_store_id)]
+    if custom_key_store_name is not None:
+        stores = [s for s in stores if s.name == custom_key_store_name]
+        if not stores:
+            raise CustomKeyStoreNotFoundException(
+                f"Custom key store {custom_key_store_name} does not exist."
+            )
+    return offset_page("CustomKeyStores", [_entry(s) for s in stores], size, marker)
+
+
+def connect_custom_key_store(ctx: OperationContext, *, custom_key_store_id: str) -> Response:
+    store = _existing(ctx, custom_key_store_id)
+    if store.connection_state in ("DISCONNECTING", "FAILED"):
+        raise CustomKeyStoreInvalidStateException(
+            f"Custom key store {store.store_id} is {store.connection_state}: disconnect it, "
+            "then connect it."
+        )
+    if store.connection_state == "CONNECTED":
+        return {}
+    cluster = get_cluster(ctx.store, store.cluster_id or "")
+    try:
+        if cluster is None:
+            raise ConnectFailed("CLUSTER_NOT_FOUND")
+        ctx.tokens.open(store, cluster)
+    except ConnectFailed as exc:
+        # As in AWS the call succeeds; the store shows FAILED and why.
+        _set_state(ctx, store.store_id, "FAILED", exc.code)
+        return {}
+    _set_state(ctx, store.store_id, "CONNECTED", None)
+    return {}
+
+
+def disconnect_custom_key_store(ctx: OperationContext, *, custom_key_store_id: str) -> Response:
+    store = _existing(ctx, custom_key_store_id)
+    if store.connection_state in ("DISCONNECTING", "DISCONNECTED"):
+        raise CustomKeyStoreInvalidStateException(
+            f"Custom key store {store.store_id} is already {store.connection_state}."
+        )
+    _set_state(ctx, store.store_id, "DISCONNECTED", None)
+    ctx.tokens.close(store.store_id)
+    return {}
+
+
+def _set_state(ctx: OperationContext, store_id: str, state: str, error: str | None) -> None:
+    with ctx.store.transaction() as tx:
+        current = get_store(tx, store_id)
+        if current is None:
+            raise CustomKeyStoreNotFoundException(f"Custom key store {store_id} does not exist.")
+        put_store(tx, replace(current, connection_state=state, error_code=error))
+        set_keys_available(tx, store_id, state == "CONNECTED")
+    ctx.changed()
+
+
+def update_custom_key_store(
+    ctx: OperationContext,
+    *,
+    custom_key_store_id: str,
+    new_custom_key_store_name: str | None = None,
+    key_store_password: str | None = None,
+    cloud_hsm_cluster_id: str | None = None,
+) -> Response:
+    store = _existing(ctx, custom_key_store_id)
+    other_changes = key_store_password is not None or cloud_hsm_cluster_id is not None
+    if other_changes and store.connection_state != "DISCONNECTED":
+        raise CustomKeyStoreInvalidStateException(
+            f"Custom key store {store.store_id} must be disconnected to change its password or "
+            "cluster; only its name can change while it is connected."
+        )
+    if new_custom_key_store_name is not None and any(
+        s.name == new_custom_key_store_name and s.store_id != store.store_id for s in _regional(ctx)
+    ):
+        raise CustomKeyStoreNameInUseException(
+            f"Custom key store name {new_custom_key_store_name} is already in use."
+        )
+    if cloud_hsm_cluster_id is not None:
+        _check_cluster(ctx, cloud_hsm_cluster_id, store.store_id)
+    updated = store
+    if new_custom_key_store_name is not None:
+        updated = replace(updated, name=new_custom_key_store_name)
+    if cloud_hsm_cluster_id is not None:
+        updated = replace(updated, cluster_id=cloud_hsm_cluster_id)
+    if key_store_password is not None:
+        wrapped = wrap_password(ctx.hsm, store.store_id, key_store_password)
+        updated = replace(updated, wrapped_password=wrapped)
+    with ctx.store.transaction() as tx:
+        current = get_store(tx, store.store_id)
+        if current is None or current.connection_state != store.connection_state:
+            raise CustomKeyStoreInvalidStateException(
+                f"Custom key store {store.store_id} changed state meanwhile; retry."
+            )
+        put_store(tx, updated)
+    return {}
+
+
+def delete_custom_key_store(ctx: OperationContext, *, custom_key_store_id: str) -> Response:
+    store = _existing(ctx, custom_key_store_id)
+    if store.connection_state != "DISCONNECTED":
+        raise CustomKeyStoreInvalidStateException(
+            f"Custom key store {store.store_id} must be disconnected before it is deleted."
+        )
+    with ctx.store.transaction() as tx:
+        after: str | None = None
+        while page := tx.list_keys(None, after, 500):
+            after = page[-1].key_id
+            if any(k.custom_key_store_id == store.store_id for k in page):
+                raise CustomKeyStoreHasCMKsException(
+                    f"Custom key store {store.store_id} still has KMS keys (including keys "
+                    "pending deletion); delete them first."
+                )
+        tx.delete_document(STORES, store.store_id)
+    return {}
+
+
+def require_connected(ctx: OperationContext, store_id: str) -> CustomKeyStore:
+    """The store CreateKey or GenerateRandom names, which must be connected."""
+    store = _existing(ctx, store_id)
+    if store.connection_state != "CONNECTED":
+        raise CustomKeyStoreInvalidStateException(
+            f"Custom key store {store_id} is {store.connection_state}, not CONNECTED."
+        )
+    return store
