@@ -3,12 +3,17 @@ PYTHON ?= python3
 DATA_DIR ?= .hsmkms
 export HSMKMS_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: deps install run test lint bench
+.PHONY: deps install run test test-nss lint bench
+
+# softhsm2: the default token. libnss3 (softokn), libnss3-tools (certutil) and p11-kit:
+# the second PKCS#11 implementation that `make test-nss` runs against.
+DEB_PACKAGES = softhsm2 libnss3 libnss3-tools p11-kit
 
 deps:
-	@command -v softhsm2-util >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq softhsm2; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq softhsm2; fi; }
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing; fi
 
 install: deps
 	@$(PYTHON) -c "import hsmkms, pytest, uvicorn, aws_encryption_sdk, moto" 2>/dev/null || \
@@ -25,6 +30,10 @@ run: install
 
 test: install
 	$(PYTHON) -m pytest -q
+
+# The same suite against NSS softokn; tests needing what it lacks skip with the reason.
+test-nss: install
+	HSMKMS_TEST_TOKEN=nss $(PYTHON) -m pytest -q -rs
 
 lint: install
 	$(PYTHON) -m ruff check hsmkms tests scripts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 import socket
@@ -45,6 +46,7 @@ class TokenEnv:
     label: str
     pin: str
     conf: str
+    init_params: str | None = None
 
 
 class ManualClock:
@@ -60,6 +62,8 @@ class ManualClock:
 
 @pytest.fixture(scope="session")
 def token_env(tmp_path_factory: pytest.TempPathFactory) -> TokenEnv:
+    if os.environ.get("HSMKMS_TEST_TOKEN", "softhsm") == "nss":
+        return nss_token_env(tmp_path_factory)
     directory = tmp_path_factory.mktemp("softhsm")
     label, pin = "hsmkms-test", secrets.token_hex(8)
     conf = subprocess.run(
@@ -75,7 +79,10 @@ def token_env(tmp_path_factory: pytest.TempPathFactory) -> TokenEnv:
 
 @pytest.fixture(scope="session")
 def hsm(token_env: TokenEnv) -> Iterator[Hsm]:
-    token = Hsm(token_env.module, token_env.label, token_env.pin, pool_size=4)
+    token = Hsm(
+        token_env.module, token_env.label, token_env.pin, pool_size=4,
+        init_params=token_env.init_params,
+    )  # fmt: skip
     yield token
     token.close()
 
@@ -219,3 +226,55 @@ def server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
         )
     audit.close()
     store.close()
+
+
+# -- a second PKCS#11 implementation: NSS softokn (HSMKMS_TEST_TOKEN=nss) ------------
+
+NSS_SOFTOKN_GLOBS = (
+    "/usr/lib/*/libsoftokn3.so",
+    "/usr/lib*/libsoftokn3.so",
+    "/usr/lib/*/nss/libsoftokn3.so",
+)
+NSS_TOKEN_LABEL = "NSS Certificate DB"
+
+
+def nss_token_env(tmp_path_factory: pytest.TempPathFactory) -> TokenEnv:
+    """A fresh NSS database (certutil -N) whose password is the token's user PIN."""
+    directory = tmp_path_factory.mktemp("nss")
+    pin = secrets.token_hex(12)
+    password_file = directory / "password"
+    password_file.write_text(pin + "\n")
+    password_file.chmod(0o600)
+    (directory / "db").mkdir()
+    subprocess.run(
+        ["certutil", "-N", "-d", f"sql:{directory / 'db'}", "-f", str(password_file)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    password_file.unlink()
+    found = [path for pattern in NSS_SOFTOKN_GLOBS for path in sorted(glob.glob(pattern))]
+    module = os.environ.get("HSMKMS_TEST_NSS_SOFTOKN") or (found[0] if found else "")
+    if not module:
+        pytest.fail("libsoftokn3.so not found: run `make deps` or set HSMKMS_TEST_NSS_SOFTOKN")
+    params = (
+        f"configdir='sql:{directory / 'db'}' certPrefix='' keyPrefix='' secmod='secmod.db' flags="
+    )
+    return TokenEnv(module, NSS_TOKEN_LABEL, pin, conf="", init_params=params)
+
+
+def skip_unless_supported(hsm: Hsm, create: Callable[[], Any]) -> Any:
+    """create(), or a skip naming what the token lacks (its UnsupportedOperationException)."""
+    from hsmkms.errors import UnsupportedOperationException
+
+    try:
+        return create()
+    except UnsupportedOperationException as exc:
+        pytest.skip(f"{hsm.token_label}: {exc}")
+
+
+def assert_local(hsm: Hsm, *local: bool) -> None:
+    """CKA_LOCAL set on every object; a skip on a token that never sets it (NSS softokn).
+    Call it last, after the test's other assertions have run."""
+    if hsm.reports_cka_local():
+        assert all(local)
+    else:
+        pytest.skip(f"{hsm.token_label}: the token never sets CKA_LOCAL, not even on keys it made")
