@@ -242,15 +242,11 @@ def nss_token_env(tmp_path_factory: pytest.TempPathFactory) -> TokenEnv:
     """A fresh NSS database (certutil -N) whose password is the token's user PIN."""
     directory = tmp_path_factory.mktemp("nss")
     pin = secrets.token_hex(12)
-    password_file = directory / "password"
-    password_file.write_text(pin + "\n")
-    password_file.chmod(0o600)
     (directory / "db").mkdir()
-    subprocess.run(
-        ["certutil", "-N", "-d", f"sql:{directory / 'db'}", "-f", str(password_file)],
-        check=True, capture_output=True,
+    subprocess.run(  # the PIN goes through a pipe: never on disk or in argv
+        ["certutil", "-N", "-d", f"sql:{directory / 'db'}", "-f", "/dev/stdin"],
+        input=pin, text=True, check=True, capture_output=True,
     )  # fmt: skip
-    password_file.unlink()
     found = [path for pattern in NSS_SOFTOKN_GLOBS for path in sorted(glob.glob(pattern))]
     module = os.environ.get("HSMKMS_TEST_NSS_SOFTOKN") or (found[0] if found else "")
     if not module:
