@@ -51,7 +51,8 @@ def test_gcm_encrypt_matches_an_independent_implementation(
     ref, value = known_aes_key
     plaintext, aad = secrets.token_bytes(size), b"context"
     iv, body = hsm.gcm_encrypt(ref, aad, plaintext)
-    assert hsm.quirks.gcm_short_size_query is not None  # detected on first use
+    # Both quirks are detected on first use; neither token here picks its own IV.
+    assert hsm.quirks.gcm_short_size_query is not None and hsm.quirks.gcm_token_iv is False
     assert len(iv) == 12 and len(body) == size + 16
     assert AESGCM(value).decrypt(iv, body, aad) == plaintext
     assert hsm.gcm_decrypt(ref, iv, aad, body) == plaintext

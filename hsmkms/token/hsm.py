@@ -296,7 +296,7 @@ class Hsm:
             key = self._secret(pooled, ref)
             direct = self.quirks.gcm_encrypt(pooled, key, iv, aad, plaintext)
             if direct is not None:
-                return iv, direct
+                return direct
             body = key.encrypt(
                 plaintext,
                 mechanism=Mechanism.AES_GCM,

@@ -6,7 +6,10 @@ Each quirk is detected on the token itself, never keyed on a module's name:
     and fails with CKR_BUFFER_TOO_SMALL, so the first encryption asks the size
     itself through the module's function list, and if the answer is short every
     encryption calls C_EncryptInit/C_Encrypt directly with a buffer of the right
-    size. The cipher still runs inside the token.
+    size. The cipher still runs inside the token. The same first call notices a
+    module that replaces the caller's IV with its own in CK_GCM_PARAMS.pIv (AWS
+    CloudHSM documents this; not tested here): then every encryption is direct and
+    returns the IV the token used.
   * HMAC verify: some modules (NSS) report a mismatch with a stale, unrelated CKR.
     Such a code is confirmed by computing the MAC in the token and comparing.
   * CKA_LOCAL: NSS softokn never sets it, not even on keys it generated, so the
@@ -106,8 +109,9 @@ class Quirks:
             raise KMSInternalException(f"C_GetFunctionList failed (rv={rv:#x})")
         self._dll = dll
         self._functions = functions.contents
-        # None: not known yet; True: the size query omits the tag.
+        # None: not known yet. True: the size query omits the tag / the token sets the IV.
         self.gcm_short_size_query: bool | None = None
+        self.gcm_token_iv: bool | None = None
         self._curves: dict[str, bool] = {}
         self._reports_local: bool | None = None
         self._lock = threading.Lock()
@@ -116,11 +120,15 @@ class Quirks:
 
     def gcm_encrypt(
         self, pooled: PooledSession, key: Any, iv: bytes, aad: bytes, plaintext: bytes
-    ) -> bytes | None:
-        """ct||tag through a direct call, or None when python-pkcs11 can do it."""
-        if self.gcm_short_size_query is False:
+    ) -> tuple[bytes, bytes] | None:
+        """(iv, ct||tag) through a direct call, or None when python-pkcs11 can do it."""
+        if self.gcm_short_size_query is False and self.gcm_token_iv is False:
             return None
-        params = _GcmParams(iv, len(iv), len(iv) * 8, aad or None, len(aad), GCM_TAG_BYTES * 8)
+        iv_buffer = ctypes.create_string_buffer(iv, len(iv))  # writable: the token may set it
+        params = _GcmParams(
+            ctypes.cast(iv_buffer, ctypes.c_char_p), len(iv), len(iv) * 8, aad or None, len(aad),
+            GCM_TAG_BYTES * 8,
+        )  # fmt: skip
         mechanism = _Mechanism(
             Mechanism.AES_GCM, ctypes.cast(ctypes.byref(params), ctypes.c_void_p),
             ctypes.sizeof(params),
@@ -138,7 +146,10 @@ class Quirks:
         size.value = needed
         _check(self._functions.C_Encrypt(session, plaintext, len(plaintext), out,
                                          ctypes.byref(size)))  # fmt: skip
-        return out.raw[: size.value]
+        used_iv = iv_buffer.raw
+        if self.gcm_token_iv is None:
+            self.gcm_token_iv = used_iv != iv
+        return used_iv, out.raw[: size.value]
 
     # -- HMAC verify ----------------------------------------------------------------
 
