@@ -3,16 +3,18 @@ PYTHON ?= python3
 DATA_DIR ?= .hsmkms
 export HSMKMS_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: deps install run test lint bench
+.PHONY: deps install run test test-nss lint bench
 
-# PostgreSQL's server binaries are needed by the tests (tests/pg.py starts a throwaway one).
-APT_PACKAGES = $(if $(shell command -v softhsm2-util),,softhsm2) \
-  $(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql)
+# softhsm2: the default token. libnss3 (softokn), libnss3-tools (certutil) and p11-kit:
+# the second PKCS#11 implementation that `make test-nss` runs against. postgresql: the
+# tests start a throwaway server from its binaries (tests/pg.py).
+DEB_PACKAGES = softhsm2 libnss3 libnss3-tools p11-kit postgresql
 
 deps:
-	@if [ -n "$(strip $(APT_PACKAGES))" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); fi; fi
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 install: deps
 	@$(PYTHON) -c "import hsmkms, pytest, uvicorn, aws_encryption_sdk, moto, psycopg, psycopg_pool" 2>/dev/null || \
@@ -29,6 +31,10 @@ run: install
 
 test: install
 	$(PYTHON) -m pytest -q
+
+# The same suite against NSS softokn; tests needing what it lacks skip with the reason.
+test-nss: install
+	HSMKMS_TEST_TOKEN=nss $(PYTHON) -m pytest -q -rs
 
 lint: install
 	$(PYTHON) -m ruff check hsmkms tests scripts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 import socket
@@ -10,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,12 @@ class TokenEnv:
     label: str
     pin: str
     conf: str
-    # A second SoftHSM2 token in the same token directory (a custom key store's "cluster").
+    # A SoftHSM2 token for custom key stores' "clusters" (beside the main one, or, when
+    # the main token is NSS softokn, the only SoftHSM2 token: another implementation).
     cluster_label: str = ""
     cluster_pin: str = ""
+    init_params: str | None = None
+    cluster_module: str = ""
 
 
 class ManualClock:
@@ -63,6 +67,8 @@ class ManualClock:
 
 @pytest.fixture(scope="session")
 def token_env(tmp_path_factory: pytest.TempPathFactory) -> TokenEnv:
+    if os.environ.get("HSMKMS_TEST_TOKEN", "softhsm") == "nss":
+        return _with_cluster(nss_token_env(tmp_path_factory), tmp_path_factory)
     directory = tmp_path_factory.mktemp("softhsm")
     label, pin = "hsmkms-test", secrets.token_hex(8)
     conf = subprocess.run(
@@ -79,12 +85,28 @@ def token_env(tmp_path_factory: pytest.TempPathFactory) -> TokenEnv:
          "--so-pin", secrets.token_hex(8), "--pin", cluster_pin],
         check=True, capture_output=True,
     )  # fmt: skip
-    return TokenEnv(default_pkcs11_lib(), label, pin, conf, cluster_label, cluster_pin)
+    module = default_pkcs11_lib()
+    return TokenEnv(module, label, pin, conf, cluster_label, cluster_pin, None, module)
+
+
+def _with_cluster(main: TokenEnv, tmp_path_factory: pytest.TempPathFactory) -> TokenEnv:
+    """A SoftHSM2 cluster token for a main token of another implementation."""
+    label, pin = "hsmkms-cluster", secrets.token_hex(8)
+    conf = subprocess.run(
+        [str(ROOT / "softhsm" / "make-token.sh"), str(tmp_path_factory.mktemp("cluster")),
+         label, secrets.token_hex(8), pin],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    os.environ["SOFTHSM2_CONF"] = conf
+    return replace(main, cluster_label=label, cluster_pin=pin, cluster_module=default_pkcs11_lib())
 
 
 @pytest.fixture(scope="session")
 def hsm(token_env: TokenEnv) -> Iterator[Hsm]:
-    token = Hsm(token_env.module, token_env.label, token_env.pin, pool_size=4)
+    token = Hsm(
+        token_env.module, token_env.label, token_env.pin, pool_size=4,
+        init_params=token_env.init_params,
+    )  # fmt: skip
     yield token
     token.close()
 
@@ -235,3 +257,49 @@ def server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
 # -- PostgreSQL: a real server per session, a fresh database per test (tests/pg.py) --
 
 pytest_plugins = ["tests.pg"]
+# -- a second PKCS#11 implementation: NSS softokn (HSMKMS_TEST_TOKEN=nss) ------------
+
+NSS_SOFTOKN_GLOBS = (
+    "/usr/lib/*/libsoftokn3.so",
+    "/usr/lib*/libsoftokn3.so",
+    "/usr/lib/*/nss/libsoftokn3.so",
+)
+NSS_TOKEN_LABEL = "NSS Certificate DB"
+
+
+def nss_token_env(tmp_path_factory: pytest.TempPathFactory) -> TokenEnv:
+    """A fresh NSS database (certutil -N) whose password is the token's user PIN."""
+    directory = tmp_path_factory.mktemp("nss")
+    pin = secrets.token_hex(12)
+    (directory / "db").mkdir()
+    subprocess.run(  # the PIN goes through a pipe: never on disk or in argv
+        ["certutil", "-N", "-d", f"sql:{directory / 'db'}", "-f", "/dev/stdin"],
+        input=pin, text=True, check=True, capture_output=True,
+    )  # fmt: skip
+    found = [path for pattern in NSS_SOFTOKN_GLOBS for path in sorted(glob.glob(pattern))]
+    module = os.environ.get("HSMKMS_TEST_NSS_SOFTOKN") or (found[0] if found else "")
+    if not module:
+        pytest.fail("libsoftokn3.so not found: run `make deps` or set HSMKMS_TEST_NSS_SOFTOKN")
+    params = (
+        f"configdir='sql:{directory / 'db'}' certPrefix='' keyPrefix='' secmod='secmod.db' flags="
+    )
+    return TokenEnv(module, NSS_TOKEN_LABEL, pin, conf="", init_params=params)
+
+
+def skip_unless_supported(hsm: Hsm, create: Callable[[], Any]) -> Any:
+    """create(), or a skip naming what the token lacks (its UnsupportedOperationException)."""
+    from hsmkms.errors import UnsupportedOperationException
+
+    try:
+        return create()
+    except UnsupportedOperationException as exc:
+        pytest.skip(f"{hsm.token_label}: {exc}")
+
+
+def assert_local(hsm: Hsm, *local: bool) -> None:
+    """CKA_LOCAL set on every object; a skip on a token that never sets it (NSS softokn).
+    Call it last, after the test's other assertions have run."""
+    if hsm.reports_cka_local():
+        assert all(local)
+    else:
+        pytest.skip(f"{hsm.token_label}: the token never sets CKA_LOCAL, not even on keys it made")

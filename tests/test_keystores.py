@@ -67,7 +67,7 @@ ANCHOR = trust_anchor()
 
 @pytest.fixture
 def clustered(km: KeyManager, token_env: TokenEnv) -> Iterator[KeyManager]:
-    register_cluster(km.store, Cluster(CLUSTER, token_env.module, token_env.cluster_label))
+    register_cluster(km.store, Cluster(CLUSTER, token_env.cluster_module, token_env.cluster_label))
     yield km
     km.context.tokens.close_all()
 
@@ -188,7 +188,9 @@ def test_wrong_pin_fails_then_reconnects(clustered: KeyManager, token_env: Token
 
 
 def test_a_cluster_whose_token_is_gone(km: KeyManager, token_env: TokenEnv) -> None:
-    register_cluster(km.store, Cluster("cluster-nosuchtoken2", token_env.module, "no-such-token"))
+    register_cluster(
+        km.store, Cluster("cluster-nosuchtoken2", token_env.cluster_module, "no-such-token")
+    )
     store_id = km.create_custom_key_store(
         custom_key_store_name="ghost",
         cloud_hsm_cluster_id="cluster-nosuchtoken2",
@@ -280,7 +282,7 @@ def own_module(tmp_path: Path, token_env: TokenEnv) -> Iterator[tuple[str, Path,
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     module = tmp_path / "libsofthsm2-own.so"
-    shutil.copy(token_env.module, module)
+    shutil.copy(token_env.cluster_module, module)
     tokens = directory / "tokens"
     yield str(module), tokens, pin
 
@@ -334,7 +336,8 @@ def test_a_token_that_disappears_while_connected(
 
 def test_custom_key_stores_over_http(server: Server, token_env: TokenEnv) -> None:
     register_cluster(
-        server.km.store, Cluster("cluster-httptestabc2", token_env.module, token_env.cluster_label)
+        server.km.store,
+        Cluster("cluster-httptestabc2", token_env.cluster_module, token_env.cluster_label),
     )
     client = server.client()
     with pytest.raises(ClientError) as refused:  # an API caller cannot name a module path

@@ -11,21 +11,25 @@ from hsmkms.errors import UnsupportedOperationException
 from hsmkms.library import KeyManager
 from hsmkms.token import Hsm, MaterialRef
 from hsmkms.token.templates import key_uuid_bytes
+from tests.conftest import assert_local
 
 
 def test_key_material_is_sensitive_local_and_never_extractable(
     km: KeyManager, hsm: Hsm, key_id: str
 ) -> None:
     km.rotate_key_on_demand(key_id=key_id)
+    local = []
     for version in (1, 2):
         facts = hsm.facts(MaterialRef(key_id, version))
         assert len(facts) == 1
         fact = facts[0]
         assert fact.object_class == "SECRET_KEY"
         assert fact.label == f"hsmkms/{key_id}/v{version}"
-        assert fact.token and fact.private and fact.local
+        assert fact.token and fact.private
         assert fact.sensitive and fact.always_sensitive
         assert not fact.extractable and fact.never_extractable
+        local.append(fact.local)
+    assert_local(hsm, *local)
 
 
 def test_cka_id_is_key_uuid_and_version() -> None:

@@ -23,6 +23,7 @@ from hsmkms.token.kinds import Aes, EcPair, MaterialKind, RsaPair
 from hsmkms.token.library import find_token, load_module
 from hsmkms.token.mechanisms import MechanismSet
 from hsmkms.token.pool import PooledSession, SessionPool
+from hsmkms.token.quirks import Quirks
 from hsmkms.token.templates import LABEL_PREFIX, MaterialRef, ObjectName, secret_key_template
 
 T = TypeVar("T")
@@ -84,8 +85,11 @@ def _flag(obj: Any, attribute: Attribute) -> bool:
 
 
 class Hsm:
-    def __init__(self, module_path: str, token_label: str, pin: str | None, pool_size: int) -> None:
-        module = load_module(module_path)
+    def __init__(
+        self, module_path: str, token_label: str, pin: str | None, pool_size: int,
+        init_params: str | None = None,
+    ) -> None:  # fmt: skip
+        module = load_module(module_path, init_params)
         token = find_token(module, token_label)
         if token is None:
             raise TokenNotFound(f"no PKCS#11 token labelled {token_label!r}; run `hsmkms init`")
@@ -93,6 +97,7 @@ class Hsm:
         self.module_path = module_path
         self.mechanisms = MechanismSet(token.slot)
         self._oaep: dict[str, bool] = {}
+        self.quirks = Quirks(module_path)
         try:
             self.pool = SessionPool(token, pin, pool_size)
         except PKCS11Error as exc:
@@ -166,6 +171,8 @@ class Hsm:
     def require(self, kind: MaterialKind) -> None:
         """UnsupportedOperationException naming what the token lacks for this material."""
         self.mechanisms.require(*asymmetric.required_mechanisms(kind))
+        if isinstance(kind, EcPair):
+            self._call(lambda pooled: self.quirks.require_curve(pooled, kind))
 
     def generate(self, ref: MaterialRef, kind: MaterialKind) -> None:
         """Create the key material (one object, or a public/private pair) in the token."""
@@ -216,25 +223,27 @@ class Hsm:
         return self._call(lambda pooled: asymmetric.hmac(pooled, ref, hash_name, message))
 
     def hmac_verify(self, ref: MaterialRef, hash_name: str, message: bytes, mac: bytes) -> bool:
-        def check(pooled: PooledSession) -> bool:
-            try:
-                return asymmetric.hmac_verify(pooled, ref, hash_name, message, mac)
-            except (p11.SignatureInvalid, p11.SignatureLenRange):
-                return False
-
-        return self._call(check)
+        return self._call(
+            lambda pooled: self.quirks.hmac_verify(pooled, ref, hash_name, message, mac)
+        )
 
     def ecdh(self, ref: MaterialRef, peer_point: bytes, length: int) -> bytes:
         return self._call(lambda pooled: asymmetric.ecdh(pooled, ref, peer_point, length))
 
     def data_key_pair(self, kind: RsaPair | EcPair) -> tuple[bytes, bytes]:
         self.mechanisms.require(*asymmetric.required_mechanisms(kind)[:1])
+        if isinstance(kind, EcPair):
+            self._call(lambda pooled: self.quirks.require_curve(pooled, kind))
         return self._call(lambda pooled: asymmetric.data_key_pair(pooled, kind))
 
     def ensure_aes_key(self, ref: ObjectName) -> None:
         """Create the key unless the token already holds one by that label."""
         if not self.facts(ref):
             self.generate_aes_key(ref)
+
+    def reports_cka_local(self) -> bool:
+        """Whether the token marks keys it generated with CKA_LOCAL (NSS never does)."""
+        return self._call(self.quirks.reports_local)
 
     def material_refs(self) -> set[MaterialRef]:
         """Every key-material version hsmkms has in the token, by label."""
@@ -283,7 +292,11 @@ class Hsm:
 
         def encrypt(pooled: PooledSession) -> tuple[bytes, bytes]:
             iv = pooled.random_bytes(GCM_IV_BYTES)
-            body = self._secret(pooled, ref).encrypt(
+            key = self._secret(pooled, ref)
+            direct = self.quirks.gcm_encrypt(pooled, key, iv, aad, plaintext)
+            if direct is not None:
+                return direct
+            body = key.encrypt(
                 plaintext,
                 mechanism=Mechanism.AES_GCM,
                 mechanism_param=GCMParams(iv, aad, GCM_TAG_BITS),

@@ -32,7 +32,8 @@ class _InitializeArgs(ctypes.Structure):
         ("lock_mutex", ctypes.c_void_p),
         ("unlock_mutex", ctypes.c_void_p),
         ("flags", ctypes.c_ulong),
-        ("reserved", ctypes.c_void_p),
+        ("reserved", ctypes.c_char_p),  # NSS: LibraryParameters
+        ("nss_reserved", ctypes.c_void_p),  # NSS's own pReserved; ignored by others
     )
 
 
@@ -53,6 +54,7 @@ class _AttachedLib(_pkcs11.lib):
 
 
 _modules: dict[str, Any] = {}
+_init_params: dict[str, str | None] = {}
 _keep_loaded: list[ctypes.CDLL] = []
 _lock = threading.Lock()
 
@@ -67,20 +69,23 @@ def _function_list(path: str) -> Any:
     return head
 
 
-def _initialize_with_os_locking(path: str) -> None:
+def _initialize_with_os_locking(path: str, init_params: str | None) -> None:
     head = _function_list(path)
-    args = _InitializeArgs(None, None, None, None, CKF_OS_LOCKING_OK, None)
+    params = init_params.encode() if init_params else None
+    args = _InitializeArgs(None, None, None, None, CKF_OS_LOCKING_OK, params, None)
     rv = head.contents.C_Initialize(ctypes.cast(ctypes.byref(args), ctypes.c_void_p))
     if rv not in (CKR_OK, CKR_CRYPTOKI_ALREADY_INITIALIZED):
         raise KMSInternalException(f"C_Initialize failed for PKCS#11 module (rv={rv:#x})")
 
 
-def load_module(path: str) -> Any:
-    """The python-pkcs11 `lib` for a module path, initialised once per process."""
+def load_module(path: str, init_params: str | None = None) -> Any:
+    """The python-pkcs11 `lib` for a module path, initialised once per process;
+    init_params is the module's initialisation string (NSS softokn's configdir)."""
     with _lock:
         if path not in _modules:
             try:
-                _initialize_with_os_locking(path)
+                _initialize_with_os_locking(path, init_params)
+                _init_params[path] = init_params
                 _modules[path] = _AttachedLib(path)
             except OSError as exc:
                 raise TokenNotFound(f"cannot load PKCS#11 module {path}: {exc}") from exc
@@ -94,7 +99,7 @@ def rescan_tokens(path: str) -> None:
     with _lock:
         if path in _modules:
             _function_list(path).contents.C_Finalize(None)
-            _initialize_with_os_locking(path)
+            _initialize_with_os_locking(path, _init_params.get(path))
 
 
 def find_token(module: Any, label: str) -> Any | None:
