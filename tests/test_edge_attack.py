@@ -31,7 +31,7 @@ from tests.test_cli import Cli, serve, stop, wait_healthy
 MIB = 1024 * 1024
 BODY_CLIENTS, BODY_BYTES = 8, 100 * MIB
 SLOW_CLIENTS = 200
-DURATION = EdgeLimits().header_timeout + 4  # the slow clients are cut off once, and return
+DURATION = EdgeLimits().header_timeout_seconds + 4  # the slow clients are cut off once, and return
 MAX_GROWTH_KIB = 200 * 1024
 MAX_LATENCY = 2.0
 

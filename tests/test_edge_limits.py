@@ -31,7 +31,7 @@ from hsmkms.token import Hsm
 from tests.conftest import ACCOUNT, REGION, free_port
 
 LIMITS = EdgeLimits(
-    header_timeout=1.5, body_timeout=1.5, max_connections=12, max_header_count=30,
+    header_timeout_seconds=1.5, body_timeout_seconds=1.5, max_connections=12, max_header_count=30,
     max_header_bytes=4096, keep_alive_seconds=5,
 )  # fmt: skip
 MIB = 1024 * 1024
@@ -195,7 +195,7 @@ def test_clients_too_slow_with_their_headers_are_cut_off(edge: Edge, trickle: by
                 break
         elapsed = time.monotonic() - started
         assert response.startswith(b"HTTP/1.1 408 "), response
-        assert LIMITS.header_timeout - 0.1 <= elapsed < LIMITS.header_timeout + 2
+        assert LIMITS.header_timeout_seconds - 0.1 <= elapsed < LIMITS.header_timeout_seconds + 2
 
 
 def test_clients_too_slow_with_their_body_are_cut_off(edge: Edge) -> None:
@@ -204,7 +204,7 @@ def test_clients_too_slow_with_their_body_are_cut_off(edge: Edge) -> None:
         started = time.monotonic()
         assert closed_by_server(sock)  # no answer: the app was still reading the body
         elapsed = time.monotonic() - started
-        assert LIMITS.body_timeout - 0.1 <= elapsed < LIMITS.body_timeout + 2
+        assert LIMITS.body_timeout_seconds - 0.1 <= elapsed < LIMITS.body_timeout_seconds + 2
 
 
 def test_connections_over_the_cap_are_refused_and_the_cap_recovers(edge: Edge) -> None:
@@ -225,11 +225,24 @@ def test_kept_alive_connections_serve_later_requests(edge: Edge, tmp_path: Path)
     """The header deadline runs per request, not while a kept-alive connection idles."""
     kms = edge.client()
     key = kms.create_key()["KeyMetadata"]["KeyId"]  # type: ignore[attr-defined]
-    time.sleep(LIMITS.header_timeout + 0.5)  # idle longer than the header deadline
+    time.sleep(LIMITS.header_timeout_seconds + 0.5)  # idle longer than the header deadline
     blob = kms.encrypt(KeyId=key, Plaintext=b"still here")["CiphertextBlob"]  # type: ignore[attr-defined]
     with httpx.Client() as client:
         for _ in range(3):
             assert client.get(edge.url + "/healthz").status_code == 200
-            time.sleep(LIMITS.header_timeout / 2)
+            time.sleep(LIMITS.header_timeout_seconds / 2)
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"still here"  # type: ignore[attr-defined]
     kms.close()  # type: ignore[attr-defined]
+
+
+def test_limits_come_from_settings_by_name_and_must_be_positive() -> None:
+    from types import SimpleNamespace
+
+    from hsmkms.api.server import edge_limits
+    from hsmkms.config import load_settings
+
+    assert edge_limits(load_settings({})) == EdgeLimits()  # no such settings yet: defaults
+    given = SimpleNamespace(max_connections=7, body_timeout_seconds=2.5, max_header_count=None)
+    assert edge_limits(given) == EdgeLimits(max_connections=7, body_timeout_seconds=2.5)
+    with pytest.raises(ValueError, match="max_request_bytes must be positive"):
+        EdgeLimits(max_request_bytes=0)

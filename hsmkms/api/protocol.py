@@ -75,7 +75,12 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
 
         def _expired(self) -> None:
             self._timer = None
-            self._refuse(408, "RequestTimeoutException", "The client sent its request too slowly.")
+            if self._in_headers:
+                self._refuse(408, "RequestTimeoutException", "The headers came too slowly.")
+            else:  # mid-body: the app is reading it, or already answered; just hang up
+                self._refused = True
+                if self._edge_transport is not None:
+                    self._edge_transport.close()
 
         def _refuse(self, status: int, code: str, message: str) -> None:
             """Answer (unless a response is already under way) and close."""
@@ -114,7 +119,7 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
             if connections.open > limits.max_connections:
                 self._refuse(503, "ServiceUnavailableException", "Too many open connections.")
                 return
-            self._arm(limits.header_timeout)
+            self._arm(limits.header_timeout_seconds)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -140,7 +145,7 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
             self._in_headers, self._header_bytes, self._header_count = True, 0, 0
             if self._timer is None:  # a later request on a kept-alive connection
                 self._raw_bytes = 0
-                self._arm(limits.header_timeout)
+                self._arm(limits.header_timeout_seconds)
             super().on_message_begin()
 
         def on_url(self, url: bytes) -> None:
@@ -164,7 +169,7 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
             if self._refused:
                 return
             self._in_headers = False
-            self._arm(limits.body_timeout)
+            self._arm(limits.body_timeout_seconds)
             super().on_headers_complete()
 
         def on_body(self, body: bytes) -> None:

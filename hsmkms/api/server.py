@@ -6,9 +6,10 @@ What each limit guards against, and where it is enforced:
   refuses a body over it with 413 by its Content-Length before reading it, and
   counts chunked bodies; uvicorn itself stops reading a connection once 64 KiB of
   body wait unread, so nothing larger is ever held.
-- `max_header_count`, `max_header_bytes`, `header_timeout`, `body_timeout`,
-  `max_connections`: slow or oversized clients, enforced per connection by the
-  protocol in `hsmkms.api.protocol` (uvicorn has no such limits).
+- `max_header_count`, `max_header_bytes`, `header_timeout_seconds`,
+  `body_timeout_seconds`, `max_connections`: slow or oversized clients, enforced
+  per connection by the protocol in `hsmkms.api.protocol` (uvicorn has none).
+  Worst case held in bodies: `max_connections` x `max_request_bytes` (150 MiB).
 - `keep_alive_seconds`: how long an idle kept-alive connection stays open
   (uvicorn's `timeout_keep_alive`).
 """
@@ -33,8 +34,8 @@ class EdgeLimits:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_header_count: int = 100
     max_header_bytes: int = 16 * 1024  # request line and headers
-    header_timeout: float = 10.0  # seconds from connect (or first byte) to end of headers
-    body_timeout: float = 20.0  # seconds from end of headers to end of body
+    header_timeout_seconds: float = 10.0  # connect (or a later request's first byte) to headers end
+    body_timeout_seconds: float = 20.0  # headers end to body end
     max_connections: int = 512
     keep_alive_seconds: int = 5
 
