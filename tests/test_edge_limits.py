@@ -207,7 +207,9 @@ def test_clients_too_slow_with_their_body_are_cut_off(edge: Edge) -> None:
         assert LIMITS.body_timeout_seconds - 0.1 <= elapsed < LIMITS.body_timeout_seconds + 2
 
 
-def test_connections_over_the_cap_are_refused_and_the_cap_recovers(edge: Edge) -> None:
+def test_connections_over_the_cap_are_refused_and_the_cap_recovers(
+    edge: Edge, caplog: pytest.LogCaptureFixture
+) -> None:
     with ExitStack() as stack:
         held = [stack.enter_context(edge.connect()) for _ in range(LIMITS.max_connections)]
         time.sleep(0.2)  # all accepted before the next one
@@ -215,6 +217,7 @@ def test_connections_over_the_cap_are_refused_and_the_cap_recovers(edge: Edge) -
             status, _, body = read_response(extra)
             assert status == 503
             assert json.loads(body)["__type"] == "ServiceUnavailableException"
+        assert "12 connections open: refusing more" in caplog.text
         for sock in held:
             sock.close()
     time.sleep(0.2)  # the server notices the closes

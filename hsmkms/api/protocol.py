@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -31,9 +32,13 @@ if TYPE_CHECKING:
     from hsmkms.api.server import EdgeLimits
 
 
+log = logging.getLogger("hsmkms.api")
+
+
 @dataclass
 class _Connections:
     open: int = 0
+    warned_at: float = float("-inf")  # the last "cap reached" warning, loop time
 
 
 def refusal(status: int, code: str, message: str) -> bytes:
@@ -117,6 +122,10 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
             self._counted = True
             connections.open += 1
             if connections.open > limits.max_connections:
+                now = asyncio.get_running_loop().time()
+                if now - connections.warned_at > 60:  # once a minute, not per connection
+                    connections.warned_at = now
+                    log.warning("%d connections open: refusing more", limits.max_connections)
                 self._refuse(503, "ServiceUnavailableException", "Too many open connections.")
                 return
             self._arm(limits.header_timeout_seconds)
