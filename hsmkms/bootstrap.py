@@ -36,7 +36,13 @@ def open_hsm(settings: Settings) -> Hsm:
         raise KMSInternalException(
             "no user PIN: set HSMKMS_PIN or HSMKMS_PIN_FILE, or run `hsmkms init`"
         )
-    return Hsm(settings.pkcs11_lib, settings.token_label, pin, settings.session_pool_size)
+    return Hsm(
+        settings.pkcs11_lib,
+        settings.token_label,
+        pin,
+        settings.session_pool_size,
+        init_params=settings.init_params,
+    )
 
 
 def build_key_manager(settings: Settings, clock: Clock = system_clock) -> KeyManager:
@@ -56,4 +62,5 @@ def build_app(settings: Settings, km: KeyManager) -> ASGIApp:
         verifier,
         maintenance_seconds=settings.maintenance_seconds,
         audit=AuditLog(settings.data_dir / "audit"),
+        max_request_bytes=settings.max_request_bytes,
     )

@@ -80,11 +80,17 @@ def _decrypt_file(km: KeyManager, args: argparse.Namespace) -> Any:
 
 
 def _principal_add(km: KeyManager, args: argparse.Namespace) -> Any:
-    from hsmkms.policy.principals import CredentialStore
+    from hsmkms.policy.principals import WEAK_SECRET_LENGTH, CredentialStore
 
     credential = CredentialStore(km.store, km.hsm, km.clock).add(
         args.arn, args.access_key_id, args.secret_access_key
     )
+    if args.secret_access_key is not None and len(args.secret_access_key) < WEAK_SECRET_LENGTH:
+        print(
+            f"hsmkms: warning: the secret access key is shorter than {WEAK_SECRET_LENGTH} "
+            "characters; use such keys only for local tests",
+            file=sys.stderr,
+        )
     result = {"PrincipalArn": credential.principal_arn, "AccessKeyId": credential.access_key_id}
     if args.secret_access_key is None:
         result["SecretAccessKey"] = credential.secret_access_key  # shown once, here only
@@ -126,21 +132,20 @@ def _explain(km: KeyManager, args: argparse.Namespace) -> Any:
 
 
 def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
-    import uvicorn
-
+    from hsmkms.api.server import edge_limits, serve
     from hsmkms.bootstrap import build_app
 
-    app = build_app(load_settings(), km)
+    settings = load_settings()
+    app = build_app(settings, km)
     scheme = "https" if args.tls_cert else "http"
     print(f"hsmkms: serving the KMS API on {scheme}://{args.host}:{args.port}", file=sys.stderr)
-    uvicorn.run(
+    serve(
         app,
         host=args.host,
         port=args.port,
-        ssl_certfile=args.tls_cert,
-        ssl_keyfile=args.tls_key,
-        log_level="warning",
-        access_log=False,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        limits=edge_limits(settings),
     )
     return None
 

@@ -101,6 +101,16 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=8, ge=1, le=1024)
     maintenance_seconds: float = Field(default=300.0, ge=0)
     xks_uri_prefix: str = "xks"
+    # The module's C_Initialize string (NSS softokn: configdir=...); empty: none.
+    pkcs11_init_args: SecretStr | None = None
+    # The HTTP edge (api/server.py's EdgeLimits).
+    max_request_bytes: int = Field(default=300 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_header_count: int = Field(default=100, ge=8, le=10_000)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=20.0, gt=0)
+    max_connections: int = Field(default=512, ge=1)
+    keep_alive_seconds: int = Field(default=5, ge=1)
 
     @classmethod
     def settings_customise_sources(
@@ -198,6 +208,11 @@ class Settings(BaseSettings):
     @property
     def softhsm_conf(self) -> Path:
         return self.data_dir / "softhsm2.conf"
+
+    @property
+    def init_params(self) -> str | None:
+        value = self.pkcs11_init_args.get_secret_value() if self.pkcs11_init_args else ""
+        return value or None
 
     def read_pin(self) -> str | None:
         """The user PIN: HSMKMS_PIN, else the PIN file (default: the one init wrote)."""

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hsmkms.bootstrap import open_hsm, prepare_environment
 from hsmkms.config import PIN_FILE_NAME, Settings, is_softhsm
@@ -62,7 +63,7 @@ def _create_softhsm_token(settings: Settings) -> None:
         check=True, capture_output=True,
     )  # fmt: skip
     rescan_tokens(settings.pkcs11_lib)
-    token = find_token(load_module(settings.pkcs11_lib), settings.token_label)
+    token = find_token(load_module(settings.pkcs11_lib, settings.init_params), settings.token_label)
     if token is None:
         raise KMSInternalException("softhsm2-util did not create the token")
     so_pin, user_pin = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -74,16 +75,20 @@ def _create_softhsm_token(settings: Settings) -> None:
         session.set_pin(temp_user, user_pin)
 
 
+def _find(settings: Settings) -> Any:
+    return find_token(load_module(settings.pkcs11_lib, settings.init_params), settings.token_label)
+
+
 def initialize(settings: Settings) -> InitReport:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     created = False
     if is_softhsm(settings.pkcs11_lib):
         _softhsm_conf(settings)
         prepare_environment(settings)
-        if find_token(load_module(settings.pkcs11_lib), settings.token_label) is None:
+        if _find(settings) is None:
             _create_softhsm_token(settings)
             created = True
-    elif find_token(load_module(settings.pkcs11_lib), settings.token_label) is None:
+    elif _find(settings) is None:
         raise KMSInternalException(
             f"no token labelled {settings.token_label!r}: hsmkms only initialises SoftHSM2 "
             "tokens; set up the HSM's token with its own tools"

@@ -132,3 +132,58 @@ def test_regions_outside_hsmkms_regions_are_refused() -> None:
     assert verifier.verify("POST", "/", "", *signed("eu-west-1")).region == "eu-west-1"
     with pytest.raises(InvalidSignatureException, match="valid region"):
         verifier.verify("POST", "/", "", *signed("us-east-1"))
+
+
+def _sign_then_add(server: Server, target: str, added: dict[str, str]) -> httpx.Response:
+    """A request whose signature does not cover `added` (headers put on after signing)."""
+
+    def add_unsigned(request: AWSRequest) -> None:
+        for name, value in added.items():
+            request.headers[name] = value
+
+    return server.raw(target, BODY, mutate=add_unsigned)
+
+
+def test_an_unsigned_target_cannot_be_replayed_as_another_operation(server: Server) -> None:
+    # Signed without X-Amz-Target and sent with one, the signature itself still
+    # matches: a captured request could be re-aimed at any operation taking its body.
+    from botocore.auth import SigV4Auth
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(
+        method="POST",
+        url=server.url + "/",
+        data=BODY.encode(),
+        headers={"Content-Type": "application/x-amz-json-1.1"},
+    )
+    credentials = Credentials(server.access_key_id, server.secret_access_key)
+    SigV4Auth(credentials, "kms", "us-east-1").add_auth(request)
+    assert "x-amz-target" not in request.headers["Authorization"]
+    headers = {**dict(request.headers.items()), "X-Amz-Target": "TrentService.GenerateRandom"}
+    response = httpx.post(request.url, content=request.body, headers=headers)
+    expect(response, "IncompleteSignatureException")
+    assert response.json()["message"] == (
+        "There were headers present in the request which were not signed: x-amz-target"
+    )
+
+
+@pytest.mark.parametrize(
+    "added",
+    [{"X-Amz-Meta-Note": "later"}, {"X-Amz-Content-Sha256": "UNSIGNED-PAYLOAD", "x-amz-z": "1"}],
+)
+def test_every_x_amz_header_must_be_signed(server: Server, added: dict[str, str]) -> None:
+    response = _sign_then_add(server, "GenerateRandom", added)
+    expect(response, "IncompleteSignatureException")
+    for name in added:
+        assert name.lower() in response.json()["message"]
+
+
+def test_signed_extra_x_amz_headers_pass(server: Server) -> None:
+    response = server.raw("GenerateRandom", BODY, headers={"X-Amz-Meta-Note": "signed"})
+    assert response.status_code == 200, response.text
+
+
+def test_other_unsigned_headers_are_allowed(server: Server) -> None:
+    # User-Agent, X-Amzn-Trace-Id and the like are never signed by the SDKs.
+    response = _sign_then_add(server, "GenerateRandom", {"X-Amzn-Trace-Id": "Root=1-abc"})
+    assert response.status_code == 200, response.text

@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hsmkms.api.body import DEFAULT_MAX_REQUEST_BYTES, limit_body
 from hsmkms.api.errors import error_body
 from hsmkms.api.kms import call, encode_response, parse_body, resolve_operation
 from hsmkms.api.sigv4 import SigV4Verifier
@@ -145,7 +146,9 @@ def create_app(
     *,
     maintenance_seconds: float = 300.0,
     audit: AuditLog | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> ASGIApp:
+    """The app; bodies over `max_request_bytes` get 413 before they are buffered."""
     workers = WorkerPool(ctx.hsm.pool.size)
     # Request ids: unique per server run without a random draw per request.
     run_id, request_numbers = str(uuid.uuid4())[:23], itertools.count()
@@ -189,6 +192,8 @@ def create_app(
         chunks = []
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left or was cut off mid-body: nobody to answer
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
@@ -294,4 +299,4 @@ def create_app(
         else:
             await others(scope, receive, send)
 
-    return app
+    return limit_body(app, max_request_bytes)

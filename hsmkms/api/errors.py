@@ -30,5 +30,13 @@ class UnrecognizedClientException(KMSError):
     status = 400
 
 
+class RequestEntityTooLargeException(KMSError):
+    """What AWS's JSON front end answers for an oversized body (HTTP 413, e.g.
+    "Request must be smaller than 6291456 bytes for the InvokeFunction operation")."""
+
+    code = "RequestEntityTooLargeException"
+    status = 413
+
+
 def error_body(error: KMSError) -> dict[str, str]:
     return {"__type": error.code, "message": error.message}

@@ -132,6 +132,15 @@ class SigV4Verifier:
         amz_date = (headers.get("x-amz-date") or [""])[0]
         if "x-amz-date" not in signed or not amz_date:
             raise IncompleteSignatureException("Authorization header requires a signed X-Amz-Date.")
+        # A captured request must not be replayable as another operation (X-Amz-Target)
+        # or with other AWS parameters: every x-amz-* header sent must be signed, as
+        # the AWS SDKs and CLI do.
+        unsigned = sorted(h for h in headers if h.startswith("x-amz-") and h not in signed)
+        if unsigned:
+            raise IncompleteSignatureException(
+                "There were headers present in the request which were not signed: "
+                + ", ".join(unsigned)
+            )
         when = _parse_amz_date(amz_date)
         now = self._clock()
         if abs(now - when) > MAX_SKEW:

@@ -22,7 +22,10 @@ from hsmkms.token import Hsm
 from hsmkms.token.templates import CREDENTIALS_KEY
 
 PRINCIPAL_ARN = re.compile(r"^arn:aws:iam::\d{12}:(root|(user|role)/[\w+=,.@/-]{1,512})$")
-ACCESS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")
+# Operator-chosen ids: what local-emulator test suites sign with (FOOBARKEY, test).
+ACCESS_KEY_ID = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+# Generated secrets are 40 characters; a chosen one shorter than this gets a warning.
+WEAK_SECRET_LENGTH = 16
 POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
 # What `make run` gives its development principal: every KMS action.
 ADMIN_POLICY = '{"Version": "2012-10-17", "Statement": [{"Sid": "KmsAdmin", "Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}'  # noqa: E501
@@ -52,14 +55,13 @@ class CredentialStore:
             raise ValidationException(
                 f"{principal_arn!r} is not an IAM user, role or account-root ARN."
             )
-        access_key_id = access_key_id or "AKIA" + "".join(
-            secrets.choice(_ID_ALPHABET) for _ in range(16)
-        )
-        if not ACCESS_KEY_ID.match(access_key_id):
-            raise ValidationException("An access key id is 16-128 upper-case letters and digits.")
-        secret = secret_access_key or secrets.token_urlsafe(30)
-        if len(secret) < 16:
-            raise ValidationException("A secret access key has at least 16 characters.")
+        if access_key_id is None:
+            access_key_id = "AKIA" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
+        if not ACCESS_KEY_ID.fullmatch(access_key_id):
+            raise ValidationException("An access key id is 1-128 letters, digits and underscores.")
+        secret = secrets.token_urlsafe(30) if secret_access_key is None else secret_access_key
+        if not secret:
+            raise ValidationException("A secret access key must not be empty.")
         self._hsm.ensure_aes_key(CREDENTIALS_KEY)
         iv, body = self._hsm.gcm_encrypt(
             CREDENTIALS_KEY, _aad(access_key_id, principal_arn), secret.encode()

@@ -1,0 +1,194 @@
+"""uvicorn's httptools protocol with the limits uvicorn lacks, per connection.
+
+uvicorn bounds neither the header section (httptools hands over any number of
+headers of any size) nor the time a client may take to send it, and it accepts
+connections without limit. This subclass adds, at the transport level where a
+request is still just bytes:
+
+- a cap on open connections: one over the cap is answered 503 and closed at once;
+- a header-section deadline, from the connection's start (or a later request's
+  first byte) to the end of its headers, and a body deadline from there to the end
+  of the body: a client too slow for either is disconnected (slowloris);
+- bounds on the header count and on header bytes (request line included): 431.
+  Bytes are counted as they arrive, so one endless header line is cut off too.
+
+Only the parser callbacks and asyncio's protocol methods are overridden; each
+one calls uvicorn's own, so requests that stay within the limits are untouched.
+Idle keep-alive connections are closed by uvicorn's own `timeout_keep_alive`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+if TYPE_CHECKING:
+    from hsmkms.api.server import EdgeLimits
+
+
+log = logging.getLogger("hsmkms.api")
+
+
+@dataclass
+class _Connections:
+    open: int = 0
+    warned_at: float = float("-inf")  # the last "cap reached" warning, loop time
+
+
+def refusal(status: int, code: str, message: str) -> bytes:
+    """A whole HTTP response with a KMS-shaped body, written before closing."""
+    body = json.dumps({"__type": code, "message": message}).encode()
+    return (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        "content-type: application/x-amz-json-1.1\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
+def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
+    """A protocol class for `uvicorn.Config(http=...)` enforcing `limits`."""
+    connections = _Connections()
+
+    class EdgeProtocol(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._edge_transport: asyncio.Transport | None = None
+            self._counted = False
+            self._refused = False
+            self._in_headers = True  # until this request's headers are complete
+            self._raw_bytes = 0  # bytes received while in the header section
+            self._header_bytes = 0
+            self._header_count = 0
+            self._timer: asyncio.TimerHandle | None = None
+
+        # -- deadlines and refusals -------------------------------------------------
+
+        def _arm(self, seconds: float) -> None:
+            self._disarm()
+            self._timer = asyncio.get_running_loop().call_later(seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _expired(self) -> None:
+            self._timer = None
+            if self._in_headers:
+                self._refuse(408, "RequestTimeoutException", "The headers came too slowly.")
+            else:  # mid-body: the app is reading it, or already answered; just hang up
+                self._refused = True
+                if self._edge_transport is not None:
+                    self._edge_transport.close()
+
+        def _refuse(self, status: int, code: str, message: str) -> None:
+            """Answer (unless a response is already under way) and close."""
+            self._refused = True
+            self._disarm()
+            transport = self._edge_transport
+            if transport is None or transport.is_closing():
+                return
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete:
+                transport.write(refusal(status, code, message))
+            transport.close()
+
+        def _check_headers(self, received: int = 0) -> None:
+            """`received`: raw bytes of a header section not yet complete."""
+            if self._header_count > limits.max_header_count:
+                self._refuse(
+                    431,
+                    "RequestHeaderFieldsTooLarge",
+                    f"A request may carry at most {limits.max_header_count} headers.",
+                )
+            elif max(self._header_bytes, received) > limits.max_header_bytes:
+                self._refuse(
+                    431,
+                    "RequestHeaderFieldsTooLarge",
+                    f"A request's headers may take at most {limits.max_header_bytes} bytes.",
+                )
+
+        # -- asyncio protocol -------------------------------------------------------
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._edge_transport = transport
+            self._counted = True
+            connections.open += 1
+            if connections.open > limits.max_connections:
+                now = asyncio.get_running_loop().time()
+                if now - connections.warned_at > 60:  # once a minute, not per connection
+                    connections.warned_at = now
+                    log.warning("%d connections open: refusing more", limits.max_connections)
+                self._refuse(503, "ServiceUnavailableException", "Too many open connections.")
+                return
+            self._arm(limits.header_timeout_seconds)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            if self._counted:
+                self._counted = False
+                connections.open -= 1
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return  # the connection is closing; its bytes are not ours to parse
+            if self._in_headers:
+                self._raw_bytes += len(data)
+            super().data_received(data)
+            if self._in_headers and not self._refused:
+                self._check_headers(self._raw_bytes)
+
+        # -- parser callbacks -------------------------------------------------------
+
+        def on_message_begin(self) -> None:
+            if self._refused:
+                return
+            self._in_headers, self._header_bytes, self._header_count = True, 0, 0
+            if self._timer is None:  # a later request on a kept-alive connection
+                self._raw_bytes = 0
+                self._arm(limits.header_timeout_seconds)
+            super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            if self._refused:
+                return
+            self._header_bytes += len(url)
+            self._check_headers()
+            if not self._refused:
+                super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            if self._refused:
+                return
+            self._header_count += 1
+            self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+            self._check_headers()
+            if not self._refused:
+                super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            if self._refused:
+                return
+            self._in_headers = False
+            self._arm(limits.body_timeout_seconds)
+            super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            if not self._refused:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if self._refused:
+                return
+            self._disarm()
+            super().on_message_complete()
+
+    return EdgeProtocol

@@ -1,0 +1,108 @@
+"""Running the API: uvicorn with hsmkms's edge limits.
+
+What each limit guards against, and where it is enforced:
+
+- `max_request_bytes`: memory per request. An ASGI wrapper (`hsmkms.api.body`)
+  refuses a body over it with 413 by its Content-Length before reading it, and
+  counts chunked bodies; uvicorn itself stops reading a connection once 64 KiB of
+  body wait unread, so nothing larger is ever held.
+- `max_header_count`, `max_header_bytes`, `header_timeout_seconds`,
+  `body_timeout_seconds`, `max_connections`: slow or oversized clients, enforced
+  per connection by the protocol in `hsmkms.api.protocol` (uvicorn has none).
+  Worst case held in bodies: `max_connections` x `max_request_bytes` (150 MiB).
+- `keep_alive_seconds`: how long an idle kept-alive connection stays open
+  (uvicorn's `timeout_keep_alive`).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+from dataclasses import dataclass, fields
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from hsmkms.api.body import DEFAULT_MAX_REQUEST_BYTES, limit_body
+from hsmkms.api.protocol import guarded_protocol
+
+log = logging.getLogger("hsmkms.api")
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_header_count: int = 100
+    max_header_bytes: int = 16 * 1024  # request line and headers
+    header_timeout_seconds: float = 10.0  # connect (or a later request's first byte) to headers end
+    body_timeout_seconds: float = 20.0  # headers end to body end
+    max_connections: int = 512
+    keep_alive_seconds: int = 5
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            if not getattr(self, field.name) > 0:
+                raise ValueError(f"{field.name} must be positive")
+
+
+def edge_limits(settings: object) -> EdgeLimits:
+    """The limits a settings object names (HSMKMS_MAX_REQUEST_BYTES -> its
+    `max_request_bytes`, ...); each one it lacks keeps its default."""
+    given = {
+        field.name: getattr(settings, field.name)
+        for field in fields(EdgeLimits)
+        if getattr(settings, field.name, None) is not None
+    }
+    return EdgeLimits(**given)
+
+
+def _allow_descriptors(connections: int) -> None:
+    """Each connection is a file descriptor: make room for the cap plus the
+    token, database and log files, as far as the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        if raised < wanted:
+            log.warning("only %d file descriptors for %d connections", raised, connections)
+
+
+def build_server(
+    app: ASGIApp,
+    *,
+    host: str,
+    port: int,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    limits: EdgeLimits = EdgeLimits(),
+    log_level: str = "warning",
+) -> uvicorn.Server:
+    """A uvicorn server for `app` with `limits`, not yet started (`.run()`)."""
+    _allow_descriptors(limits.max_connections)
+    config = uvicorn.Config(
+        limit_body(app, limits.max_request_bytes),
+        host=host,
+        port=port,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        http=guarded_protocol(limits),
+        ws="none",
+        timeout_keep_alive=limits.keep_alive_seconds,
+        log_level=log_level,
+        access_log=False,
+    )
+    return uvicorn.Server(config)
+
+
+def serve(
+    app: ASGIApp,
+    *,
+    host: str,
+    port: int,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    limits: EdgeLimits = EdgeLimits(),
+) -> None:
+    """Serve `app` until interrupted."""
+    build_server(app, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, limits=limits).run()
