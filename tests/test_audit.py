@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from hsmkms.audit.log import FILE_NAME, AuditLog, verify
+from hsmkms.audit.log import AuditLog, verify
 from tests.conftest import Server
 
 
@@ -37,7 +37,7 @@ def test_tampering_is_found_and_named(tmp_path: Path, damage: str) -> None:
     for n in range(4):
         log.record({"eventName": "Encrypt", "n": n})
     log.close()
-    path = tmp_path / FILE_NAME
+    path = log.path
     lines = path.read_text().splitlines()
     if damage == "edit":
         lines[2] = lines[2].replace('"n": 2', '"n": 9').replace('"n":2', '"n":9')
@@ -52,7 +52,7 @@ def test_tampering_is_found_and_named(tmp_path: Path, damage: str) -> None:
     result = verify(tmp_path)
     assert not result.ok
     assert result.problem.startswith(
-        f"record {3 if damage in ('edit',) else 4 if damage == 'garbage' else 2}:"
+        f"{path.name} record {3 if damage in ('edit',) else 4 if damage == 'garbage' else 2}:"
     )
 
 
