@@ -10,14 +10,19 @@ import sys
 import textwrap
 from pathlib import Path
 
+import boto3
 import pytest
 
+from hsmkms.api.app import create_app
+from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.audit.files import genesis, seal
 from hsmkms.audit.log import AuditLog, verify
+from hsmkms.identity import ADMIN_POLICY, CredentialStore
+from hsmkms.service import KeyManager
 from hsmkms.token import Hsm
 from hsmkms.token.audit import KEY_LABEL, TokenAuditAnchor
 from hsmkms.token.templates import InternalRef
-from tests.conftest import ROOT, TokenEnv
+from tests.conftest import ROOT, TokenEnv, running
 
 NODE = "node-a"
 CHAIN = f"{NODE}.w0"
@@ -200,7 +205,9 @@ WRITER = textwrap.dedent("""
     import os, sys
     from pathlib import Path
     from hsmkms.audit.log import AuditLog
-    from hsmkms.token import Hsm
+    from hsmkms.identity import ADMIN_POLICY, CredentialStore
+from hsmkms.service import KeyManager
+from hsmkms.token import Hsm
     from hsmkms.token.audit import TokenAuditAnchor
     hsm = Hsm(sys.argv[2], sys.argv[3], os.environ["TEST_PIN"], 2)
     log = AuditLog(Path(sys.argv[1]), anchor=TokenAuditAnchor(hsm), node_id="shared",
@@ -293,3 +300,24 @@ def test_lost_uncovered_records_are_a_crash_lost_covered_ones_are_not(
     recovered = json.loads(lines_of(path)[-1])["additionalEventData"]
     assert recovered["missingCoveredRecords"] == "46-50"  # ... says so in the trail ...
     assert not verify(tmp_path, anchor).ok  # ... and the trail stays marked as damaged
+
+
+def test_a_server_with_checkpoints_ends_with_a_covered_trail(
+    tmp_path: Path, km: KeyManager, anchor: TokenAuditAnchor
+) -> None:
+    credentials = CredentialStore(km.store, km.hsm)
+    arn = "arn:aws:iam::111122223333:user/audited"
+    credential = credentials.add(arn)
+    credentials.attach_policy(arn, "admin", ADMIN_POLICY)
+    log = AuditLog(tmp_path / "audit", anchor=anchor, node_id="web")
+    app = create_app(km, SigV4Verifier(credentials.lookup), maintenance_seconds=0, audit=log)
+    with running(app) as url:
+        kms = boto3.client("kms", endpoint_url=url, region_name="us-east-1",
+                           aws_access_key_id=credential.access_key_id,
+                           aws_secret_access_key=credential.secret_access_key)  # fmt: skip
+        key = kms.create_key()["KeyMetadata"]["KeyId"]
+        for _ in range(5):
+            kms.encrypt(KeyId=key, Plaintext=b"x")
+    result = verify(tmp_path / "audit", anchor)  # shutdown closed the log: all covered
+    assert result.ok, result.problems
+    assert result.chains == {"web.w0": {"records": 6, "checkpoints": 1, "covered": 6}}

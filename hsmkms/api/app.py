@@ -280,7 +280,7 @@ def create_app(
             tasks.cancel_scope.cancel()
         workers.shutdown()
         if audit is not None:
-            audit.flush()
+            audit.close()  # the last records, then a final checkpoint while the token is open
 
     others = Starlette(
         routes=[
