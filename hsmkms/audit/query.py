@@ -147,6 +147,7 @@ def file_index(path: Path) -> dict[str, Any]:
     with contextlib.suppress(OSError):  # a read-only auditor still gets answers
         draft = index_path.with_name(f".{index_path.name}.{os.getpid()}")
         draft.write_text(json.dumps(index))
+        os.chmod(draft, 0o600)  # it names keys and principals, like the records
         draft.replace(index_path)
     return index
 
