@@ -33,6 +33,8 @@ def test_sync_record_is_on_disk_when_it_returns(tmp_path: Path) -> None:
         log.record({"eventName": "Encrypt", "n": n})
         assert json.loads(log.path.read_text().splitlines()[-1])["n"] == n  # no flush needed
     log.close()
+    with pytest.raises(OSError, match="closed"):
+        log.record({"eventName": "Encrypt"})
 
 
 def test_concurrent_sync_records_share_fsyncs(tmp_path: Path, monkeypatch: Any) -> None:

@@ -205,9 +205,7 @@ WRITER = textwrap.dedent("""
     import os, sys
     from pathlib import Path
     from hsmkms.audit.log import AuditLog
-    from hsmkms.identity import ADMIN_POLICY, CredentialStore
-from hsmkms.service import KeyManager
-from hsmkms.token import Hsm
+    from hsmkms.token import Hsm
     from hsmkms.token.audit import TokenAuditAnchor
     hsm = Hsm(sys.argv[2], sys.argv[3], os.environ["TEST_PIN"], 2)
     log = AuditLog(Path(sys.argv[1]), anchor=TokenAuditAnchor(hsm), node_id="shared",

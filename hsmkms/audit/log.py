@@ -126,6 +126,11 @@ class AuditLog:
         is on disk (or fails with the write's error); in async mode, None."""
         event.setdefault("eventTime", datetime.now(UTC).isoformat())
         done: Future[None] | None = Future() if self.durability == "sync" else None
+        if self._closed:  # no writer left: fail loudly rather than wait forever
+            log.error("audit record after close: %s", event.get("eventName"))
+            if done is not None:
+                done.set_exception(OSError("the audit log is closed"))
+            return done
         self._queue.put((event, done))
         return done
 

@@ -210,6 +210,11 @@ def _walk(chain: _Chain, files: list[tuple[int, Path]]) -> None:
             f"covers records up to {covered}: records {sequence + 1}-{covered} "
             "were removed (the tail was cut)"
         )
+    elif chain.latest is None and sequence:
+        chain.notes.append(
+            f"{chain.name}: no checkpoints (written without the token's audit "
+            "key): a cut-off tail or a rewritten chain cannot be detected"
+        )
     elif chain.latest is not None and sequence > covered:
         chain.notes.append(
             f"{chain.name}: {sequence - covered} records after the last "

@@ -98,13 +98,18 @@ class TokenAuditAnchor:
         """Whether mac is the HMAC of message under the named key. Recomputed and
         compared here: some tokens (NSS) answer C_Verify failures with unrelated codes."""
 
+        try:
+            wanted = bytes.fromhex(key_id)
+        except ValueError:
+            return False
+
         def compute(pooled: PooledSession) -> bytes | None:
-            try:
-                key = _keys(pooled).get(bytes.fromhex(key_id))
-            except ValueError:
-                return None
+            key = pooled.objects.get(("audit-key", wanted))
             if key is None:
-                return None
+                key = _keys(pooled).get(wanted)
+                if key is None:
+                    return None
+                pooled.objects[("audit-key", wanted)] = key
             expected: bytes = key.sign(message, mechanism=MECHANISM)
             return expected
 
