@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import boto3
@@ -77,6 +78,19 @@ def test_checkpoints_cover_the_chain(tmp_path: Path, anchor: TokenAuditAnchor) -
     result = verify(tmp_path, anchor)
     assert result.ok, result.problems
     assert result.records == 10 and result.chains[CHAIN]["covered"] == 10
+
+
+def test_idle_records_get_a_timed_checkpoint(tmp_path: Path, anchor: TokenAuditAnchor) -> None:
+    log = AuditLog(tmp_path, anchor=anchor, node_id=NODE, checkpoint_seconds=0.3)
+    for n in range(3):
+        log.record({"eventName": "Encrypt", "n": n})
+    history = tmp_path / f"{CHAIN}.checkpoints.jsonl"
+    deadline = time.monotonic() + 10
+    while not (history.exists() and history.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [json.loads(line)["sequence"] for line in lines_of(history)] == [3]
+    log.close()  # nothing new since: no second checkpoint
+    assert len(lines_of(history)) == 1
 
 
 @pytest.mark.parametrize(
