@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from hsmkms.audit.files import seal
 from hsmkms.audit.log import AuditLog, verify
 from tests.conftest import Server
 
@@ -89,3 +90,15 @@ def test_unauthenticated_calls_are_audited_too(server: Server) -> None:
     last = records(server.audit)[-1]
     assert last["eventName"] == "GenerateRandom"
     assert last["userIdentity"] is None and last["errorCode"] == "InvalidSignatureException"
+
+
+def test_a_trail_from_before_chains_is_still_checked(tmp_path: Path) -> None:
+    previous, lines = "0" * 64, []
+    for n in range(3):  # the single-file format of earlier releases
+        line, previous = seal({"eventName": "Encrypt", "n": n}, previous)
+        lines.append(line)
+    legacy = tmp_path / "hsmkms-audit.jsonl"
+    legacy.write_text("".join(lines))
+    assert verify(tmp_path).ok and verify(tmp_path).records == 3
+    legacy.write_text("".join(lines).replace('"n":1', '"n":5'))
+    assert verify(tmp_path).problem.startswith("hsmkms-audit.jsonl record 2:")

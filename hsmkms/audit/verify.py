@@ -28,6 +28,8 @@ from hsmkms.audit.files import (
     trail_id,
 )
 
+LEGACY_FILE = "hsmkms-audit.jsonl"
+
 
 @dataclass(frozen=True)
 class Verification:
@@ -55,18 +57,19 @@ def verify(directory: Path, anchor: Anchor | None = None) -> Verification:
     trail = trail_id(directory, create=False)
     files = segments(directory)
     names = chains(directory)
-    if trail is None:
-        if not names:
-            return Verification(True, 0)
+    if trail is None and names:
         missing = f"{TRAIL_ID} is missing: the trail's checkpoints cannot be found"
         return Verification(False, 0, missing, (missing,))
-    held = in_token(anchor, trail) if anchor is not None else {}
+    held = in_token(anchor, trail) if anchor is not None and trail is not None else {}
     results = []
     for name in sorted(names | set(held)):
         chain = _Chain(name)
-        _read_checkpoints(directory, trail, chain, anchor, held.get(name, []))
+        _read_checkpoints(directory, trail or "", chain, anchor, held.get(name, []))
         _walk(chain, files.get(name, []))
         results.append(chain)
+    legacy = _legacy(directory / LEGACY_FILE)
+    if legacy is not None:
+        results.append(legacy)
     notes = [n for c in results for n in c.notes]
     if directory.is_dir():
         notes += [
@@ -220,6 +223,24 @@ def _walk(chain: _Chain, files: list[tuple[int, Path]]) -> None:
             f"{chain.name}: {sequence - covered} records after the last "
             "checkpoint are not covered yet"
         )
+
+
+def _legacy(path: Path) -> _Chain | None:
+    """The single file of releases before per-process chains: a hash chain from zeros,
+    without sequence numbers or checkpoints. Checked so that an upgrade loses nothing."""
+    if not path.exists():
+        return None
+    chain, previous = _Chain(path.name), "0" * 64
+    chain.notes.append(f"{path.name}: written before checkpoints; a cut-off tail cannot be seen")
+    for line, raw in read_lines(path):
+        record = _parse(raw)
+        stated = record.pop("hash", None) if record is not None else None
+        if record is None or record.get("previousHash") != previous or stated != digest(record):
+            chain.problems.append(f"{path.name} record {line}: bad JSON, a broken chain or "
+                                  "an altered record")  # fmt: skip
+            return chain
+        previous, chain.records = str(stated), chain.records + 1
+    return chain
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
