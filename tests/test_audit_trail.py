@@ -13,6 +13,8 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
@@ -333,3 +335,24 @@ def test_a_server_with_checkpoints_ends_with_a_covered_trail(
     result = verify(tmp_path / "audit", anchor)  # shutdown closed the log: all covered
     assert result.ok, result.problems
     assert result.chains == {"web.w0": {"records": 6, "checkpoints": 1, "covered": 6}}
+
+
+def test_no_response_without_its_record(tmp_path: Path, km: KeyManager) -> None:
+    credentials = CredentialStore(km.store, km.hsm)
+    arn = "arn:aws:iam::111122223333:user/unaudited"
+    credential = credentials.add(arn)
+    credentials.attach_policy(arn, "admin", ADMIN_POLICY)
+    log = AuditLog(tmp_path / "audit", node_id="web")
+    app = create_app(km, SigV4Verifier(credentials.lookup), maintenance_seconds=0, audit=log)
+    with running(app) as url:
+        kms = boto3.client("kms", endpoint_url=url, region_name="us-east-1",
+                           aws_access_key_id=credential.access_key_id,
+                           aws_secret_access_key=credential.secret_access_key,
+                           config=Config(retries={"max_attempts": 1}))  # fmt: skip
+        assert len(kms.generate_random(NumberOfBytes=8)["Plaintext"]) == 8
+        log.close()  # the trail can no longer be written
+        with pytest.raises(ClientError) as caught:
+            kms.generate_random(NumberOfBytes=8)
+    error = caught.value.response["Error"]
+    assert error["Code"] == "KMSInternalException"
+    assert error["Message"] == "The audit record could not be written."
