@@ -142,6 +142,8 @@ class AuditLog:
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every event queued before this call is on disk."""
+        if self._closed:
+            return  # close() wrote everything
         marker: Future[None] = Future()
         self._queue.put((None, marker))
         wait_for([marker], timeout)
