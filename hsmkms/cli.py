@@ -209,7 +209,12 @@ def _parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
         dest="action", required=True
     )
-    audit.add_parser("verify", help="check the hash chain; names the first bad record")
+    audit.add_parser("verify", help="check every chain and its checkpoints; names what is bad")
+    audit_query = audit.add_parser("query", help="matching records as JSON lines")
+    audit_query.add_argument("--key", default=None)
+    audit_query.add_argument("--since", default=None, help="ISO 8601 time")
+    audit_query.add_argument("--event", default=None)
+    audit_query.add_argument("--principal", default=None)
     policy = commands.add_parser("policy", help="key and identity policies").add_subparsers(
         dest="action", required=True
     )
@@ -268,15 +273,20 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
 }
 
 
-def _audit_verify(directory: Path) -> int:
-    from hsmkms.audit.log import verify
+def _audit(settings: Any, args: argparse.Namespace) -> int:
+    from hsmkms.audit.commands import query_command, verify_command
 
-    result = verify(directory)
-    if not result.ok:
-        print(f"hsmkms: audit log is not intact: {result.problem}", file=sys.stderr)
-        return 1
-    _print({"Valid": True, "Records": result.records})
-    return 0
+    directory = settings.data_dir / "audit"
+    if args.action == "query":
+        return query_command(directory, args.key, args.since, args.event, args.principal)
+    from hsmkms.bootstrap import open_hsm
+    from hsmkms.token.audit import TokenAuditAnchor
+
+    hsm = open_hsm(settings)  # the checkpoints' MACs and the latest checkpoints
+    try:
+        return verify_command(directory, TokenAuditAnchor(hsm))
+    finally:
+        hsm.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -284,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args.command == "audit":
-            return _audit_verify(settings.data_dir / "audit")
+            return _audit(settings, args)
         if args.command == "init":
             from hsmkms.init import initialize
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from hsmkms.audit.log import FILE_NAME, AuditLog, verify
+from hsmkms.audit.files import seal
+from hsmkms.audit.log import AuditLog, verify
 from tests.conftest import Server
 
 
@@ -37,7 +38,7 @@ def test_tampering_is_found_and_named(tmp_path: Path, damage: str) -> None:
     for n in range(4):
         log.record({"eventName": "Encrypt", "n": n})
     log.close()
-    path = tmp_path / FILE_NAME
+    path = log.path
     lines = path.read_text().splitlines()
     if damage == "edit":
         lines[2] = lines[2].replace('"n": 2', '"n": 9').replace('"n":2', '"n":9')
@@ -52,7 +53,7 @@ def test_tampering_is_found_and_named(tmp_path: Path, damage: str) -> None:
     result = verify(tmp_path)
     assert not result.ok
     assert result.problem.startswith(
-        f"record {3 if damage in ('edit',) else 4 if damage == 'garbage' else 2}:"
+        f"{path.name} record {3 if damage in ('edit',) else 4 if damage == 'garbage' else 2}:"
     )
 
 
@@ -89,3 +90,15 @@ def test_unauthenticated_calls_are_audited_too(server: Server) -> None:
     last = records(server.audit)[-1]
     assert last["eventName"] == "GenerateRandom"
     assert last["userIdentity"] is None and last["errorCode"] == "InvalidSignatureException"
+
+
+def test_a_trail_from_before_chains_is_still_checked(tmp_path: Path) -> None:
+    previous, lines = "0" * 64, []
+    for n in range(3):  # the single-file format of earlier releases
+        line, previous = seal({"eventName": "Encrypt", "n": n}, previous)
+        lines.append(line)
+    legacy = tmp_path / "hsmkms-audit.jsonl"
+    legacy.write_text("".join(lines))
+    assert verify(tmp_path).ok and verify(tmp_path).records == 3
+    legacy.write_text("".join(lines).replace('"n":1', '"n":5'))
+    assert verify(tmp_path).problem.startswith("hsmkms-audit.jsonl record 2:")

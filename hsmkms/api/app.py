@@ -6,6 +6,7 @@ on the event loop; a background task runs `maintain` periodically.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -220,10 +221,19 @@ def create_app(
         except Exception:  # a real fault: logged here, a clean 500 to the client
             log.exception("internal error in %s", operation)
             failure = KMSInternalException("An internal error occurred.")
+        request_id = f"{run_id}-{next(request_numbers):012x}".encode()
+        if audit is not None:
+            # Durability `sync`: the record is on disk before the response goes out.
+            durable = audit.submit(_audit_event(call_, operation, request_id.decode(), failure))
+            if durable is not None:
+                try:
+                    await asyncio.wrap_future(durable)
+                except Exception:  # no response the trail does not hold
+                    log.exception("audit record for %s not written", operation)
+                    failure = KMSInternalException("The audit record could not be written.")
         status, error = 200, ""
         if failure is not None:
             status, error, payload = failure.status, failure.code, _error_json(failure)
-        request_id = f"{run_id}-{next(request_numbers):012x}".encode()
         await send(
             {
                 "type": "http.response.start",
@@ -236,8 +246,6 @@ def create_app(
             }
         )
         await send({"type": "http.response.body", "body": payload})
-        if audit is not None:
-            audit.record(_audit_event(call_, operation, request_id.decode(), failure))
         if status >= 500:
             metrics.token_errors.labels(error).inc()
         metrics.requests.labels(operation, error).inc()
@@ -283,7 +291,7 @@ def create_app(
             tasks.cancel_scope.cancel()
         workers.shutdown()
         if audit is not None:
-            audit.flush()
+            audit.close()  # the last records, then a final checkpoint while the token is open
 
     others = Starlette(
         routes=[

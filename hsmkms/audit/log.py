@@ -1,32 +1,58 @@
-"""The audit trail: append-only JSON lines, CloudTrail-shaped, hash-chained.
+"""The audit trail: append-only JSON lines, CloudTrail-shaped, hash-chained, checkpointed.
 
-Each record carries `previousHash` and its own `hash` (SHA-256 over the canonical
-JSON of the record without `hash`), so editing, dropping or reordering records
-breaks the chain, and `hsmkms audit verify` names the first bad one.
+Each record carries `auditSequence` (1, 2, 3, ... along its chain), `previousHash` and
+its own `hash` (SHA-256 over the canonical JSON of the record without `hash`), so
+editing, dropping, inserting or reordering records breaks the chain; token-signed
+checkpoints (hsmkms.audit.checkpoint) stop the tail being cut or the chain rewritten.
+Each process writes its own chain (hsmkms.audit.files), so servers sharing a data dir
+never interleave. Files rotate by size and age; a new file's first record chains to
+the last record of the one before.
 
-Writing never blocks a request: records are queued, and a writer thread appends
-them in batches and fsyncs each batch (records of the last ~50 ms can be lost in a
-power cut, never half-written or reordered). No secret ever enters a record: request
-parameters are copied from an allow-list (key ids, algorithms, encryption context,
-...) and never include plaintext, ciphertext, MACs or signatures.
+A writer thread appends. Durability `sync`: `record` returns (and `submit`'s future
+completes) only once the record is fsync'd; records that arrive while one fsync runs
+share the next one (group commit). `async`: `record` only queues, and the writer
+fsyncs in batches; a power cut can lose the last ~50 ms of records, never reorder them.
+A torn last record (a power cut mid-append) is moved aside at start and the recovery
+itself is recorded. No secret ever enters a record: request parameters are copied from
+an allow-list and never include plaintext, ciphertext, MACs or signatures.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-FILE_NAME = "hsmkms-audit.jsonl"
-GENESIS = "0" * 64
-BATCH_SECONDS = 0.05
+from hsmkms.audit.checkpoint import Anchor, CheckpointWriter
+from hsmkms.audit.files import (
+    claim_chain,
+    node_name,
+    open_tail,
+    seal,
+    segment_name,
+    sync_directory,
+    trail_id,
+)
+from hsmkms.audit.verify import Verification, verify
+
+__all__ = ["AuditLog", "Verification", "request_parameters", "verify"]
+
+log = logging.getLogger("hsmkms.audit")
+
+Durability = Literal["sync", "async"]
+BATCH_SECONDS = 0.05  # async mode: let a batch gather, one fsync for many
+DEFAULT_ROTATE_BYTES = 64 * 1024 * 1024
+DEFAULT_ROTATE_SECONDS = 24 * 3600.0
+DEFAULT_CHECKPOINT_RECORDS = 1000
+DEFAULT_CHECKPOINT_SECONDS = 60.0
 LOGGED_PARAMETERS = frozenset({
     "KeyId", "EncryptionContext", "SourceEncryptionContext", "DestinationEncryptionContext",
     "EncryptionAlgorithm", "SourceEncryptionAlgorithm", "DestinationEncryptionAlgorithm",
@@ -37,120 +63,209 @@ LOGGED_PARAMETERS = frozenset({
     "TagKeys", "Limit", "BypassPolicyLockoutSafetyCheck", "Description",
 })  # fmt: skip
 
-
-def _canonical(record: Mapping[str, Any]) -> str:
-    return json.dumps(
-        record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-    )
-
-
-def _digest(record: Mapping[str, Any]) -> str:
-    return hashlib.sha256(_canonical(record).encode()).hexdigest()
-
-
-def _seal(event: Mapping[str, Any], previous: str) -> tuple[str, str]:
-    """One serialisation serves both the hash and the line: the canonical JSON of the
-    record, with its hash appended as the last member."""
-    body = _canonical({**event, "previousHash": previous})
-    digest = hashlib.sha256(body.encode()).hexdigest()
-    return body[:-1] + f',"hash":"{digest}"}}\n', digest
+_Item = tuple[dict[str, Any] | None, "Future[None] | None"]
+_STOP: _Item = (None, None)
 
 
 def request_parameters(members: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in members.items() if k in LOGGED_PARAMETERS}
 
 
+def _started(path: Path) -> float:
+    """When a record file began: its first record's eventTime (now for a new file)."""
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline()
+        stamp = first.split(b'"eventTime":"', 1)[1].split(b'"', 1)[0].decode()
+        return datetime.fromisoformat(stamp).timestamp()
+    except (OSError, IndexError, ValueError):
+        return time.time()
+
+
 class AuditLog:
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        anchor: Anchor | None = None,
+        node_id: str | None = None,
+        durability: Durability = "sync",
+        rotate_bytes: int = DEFAULT_ROTATE_BYTES,
+        rotate_seconds: float = DEFAULT_ROTATE_SECONDS,
+        checkpoint_records: int = DEFAULT_CHECKPOINT_RECORDS,
+        checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+    ) -> None:
+        if durability not in ("sync", "async"):
+            raise ValueError(f"audit durability must be 'sync' or 'async', not {durability!r}")
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.path = directory / FILE_NAME
-        self._last_hash = _last_hash(self.path)
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._idle = threading.Event()
-        self._idle.set()
+        self.directory = directory
+        self.durability: Durability = durability
+        self._rotate_bytes, self._rotate_seconds = rotate_bytes, rotate_seconds
+        self._checkpoint_records, self._checkpoint_seconds = checkpoint_records, checkpoint_seconds
+        self.chain, self._lock = claim_chain(directory, node_name(node_id))
+        tail = open_tail(directory, self.chain)
+        self._index, self._sequence, self._head = tail.index, tail.sequence, tail.head
+        self.trail = trail_id(directory, create=True) or ""
+        self._checkpoints = (
+            CheckpointWriter(directory, self.trail, self.chain, anchor) if anchor else None
+        )
+        self._checkpoint_at = time.monotonic()
+        self._open_segment()
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._closed = False
         self._writer = threading.Thread(target=self._run, name="hsmkms-audit", daemon=True)
         self._writer.start()
+        covered = self._checkpoints.sequence if self._checkpoints else 0
+        if tail.torn is not None or covered > self._sequence:
+            self.submit(self._recovery_event(tail.torn, tail.torn_bytes, covered))
+
+    # -- the API -----------------------------------------------------------------------
+
+    def submit(self, event: dict[str, Any]) -> Future[None] | None:
+        """Queue one event. In sync mode, returns a future that completes once the record
+        is on disk (or fails with the write's error); in async mode, None."""
+        event.setdefault("eventTime", datetime.now(UTC).isoformat())
+        done: Future[None] | None = Future() if self.durability == "sync" else None
+        if self._closed:  # no writer left: fail loudly rather than wait forever
+            log.error("audit record after close: %s", event.get("eventName"))
+            if done is not None:
+                done.set_exception(OSError("the audit log is closed"))
+            return done
+        self._queue.put((event, done))
+        return done
 
     def record(self, event: dict[str, Any]) -> None:
-        """Queue one event; the writer chains, appends and fsyncs it."""
-        self._idle.clear()
-        self._queue.put(event)
+        """Record one event; in sync mode, returns once it is durable."""
+        done = self.submit(event)
+        if done is not None:
+            done.result()
 
     def flush(self, timeout: float = 10.0) -> None:
-        """Wait until every queued event is on disk."""
-        self._queue.put({})  # a marker: the writer sets idle once it has passed it
-        self._idle.wait(timeout)
+        """Wait until every event queued before this call is on disk."""
+        if self._closed:
+            return  # close() wrote everything
+        marker: Future[None] = Future()
+        self._queue.put((None, marker))
+        wait_for([marker], timeout)
 
     def close(self) -> None:
-        self.flush()
-        self._queue.put(None)
-        self._writer.join(timeout=10)
+        """Write what is queued, a final checkpoint, and give the chain up."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._writer.join(timeout=30)
+        self._lock.close()
+
+    # -- the writer thread -------------------------------------------------------------
+
+    def _open_segment(self) -> None:
+        self.path = self.directory / segment_name(self.chain, self._index)
+        new = not self.path.exists()
+        self._out = self.path.open("ab")
+        if new:
+            os.chmod(self.path, 0o600)
+            sync_directory(self.directory)
+        self._started = _started(self.path)
 
     def _run(self) -> None:
-        with self.path.open("a", encoding="utf-8") as out:
-            os.chmod(self.path, 0o600)
-            while True:
-                batch = [self._queue.get()]
-                try:  # take what is waiting, without a timed wait per record
-                    while len(batch) < 4096:
-                        batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    pass
-                stop = any(event is None for event in batch)
-                lines = []
-                for event in batch:
-                    if not event:
-                        continue  # a flush marker or the stop signal
-                    line, self._last_hash = _seal(event, self._last_hash)
-                    lines.append(line)
-                if lines:
-                    out.write("".join(lines))
-                    out.flush()
-                    os.fsync(out.fileno())
-                if self._queue.empty():
-                    self._idle.set()
-                if stop:
-                    return
-                if lines:
-                    time.sleep(BATCH_SECONDS)  # let the next batch gather: one fsync for many
-
-
-def _last_hash(path: Path) -> str:
-    if not path.exists() or path.stat().st_size == 0:
-        return GENESIS
-    with path.open("rb") as handle:
-        handle.seek(max(0, path.stat().st_size - 65536))
-        tail = handle.read().splitlines()
-    last: str = json.loads(tail[-1])["hash"]
-    return last
-
-
-@dataclass(frozen=True)
-class Verification:
-    ok: bool
-    records: int
-    problem: str = ""
-
-
-def verify(directory: Path) -> Verification:
-    path = directory / FILE_NAME
-    if not path.exists():
-        return Verification(True, 0)
-    previous = GENESIS
-    count = 0
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+        while True:
             try:
-                record = json.loads(line)
-            except ValueError:
-                return Verification(False, count, f"record {number}: not valid JSON")
-            stated = record.pop("hash", None)
-            if record.get("previousHash") != previous:
-                return Verification(False, count, f"record {number}: the chain is broken "
-                                    "(previousHash does not match the record before)")  # fmt: skip
-            if stated != _digest(record):
-                return Verification(False, count, f"record {number}: its hash does not match "
-                                    "its content (the record was altered)")  # fmt: skip
-            previous = stated
-            count += 1
-    return Verification(True, count)
+                batch = [self._queue.get(timeout=self._wait_seconds())]
+            except queue.Empty:
+                self._checkpoint_if_due()
+                continue
+            try:  # take what is waiting, without a timed wait per record
+                while len(batch) < 4096:
+                    batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            stop = any(item is _STOP for item in batch)
+            wrote = self._write(batch)
+            self._checkpoint_if_due(force=stop)
+            if stop:
+                self._out.close()
+                return
+            if wrote and self.durability == "async":
+                time.sleep(BATCH_SECONDS)
+
+    def _wait_seconds(self) -> float | None:
+        """Idle: wake up for a time-based checkpoint when records await one."""
+        if self._checkpoints is None or self._sequence == self._checkpoints.sequence:
+            return None
+        return max(0.01, self._checkpoint_at + self._checkpoint_seconds - time.monotonic())
+
+    def _write(self, batch: list[_Item]) -> bool:
+        done = [future for _, future in batch if future is not None]
+        events = [event for event, _ in batch if event is not None]
+        sequence, head, size = self._sequence, self._head, self._out.tell()
+        try:
+            if events:
+                self._rotate_if_due()
+                sequence, head, size = self._sequence, self._head, self._out.tell()
+                lines = []
+                for event in events:
+                    self._sequence += 1
+                    line, self._head = seal({**event, "auditSequence": self._sequence}, self._head)
+                    lines.append(line)
+                self._out.write("".join(lines).encode())
+                self._out.flush()
+                os.fsync(self._out.fileno())
+        except Exception as exc:  # disk full, I/O error: the waiting requests learn it
+            log.exception("audit records could not be written")
+            self._sequence, self._head = sequence, head
+            try:
+                self._out.truncate(size)
+            except OSError:
+                log.exception("could not cut a half-written audit batch")
+            for future in done:
+                future.set_exception(exc)
+            return False
+        for future in done:
+            future.set_result(None)
+        return bool(events)
+
+    def _rotate_if_due(self) -> None:
+        size = self._out.tell()
+        aged = time.time() - self._started >= self._rotate_seconds
+        if size == 0 or (size < self._rotate_bytes and not aged):
+            return
+        self._checkpoint_if_due(force=True)  # every finished file is covered
+        self._out.close()
+        self._index += 1
+        self._open_segment()
+
+    def _checkpoint_if_due(self, force: bool = False) -> None:
+        if self._checkpoints is None:
+            return
+        pending = self._sequence - self._checkpoints.sequence
+        due = (
+            pending >= self._checkpoint_records
+            or (pending > 0 and force)
+            or (pending > 0 and time.monotonic() - self._checkpoint_at >= self._checkpoint_seconds)
+        )
+        if not due:
+            return
+        self._checkpoint_at = time.monotonic()
+        try:
+            self._checkpoints.write(self._sequence, self._head, self.path.name)
+        except Exception:  # the token is away: records stay uncovered until the next try
+            log.exception("audit checkpoint failed; retrying in %.0f s", self._checkpoint_seconds)
+
+    def _recovery_event(self, torn: Path | None, torn_bytes: int, covered: int) -> dict[str, Any]:
+        """Said in the trail itself: what start-up found at the end of this chain."""
+        data: dict[str, Any] = {"chain": self.chain, "lastRecord": self._sequence,
+                                "lastCheckpoint": covered}  # fmt: skip
+        if torn is not None:
+            data.update(tornFile=torn.name, tornBytes=torn_bytes)
+        if covered > self._sequence:
+            data["missingCoveredRecords"] = f"{self._sequence + 1}-{covered}"
+        return {
+            "eventVersion": "1.08",
+            "eventSource": "hsmkms.audit",
+            "eventName": "AuditTrailRecovered",
+            "eventType": "hsmkmsServiceEvent",
+            "userIdentity": None,
+            "readOnly": False,
+            "additionalEventData": data,
+        }

@@ -1,0 +1,163 @@
+"""What the audit trail keeps in the token: its HMAC key and the latest checkpoints.
+
+The key (label `hsmkms-internal/audit`) is a generic secret that never leaves the
+token (sensitive, not extractable); checkpoints are MACed inside the token. Two
+processes may create the key at the same moment, so each key gets a random CKA_ID,
+every process signs with the smallest id it finds, and a checkpoint names the id of
+the key that signed it. The latest checkpoint of each chain is a private CKO_DATA
+object (label `hsmkms-internal/audit-checkpoint/<chain>`) whose value is updated in
+place where the token allows it, else replaced (SoftHSM2 2.6 keeps CKA_VALUE of data
+objects read-only): the new object is made before the old one goes.
+"""
+
+from __future__ import annotations
+
+import hmac as hmac_compare
+import os
+from typing import Any
+
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11
+from pkcs11.exceptions import PKCS11Error
+
+from hsmkms.token.faults import to_kms_error
+from hsmkms.token.hsm import Hsm
+from hsmkms.token.pool import PooledSession
+
+KEY_LABEL = "hsmkms-internal/audit"
+CHECKPOINT_PREFIX = "hsmkms-internal/audit-checkpoint/"
+APPLICATION = "hsmkms audit"
+MECHANISM = Mechanism.SHA256_HMAC
+
+
+def _key_template(cka_id: bytes) -> dict[Any, Any]:
+    return {
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+        Attribute.MODIFIABLE: False,
+        Attribute.LABEL: KEY_LABEL,
+        Attribute.ID: cka_id,
+        Attribute.SIGN: True,
+        Attribute.VERIFY: True,
+        Attribute.ENCRYPT: False,
+        Attribute.DECRYPT: False,
+        Attribute.WRAP: False,
+        Attribute.UNWRAP: False,
+        Attribute.DERIVE: False,
+    }
+
+
+def _keys(pooled: PooledSession) -> dict[bytes, Any]:
+    found = pooled.session.get_objects(
+        {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: KEY_LABEL}
+    )
+    return {bytes(key[Attribute.ID]): key for key in found}
+
+
+class TokenAuditAnchor:
+    """The audit trail's signer and checkpoint store (hsmkms.audit.checkpoint.Anchor)."""
+
+    def __init__(self, hsm: Hsm) -> None:
+        self._hsm = hsm
+        self._signing_id: bytes | None = None
+
+    # -- the key -------------------------------------------------------------------
+
+    def _signing_key(self, pooled: PooledSession) -> tuple[bytes, Any]:
+        if self._signing_id is None:
+            keys = _keys(pooled)
+            if not keys:
+                self._hsm.mechanisms.require(Mechanism.GENERIC_SECRET_KEY_GEN, MECHANISM)
+                pooled.session.generate_key(
+                    KeyType.GENERIC_SECRET, 256, store=True, template=_key_template(os.urandom(16))
+                )
+                keys = _keys(pooled)  # another process may have made one too: smallest wins
+            self._signing_id = min(keys)
+        cached = pooled.objects.get(("audit-key", self._signing_id))
+        if cached is None:
+            cached = _keys(pooled)[self._signing_id]
+            pooled.objects[("audit-key", self._signing_id)] = cached
+        return self._signing_id, cached
+
+    def key_id(self) -> str:
+        """The CKA_ID (hex) of the key sign() uses; made on first use."""
+        return self._hsm._call(lambda pooled: self._signing_key(pooled)[0].hex())
+
+    def sign(self, message: bytes) -> bytes:
+        """HMAC-SHA256 of message, computed in the token."""
+
+        def sign(pooled: PooledSession) -> bytes:
+            mac: bytes = self._signing_key(pooled)[1].sign(message, mechanism=MECHANISM)
+            return mac
+
+        return self._hsm._call(sign)
+
+    def check(self, key_id: str, message: bytes, mac: bytes) -> bool:
+        """Whether mac is the HMAC of message under the named key. Recomputed and
+        compared here: some tokens (NSS) answer C_Verify failures with unrelated codes."""
+
+        try:
+            wanted = bytes.fromhex(key_id)
+        except ValueError:
+            return False
+
+        def compute(pooled: PooledSession) -> bytes | None:
+            key = pooled.objects.get(("audit-key", wanted))
+            if key is None:
+                key = _keys(pooled).get(wanted)
+                if key is None:
+                    return None
+                pooled.objects[("audit-key", wanted)] = key
+            expected: bytes = key.sign(message, mechanism=MECHANISM)
+            return expected
+
+        expected = self._hsm._call(compute)
+        return expected is not None and hmac_compare.compare_digest(expected, mac)
+
+    # -- the latest checkpoint per chain ---------------------------------------------
+
+    def store(self, chain: str, value: bytes) -> None:
+        label = CHECKPOINT_PREFIX + chain
+
+        def store(pooled: PooledSession) -> None:
+            old = list(pooled.session.get_objects(
+                {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: label}
+            ))  # fmt: skip
+            if len(old) == 1:
+                try:
+                    old[0][Attribute.VALUE] = value
+                    return
+                except (p11.AttributeReadOnly, p11.AttributeValueInvalid):
+                    pass  # this token cannot modify it: replace it below
+            pooled.session.create_object({
+                Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True,
+                Attribute.PRIVATE: True, Attribute.MODIFIABLE: True,
+                Attribute.LABEL: label, Attribute.APPLICATION: APPLICATION,
+                Attribute.VALUE: value,
+            })  # fmt: skip
+            for obj in old:  # after the new one exists: a crash leaves both, never none
+                obj.destroy()
+
+        self._hsm._call(store)
+
+    def load_all(self) -> dict[str, list[bytes]]:
+        """Every chain's stored checkpoint values (normally one per chain)."""
+
+        def scan(pooled: PooledSession) -> dict[str, list[bytes]]:
+            found: dict[str, list[bytes]] = {}
+            for obj in pooled.session.get_objects({Attribute.CLASS: ObjectClass.DATA}):
+                try:
+                    label = obj[Attribute.LABEL]
+                    if isinstance(label, str) and label.startswith(CHECKPOINT_PREFIX):
+                        chain = label[len(CHECKPOINT_PREFIX) :]
+                        found.setdefault(chain, []).append(bytes(obj[Attribute.VALUE]))
+                except PKCS11Error:
+                    continue
+            return found
+
+        try:
+            return self._hsm._call(scan)
+        except PKCS11Error as exc:
+            raise to_kms_error(exc) from exc
