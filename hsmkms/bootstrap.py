@@ -16,6 +16,7 @@ from hsmkms.library import KeyManager
 from hsmkms.policy.principals import CredentialStore
 from hsmkms.store import open_store
 from hsmkms.token import Hsm
+from hsmkms.token.audit import TokenAuditAnchor
 
 
 def prepare_environment(settings: Settings) -> None:
@@ -45,11 +46,39 @@ def open_hsm(settings: Settings) -> Hsm:
     )
 
 
-def build_key_manager(settings: Settings, clock: Clock = system_clock) -> KeyManager:
+def open_audit(settings: Settings, hsm: Hsm) -> AuditLog:
+    """The audit trail, checkpointed with the token's audit key."""
+    return AuditLog(
+        settings.data_dir / "audit",
+        anchor=TokenAuditAnchor(hsm),
+        node_id=settings.audit_node_id,
+        durability=settings.audit_durability,
+        rotate_bytes=settings.audit_rotate_bytes,
+        rotate_seconds=settings.audit_rotate_seconds,
+        checkpoint_records=settings.audit_checkpoint_records,
+        checkpoint_seconds=settings.audit_checkpoint_seconds,
+    )
+
+
+def build_key_manager(
+    settings: Settings,
+    clock: Clock = system_clock,
+    *,
+    audited: bool = True,
+    source: str = "hsmkms.library",
+) -> KeyManager:
+    """The library over the configured token and database. Its actions go to the audit
+    trail with the operator's identity (`source`: hsmkms.library or hsmkms.cli)."""
     hsm = open_hsm(settings)
     store = open_store(settings.database_url, pool_size=settings.database_pool_size)
     return KeyManager(
-        store, hsm, account_id=settings.account_id, region=settings.region, clock=clock
+        store,
+        hsm,
+        account_id=settings.account_id,
+        region=settings.region,
+        clock=clock,
+        audit=open_audit(settings, hsm) if audited else None,
+        audit_source=source,
     )
 
 
@@ -61,6 +90,6 @@ def build_app(settings: Settings, km: KeyManager) -> ASGIApp:
         km.context,
         verifier,
         maintenance_seconds=settings.maintenance_seconds,
-        audit=AuditLog(settings.data_dir / "audit"),
+        audit=open_audit(settings, km.hsm),
         max_request_bytes=settings.max_request_bytes,
     )

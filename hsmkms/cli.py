@@ -300,7 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             _print(asdict(initialize(settings)))
             return 0
-        km = build_key_manager(settings)
+        # Every CLI action is audited with the operator's identity; `serve` audits
+        # its API calls itself.
+        km = build_key_manager(settings, audited=args.command != "serve", source="hsmkms.cli")
         try:
             _print(HANDLERS[(args.command, getattr(args, "action", None))](km, args))
         finally:

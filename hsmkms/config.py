@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -103,6 +103,14 @@ class Settings(BaseSettings):
     xks_uri_prefix: str = "xks"
     # The module's C_Initialize string (NSS softokn: configdir=...); empty: none.
     pkcs11_init_args: SecretStr | None = None
+    # The audit trail (hsmkms/audit/): a record is on disk before the response (sync)
+    # or written just after it (async); per-process chains named by node.
+    audit_durability: Literal["sync", "async"] = "sync"
+    audit_node_id: str | None = None
+    audit_rotate_bytes: int = Field(default=64 * 1024 * 1024, ge=4096)
+    audit_rotate_seconds: float = Field(default=86400.0, gt=0)
+    audit_checkpoint_records: int = Field(default=1000, ge=1)
+    audit_checkpoint_seconds: float = Field(default=60.0, gt=0)
     # The HTTP edge (api/server.py's EdgeLimits).
     max_request_bytes: int = Field(default=300 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_header_count: int = Field(default=100, ge=8, le=10_000)

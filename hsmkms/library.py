@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
+from hsmkms.audit.log import AuditLog
+from hsmkms.audit.operator import operator_event
+from hsmkms.errors import KMSError
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.keys.material import CrashHook
 from hsmkms.keys.resolved import Resolved
 from hsmkms.keys.resolver import METADATA_CACHE_SECONDS
 from hsmkms.operations.context import OperationContext, Response
 from hsmkms.operations.maintenance import MaintenanceReport, maintain
-from hsmkms.operations.table import BY_METHOD
+from hsmkms.operations.table import BY_METHOD, Operation
 from hsmkms.policy.authorize import Authorizer
 from hsmkms.store.base import MetadataStore
 from hsmkms.token import Hsm
@@ -35,6 +39,8 @@ class KeyManager:
         crash: CrashHook | None = None,
         cache_seconds: float = METADATA_CACHE_SECONDS,
         context: OperationContext | None = None,
+        audit: AuditLog | None = None,
+        audit_source: str = "hsmkms.library",
     ) -> None:
         self.context = context or OperationContext(
             store,
@@ -45,6 +51,9 @@ class KeyManager:
             crash=crash,
             cache_seconds=cache_seconds,
         )
+        # Operator actions go to the audit trail when one is given (build_key_manager).
+        self.audit = audit
+        self._audit_source = audit_source
 
     @property
     def store(self) -> MetadataStore:
@@ -76,9 +85,16 @@ class KeyManager:
         return KeyManager(ctx.store, ctx.hsm, account_id=ctx.account_id, region=region, context=ctx)
 
     def maintain(self) -> MaintenanceReport:
-        return maintain(self.context)
+        report = maintain(self.context)
+        if self.audit is not None:
+            deleted = report.deleted + report.reconcile.orphans_destroyed
+            self._record("Maintain", {}, deleted, None)
+        return report
 
     def close(self) -> None:
+        if self.audit is not None:
+            self.audit.close()  # before the token: the last checkpoint is signed there
+        self.context.tokens.close_all()
         self.context.hsm.close()
         self.context.store.close()
 
@@ -93,4 +109,45 @@ class KeyManager:
         op = BY_METHOD.get(name)
         if op is None:
             raise AttributeError(f"KeyManager has no operation {name!r}")
-        return functools.partial(op.handler, self.context)
+        if self.audit is None:
+            return functools.partial(op.handler, self.context)
+        return functools.partial(self._audited, op)
+
+    def _audited(self, op: Operation, **arguments: Any) -> Response:
+        """Run an operation and record it with the operator's identity, failed or not."""
+        try:
+            result = op.handler(self.context, **arguments)
+        except KMSError as exc:
+            self._record(op.name, arguments, _keys(arguments), exc)
+            raise
+        self._record(op.name, arguments, _keys({**arguments, **result}), None)
+        return result
+
+    def _record(
+        self, name: str, arguments: dict[str, Any], keys: list[str], failure: KMSError | None
+    ) -> None:
+        assert self.audit is not None
+        self.audit.record(
+            operator_event(
+                name,
+                parameters={camel(k): v for k, v in arguments.items()},
+                resources=keys,
+                error_code=None if failure is None else failure.code,
+                error_message=None if failure is None else failure.message,
+                region=self.region,
+                source=self._audit_source,
+            )
+        )
+
+
+def camel(name: str) -> str:
+    """key_id -> KeyId: KMS's member names, as the audit allow-list knows them."""
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _keys(values: dict[str, Any]) -> list[str]:
+    metadata = values.get("KeyMetadata")
+    found = [metadata.get("Arn") if isinstance(metadata, dict) else None] + [
+        values.get(k) for k in ("KeyId", "key_id", "target_key_id", "destination_key_id")
+    ]
+    return [k for k in found if isinstance(k, str)][:1]

@@ -50,3 +50,31 @@ def test_verify_checks_checkpoints_with_the_token(cli: Cli) -> None:
     (audit / "ops.w0.checkpoints.jsonl").unlink()
     stderr = cli.fails("audit", "verify")
     assert "ops.w0.checkpoints.jsonl is missing or empty: the token holds checkpoint 1" in stderr
+
+
+def test_cli_actions_are_audited_with_the_operator(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Operator actions that change or use keys are in the same trail as API calls."""
+    cli = Cli(tmp_path_factory.mktemp("operator") / "data")
+    cli.ok("init")
+    key_id = cli.ok("key", "create", "--description", "audited")["KeyMetadata"]["KeyId"]
+    cli.ok("key", "schedule-deletion", key_id, "--days", "7")
+    failed = cli.run("key", "describe", "alias/missing")
+    assert failed.returncode != 0
+    records = [json.loads(line) for line in cli.run("audit", "query").stdout.splitlines()]
+    by_name = {r["eventName"]: r for r in records}
+    assert {"CreateKey", "ScheduleKeyDeletion", "DescribeKey"} <= set(by_name)
+    for record in records:
+        assert record["userIdentity"]["type"] == "Operator"
+        assert record["eventSource"] == "hsmkms.cli"
+        assert record["userIdentity"]["userName"] and record["userIdentity"]["host"]
+    assert by_name["ScheduleKeyDeletion"]["resources"][0]["ARN"].endswith(key_id)
+    assert by_name["DescribeKey"]["errorCode"] == "NotFoundException"
+    found = cli.run("audit", "query", "--key", key_id).stdout.splitlines()
+    assert {json.loads(line)["eventName"] for line in found} == {
+        "CreateKey",
+        "ScheduleKeyDeletion",
+    }
+    verified = cli.ok("audit", "verify")
+    assert verified["Valid"] is True and verified["Records"] == len(records)

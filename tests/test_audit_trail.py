@@ -20,8 +20,8 @@ from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.audit.files import genesis, seal
 from hsmkms.audit.log import AuditLog, verify
-from hsmkms.identity import ADMIN_POLICY, CredentialStore
-from hsmkms.service import KeyManager
+from hsmkms.library import KeyManager
+from hsmkms.policy.principals import ADMIN_POLICY, CredentialStore
 from hsmkms.token import Hsm
 from hsmkms.token.audit import KEY_LABEL, TokenAuditAnchor
 from hsmkms.token.templates import InternalRef
@@ -324,7 +324,7 @@ def test_a_server_with_checkpoints_ends_with_a_covered_trail(
     credential = credentials.add(arn)
     credentials.attach_policy(arn, "admin", ADMIN_POLICY)
     log = AuditLog(tmp_path / "audit", anchor=anchor, node_id="web")
-    app = create_app(km, SigV4Verifier(credentials.lookup), maintenance_seconds=0, audit=log)
+    app = create_app(km.context, SigV4Verifier(credentials.lookup), maintenance_seconds=0, audit=log)
     with running(app) as url:
         kms = boto3.client("kms", endpoint_url=url, region_name="us-east-1",
                            aws_access_key_id=credential.access_key_id,
@@ -343,7 +343,7 @@ def test_no_response_without_its_record(tmp_path: Path, km: KeyManager) -> None:
     credential = credentials.add(arn)
     credentials.attach_policy(arn, "admin", ADMIN_POLICY)
     log = AuditLog(tmp_path / "audit", node_id="web")
-    app = create_app(km, SigV4Verifier(credentials.lookup), maintenance_seconds=0, audit=log)
+    app = create_app(km.context, SigV4Verifier(credentials.lookup), maintenance_seconds=0, audit=log)
     with running(app) as url:
         kms = boto3.client("kms", endpoint_url=url, region_name="us-east-1",
                            aws_access_key_id=credential.access_key_id,
