@@ -11,7 +11,7 @@ deps:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq softhsm2; fi; }
 
 install: deps
-	@$(PYTHON) -c "import hsmkms, pytest, uvicorn, aws_encryption_sdk, moto" 2>/dev/null || \
+	@$(PYTHON) -c "import hsmkms, pytest, uvicorn, aws_encryption_sdk, moto, Crypto" 2>/dev/null || \
 	  $(PYTHON) -m pip install -q -e ".[dev]"
 
 HOST ?= 127.0.0.1

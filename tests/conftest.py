@@ -219,3 +219,33 @@ def server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
         )
     audit.close()
     store.close()
+
+
+# -- more tokens (security domain, backup/restore, replication) -------------------------
+
+
+@dataclass(frozen=True)
+class PeerToken:
+    module: str
+    label: str
+    so_pin: str
+    pin: str
+
+
+@pytest.fixture(scope="session", autouse=True)
+def peer_tokens(token_env: TokenEnv) -> dict[str, PeerToken]:
+    """Two more tokens in the session's token directory, with known SO PINs. Autouse:
+    SoftHSM2 reads its token directory once, when the module is first loaded, so they
+    must exist before any test loads it."""
+    peers = {}
+    env = {**os.environ, "SOFTHSM2_CONF": token_env.conf}
+    for name in ("peer-a", "peer-b"):
+        peer = PeerToken(token_env.module, f"hsmkms-{name}", secrets.token_hex(8),
+                         secrets.token_hex(8))  # fmt: skip
+        subprocess.run(
+            ["softhsm2-util", "--init-token", "--free", "--label", peer.label,
+             "--so-pin", peer.so_pin, "--pin", peer.pin],
+            check=True, capture_output=True, env=env,
+        )  # fmt: skip
+        peers[name] = peer
+    return peers
