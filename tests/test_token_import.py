@@ -187,6 +187,8 @@ def test_invalid_material_is_refused_and_leaves_nothing(
 
     with pytest.raises(IncorrectKeyMaterialException, match="length"):
         attempt(os.urandom(16), Aes())  # an AES-128 key is not AES-256 material
+    with pytest.raises(IncorrectKeyMaterialException):
+        attempt(os.urandom(28), Aes())  # SoftHSM2 measures 25..32 bytes; AES refuses 28
     with pytest.raises(IncorrectKeyMaterialException, match="length"):
         attempt(os.urandom(20), HmacKey(32))
     with pytest.raises(IncorrectKeyMaterialException):

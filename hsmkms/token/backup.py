@@ -25,7 +25,7 @@ from hsmkms.token.domain import domain_key
 from hsmkms.token.pool import PooledSession
 from hsmkms.token.publics import create_public
 from hsmkms.token.templates import Custody, MaterialRef, ObjectName, custody_attributes
-from hsmkms.token.wrapping import key_template, rfc5649_mechanism
+from hsmkms.token.wrapping import key_template, rfc5649
 
 if TYPE_CHECKING:
     from hsmkms.token.hsm import Hsm
@@ -80,18 +80,18 @@ def _usages(obj: Any, object_class: ObjectClass) -> tuple[str, ...]:
     return tuple(u for u in _USAGES[object_class] if obj[Attribute[u.upper()]])
 
 
-def _mechanism(hsm: Hsm) -> Any:
-    mechanism = rfc5649_mechanism(hsm)
+def _mechanism(hsm: Hsm, direction: str) -> Any:
+    mechanism = getattr(rfc5649(hsm), direction)
     if mechanism is None:
         raise UnsupportedOperationException(
-            "The token does not support AES key wrap with padding (RFC 5649)."
+            f"The token cannot {direction} with AES key wrap with padding (RFC 5649)."
         )
     return mechanism
 
 
 def wrap_material(hsm: Hsm, ref: ObjectName) -> WrappedMaterial:
     """Wrap one material version (its secret or private key) under the domain key."""
-    mechanism = _mechanism(hsm)
+    mechanism = _mechanism(hsm, "wrap")
 
     def wrap(pooled: PooledSession) -> WrappedMaterial:
         kek, domain_id = domain_key(pooled)
@@ -135,7 +135,7 @@ def wrap_material(hsm: Hsm, ref: ObjectName) -> WrappedMaterial:
 def unwrap_material(hsm: Hsm, material: WrappedMaterial) -> None:
     """Recreate wrapped material in this token (same domain): Custody.DOMAIN attributes,
     the same label, CKA_ID and usages, and the public object of a key pair."""
-    mechanism = _mechanism(hsm)
+    mechanism = _mechanism(hsm, "unwrap")
     object_class = ObjectClass[material.object_class]
     key_type = KeyType[material.key_type]
 

@@ -84,15 +84,19 @@ def _share_digest(fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:8]
 
 
-def split_key(value: bytes, domain_id: str, custodians: int, threshold: int) -> list[str]:
-    """The custodian shares of a domain key, as JSON strings."""
-    if len(value) != KEY_BYTES:
-        raise ValueError("a domain key is 32 bytes")
+def check_quorum(custodians: int, threshold: int) -> None:
     if not 2 <= threshold <= custodians <= MAX_CUSTODIANS:
         raise ValidationException(
             f"A security domain needs 2 <= threshold <= custodians <= {MAX_CUSTODIANS} "
             f"(got threshold {threshold}, custodians {custodians})."
         )
+
+
+def split_key(value: bytes, domain_id: str, custodians: int, threshold: int) -> list[str]:
+    """The custodian shares of a domain key, as JSON strings."""
+    if len(value) != KEY_BYTES:
+        raise ValueError("a domain key is 32 bytes")
+    check_quorum(custodians, threshold)
     blocks = [Shamir.split(threshold, custodians, value[i : i + BLOCK]) for i in (0, BLOCK)]
     check = check_value_of(value)
     shares = []
@@ -164,8 +168,7 @@ def create_domain(
     threshold: int,
 ) -> NewDomain:  # fmt: skip
     """Make a domain key from the token's RNG, install it in the token and split it."""
-    if not 2 <= threshold <= custodians <= MAX_CUSTODIANS:
-        split_key(bytes(KEY_BYTES), "", custodians, threshold)  # raises the clear error
+    check_quorum(custodians, threshold)
     with _token_sessions(module_path, token_label) as (token, holder):
         domain_id = bytes(holder.generate_random(64)).hex()
         value = bytes(holder.generate_random(KEY_BYTES * 8))

@@ -39,8 +39,8 @@ from hsmkms.token.wrapping import (
     key_template,
     oaep_param,
     oaep_unwrap_supported,
-    padded_length,
-    rfc5649_mechanism,
+    rfc5649,
+    secret_length,
     session_key,
 )
 
@@ -83,7 +83,7 @@ def missing_mechanism(hsm: Hsm, wrapping_algorithm: str) -> str | None:
     missing = []
     if not oaep_unwrap_supported(hsm, algorithm.hash_name):
         missing.append(f"RSA_PKCS_OAEP with {algorithm.hash_name} (C_UnwrapKey)")
-    if algorithm.with_aes and rfc5649_mechanism(hsm) is None:
+    if algorithm.with_aes and rfc5649(hsm).unwrap is None:
         missing.append("AES key wrap with padding (RFC 5649)")
     return ", ".join(missing) or None
 
@@ -137,10 +137,11 @@ def import_material(
     check_value). InvalidCiphertextException: the blob does not unwrap under the wrapping
     key; IncorrectKeyMaterialException: it does, but is not valid material for kind."""
     require(hsm, wrapping_algorithm)
+    _require_check_mechanism(hsm, kind)
     if isinstance(kind, EdPair):
         raise UnsupportedOperationException("Importing Ed25519 key material is not supported.")
     algorithm = WRAPPING_ALGORITHMS[wrapping_algorithm]
-    rfc5649 = rfc5649_mechanism(hsm)
+    mechanisms = rfc5649(hsm)
     chosen = custody or hsm.custody
 
     def work(pooled: PooledSession) -> bytes:
@@ -150,7 +151,7 @@ def import_material(
         oaep = (Mechanism.RSA_PKCS_OAEP, oaep_param(algorithm.hash_name))
         if not algorithm.with_aes:
             return _unwrap_into(pooled, _unwrapper(private, *oaep, encrypted), target, kind,
-                                chosen, rfc5649)  # fmt: skip
+                                chosen, mechanisms.wrap)  # fmt: skip
         size = (int.from_bytes(private[Attribute.MODULUS], "big").bit_length() + 7) // 8
         if len(encrypted) <= size:
             raise InvalidCiphertextException()
@@ -162,8 +163,8 @@ def import_material(
         except _UNWRAP_FAILURES as exc:
             raise InvalidCiphertextException() from exc
         try:
-            unwrap = _unwrapper(ephemeral, rfc5649, None, encrypted[size:])
-            return _unwrap_into(pooled, unwrap, target, kind, chosen, rfc5649)
+            unwrap = _unwrapper(ephemeral, mechanisms.unwrap, None, encrypted[size:])
+            return _unwrap_into(pooled, unwrap, target, kind, chosen, mechanisms.wrap)
         finally:
             ephemeral.destroy()
 
@@ -196,7 +197,7 @@ def _incorrect(reason: str) -> IncorrectKeyMaterialException:
 
 def _unwrap_into(
     pooled: PooledSession, unwrap: Unwrapper, target: MaterialRef, kind: MaterialKind,
-    custody: Custody, rfc5649: Any,
+    custody: Custody, wrap: Any,
 ) -> bytes:  # fmt: skip
     # No CKA_MODIFIABLE=false: SoftHSM2 refuses it in unwrap (and copy) templates with
     # CKR_ATTRIBUTE_READ_ONLY. The custody attributes can only be tightened anyway.
@@ -206,7 +207,7 @@ def _unwrap_into(
     try:
         if isinstance(kind, Aes | HmacKey):
             key_type = KeyType.AES if isinstance(kind, Aes) else KeyType.GENERIC_SECRET
-            _check_secret_length(pooled, unwrap, key_type, kind, rfc5649)
+            _check_secret_length(pooled, unwrap, key_type, kind, wrap)
             uses = {"encrypt": True, "decrypt": True} if isinstance(kind, Aes) else {
                 "sign": True, "verify": True}  # fmt: skip
             template = {**key_template(ObjectClass.SECRET_KEY, **final, **uses), **custody_attrs}
@@ -242,23 +243,19 @@ def _unwrap_into(
 
 
 def _check_secret_length(
-    pooled: PooledSession, unwrap: Unwrapper, key_type: KeyType, kind: Aes | HmacKey,
-    rfc5649: Any,
-) -> None:  # fmt: skip
-    """Reject material of the wrong length before it becomes a key (the token would take
-    a 20-byte "AES" key). Measured on an extractable session copy, to 8 bytes."""
-    if rfc5649 is None:
-        raise UnsupportedOperationException(
-            "The token cannot measure imported material (no RFC 5649 key wrap)."
-        )
+    pooled: PooledSession, unwrap: Unwrapper, key_type: KeyType, kind: Aes | HmacKey, wrap: Any
+) -> None:
+    """Reject material of the wrong length before it becomes a key (SoftHSM2 takes a
+    20-byte "AES" key). Measured on an extractable session copy."""
     copy = unwrap(ObjectClass.SECRET_KEY, key_type, session_key(extractable=True))
     try:
-        padded = padded_length(pooled, copy, rfc5649)
+        possible = secret_length(pooled, copy, wrap)
     finally:
         copy.destroy()
     allowed = range(kind.bits // 8, kind.bits // 8 + 1) if isinstance(kind, Aes) else (
         HMAC_IMPORT_BYTES.get(kind.length, range(kind.length, kind.length + 1)))  # fmt: skip
-    if not any((n + 7) // 8 * 8 == padded for n in allowed):
+    # SoftHSM2 measures to 8 bytes: accept when an allowed length fits the measurement.
+    if not set(possible) & set(allowed):
         raise _incorrect("its length is not allowed for this key spec")
 
 
@@ -271,9 +268,17 @@ def _secret_check_value(key: Any, kind: Aes | HmacKey) -> bytes:
             raw = key.encrypt(bytes(16), mechanism=Mechanism.AES_ECB)
         else:
             raw = key.sign(_CHECK_INPUT, mechanism=Mechanism.SHA256_HMAC)
-    except _MATERIAL_FAILURES as exc:
+    except (*_MATERIAL_FAILURES, p11.MechanismInvalid) as exc:
+        # The mechanism is offered (checked up front): the key is what it refuses.
         raise _incorrect("the token cannot use it as this key type") from exc
     return hashlib.sha256(b"hsmkms-kcv/secret/" + bytes(raw)).digest()[:16]
+
+
+def _require_check_mechanism(hsm: Hsm, kind: MaterialKind) -> None:
+    if isinstance(kind, Aes):
+        hsm.mechanisms.require(Mechanism.AES_ECB)
+    elif isinstance(kind, HmacKey):
+        hsm.mechanisms.require(Mechanism.SHA256_HMAC)
 
 
 def _public_check_value(spki: bytes) -> bytes:
@@ -330,6 +335,7 @@ def check_value(hsm: Hsm, ref: MaterialRef, kind: MaterialKind) -> bytes:
 
     if not isinstance(kind, Aes | HmacKey):
         return _public_check_value(hsm.public_key_der(ref))
+    _require_check_mechanism(hsm, kind)
     secret_kind = kind
 
     def compute(pooled: PooledSession) -> bytes:

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 from pkcs11 import DEFAULT, MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import PKCS11Error
 
+from hsmkms.errors import UnsupportedOperationException
 from hsmkms.token.pool import PooledSession
 from hsmkms.token.publics import rsa_public_of
 
@@ -81,14 +82,21 @@ def session_key(object_class: ObjectClass = ObjectClass.SECRET_KEY, **attributes
     return key_template(object_class, token=False, private=True, sensitive=True, **attributes)
 
 
+@dataclass(frozen=True)
+class Rfc5649:
+    """The mechanism that does RFC 5649 on a token, per direction (None: cannot)."""
+
+    unwrap: Mechanism | None
+    wrap: Mechanism | None
+
+
 @dataclass
 class WrapCapabilities:
     """What one token can do for key wrapping, probed once per Hsm."""
 
-    rfc5649: Mechanism | None = None
+    rfc5649: Rfc5649 | None = None
     oaep_unwrap: dict[str, bool] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    probed_rfc5649: bool = False
 
 
 _capabilities: weakref.WeakKeyDictionary[Hsm, WrapCapabilities] = weakref.WeakKeyDictionary()
@@ -103,18 +111,19 @@ def capabilities(hsm: Hsm) -> WrapCapabilities:
         return found
 
 
-def rfc5649_mechanism(hsm: Hsm) -> Mechanism | None:
-    """The mechanism that does RFC 5649 (AES key wrap with padding) on this token."""
+def rfc5649(hsm: Hsm) -> Rfc5649:
+    """Which mechanism does RFC 5649 (AES key wrap with padding) on this token, probed
+    once. Directions can differ: NSS 3.87 unwraps with CKM_AES_KEY_WRAP_KWP, but its
+    C_WrapKey size query is too small and python-pkcs11 fails with "Buffer was too small"."""
     caps = capabilities(hsm)
     with caps.lock:
-        if not caps.probed_rfc5649:
+        if caps.rfc5649 is None:
             offered = [m for m in RFC5649_CANDIDATES if m in hsm.mechanisms]
             caps.rfc5649 = hsm.run(lambda pooled: _probe_rfc5649(pooled, offered))
-            caps.probed_rfc5649 = True
         return caps.rfc5649
 
 
-def _probe_rfc5649(pooled: PooledSession, offered: list[Mechanism]) -> Mechanism | None:
+def _probe_rfc5649(pooled: PooledSession, offered: list[Mechanism]) -> Rfc5649:
     session = pooled.session
     kek = session.create_object({
         Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES,
@@ -127,21 +136,25 @@ def _probe_rfc5649(pooled: PooledSession, offered: list[Mechanism]) -> Mechanism
         Attribute.EXTRACTABLE: True,
     })  # fmt: skip
     try:
-        for mechanism in offered:
-            if _does_rfc5649(kek, target, mechanism):
-                return mechanism
-        return None
+        unwrap = next((m for m in offered if _unwraps_rfc5649(kek, m)), None)
+        wrap = next((m for m in offered if _wraps_rfc5649(kek, target, m)), None)
+        return Rfc5649(unwrap, wrap)
     finally:
         kek.destroy()
         target.destroy()
 
 
-def _does_rfc5649(kek: Any, target: Any, mechanism: Mechanism) -> bool:
+def _wraps_rfc5649(kek: Any, target: Any, mechanism: Mechanism) -> bool:
+    expected = aes_key_wrap_with_padding(_PROBE_KEK, _PROBE_WRAPPED)
     try:
-        if kek.wrap_key(target, mechanism=mechanism) != aes_key_wrap_with_padding(
-            _PROBE_KEK, _PROBE_WRAPPED
-        ):
-            return False  # same number, another format (NSS's 0x210A: PKCS#7 + RFC 3394)
+        # Another output: same number, another format (NSS's 0x210A: PKCS#7 + RFC 3394).
+        return bool(kek.wrap_key(target, mechanism=mechanism) == expected)
+    except PKCS11Error:
+        return False
+
+
+def _unwraps_rfc5649(kek: Any, mechanism: Mechanism) -> bool:
+    try:
         unwrapped = kek.unwrap_key(
             ObjectClass.SECRET_KEY, KeyType.GENERIC_SECRET,
             aes_key_wrap_with_padding(_PROBE_KEK, _PROBE_UNWRAPPED), mechanism=mechanism,
@@ -191,15 +204,25 @@ def _probe_oaep_unwrap(pooled: PooledSession, hash_name: str) -> bool:
         private.destroy()
 
 
-def padded_length(pooled: PooledSession, key: Any, rfc5649: Mechanism) -> int:
-    """The length of an extractable secret, rounded up to 8 bytes, measured inside the
-    token by wrapping it under a throwaway key the token generated (SoftHSM2 leaves
-    CKA_VALUE_LEN 0 on unwrapped keys). The value itself never leaves the token."""
+def secret_length(pooled: PooledSession, key: Any, wrap: Mechanism | None) -> range:
+    """The possible lengths of an extractable secret, measured inside the token: its
+    CKA_VALUE_LEN, or (SoftHSM2 leaves that 0 on unwrapped keys) the length of its
+    RFC 5649 wrapping under a throwaway key the token generated, which gives the length
+    rounded up to 8. The value itself never leaves the token."""
+    exact = int(key[Attribute.VALUE_LEN] or 0)
+    if exact:
+        return range(exact, exact + 1)
+    if wrap is None:
+        raise UnsupportedOperationException(
+            "The token can measure unwrapped material neither by CKA_VALUE_LEN nor by "
+            "wrapping it (RFC 5649)."
+        )
     kek = pooled.session.generate_key(
         KeyType.AES, 256, store=False, template=session_key(wrap=True, extractable=False)
     )
     try:
-        return len(kek.wrap_key(key, mechanism=rfc5649)) - 8
+        padded = len(kek.wrap_key(key, mechanism=wrap)) - 8
     finally:
         with contextlib.suppress(PKCS11Error):
             kek.destroy()
+    return range(padded - 7, padded + 1)
