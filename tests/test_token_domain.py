@@ -17,6 +17,7 @@ from pkcs11 import Attribute, KeyType, Mechanism
 from pkcs11 import exceptions as p11
 
 from hsmkms.errors import (
+    AccessDeniedException,
     AlreadyExistsException,
     KMSInvalidStateException,
     UnsupportedOperationException,
@@ -196,6 +197,8 @@ def test_material_replicates_to_a_token_that_joined_the_domain(
             b.module, b.label, b.so_pin, b.pin, [domain.shares[0], forged, domain.shares[4]]
         )
     chosen = [domain.shares[4], domain.shares[1], domain.shares[2]]
+    with pytest.raises(AccessDeniedException, match="security officer PIN"):
+        join_domain(b.module, b.label, "not-the-so-pin", b.pin, chosen)
     joined = join_domain(b.module, b.label, b.so_pin, b.pin, chosen)
     assert (joined.domain_id, joined.check_value) == (domain.domain_id, domain.check_value)
     with pytest.raises(KMSInvalidStateException, match="already belongs"):

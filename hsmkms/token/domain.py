@@ -33,7 +33,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 from pkcs11.exceptions import PKCS11Error
 
-from hsmkms.errors import KMSInvalidStateException, ValidationException
+from hsmkms.errors import AccessDeniedException, KMSInvalidStateException, ValidationException
 from hsmkms.token.faults import to_kms_error
 from hsmkms.token.library import find_token, load_module
 from hsmkms.token.pool import PooledSession
@@ -215,6 +215,9 @@ def _token_sessions(module_path: str, token_label: str) -> Iterator[tuple[Any, A
 def _login(token: Any, **pin: str) -> Any:
     try:
         return token.open(rw=True, **pin)
+    except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange, p11.PinLocked) as exc:
+        who = "security officer" if "so_pin" in pin else "user"
+        raise AccessDeniedException(f"The token refused the {who} PIN.") from exc
     except (p11.UserAlreadyLoggedIn, p11.AnotherUserAlreadyLoggedIn) as exc:
         raise KMSInvalidStateException(
             "This process already has a session logged in to the token; security domain "
@@ -300,10 +303,10 @@ def domain_info(hsm: Hsm) -> DomainInfo | None:
     """The token's domain and its check value (computed inside the token), or None."""
 
     def read(pooled: PooledSession) -> DomainInfo | None:
-        key = _find_domain_key(pooled.session)
-        if key is None:
+        if _find_domain_key(pooled.session) is None:
             return None
-        return DomainInfo(bytes(key[Attribute.ID]).hex(), _token_check_value(pooled.session, key))
+        key, domain_id = domain_key(pooled)  # refuses an object that is not trusted
+        return DomainInfo(domain_id, _token_check_value(pooled.session, key))
 
     return hsm.run(read)
 

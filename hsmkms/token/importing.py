@@ -279,6 +279,8 @@ def _require_check_mechanism(hsm: Hsm, kind: MaterialKind) -> None:
         hsm.mechanisms.require(Mechanism.AES_ECB)
     elif isinstance(kind, HmacKey):
         hsm.mechanisms.require(Mechanism.SHA256_HMAC)
+    elif isinstance(kind, EcPair):  # the public point is found with ECDH and ECDSA
+        hsm.mechanisms.require(Mechanism.ECDH1_DERIVE, Mechanism.ECDSA)
 
 
 def _public_check_value(spki: bytes) -> bytes:
