@@ -234,12 +234,12 @@ class PeerToken:
 
 @pytest.fixture(scope="session", autouse=True)
 def peer_tokens(token_env: TokenEnv) -> dict[str, PeerToken]:
-    """Two more tokens in the session's token directory, with known SO PINs. Autouse:
+    """Three more tokens in the session's token directory, with known SO PINs. Autouse:
     SoftHSM2 reads its token directory once, when the module is first loaded, so they
     must exist before any test loads it."""
     peers = {}
     env = {**os.environ, "SOFTHSM2_CONF": token_env.conf}
-    for name in ("peer-a", "peer-b"):
+    for name in ("peer-a", "peer-b", "peer-c"):
         peer = PeerToken(token_env.module, f"hsmkms-{name}", secrets.token_hex(8),
                          secrets.token_hex(8))  # fmt: skip
         subprocess.run(

@@ -233,3 +233,25 @@ def test_material_replicates_to_a_token_that_joined_the_domain(
         assert again.domain_id == domain.domain_id and again.cka_id == aes.cka_id
     finally:
         token_b.close()
+
+
+def test_material_of_one_domain_does_not_unwrap_in_another(
+    peer_tokens: dict[str, PeerToken], token_a: Hsm
+) -> None:
+    ref = MaterialRef(str(uuid.uuid4()), 1)
+    token_a.generate(ref, Aes())
+    backup = wrap_material(token_a, ref)
+    c = peer_tokens["peer-c"]
+    other = create_domain(c.module, c.label, c.so_pin, c.pin, custodians=2, threshold=2)
+    assert other.domain_id != backup.domain_id
+    token_c = Hsm(c.module, c.label, c.pin, pool_size=1)
+    try:
+        with pytest.raises(KMSInvalidStateException, match="wrapped in security domain"):
+            unwrap_material(token_c, backup)
+        forged = WrappedMaterial.from_json({**backup.to_json(), "domain": other.domain_id})
+        with pytest.raises(KMSInvalidStateException, match="does not unwrap here"):
+            unwrap_material(token_c, forged)  # the other domain key cannot unwrap it
+        assert token_c.facts(ref) == []
+    finally:
+        token_c.close()
+        token_a.destroy(ref)
