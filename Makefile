@@ -17,7 +17,7 @@ deps:
 	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 install: deps
-	@$(PYTHON) -c "import hsmkms, pytest, uvicorn, aws_encryption_sdk, moto, psycopg, psycopg_pool" 2>/dev/null || \
+	@$(PYTHON) -c "import hsmkms, pytest, uvicorn, aws_encryption_sdk, moto, psycopg, psycopg_pool, Crypto" 2>/dev/null || \
 	  $(PYTHON) -m pip install -q -e ".[dev]"
 
 HOST ?= 127.0.0.1

@@ -47,6 +47,12 @@ class IncorrectKeyException(_ClientError):
     code = "IncorrectKeyException"
 
 
+class IncorrectKeyMaterialException(_ClientError):
+    """Imported material is invalid for the key, or differs from what it had before."""
+
+    code = "IncorrectKeyMaterialException"
+
+
 class InvalidKeyUsageException(_ClientError):
     code = "InvalidKeyUsageException"
 

@@ -303,3 +303,33 @@ def assert_local(hsm: Hsm, *local: bool) -> None:
         assert all(local)
     else:
         pytest.skip(f"{hsm.token_label}: the token never sets CKA_LOCAL, not even on keys it made")
+
+
+# -- more tokens (security domain, backup/restore, replication) -------------------------
+
+
+@dataclass(frozen=True)
+class PeerToken:
+    module: str
+    label: str
+    so_pin: str
+    pin: str
+
+
+@pytest.fixture(scope="session", autouse=True)
+def peer_tokens(token_env: TokenEnv) -> dict[str, PeerToken]:
+    """Three more tokens in the session's token directory, with known SO PINs. Autouse:
+    SoftHSM2 reads its token directory once, when the module is first loaded, so they
+    must exist before any test loads it."""
+    peers = {}
+    env = dict(os.environ)  # SOFTHSM2_CONF: the session's SoftHSM2 token directory
+    for name in ("peer-a", "peer-b", "peer-c"):
+        peer = PeerToken(token_env.cluster_module, f"hsmkms-{name}", secrets.token_hex(8),
+                         secrets.token_hex(8))  # fmt: skip
+        subprocess.run(
+            ["softhsm2-util", "--init-token", "--free", "--label", peer.label,
+             "--so-pin", peer.so_pin, "--pin", peer.pin],
+            check=True, capture_output=True, env=env,
+        )  # fmt: skip
+        peers[name] = peer
+    return peers

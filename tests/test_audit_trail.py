@@ -324,7 +324,9 @@ def test_a_server_with_checkpoints_ends_with_a_covered_trail(
     credential = credentials.add(arn)
     credentials.attach_policy(arn, "admin", ADMIN_POLICY)
     log = AuditLog(tmp_path / "audit", anchor=anchor, node_id="web")
-    app = create_app(km.context, SigV4Verifier(credentials.lookup), maintenance_seconds=0, audit=log)
+    app = create_app(
+        km.context, SigV4Verifier(credentials.lookup), maintenance_seconds=0, audit=log
+    )
     with running(app) as url:
         kms = boto3.client("kms", endpoint_url=url, region_name="us-east-1",
                            aws_access_key_id=credential.access_key_id,
@@ -343,7 +345,9 @@ def test_no_response_without_its_record(tmp_path: Path, km: KeyManager) -> None:
     credential = credentials.add(arn)
     credentials.attach_policy(arn, "admin", ADMIN_POLICY)
     log = AuditLog(tmp_path / "audit", node_id="web")
-    app = create_app(km.context, SigV4Verifier(credentials.lookup), maintenance_seconds=0, audit=log)
+    app = create_app(
+        km.context, SigV4Verifier(credentials.lookup), maintenance_seconds=0, audit=log
+    )
     with running(app) as url:
         kms = boto3.client("kms", endpoint_url=url, region_name="us-east-1",
                            aws_access_key_id=credential.access_key_id,

@@ -16,7 +16,7 @@ from pkcs11.util.ec import encode_named_curve_parameters
 
 from hsmkms.token.kinds import CURVES, EcPair, EdPair, HmacKey, MaterialKind, RsaPair
 from hsmkms.token.pool import PooledSession
-from hsmkms.token.templates import MaterialRef, secret_key_template
+from hsmkms.token.templates import Custody, MaterialRef, custody_attributes, secret_key_template
 
 HASH_MECHANISMS = {
     "SHA1": (Mechanism.SHA_1, MGF.SHA1),
@@ -56,12 +56,18 @@ def required_mechanisms(kind: MaterialKind) -> tuple[Mechanism, ...]:
     return (Mechanism.AES_KEY_GEN, Mechanism.AES_GCM)
 
 
-def _private_template(ref: MaterialRef | None, **uses: bool) -> dict[Any, Any]:
+def _private_template(
+    ref: MaterialRef | None, custody: Custody = Custody.NEVER_EXTRACTABLE, **uses: bool
+) -> dict[Any, Any]:
     template: dict[Any, Any] = {
         Attribute.TOKEN: ref is not None,
         Attribute.PRIVATE: True,
-        Attribute.SENSITIVE: ref is not None,
-        Attribute.EXTRACTABLE: ref is None,  # only session-only data key pairs
+        # only session-only data key pairs are extractable in plaintext
+        **(
+            custody_attributes(custody)
+            if ref is not None
+            else {Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True}
+        ),
         Attribute.SIGN: uses.get("sign", False),
         Attribute.DECRYPT: uses.get("decrypt", False),
         Attribute.DERIVE: uses.get("derive", False),
@@ -88,13 +94,18 @@ def _public_template(ref: MaterialRef | None, **uses: bool) -> dict[Any, Any]:
     return template
 
 
-def generate(pooled: PooledSession, ref: MaterialRef | None, kind: MaterialKind) -> Any:
+def generate(
+    pooled: PooledSession,
+    ref: MaterialRef | None,
+    kind: MaterialKind,
+    custody: Custody = Custody.NEVER_EXTRACTABLE,
+) -> Any:
     """Create the material; ref None makes extractable session objects (data key pairs)."""
     session = pooled.session
     store = ref is not None
     if isinstance(kind, HmacKey):
         assert ref is not None
-        template = secret_key_template(ref, encrypt=False, sign=True)
+        template = secret_key_template(ref, encrypt=False, sign=True, custody=custody)
         return session.generate_key(KeyType.GENERIC_SECRET, kind.length * 8, store=True,
                                     template=template)  # fmt: skip
     if isinstance(kind, RsaPair):
@@ -102,7 +113,7 @@ def generate(pooled: PooledSession, ref: MaterialRef | None, kind: MaterialKind)
         return session.generate_keypair(
             KeyType.RSA, kind.bits, store=store,
             public_template={**_public_template(ref, **uses), Attribute.PUBLIC_EXPONENT: F4},
-            private_template=_private_template(ref, **uses),
+            private_template=_private_template(ref, custody, **uses),
         )  # fmt: skip
     if not isinstance(kind, EcPair | EdPair):
         raise TypeError(f"not key-pair material: {kind!r}")  # AES goes through Hsm
@@ -116,7 +127,7 @@ def generate(pooled: PooledSession, ref: MaterialRef | None, kind: MaterialKind)
     return parameters.generate_keypair(
         store=store,
         public_template=_public_template(ref, **uses),
-        private_template=_private_template(ref, **uses),
+        private_template=_private_template(ref, custody, **uses),
     )
 
 

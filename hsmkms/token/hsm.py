@@ -24,7 +24,13 @@ from hsmkms.token.library import find_token, load_module
 from hsmkms.token.mechanisms import MechanismSet
 from hsmkms.token.pool import PooledSession, SessionPool
 from hsmkms.token.quirks import Quirks
-from hsmkms.token.templates import LABEL_PREFIX, MaterialRef, ObjectName, secret_key_template
+from hsmkms.token.templates import (
+    LABEL_PREFIX,
+    Custody,
+    MaterialRef,
+    ObjectName,
+    secret_key_template,
+)
 
 T = TypeVar("T")
 
@@ -95,6 +101,8 @@ class Hsm:
             raise TokenNotFound(f"no PKCS#11 token labelled {token_label!r}; run `hsmkms init`")
         self.token_label = token_label
         self.module_path = module_path
+        # Custody of new material: Custody.DOMAIN once the token holds a security domain key.
+        self.custody = Custody.NEVER_EXTRACTABLE
         self.mechanisms = MechanismSet(token.slot)
         self._oaep: dict[str, bool] = {}
         self.quirks = Quirks(module_path)
@@ -107,6 +115,10 @@ class Hsm:
         self.pool.close()
 
     # -- plumbing ---------------------------------------------------------------
+
+    def run(self, work: Callable[[PooledSession], T]) -> T:
+        """Run token work on a pooled session (for token/ modules beside this one)."""
+        return self._call(work)
 
     def _call(self, work: Callable[[PooledSession], T]) -> T:
         for attempt in (1, 2):
@@ -144,9 +156,12 @@ class Hsm:
 
     # -- key material -------------------------------------------------------------
 
-    def generate_aes_key(self, ref: ObjectName, bits: int = 256) -> None:
+    def generate_aes_key(
+        self, ref: ObjectName, bits: int = 256, custody: Custody | None = None
+    ) -> None:
         self.mechanisms.require(Mechanism.AES_KEY_GEN, Mechanism.AES_GCM)
-        template = secret_key_template(ref, encrypt=True, sign=False)
+        chosen = custody or self.custody
+        template = secret_key_template(ref, encrypt=True, sign=False, custody=chosen)
 
         def generate(pooled: PooledSession) -> None:
             pooled.session.generate_key(
@@ -174,13 +189,16 @@ class Hsm:
         if isinstance(kind, EcPair):
             self._call(lambda pooled: self.quirks.require_curve(pooled, kind))
 
-    def generate(self, ref: MaterialRef, kind: MaterialKind) -> None:
+    def generate(
+        self, ref: MaterialRef, kind: MaterialKind, custody: Custody | None = None
+    ) -> None:
         """Create the key material (one object, or a public/private pair) in the token."""
         self.require(kind)
+        chosen = custody or self.custody
         if isinstance(kind, Aes):
-            self.generate_aes_key(ref, kind.bits)
+            self.generate_aes_key(ref, kind.bits, chosen)
             return
-        self._call(lambda pooled: asymmetric.generate(pooled, ref, kind))
+        self._call(lambda pooled: asymmetric.generate(pooled, ref, kind, chosen))
 
     def public_key_der(self, ref: MaterialRef) -> bytes:
         return self._call(lambda pooled: asymmetric.public_key_der(pooled, ref))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import uuid
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from pkcs11 import Attribute
@@ -60,13 +61,37 @@ CREDENTIALS_KEY = InternalRef("hsmkms-internal/credentials", b"hsmkms-internal/c
 ObjectName = MaterialRef | InternalRef
 
 
-def secret_key_template(ref: ObjectName, *, encrypt: bool, sign: bool) -> dict[Any, Any]:
+class Custody(Enum):
+    """How key material may leave the token: never, or only wrapped under the
+    security domain's key (a CKA_TRUSTED key only the token's SO can install)."""
+
+    NEVER_EXTRACTABLE = "never-extractable"
+    DOMAIN = "domain"
+
+
+def custody_attributes(custody: Custody = Custody.NEVER_EXTRACTABLE) -> dict[Any, Any]:
+    """The attributes that keep secret or private material in the token."""
+    if custody is Custody.DOMAIN:
+        return {
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: True,
+            Attribute.WRAP_WITH_TRUSTED: True,
+        }
+    return {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False}
+
+
+def secret_key_template(
+    ref: ObjectName,
+    *,
+    encrypt: bool,
+    sign: bool,
+    custody: Custody = Custody.NEVER_EXTRACTABLE,
+) -> dict[Any, Any]:
     """A secret key that never leaves the token in plaintext."""
     return {
         Attribute.TOKEN: True,
         Attribute.PRIVATE: True,
-        Attribute.SENSITIVE: True,
-        Attribute.EXTRACTABLE: False,
+        **custody_attributes(custody),
         Attribute.MODIFIABLE: False,
         Attribute.LABEL: ref.label,
         Attribute.ID: ref.cka_id,
