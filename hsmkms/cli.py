@@ -108,9 +108,7 @@ def _explain(km: KeyManager, args: argparse.Namespace) -> Any:
 def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
     import uvicorn
 
-    from hsmkms.bootstrap import build_app
-
-    app = build_app(load_settings(), km)
+    app = _app_with_xks(load_settings(), km)
     scheme = "https" if args.tls_cert else "http"
     print(f"hsmkms: serving the KMS API on {scheme}://{args.host}:{args.port}", file=sys.stderr)
     uvicorn.run(
@@ -123,6 +121,27 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
         access_log=False,
     )
     return None
+
+
+def _app_with_xks(settings: Any, km: KeyManager) -> Any:
+    """bootstrap.build_app plus the XKS proxy (HSMKMS_XKS_*), until the configuration
+    model and build_app take XksSettings themselves."""
+    import os
+
+    from hsmkms.api.app import create_app
+    from hsmkms.api.sigv4 import SigV4Verifier
+    from hsmkms.api.xks import settings_from_env
+    from hsmkms.audit.log import AuditLog
+    from hsmkms.policy.principals import CredentialStore
+
+    credentials = CredentialStore(km.store, km.hsm, km.clock)
+    return create_app(
+        km.context,
+        SigV4Verifier(credentials.lookup, regions=settings.regions),
+        maintenance_seconds=settings.maintenance_seconds,
+        audit=AuditLog(settings.data_dir / "audit"),
+        xks=settings_from_env(os.environ),
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -195,6 +214,9 @@ def _parser() -> argparse.ArgumentParser:
     decrypt.add_argument("--context", action="append", metavar="K=V")
     decrypt.add_argument("input")
     decrypt.add_argument("output")
+    from hsmkms.xks_cli import add_parsers
+
+    add_parsers(commands)
     return parser
 
 
@@ -231,6 +253,15 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("encrypt", None): _encrypt_file,
     ("decrypt", None): _decrypt_file,
 }
+
+
+def _xks_handlers() -> dict[tuple[str, str | None], Handler]:
+    from hsmkms.xks_cli import HANDLERS as XKS_HANDLERS
+
+    return dict(XKS_HANDLERS)
+
+
+HANDLERS.update(_xks_handlers())
 
 
 def _audit_verify(directory: Path) -> int:

@@ -50,6 +50,17 @@ GCM_AUTH_FAILURES = (
 
 
 @dataclass(frozen=True)
+class TokenInfo:
+    """What the token says about itself (CK_TOKEN_INFO), for health reports."""
+
+    label: str
+    manufacturer: str
+    model: str
+    serial: str
+    firmware: str
+
+
+@dataclass(frozen=True)
 class ObjectFacts:
     """The security attributes of one token object, as the token reports them."""
 
@@ -92,6 +103,16 @@ class Hsm:
                 f"no PKCS#11 token labelled {token_label!r}; run `hsmkms init`"
             )
         self.token_label = token_label
+        serial = token.serial
+        self.info = TokenInfo(
+            label=token_label,
+            manufacturer=str(token.manufacturer_id).strip(),
+            model=str(token.model).strip(),
+            serial=(
+                serial.decode(errors="replace") if isinstance(serial, bytes) else str(serial)
+            ).strip(),
+            firmware=".".join(str(part) for part in token.firmware_version),
+        )
         self.mechanisms = MechanismSet(token.slot)
         self._oaep: dict[str, bool] = {}
         try:
