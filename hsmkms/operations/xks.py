@@ -56,10 +56,9 @@ _HEALTH_PLAINTEXT = b"hsmkms xks health check"
 
 
 def check_usage(values: Sequence[str]) -> list[str]:
-    usage = sorted(set(values))
-    if not set(usage) <= {ENCRYPT, DECRYPT}:
+    if not set(values) <= {ENCRYPT, DECRYPT}:
         raise ValidationException("An XKS key usage is a subset of ENCRYPT and DECRYPT.")
-    return usage
+    return [usage for usage in (ENCRYPT, DECRYPT) if usage in values]
 
 
 def external_key(ctx: OperationContext, external_key_id: str) -> Resolved:

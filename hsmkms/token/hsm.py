@@ -130,6 +130,14 @@ class Hsm:
             pooled = self.pool.acquire()
             try:
                 result = work(pooled)
+            except p11.ObjectHandleInvalid as exc:
+                # The object was reloaded (e.g. the token's store came back): its cached
+                # handle is stale. Look it up again once.
+                pooled.objects.clear()
+                self.pool.release(pooled)
+                if attempt == 2:
+                    raise to_kms_error(exc) from exc
+                continue
             except TRANSIENT as exc:
                 self.pool.discard(pooled)
                 if attempt == 2:
