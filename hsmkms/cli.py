@@ -108,10 +108,12 @@ def _explain(km: KeyManager, args: argparse.Namespace) -> Any:
 def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
     import uvicorn
 
+    from hsmkms.api.mtls import client_tls_options, subject_checked
+
     app = _app_with_xks(load_settings(), km)
     scheme = "https" if args.tls_cert else "http"
     print(f"hsmkms: serving the KMS API on {scheme}://{args.host}:{args.port}", file=sys.stderr)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -119,7 +121,14 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
         ssl_keyfile=args.tls_key,
         log_level="warning",
         access_log=False,
+        **client_tls_options(args.tls_client_ca),
     )
+    if args.tls_client_subject:
+        config.load()
+        config.http_protocol_class = subject_checked(
+            config.http_protocol_class, args.tls_client_subject
+        )
+    uvicorn.Server(config).run()
     return None
 
 
@@ -153,6 +162,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--tls-cert", default=None)
     serve.add_argument("--tls-key", default=None)
+    serve.add_argument("--tls-client-ca", default=None, help="require client certificates")
+    serve.add_argument(
+        "--tls-client-subject", action="append", help="allowed client certificate CN"
+    )
     principal = commands.add_parser("principal", help="API principals").add_subparsers(
         dest="action", required=True
     )
