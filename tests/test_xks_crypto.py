@@ -61,7 +61,9 @@ def test_cryptography_decrypts_what_the_proxy_encrypted(
 ) -> None:
     key_id, value = known_key
     plaintext, aad = os.urandom(32), b"project=nile,department=marketing"
-    out = xks_server.encrypt(key_id, plaintext, aad).json()
+    response = xks_server.encrypt(key_id, plaintext, aad)
+    assert response.status_code == 200, response.text
+    out = response.json()
     iv, tag, metadata = (unb64(out[f]) for f in ("initializationVector", "authenticationTag",
                                                   "ciphertextMetadata"))  # fmt: skip
     ciphertext = unb64(out["ciphertext"])
