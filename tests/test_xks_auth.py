@@ -194,3 +194,17 @@ def test_secondary_authorization(xks_server: XksServer) -> None:
 
     with pytest.raises(MalformedPolicyDocumentException):
         policies.put("xks", '{"Statement": [{"Effect": "Allow", "Action": "xks:*"}]}')
+
+
+def test_throttling_beyond_max_pending(xks_server: XksServer) -> None:
+    from hsmkms.api.app import create_app
+    from hsmkms.api.sigv4 import SigV4Verifier
+    from hsmkms.api.xks import XksSettings
+    from tests.conftest import running
+    from tests.xks_support import XksServer as Client
+
+    app = create_app(xks_server.km.context, SigV4Verifier(lambda _: None), maintenance_seconds=0,
+                     xks=XksSettings(max_pending=0))  # fmt: skip
+    with running(app) as url:
+        client = Client(url, xks_server.km, xks_server.credentials, None)
+        assert error_name(client.post("health", HEALTH)) == (429, "ThrottlingException")
