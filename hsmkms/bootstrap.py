@@ -8,6 +8,7 @@ from starlette.types import ASGIApp
 
 from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
+from hsmkms.api.xks import XksSettings
 from hsmkms.audit.log import AuditLog
 from hsmkms.config import Settings, is_softhsm
 from hsmkms.errors import KMSInternalException
@@ -92,4 +93,15 @@ def build_app(settings: Settings, km: KeyManager) -> ASGIApp:
         maintenance_seconds=settings.maintenance_seconds,
         audit=open_audit(settings, km.hsm),
         max_request_bytes=settings.max_request_bytes,
+        xks=xks_settings(settings),
+    )
+
+
+def xks_settings(settings: Settings) -> XksSettings:
+    return XksSettings(
+        uri_prefixes=settings.xks_uri_prefix,
+        regions=settings.xks_regions,
+        fleet_size=settings.xks_fleet_size,
+        max_pending=settings.xks_max_pending,
+        health_cache_seconds=settings.xks_health_cache_seconds,
     )

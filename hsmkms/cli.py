@@ -146,6 +146,8 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         limits=edge_limits(settings),
+        client_ca=args.tls_client_ca,
+        client_subjects=args.tls_client_subject or (),
     )
     return None
 
@@ -159,6 +161,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--tls-cert", default=None)
     serve.add_argument("--tls-key", default=None)
+    serve.add_argument("--tls-client-ca", default=None, help="require client certificates")
+    serve.add_argument(
+        "--tls-client-subject", action="append", help="allowed client certificate CN"
+    )
     principal = commands.add_parser("principal", help="API principals").add_subparsers(
         dest="action", required=True
     )
@@ -233,6 +239,9 @@ def _parser() -> argparse.ArgumentParser:
     decrypt.add_argument("--context", action="append", metavar="K=V")
     decrypt.add_argument("input")
     decrypt.add_argument("output")
+    from hsmkms.xks_cli import add_parsers
+
+    add_parsers(commands)
     return parser
 
 
@@ -271,6 +280,15 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("encrypt", None): _encrypt_file,
     ("decrypt", None): _decrypt_file,
 }
+
+
+def _xks_handlers() -> dict[tuple[str, str | None], Handler]:
+    from hsmkms.xks_cli import HANDLERS as XKS_HANDLERS
+
+    return dict(XKS_HANDLERS)
+
+
+HANDLERS.update(_xks_handlers())
 
 
 def _audit(settings: Any, args: argparse.Namespace) -> int:

@@ -100,7 +100,12 @@ class Settings(BaseSettings):
     session_pool_size: int = Field(default=0, ge=0, le=1024)  # 0: the module's default
     database_pool_size: int = Field(default=8, ge=1, le=1024)
     maintenance_seconds: float = Field(default=300.0, ge=0)
-    xks_uri_prefix: str = "xks"
+    # The XKS proxy API: its key stores' URI prefixes (comma-separated; "/" for none).
+    xks_uri_prefix: Annotated[tuple[str, ...], NoDecode] = ("xks",)
+    xks_regions: Annotated[tuple[str, ...], NoDecode] = ()  # SigV4 regions accepted (any)
+    xks_fleet_size: int = Field(default=1, ge=1, le=1000)  # proxies behind the endpoint
+    xks_max_pending: int = Field(default=512, ge=1)  # beyond: ThrottlingException
+    xks_health_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     # The module's C_Initialize string (NSS softokn: configdir=...); empty: none.
     pkcs11_init_args: SecretStr | None = None
     # The audit trail (hsmkms/audit/): a record is on disk before the response (sync)
@@ -177,12 +182,28 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("xks_uri_prefix")
+    @field_validator("xks_uri_prefix", mode="before")
     @classmethod
-    def _prefix(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*", value):
-            raise ValueError(f"{value!r} is not a URI path prefix")
-        return value
+    def _prefixes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        from hsmkms.errors import ValidationException
+        from hsmkms.policy.xks_credentials import normalize_prefix
+
+        try:
+            return tuple(normalize_prefix(p) for p in value)
+        except ValidationException as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("xks_regions", mode="before")
+    @classmethod
+    def _split_xks_regions(cls, value: Any) -> Any:
+        return cls._split_regions(value)
+
+    @field_validator("xks_regions")
+    @classmethod
+    def _known_xks_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return cls._known_regions(value)
 
     @model_validator(mode="after")
     def _derived_defaults(self) -> Settings:

@@ -6,11 +6,12 @@ token: 4 KiB Encrypt and Decrypt through KeyManager, on 1, 2 and 4 threads:
            a correct token-side encrypt needs), handles looked up once
   raw-gcm  python-pkcs11 AES-GCM alone, fixed IV (the token's ceiling; not safe)
   hsmkms   KeyManager.encrypt / decrypt (resolve, state checks, blob, context AAD)
+xks: the XKS proxy API (scripts/bench_xks.py): 32-byte Encrypt with AAD at concurrency 16.
 http: 4 KiB Encrypt and Decrypt over HTTP at concurrency 1, 8 and 32 from a signing
   load generator (scripts/loadgen.py) against `hsmkms serve`, a moto server and a
   canned-response server (the load generator's own ceiling); req/s, p50, p99.
 
-    python scripts/bench.py [token|http|all] [--seconds 2] [--threads 1,2,4]
+    python scripts/bench.py [token|http|xks|all] [--seconds 2] [--threads 1,2,4]
 """
 
 from __future__ import annotations
@@ -369,15 +370,20 @@ def _raw_token_rates(data_dir: Path, key_id: str, seconds: float) -> dict[str, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", nargs="?", default="all", choices=("token", "http", "all"))
+    parser.add_argument("which", nargs="?", default="all", choices=("token", "http", "xks", "all"))
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--threads", default="1,2,4")
     args = parser.parse_args()
     if args.which == "all":
         # SoftHSM2 reads its configuration once per process: one process per part.
-        for part in ("token", "http"):
+        for part in ("token", "http", "xks"):
             extra = ["--seconds", str(args.seconds), "--threads", args.threads]
             subprocess.run([sys.executable, __file__, part, *extra], check=True)
+    elif args.which == "xks":
+        script = str(Path(__file__).resolve().parent / "bench_xks.py")
+        subprocess.run(
+            [sys.executable, script, "--seconds", str(max(args.seconds, 5.0))], check=True
+        )
     elif args.which == "token":
         token_bench(args)
     else:

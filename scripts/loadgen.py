@@ -100,7 +100,53 @@ class Signer:
         return head.encode() + self.body
 
 
-async def _connection(signer: Signer, stop_at: float, latencies: list[float]) -> int:
+class PathSigner:
+    """Signs POSTs of a JSON body to a path, for another SigV4 service (the XKS proxy
+    API: service `kms-xks-proxy`, signed host and x-amz-date as AWS KMS signs)."""
+
+    def __init__(self, target: Target, path: str, service: str, body: bytes) -> None:
+        self.target = target
+        self.path = path
+        self.service = service
+        self.body = body
+        self.body_hash = hashlib.sha256(body).hexdigest()
+        self.host = f"{target.host}:{target.port}"
+        self._keys: dict[str, bytes] = {}
+
+    def _key(self, date: str) -> bytes:
+        key = self._keys.get(date)
+        if key is None:
+            key = f"AWS4{self.target.secret_access_key}".encode()
+            for part in (date, self.target.region, self.service, "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            self._keys[date] = key
+        return key
+
+    def request(self) -> bytes:
+        amz_date = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        date = amz_date[:8]
+        signed = "host;x-amz-date"
+        canonical = (
+            f"POST\n{self.path}\n\nhost:{self.host}\nx-amz-date:{amz_date}\n\n"
+            f"{signed}\n{self.body_hash}"
+        )
+        scope = f"{date}/{self.target.region}/{self.service}/aws4_request"
+        to_sign = (
+            f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n"
+            f"{hashlib.sha256(canonical.encode()).hexdigest()}"
+        )
+        signature = hmac.new(self._key(date), to_sign.encode(), hashlib.sha256).hexdigest()
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Content-Type: application/json\r\nX-Amz-Date: {amz_date}\r\n"
+            f"Authorization: AWS4-HMAC-SHA256 Credential={self.target.access_key_id}/{scope}, "
+            f"SignedHeaders={signed}, Signature={signature}\r\n"
+            f"Content-Length: {len(self.body)}\r\n\r\n"
+        )
+        return head.encode() + self.body
+
+
+async def _connection(signer: Signer | PathSigner, stop_at: float, latencies: list[float]) -> int:
     """Requests one after another on a keep-alive connection; a server that answers
     without Content-Length or with Connection: close (moto) is read to EOF and the
     connection opened again, which is part of what that server costs."""
@@ -129,7 +175,7 @@ async def _connection(signer: Signer, stop_at: float, latencies: list[float]) ->
     return errors
 
 
-async def _run(signer: Signer, concurrency: int, seconds: float) -> Result:
+async def _run(signer: Signer | PathSigner, concurrency: int, seconds: float) -> Result:
     latencies: list[float] = []
     warm = time.perf_counter() + min(0.3, seconds / 4)
     await asyncio.gather(*(_connection(signer, warm, []) for _ in range(concurrency)))
@@ -143,6 +189,10 @@ async def _run(signer: Signer, concurrency: int, seconds: float) -> Result:
 
 def run(target: Target, operation: str, body: bytes, concurrency: int, seconds: float) -> Result:
     return asyncio.run(_run(Signer(target, operation, body), concurrency, seconds))
+
+
+def run_signed(signer: PathSigner, concurrency: int, seconds: float) -> Result:
+    return asyncio.run(_run(signer, concurrency, seconds))
 
 
 CANNED = (

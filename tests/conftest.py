@@ -333,3 +333,30 @@ def peer_tokens(token_env: TokenEnv) -> dict[str, PeerToken]:
         )  # fmt: skip
         peers[name] = peer
     return peers
+
+
+# -- the XKS proxy --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def xks_server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """hsmkms serving the XKS API under /xks and /tenant/b (each with a credential),
+    for SigV4 regions us-east-1 and eu-west-1."""
+    from hsmkms.api.xks import XksSettings
+    from hsmkms.policy.xks_credentials import XksCredentialStore
+    from tests import xks_support
+
+    store = SqliteStore(tmp_path_factory.mktemp("xks") / "hsmkms.db")
+    km = KeyManager(store, hsm, account_id=ACCOUNT, region=REGION)
+    credentials = XksCredentialStore(store, hsm)
+    credentials.add("xks", xks_support.ACCESS_KEY_ID, xks_support.SECRET)
+    credentials.add("tenant/b", xks_support.OTHER_ACCESS_KEY_ID, xks_support.OTHER_SECRET)
+    audit = AuditLog(tmp_path_factory.mktemp("xks-audit"))
+    settings = XksSettings(uri_prefixes=("xks", "tenant/b"), regions=("us-east-1", "eu-west-1"))
+    app = create_app(
+        km.context, SigV4Verifier(lambda _: None), maintenance_seconds=0, audit=audit, xks=settings
+    )
+    with running(app) as url:
+        yield xks_support.XksServer(url, km, credentials, audit)
+    audit.close()
+    store.close()

@@ -38,6 +38,7 @@ from hsmkms.api.errors import error_body
 from hsmkms.api.kms import call, encode_response, parse_body, resolve_operation
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.api.workers import WorkerPool
+from hsmkms.api.xks import XksEndpoint, XksSettings
 from hsmkms.audit.log import AuditLog, request_parameters
 from hsmkms.errors import KMSError, KMSInternalException
 from hsmkms.operations.context import OperationContext
@@ -148,9 +149,12 @@ def create_app(
     maintenance_seconds: float = 300.0,
     audit: AuditLog | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    xks: XksSettings | None = None,
 ) -> ASGIApp:
-    """The app; bodies over `max_request_bytes` get 413 before they are buffered."""
+    """The app; bodies over `max_request_bytes` get 413 before they are buffered.
+    `xks`: serve the XKS proxy API too, under its URI prefixes (None: not served)."""
     workers = WorkerPool(ctx.hsm.pool.size)
+    xks_endpoint = None if xks is None else XksEndpoint(ctx, workers, xks, audit)
     # Request ids: unique per server run without a random draw per request.
     run_id, request_numbers = str(uuid.uuid4())[:23], itertools.count()
     metrics = Metrics(ctx)
@@ -304,6 +308,12 @@ def create_app(
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/" and scope["method"] == "POST":
             await kms(scope, receive, send)
+        elif (
+            xks_endpoint is not None
+            and scope["type"] == "http"
+            and xks_endpoint.handles(scope["path"])
+        ):
+            await xks_endpoint(scope, receive, send)
         else:
             await others(scope, receive, send)
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import logging
 import resource
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from hsmkms.api.body import DEFAULT_MAX_REQUEST_BYTES, limit_body
+from hsmkms.api.mtls import client_tls_options, subject_checked
 from hsmkms.api.protocol import guarded_protocol
 
 log = logging.getLogger("hsmkms.api")
@@ -77,20 +79,28 @@ def build_server(
     tls_key: str | None = None,
     limits: EdgeLimits = EdgeLimits(),
     log_level: str = "warning",
+    client_ca: str | None = None,
+    client_subjects: Sequence[str] = (),
 ) -> uvicorn.Server:
-    """A uvicorn server for `app` with `limits`, not yet started (`.run()`)."""
+    """A uvicorn server for `app` with `limits`, not yet started (`.run()`).
+    `client_ca`: require client certificates from that CA (mutual TLS); `client_subjects`:
+    and one of these subject CNs (api/mtls.py)."""
     _allow_descriptors(limits.max_connections)
+    protocol = guarded_protocol(limits)
+    if client_subjects:
+        protocol = subject_checked(protocol, client_subjects)
     config = uvicorn.Config(
         limit_body(app, limits.max_request_bytes),
         host=host,
         port=port,
         ssl_certfile=tls_cert,
         ssl_keyfile=tls_key,
-        http=guarded_protocol(limits),
+        http=protocol,
         ws="none",
         timeout_keep_alive=limits.keep_alive_seconds,
         log_level=log_level,
         access_log=False,
+        **client_tls_options(client_ca),
     )
     return uvicorn.Server(config)
 
@@ -103,6 +113,17 @@ def serve(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     limits: EdgeLimits = EdgeLimits(),
+    client_ca: str | None = None,
+    client_subjects: Sequence[str] = (),
 ) -> None:
     """Serve `app` until interrupted."""
-    build_server(app, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key, limits=limits).run()
+    build_server(
+        app,
+        host=host,
+        port=port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        limits=limits,
+        client_ca=client_ca,
+        client_subjects=client_subjects,
+    ).run()

@@ -1,6 +1,6 @@
 """Principals' SigV4 access keys: created, stored wrapped by a token key, looked up.
 
-The secret is AES-GCM encrypted inside the token (CREDENTIALS_KEY) with the access
+The secret is AES-GCM encrypted inside the token (policy/wrapping.py) with the access
 key id and principal as additional data; only the verifier holds it unwrapped, in
 memory, because SigV4 needs the secret itself to compute signatures.
 """
@@ -17,9 +17,9 @@ from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.keys.model import AccessKey
 from hsmkms.policy.caller import Credential
 from hsmkms.policy.model import parse_policy
+from hsmkms.policy.wrapping import unwrap_secret, wrap_secret
 from hsmkms.store.base import MetadataStore
 from hsmkms.token import Hsm
-from hsmkms.token.templates import CREDENTIALS_KEY
 
 PRINCIPAL_ARN = re.compile(r"^arn:aws:iam::\d{12}:(root|(user|role)/[\w+=,.@/-]{1,512})$")
 # Operator-chosen ids: what local-emulator test suites sign with (FOOBARKEY, test).
@@ -62,14 +62,11 @@ class CredentialStore:
         secret = secrets.token_urlsafe(30) if secret_access_key is None else secret_access_key
         if not secret:
             raise ValidationException("A secret access key must not be empty.")
-        self._hsm.ensure_aes_key(CREDENTIALS_KEY)
-        iv, body = self._hsm.gcm_encrypt(
-            CREDENTIALS_KEY, _aad(access_key_id, principal_arn), secret.encode()
-        )
+        wrapped = wrap_secret(self._hsm, _aad(access_key_id, principal_arn), secret)
         with self._store.transaction() as tx:
             if tx.get_access_key(access_key_id) is not None:
                 raise AlreadyExistsException(f"Access key {access_key_id} already exists.")
-            tx.put_access_key(AccessKey(access_key_id, principal_arn, iv + body, self._clock()))
+            tx.put_access_key(AccessKey(access_key_id, principal_arn, wrapped, self._clock()))
         return Credential(access_key_id, secret, principal_arn)
 
     def attach_policy(self, principal_arn: str, name: str, document: str) -> None:
@@ -89,13 +86,10 @@ class CredentialStore:
         stored = self._store.get_access_key(access_key_id)
         if stored is None:
             return None
-        secret = self._hsm.gcm_decrypt(
-            CREDENTIALS_KEY,
-            stored.wrapped_secret[:12],
-            _aad(stored.access_key_id, stored.principal_arn),
-            stored.wrapped_secret[12:],
+        secret = unwrap_secret(
+            self._hsm, _aad(stored.access_key_id, stored.principal_arn), stored.wrapped_secret
         )
-        credential = Credential(access_key_id, secret.decode(), stored.principal_arn)
+        credential = Credential(access_key_id, secret, stored.principal_arn)
         with self._lock:
             self._cache[access_key_id] = credential
         return credential

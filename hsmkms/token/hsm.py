@@ -57,6 +57,17 @@ GCM_AUTH_FAILURES = (
 
 
 @dataclass(frozen=True)
+class TokenInfo:
+    """What the token says about itself (CK_TOKEN_INFO), for health reports."""
+
+    label: str
+    manufacturer: str
+    model: str
+    serial: str
+    firmware: str
+
+
+@dataclass(frozen=True)
 class ObjectFacts:
     """The security attributes of one token object, as the token reports them."""
 
@@ -103,6 +114,16 @@ class Hsm:
         self.module_path = module_path
         # Custody of new material: Custody.DOMAIN once the token holds a security domain key.
         self.custody = Custody.NEVER_EXTRACTABLE
+        serial = token.serial
+        self.info = TokenInfo(
+            label=token_label,
+            manufacturer=str(token.manufacturer_id).strip(),
+            model=str(token.model).strip(),
+            serial=(
+                serial.decode(errors="replace") if isinstance(serial, bytes) else str(serial)
+            ).strip(),
+            firmware=".".join(str(part) for part in token.firmware_version),
+        )
         self.mechanisms = MechanismSet(token.slot)
         self._oaep: dict[str, bool] = {}
         self.quirks = Quirks(module_path)
@@ -125,6 +146,14 @@ class Hsm:
             pooled = self.pool.acquire()
             try:
                 result = work(pooled)
+            except p11.ObjectHandleInvalid as exc:
+                # The object was reloaded (e.g. the token's store came back): its cached
+                # handle is stale. Look it up again once.
+                pooled.objects.clear()
+                self.pool.release(pooled)
+                if attempt == 2:
+                    raise to_kms_error(exc) from exc
+                continue
             except TRANSIENT as exc:
                 self.pool.discard(pooled)
                 if attempt == 2:

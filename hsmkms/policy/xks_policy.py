@@ -1,0 +1,95 @@
+"""Secondary authorization of XKS requests: one optional policy per key store (URI
+prefix), in hsmkms's policy language, over the request's `requestMetadata`.
+
+The policy is written as an identity policy (no Principal). Actions are
+`xks:Encrypt`, `xks:Decrypt` and `xks:GetKeyMetadata` (GetHealthStatus is never
+checked, as the specification requires); the resource is the hsmkms key's ARN.
+Condition keys: `xks:AwsPrincipalArn` (also `aws:PrincipalArn`), `xks:KmsKeyArn`,
+`xks:KmsOperation`, `xks:KmsRequestId`, `xks:KmsViaService`, `xks:AwsSourceVpc`
+(also `aws:SourceVpc`), `xks:AwsSourceVpce` (also `aws:SourceVpce`) and
+`xks:ExternalKeyId`. Without a policy every authenticated request is allowed; with
+one, what no statement allows is denied.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from hsmkms.errors import AccessDeniedException, NotFoundException
+from hsmkms.policy.engine import Request, evaluate
+from hsmkms.policy.model import Policy, parse_policy
+from hsmkms.store.base import MetadataStore
+
+KIND = "xks-policy"
+CACHE_SECONDS = 1.0
+# requestMetadata field -> the condition keys it sets (lower-cased, as policies store them)
+_KEYS = {
+    "awsPrincipalArn": ("xks:awsprincipalarn", "aws:principalarn"),
+    "kmsKeyArn": ("xks:kmskeyarn",),
+    "kmsOperation": ("xks:kmsoperation",),
+    "kmsRequestId": ("xks:kmsrequestid",),
+    "kmsViaService": ("xks:kmsviaservice",),
+    "awsSourceVpc": ("xks:awssourcevpc", "aws:sourcevpc"),
+    "awsSourceVpce": ("xks:awssourcevpce", "aws:sourcevpce"),
+}
+
+
+class XksPolicies:
+    def __init__(self, store: MetadataStore, cache_seconds: float = CACHE_SECONDS) -> None:
+        self._store = store
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[Policy | None, float]] = {}
+
+    def put(self, uri_prefix: str, document: str) -> None:
+        parse_policy(document, identity=True)  # MalformedPolicyDocumentException if not
+        with self._store.transaction() as tx:
+            tx.put_document(KIND, uri_prefix, document)
+        self._cache.pop(uri_prefix, None)
+
+    def remove(self, uri_prefix: str) -> None:
+        with self._store.transaction() as tx:
+            if tx.get_document(KIND, uri_prefix) is None:
+                raise NotFoundException(f"Key store /{uri_prefix} has no XKS policy.")
+            tx.delete_document(KIND, uri_prefix)
+        self._cache.pop(uri_prefix, None)
+
+    def get(self, uri_prefix: str) -> str | None:
+        return self._store.get_document(KIND, uri_prefix)
+
+    def _policy(self, uri_prefix: str) -> Policy | None:
+        entry = self._cache.get(uri_prefix)
+        now = time.monotonic()
+        if entry is not None and entry[1] > now:
+            return entry[0]
+        text = self._store.get_document(KIND, uri_prefix)
+        policy = None if text is None else parse_policy(text, identity=True)
+        self._cache[uri_prefix] = (policy, now + self._cache_seconds)
+        return policy
+
+    def require(
+        self,
+        uri_prefix: str,
+        operation: str,
+        key_arn: str,
+        external_key_id: str,
+        metadata: Mapping[str, str],
+    ) -> None:
+        """AccessDeniedException, naming the reason, unless the key store's policy allows."""
+        policy = self._policy(uri_prefix)
+        if policy is None:
+            return
+        context: dict[str, list[str]] = {"xks:externalkeyid": [external_key_id]}
+        for field, keys in _KEYS.items():
+            value = metadata.get(field)
+            if value:
+                for key in keys:
+                    context[key] = [value]
+        request = Request(metadata.get("awsPrincipalArn", ""), f"xks:{operation}", key_arn, context)
+        decision = evaluate(request, None, [policy])
+        if not decision.allowed:
+            raise AccessDeniedException(
+                f"{request.principal or 'The caller'} is not authorized to perform "
+                f"{request.action} on {key_arn} ({metadata.get('kmsOperation', '')}) "
+                f"because {decision.reason} in the XKS policy of key store /{uri_prefix}."
+            )
