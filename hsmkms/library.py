@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.keys.material import CrashHook
@@ -93,4 +94,12 @@ class KeyManager:
         op = BY_METHOD.get(name)
         if op is None:
             raise AttributeError(f"KeyManager has no operation {name!r}")
-        return functools.partial(op.handler, self.context)
+        if op.check is None:
+            return functools.partial(op.handler, self.context)
+        check, handler, context = op.check, op.handler, self.context
+
+        def checked(**arguments: Any) -> Response:
+            check(arguments)  # the same checks the HTTP API makes before anything else
+            return handler(context, **arguments)
+
+        return checked

@@ -165,14 +165,14 @@ class Authorizer:
     ) -> list[tuple[Check, str]]:
         action = f"kms:{operation}"
         if resource is Resource.REENCRYPT:
-            source = self._ciphertext_key(members.get("SourceKeyId"), members["CiphertextBlob"])
+            source = self._ciphertext_key(members.get("SourceKeyId"), members.get("CiphertextBlob"))
             checks = [(Check("kms:ReEncryptTo", self._record(members["DestinationKeyId"])),
                        "DestinationEncryptionContext")]  # fmt: skip
             if source is not None:
                 checks.append((Check("kms:ReEncryptFrom", source), "SourceEncryptionContext"))
             return checks
         if resource is Resource.CIPHERTEXT:
-            record = self._ciphertext_key(members.get("KeyId"), members["CiphertextBlob"])
+            record = self._ciphertext_key(members.get("KeyId"), members.get("CiphertextBlob"))
             # An unreadable blob fails as InvalidCiphertextException in the operation.
             return [] if record is None else [(Check(action, record), "EncryptionContext")]
         if resource is Resource.KEYLESS and not members.get("KeyId"):
@@ -183,9 +183,11 @@ class Authorizer:
             return [(Check(action, self._record(members["AliasName"])), "EncryptionContext")]
         return [(Check(action, self._record(members["KeyId"])), "EncryptionContext")]
 
-    def _ciphertext_key(self, key_id: Any, ciphertext: bytes) -> KeyRecord | None:
+    def _ciphertext_key(self, key_id: Any, ciphertext: bytes | None) -> KeyRecord | None:
         if key_id is not None:
             return self._record(key_id)
+        if ciphertext is None:  # DryRun with IGNORE_CIPHERTEXT: the dry run refuses it
+            return None
         try:
             parsed = blob.decode(ciphertext)
             return self._keys.by_uuid(parsed.key_uuid).record
