@@ -99,6 +99,14 @@ def _principal_attach(km: KeyManager, args: argparse.Namespace) -> Any:
     return {"PrincipalArn": args.arn, "PolicyName": args.name}
 
 
+def _principal_tag(km: KeyManager, args: argparse.Namespace) -> Any:
+    from hsmkms.policy.principals import CredentialStore
+
+    tags = _context(args.tags)  # key=value pairs
+    CredentialStore(km.store, km.hsm, km.clock).tag_principal(args.arn, tags)
+    return {"PrincipalArn": args.arn, "Tags": tags}
+
+
 def _explain(km: KeyManager, args: argparse.Namespace) -> Any:
     action = args.kms_action if args.kms_action.startswith("kms:") else f"kms:{args.kms_action}"
     members = {"EncryptionContext": _context(args.context)} if args.context else {}
@@ -145,6 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     attach.add_argument("arn")
     attach.add_argument("file")
     attach.add_argument("--name", default="default")
+    tag = principal.add_parser("tag", help="set a principal's tags (aws:PrincipalTag/<key>)")
+    tag.add_argument("arn")
+    tag.add_argument("tags", nargs="*", metavar="KEY=VALUE")
     commands.add_parser("maintain", help="run due rotations and deletions, then reconcile")
 
     key = commands.add_parser("key", help="KMS keys").add_subparsers(dest="action", required=True)
@@ -202,6 +213,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("serve", None): _serve,
     ("principal", "add"): _principal_add,
     ("principal", "attach-policy"): _principal_attach,
+    ("principal", "tag"): _principal_tag,
     ("policy", "explain"): lambda km, a: _explain(km, a),
     ("maintain", None): lambda km, a: km.maintain().as_dict(),
     ("key", "create"): lambda km, a: km.create_key(

@@ -208,11 +208,16 @@ class Authorizer:
         action = f"kms:{operation}"
         if resource is Resource.REENCRYPT:
             source = self._ciphertext_key(members.get("SourceKeyId"), members.get("CiphertextBlob"))
-            checks = [(Check("kms:ReEncryptTo", self._record(members["DestinationKeyId"])),
-                       "DestinationEncryptionContext")]  # fmt: skip
+            destination = self._record(members["DestinationKeyId"])
+            # kms:ReEncryptOnSameKey, https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html
+            same = source is not None and source.key_id == destination.key_id
+            extra = {"kms:reencryptonsamekey": ["true" if same else "false"]}
+            checks = [(Check("kms:ReEncryptTo", destination, extra=extra),
+                       "DestinationEncryptionContext")]
             if source is not None:
-                checks.append((Check("kms:ReEncryptFrom", source), "SourceEncryptionContext"))
-            return checks
+                checks.append((Check("kms:ReEncryptFrom", source, extra=extra),
+                               "SourceEncryptionContext"))
+            return checks  # fmt: skip
         if resource is Resource.CIPHERTEXT:
             record = self._ciphertext_key(members.get("KeyId"), members.get("CiphertextBlob"))
             # An unreadable blob fails as InvalidCiphertextException in the operation.
