@@ -210,7 +210,7 @@ def test_reencrypt_on_same_key(server: Server, admin: Any) -> None:
 def test_encryption_algorithm_applies_when_the_request_names_none(
     server: Server, admin: Any
 ) -> None:
-    """"This type of condition works even when the parameter doesn't appear in the
+    """ "This type of condition works even when the parameter doesn't appear in the
     request, such as when you use the parameter's default value" (SYMMETRIC_DEFAULT)."""
     user = name("algorithm")
     client = server.principal(
@@ -224,9 +224,7 @@ def test_encryption_algorithm_applies_when_the_request_names_none(
     )  # fmt: skip
     key = tagged_key(admin)
     assert client.generate_data_key(KeyId=key, NumberOfBytes=16)["KeyId"].endswith(key)
-    assert client.encrypt(KeyId=key, Plaintext=b"x")["EncryptionAlgorithm"] == (
-        "SYMMETRIC_DEFAULT"
-    )
+    assert client.encrypt(KeyId=key, Plaintext=b"x")["EncryptionAlgorithm"] == ("SYMMETRIC_DEFAULT")
     assert client.create_key()["KeyMetadata"]["KeySpec"] == "SYMMETRIC_DEFAULT"
     assert code(client.create_key, KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC") == (
         "AccessDeniedException"
@@ -284,9 +282,9 @@ def test_a_child_grant_stays_within_its_parent(server: Server, admin: Any) -> No
         (["Decrypt"], {}),  # drops the constraint
         (["Decrypt"], {"EncryptionContextSubset": {"app": "billing"}}),  # another context
     ):
-        assert code(
-            parent.create_grant, **ok, Operations=operations, Constraints=constraints
-        ) == ("AccessDeniedException")
+        assert code(parent.create_grant, **ok, Operations=operations, Constraints=constraints) == (
+            "AccessDeniedException"
+        )
     # A policy-granted CreateGrant has no such limits.
     admin.create_grant(**ok, Operations=["Encrypt"])
 
@@ -308,9 +306,7 @@ def test_where_retire_grant_permission_is_effective(server: Server, admin: Any) 
 
     def grant(retiring_principal: str | None = None) -> str:
         extra = {"RetiringPrincipal": retiring_principal} if retiring_principal else {}
-        made = admin.create_grant(
-            KeyId=key, GranteePrincipal=ROOT, Operations=["Decrypt"], **extra
-        )
+        made = admin.create_grant(KeyId=key, GranteePrincipal=ROOT, Operations=["Decrypt"], **extra)
         token: str = made["GrantToken"]
         return token
 
@@ -323,7 +319,7 @@ def test_where_retire_grant_permission_is_effective(server: Server, admin: Any) 
 
 
 def test_key_policy_naming_a_principal_that_does_not_exist(admin: Any, server: Server) -> None:
-    """"Policy contains a statement with one or more invalid principals":
+    """ "Policy contains a statement with one or more invalid principals":
     https://docs.aws.amazon.com/kms/latest/APIReference/API_PutKeyPolicy.html#KMS-PutKeyPolicy-request-Policy"""
     ghost, real = name("ghost"), name("real")
     server.principal(real)
@@ -347,7 +343,7 @@ def test_key_policy_naming_a_principal_that_does_not_exist(admin: Any, server: S
 
 
 def test_key_policy_statement_needs_a_resource(admin: Any) -> None:
-    """"Resource (Required)": https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-overview.html"""
+    """ "Resource (Required)": https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-overview.html"""
     document = json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Principal": {"AWS": ROOT}, "Action": "kms:*"}]})  # fmt: skip
     assert code(admin.create_key, Policy=document) == "MalformedPolicyDocumentException"
@@ -394,3 +390,14 @@ def test_update_alias_needs_permission_on_the_current_key(server: Server, admin:
     assert code(client.update_alias, AliasName=f"alias/{user}", TargetKeyId=second) == (
         "AccessDeniedException"
     )
+
+
+def test_stored_key_policy_without_resource_still_evaluates() -> None:
+    """A key policy accepted before Resource was required keeps working (read as "*")."""
+    from hsmkms.policy.model import MalformedPolicyDocumentException, parse_policy
+
+    document = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": ROOT}, "Action": "kms:*"}]})  # fmt: skip
+    with pytest.raises(MalformedPolicyDocumentException):
+        parse_policy(document)
+    assert parse_policy(document, stored=True).statements[0].resources == ("*",)

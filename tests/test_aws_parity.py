@@ -226,3 +226,37 @@ def test_dry_run_checks_the_callers_permissions(server: Server, kms: Any, key: s
     assert dry(lambda: user.generate_data_key(KeyId=key, NumberOfBytes=8, DryRun=True))[0] == (
         "AccessDeniedException"
     )
+
+
+def test_algorithm_and_usage_mismatches_are_invalid_key_usage(kms: Any, key: str) -> None:
+    """InvalidKeyUsageException: "The KeyUsage value of the KMS key is incompatible with
+    the API operation" or "the ... algorithm specified for the operation is incompatible
+    with the type of key material in the KMS key (KeySpec)":
+    https://docs.aws.amazon.com/kms/latest/APIReference/API_GenerateMac.html#API_GenerateMac_Errors"""
+    mac_key = kms.create_key(KeySpec="HMAC_384", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]
+    with pytest.raises(ClientError) as caught:
+        kms.generate_mac(KeyId=mac_key["KeyId"], Message=b"m", MacAlgorithm="HMAC_SHA_256")
+    assert error(caught) == (
+        "InvalidKeyUsageException",
+        "Algorithm HMAC_SHA_256 is incompatible with key spec HMAC_384.",
+    )
+    with pytest.raises(ClientError) as caught:
+        kms.generate_mac(KeyId=key, Message=b"m", MacAlgorithm="HMAC_SHA_256")
+    arn = kms.describe_key(KeyId=key)["KeyMetadata"]["Arn"]
+    assert error(caught) == (
+        "InvalidKeyUsageException",
+        f"{arn} key usage is ENCRYPT_DECRYPT which is not valid for GenerateMac.",
+    )
+
+
+def test_decrypt_with_another_key_is_incorrect_key(kms: Any, key: str) -> None:
+    """ "If you identify a different KMS key, the Decrypt operation throws an
+    IncorrectKeyException": https://docs.aws.amazon.com/kms/latest/APIReference/API_Decrypt.html#KMS-Decrypt-request-KeyId"""
+    other = kms.create_key()["KeyMetadata"]["KeyId"]
+    blob = kms.encrypt(KeyId=key, Plaintext=b"x")["CiphertextBlob"]
+    with pytest.raises(ClientError) as caught:
+        kms.decrypt(CiphertextBlob=blob, KeyId=other)
+    assert error(caught) == (
+        "IncorrectKeyException",
+        "The key ID in the request does not identify a KMS key that can perform this operation.",
+    )

@@ -38,7 +38,7 @@ IDENTITY_CACHE_SECONDS = 1.0
 
 @lru_cache(maxsize=1024)
 def _parsed(text: str, identity: bool) -> Policy:
-    return parse_policy(text, identity=identity)
+    return parse_policy(text, identity=identity, stored=True)
 
 
 @dataclass(frozen=True)
@@ -212,11 +212,13 @@ class Authorizer:
             # kms:ReEncryptOnSameKey, https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html
             same = source is not None and source.key_id == destination.key_id
             extra = {"kms:reencryptonsamekey": ["true" if same else "false"]}
-            checks = [(Check("kms:ReEncryptTo", destination, extra=extra),
-                       "DestinationEncryptionContext")]
+            checks = [
+                (Check("kms:ReEncryptTo", destination, extra=extra), "DestinationEncryptionContext")
+            ]
             if source is not None:
-                checks.append((Check("kms:ReEncryptFrom", source, extra=extra),
-                               "SourceEncryptionContext"))
+                checks.append(
+                    (Check("kms:ReEncryptFrom", source, extra=extra), "SourceEncryptionContext")
+                )
             return checks  # fmt: skip
         if resource is Resource.CIPHERTEXT:
             record = self._ciphertext_key(members.get("KeyId"), members.get("CiphertextBlob"))

@@ -130,7 +130,9 @@ class Policy:
     text: str = field(default="", compare=False)
 
 
-def _statement(raw: Any, *, identity: bool, variables: bool = False) -> Statement:
+def _statement(
+    raw: Any, *, identity: bool, variables: bool = False, stored: bool = False
+) -> Statement:
     if not isinstance(raw, dict):
         raise _malformed("each statement must be an object")
     unknown = set(raw) - STATEMENT_ELEMENTS
@@ -148,7 +150,10 @@ def _statement(raw: Any, *, identity: bool, variables: bool = False) -> Statemen
         raise _malformed("a statement needs exactly one of Action and NotAction")
     # Key policies too: "Resource (Required)",
     # https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-overview.html
-    if ("Resource" in raw) == ("NotResource" in raw):
+    # A key policy stored before this rule was enforced keeps its implicit "*".
+    has_resource, has_not_resource = "Resource" in raw, "NotResource" in raw
+    implicit = stored and not identity and not has_resource and not has_not_resource
+    if has_resource == has_not_resource and not implicit:
         raise _malformed("a statement needs exactly one of Resource and NotResource")
     sid = raw.get("Sid", "")
     if not isinstance(sid, str):
@@ -177,8 +182,9 @@ def _statement(raw: Any, *, identity: bool, variables: bool = False) -> Statemen
     return statement
 
 
-def parse_policy(text: str, *, identity: bool = False) -> Policy:
-    """A key policy (identity=False) or an identity policy (identity=True)."""
+def parse_policy(text: str, *, identity: bool = False, stored: bool = False) -> Policy:
+    """A key policy (identity=False) or an identity policy (identity=True). `stored`:
+    a policy accepted earlier, read for evaluation rather than checked as a new one."""
     if not isinstance(text, str):
         raise _malformed("the policy must be a JSON string")
     if len(text.encode()) > MAX_POLICY_BYTES:
@@ -201,7 +207,10 @@ def parse_policy(text: str, *, identity: bool = False) -> Policy:
     # Policy variables exist in Version 2012-10-17; in 2008-10-17 "${...}" is literal text.
     variables = document.get("Version") == "2012-10-17"
     return Policy(
-        tuple(_statement(s, identity=identity, variables=variables) for s in statements), text
+        tuple(
+            _statement(s, identity=identity, variables=variables, stored=stored) for s in statements
+        ),
+        text,
     )
 
 
