@@ -401,3 +401,20 @@ def test_stored_key_policy_without_resource_still_evaluates() -> None:
     with pytest.raises(MalformedPolicyDocumentException):
         parse_policy(document)
     assert parse_policy(document, stored=True).statements[0].resources == ("*",)
+
+
+def test_special_character_variables_are_literal() -> None:
+    """${*}, ${?} and ${$} stand for the characters themselves, not wildcards (the
+    policy-variables page, "Special characters")."""
+    from hsmkms.policy.engine import Request, evaluate
+    from hsmkms.policy.model import parse_policy
+
+    document = identity(allow("kms:Encrypt", StringLike={"aws:ResourceTag/p": "a${*}b${$}"}))
+    policy = parse_policy(document, identity=True)
+
+    def decide(tag: str) -> bool:
+        context = {"aws:resourcetag/p": [tag]}
+        return evaluate(Request(arn("x"), "kms:Encrypt", "k", context), None, [policy]).allowed
+
+    assert decide("a*b$")
+    assert not decide("axyzb$")

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from hsmkms.policy.conditions import holds, like
+from hsmkms.policy.conditions import holds, like, split_operator
 from hsmkms.policy.model import Policy, Principals, Statement
-from hsmkms.policy.variables import substitute_all
+from hsmkms.policy.variables import GLOB_OPERATORS, substitute_all
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,8 @@ def _action_matches(statement: Statement, action: str) -> bool:
 def _resource_matches(statement: Statement, request: Request) -> bool:
     resources, not_resources = statement.resources, statement.not_resources
     if statement.variables:
-        resources = substitute_all(resources, request.context)
-        not_resources = substitute_all(not_resources, request.context)
+        resources = substitute_all(resources, request.context, glob=True)
+        not_resources = substitute_all(not_resources, request.context, glob=True)
     if statement.resources:
         return _any_like(resources, request.resource, True)
     return not _any_like(not_resources, request.resource, True)
@@ -101,7 +101,8 @@ def conditions_hold(statement: Statement, request: Request) -> bool:
     for c in statement.conditions:
         values = c.values
         if statement.variables and not c.operator.lower().endswith("null"):
-            values = substitute_all(values, request.context)
+            base = split_operator(c.operator)[1]
+            values = substitute_all(values, request.context, glob=base in GLOB_OPERATORS)
         if not holds(c.operator, values, request.context.get(c.key)):
             return False
     return True

@@ -16,24 +16,34 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from hsmkms.policy.conditions import LITERAL_QUESTION, LITERAL_STAR
+
 VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _DEFAULT = re.compile(r"^\s*([^,\s]+)\s*,\s*'([^']*)'\s*$")
 _LITERAL = {"*": "*", "?": "?", "$": "$"}
+# In patterns (StringLike, Arn*, Resource) ${*} and ${?} must not act as wildcards.
+_GLOB_LITERAL = {**_LITERAL, "*": LITERAL_STAR, "?": LITERAL_QUESTION}
+GLOB_OPERATORS = frozenset({"stringlike", "stringnotlike", "arnlike", "arnnotlike", "arnequals",
+                            "arnnotequals"})  # fmt: skip
 
 
 def has_variables(value: str) -> bool:
     return VARIABLE.search(value) is not None
 
 
-def substitute(value: str, context: Mapping[str, Sequence[str]]) -> str | None:
-    """The value with its variables replaced, or None when one has no single value."""
+def substitute(
+    value: str, context: Mapping[str, Sequence[str]], *, glob: bool = False
+) -> str | None:
+    """The value with its variables replaced, or None when one has no single value.
+    `glob`: the value is a pattern, so ${*} and ${?} become literal (not wildcard) marks."""
     unresolved = False
+    literals = _GLOB_LITERAL if glob else _LITERAL
 
     def replace(match: re.Match[str]) -> str:
         nonlocal unresolved
         inner = match.group(1)
-        if inner in _LITERAL:
-            return _LITERAL[inner]
+        if inner in literals:
+            return literals[inner]
         default = _DEFAULT.match(inner)
         key = (default.group(1) if default else inner.strip()).lower()
         found = context.get(key)
@@ -48,7 +58,9 @@ def substitute(value: str, context: Mapping[str, Sequence[str]]) -> str | None:
     return None if unresolved else replaced
 
 
-def substitute_all(values: Sequence[str], context: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+def substitute_all(
+    values: Sequence[str], context: Mapping[str, Sequence[str]], *, glob: bool = False
+) -> tuple[str, ...]:
     """Every value that resolves; the others match nothing and are left out."""
-    found = (substitute(v, context) if has_variables(v) else v for v in values)
+    found = (substitute(v, context, glob=glob) if has_variables(v) else v for v in values)
     return tuple(v for v in found if v is not None)
