@@ -89,7 +89,7 @@ _OPERATIONS = (
     Operation("UntagResource", tags.untag_resource, KEY, check=ID_ONLY),
     Operation("ListResourceTags", tags.list_resource_tags, KEY, read_only=True, check=ID_ONLY),
     # aliases
-    Operation("CreateAlias", aliases.create_alias, Resource.TARGET_KEY,
+    Operation("CreateAlias", aliases.create_alias, Resource.NEW_ALIAS,
               check=alias_name(creating=True)),
     Operation("UpdateAlias", aliases.update_alias, Resource.TARGET_KEY,
               check=alias_name(creating=True)),

@@ -226,16 +226,16 @@ class Authorizer:
             return [] if record is None else [(Check(action, record), "EncryptionContext")]
         if resource is Resource.KEYLESS and not members.get("KeyId"):
             return [(Check(action, None), "EncryptionContext")]
-        if resource in (Resource.TARGET_KEY, Resource.ALIAS):
+        if resource in (Resource.NEW_ALIAS, Resource.TARGET_KEY, Resource.ALIAS):
             # The alias and every key it affects: the alias's current key (UpdateAlias,
             # DeleteAlias) and its new one (CreateAlias, UpdateAlias).
             # https://docs.aws.amazon.com/kms/latest/developerguide/alias-access.html
             name = members["AliasName"]
             checks = [(Check(action, None, resource=self._keys.alias_arn(name)),
                        "EncryptionContext")]  # fmt: skip
-            if operation != "CreateAlias":
+            if resource is not Resource.NEW_ALIAS:
                 checks.append((Check(action, self._record(name)), "EncryptionContext"))
-            if resource is Resource.TARGET_KEY:
+            if resource is not Resource.ALIAS:
                 target = self._record(members["TargetKeyId"])
                 checks.append((Check(action, target), "EncryptionContext"))
             return checks
