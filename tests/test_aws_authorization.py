@@ -418,3 +418,20 @@ def test_special_character_variables_are_literal() -> None:
 
     assert decide("a*b$")
     assert not decide("axyzb$")
+
+
+def test_variables_in_a_key_policy(server: Server, admin: Any) -> None:
+    """Variables work in resource-based policies (key policies) too ("Where you can use
+    policy variables")."""
+    owner, other = name("kpowner"), name("kpother")
+    as_owner, as_other = server.principal(owner), server.principal(other)
+    key = admin.create_key(
+        Tags=[{"TagKey": "owner", "TagValue": owner}],
+        Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": ROOT}, "Action": "kms:*", "Resource": "*"},
+            {"Effect": "Allow", "Principal": {"AWS": [arn(owner), arn(other)]},
+             "Action": "kms:Encrypt", "Resource": "*",
+             "Condition": {"StringEquals": {"aws:ResourceTag/owner": "${aws:username}"}}}]}),
+    )["KeyMetadata"]["KeyId"]  # fmt: skip
+    assert as_owner.encrypt(KeyId=key, Plaintext=b"x")["KeyId"].endswith(key)
+    assert code(as_other.encrypt, KeyId=key, Plaintext=b"x") == "AccessDeniedException"
