@@ -125,6 +125,14 @@ def _keystore_list(km: KeyManager, _: argparse.Namespace) -> Any:
     }
 
 
+def _principal_tag(km: KeyManager, args: argparse.Namespace) -> Any:
+    from hsmkms.policy.principals import CredentialStore
+
+    tags = _context(args.tags)  # key=value pairs
+    CredentialStore(km.store, km.hsm, km.clock).tag_principal(args.arn, tags)
+    return {"PrincipalArn": args.arn, "Tags": tags}
+
+
 def _explain(km: KeyManager, args: argparse.Namespace) -> Any:
     action = args.kms_action if args.kms_action.startswith("kms:") else f"kms:{args.kms_action}"
     members = {"EncryptionContext": _context(args.context)} if args.context else {}
@@ -176,6 +184,9 @@ def _parser() -> argparse.ArgumentParser:
     attach.add_argument("arn")
     attach.add_argument("file")
     attach.add_argument("--name", default="default")
+    tag = principal.add_parser("tag", help="set a principal's tags (aws:PrincipalTag/<key>)")
+    tag.add_argument("arn")
+    tag.add_argument("tags", nargs="*", metavar="KEY=VALUE")
     commands.add_parser("maintain", help="run due rotations and deletions, then reconcile")
     keystore = commands.add_parser(
         "keystore", help="PKCS#11 tokens for custom key stores"
@@ -249,6 +260,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("serve", None): _serve,
     ("principal", "add"): _principal_add,
     ("principal", "attach-policy"): _principal_attach,
+    ("principal", "tag"): _principal_tag,
     ("policy", "explain"): lambda km, a: _explain(km, a),
     ("keystore", "add"): _keystore_add,
     ("keystore", "list"): _keystore_list,

@@ -125,6 +125,18 @@ class IncorrectTrustAnchorException(_ClientError):
     code = "IncorrectTrustAnchorException"
 
 
+class NotAuthorizedException(_ClientError):
+    code = "NotAuthorizedException"
+
+
+class DryRunOperationException(KMSError):
+    """The call would have succeeded; DryRun asked KMS not to make it (HTTP 412:
+    https://docs.aws.amazon.com/kms/latest/APIReference/API_Encrypt.html#API_Encrypt_Errors)."""
+
+    code = "DryRunOperationException"
+    status = 412
+
+
 class KMSInternalException(KMSError):
     """A real fault on our side (token or database), never bad input."""
 
@@ -142,9 +154,13 @@ class DependencyTimeoutException(KMSError):
     status = 503
 
 
-def validation_error(field: str, value: object, constraint: str) -> ValidationException:
-    """A ValidationException worded as AWS words its request-constraint failures."""
+def validation_error(
+    field: str, value: object, constraint: str, *, sensitive: bool = False
+) -> ValidationException:
+    """A ValidationException worded as AWS words its request-constraint failures; the
+    value of a member the model marks sensitive (Plaintext, Message) is left out."""
+    shown = "" if sensitive else f" '{value}'"
     return ValidationException(
-        f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy "
+        f"1 validation error detected: Value{shown} at '{field}' failed to satisfy "
         f"constraint: {constraint}"
     )

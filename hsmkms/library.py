@@ -109,18 +109,23 @@ class KeyManager:
         op = BY_METHOD.get(name)
         if op is None:
             raise AttributeError(f"KeyManager has no operation {name!r}")
-        if self.audit is None:
+        if self.audit is None and op.check is None:
             return functools.partial(op.handler, self.context)
-        return functools.partial(self._audited, op)
+        return functools.partial(self._run, op)
 
-    def _audited(self, op: Operation, **arguments: Any) -> Response:
-        """Run an operation and record it with the operator's identity, failed or not."""
+    def _run(self, op: Operation, **arguments: Any) -> Response:
+        """The same checks the HTTP API makes before anything else, the operation, and
+        (with an audit trail) a record with the operator's identity, failed or not."""
         try:
+            if op.check is not None:
+                op.check(arguments)
             result = op.handler(self.context, **arguments)
         except KMSError as exc:
-            self._record(op.name, arguments, _keys(arguments), exc)
+            if self.audit is not None:
+                self._record(op.name, arguments, _keys(arguments), exc)
             raise
-        self._record(op.name, arguments, _keys({**arguments, **result}), None)
+        if self.audit is not None:
+            self._record(op.name, arguments, _keys({**arguments, **result}), None)
         return result
 
     def _record(

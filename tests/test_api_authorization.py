@@ -49,6 +49,11 @@ def names() -> tuple[str, str, str]:
 def test_key_policy_users_conditions_and_denies(server: Server) -> None:
     alice, bob, carol = names()
     admin = server.client()
+    # The principals exist before a key policy names them: KMS refuses a policy naming
+    # one that does not (MalformedPolicyDocumentException), see test_aws_authorization.py.
+    as_alice = server.principal(alice)  # no identity policy: the key policy alone lets her in
+    as_bob = server.principal(bob, KMS_ALL)  # IAM says yes, the key policy's Deny wins
+    as_carol = server.principal(carol, KMS_ALL)  # delegated through the root statement
     key = admin.create_key(Policy=policy(
         ROOT_STATEMENT,
         {"Sid": "Alice decrypts finance data", "Effect": "Allow", "Principal": {"AWS": arn(alice)},
@@ -64,7 +69,6 @@ def test_key_policy_users_conditions_and_denies(server: Server) -> None:
         "CiphertextBlob"
     ]
 
-    as_alice = server.principal(alice)  # no identity policy: the key policy alone lets her in
     assert (
         as_alice.decrypt(CiphertextBlob=blob, EncryptionContext=finance)["Plaintext"] == b"payroll"
     )
@@ -77,13 +81,11 @@ def test_key_policy_users_conditions_and_denies(server: Server) -> None:
     denied(as_alice.encrypt, KeyId=key, Plaintext=b"x")
     denied(as_alice.create_key)  # CreateKey needs an identity policy
 
-    as_bob = server.principal(bob, KMS_ALL)  # IAM says yes, the key policy's Deny wins
     assert "explicit deny in a resource-based policy (statement 'Never Bob')" in denied(
         as_bob.decrypt, CiphertextBlob=blob, EncryptionContext=finance
     )
     assert as_bob.create_key()["KeyMetadata"]["KeyState"] == "Enabled"  # other keys are fine
 
-    as_carol = server.principal(carol, KMS_ALL)  # delegated through the root statement
     assert (
         as_carol.decrypt(CiphertextBlob=other, EncryptionContext={"Department": "IT"})["Plaintext"]
         == b"x"
@@ -128,6 +130,7 @@ def test_key_policy_operations_and_lockout_check(server: Server) -> None:
     current = json.loads(admin.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
     assert current["Statement"][0]["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
 
+    server.principal("nobody")  # a key policy may name only principals that exist
     locks_out = policy({"Sid": "Only someone else", "Effect": "Allow", "Principal": {"AWS": arn("nobody")},
                         "Action": "kms:*", "Resource": "*"})  # fmt: skip
     with pytest.raises(ClientError) as caught:
@@ -192,6 +195,7 @@ def test_grants_end_to_end(server: Server) -> None:
 def test_explicit_deny_beats_a_grant(server: Server) -> None:
     grantee, _, _ = names()
     admin = server.client()
+    as_grantee = server.principal(grantee)  # exists before the key policy names it
     key = admin.create_key(Policy=policy(
         ROOT_STATEMENT,
         {"Sid": "No encryption for the grantee", "Effect": "Deny", "Principal": {"AWS": arn(grantee)}, "Action": "kms:Encrypt", "Resource": "*"},
@@ -199,6 +203,5 @@ def test_explicit_deny_beats_a_grant(server: Server) -> None:
     admin.create_grant(
         KeyId=key, GranteePrincipal=arn(grantee), Operations=["Encrypt", "DescribeKey"]
     )
-    as_grantee = server.principal(grantee)
     assert as_grantee.describe_key(KeyId=key)["KeyMetadata"]["KeyId"] == key
     assert "explicit deny" in denied(as_grantee.encrypt, KeyId=key, Plaintext=b"x")

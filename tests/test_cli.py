@@ -112,7 +112,7 @@ def test_alias_commands(cli: Cli) -> None:
     names = [a["AliasName"] for a in cli.ok("alias", "list")["Aliases"]]
     assert "alias/cli-test" in names
     assert "AlreadyExistsException" in cli.fails("alias", "create", "alias/cli-test", key_id)
-    assert "InvalidAliasNameException" in cli.fails("alias", "create", "alias/aws/x", key_id)
+    assert "NotAuthorizedException" in cli.fails("alias", "create", "alias/aws/x", key_id)
     cli.ok("alias", "delete", "alias/cli-test")
     assert "NotFoundException" in cli.fails("key", "describe", "alias/cli-test")
 
@@ -312,3 +312,22 @@ def test_policy_explain(cli: Cli, tmp_path: Path) -> None:
     allowed = explain("app=billing")
     assert allowed["Decision"] == "Allow" and "'Only billing'" in allowed["Reason"]
     assert explain("app=hr")["Decision"] == "Deny"
+
+
+def test_principal_tags_feed_policies(cli: Cli, tmp_path: Path) -> None:
+    """`principal tag` sets the tags policies read as aws:PrincipalTag/<key>:
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-principaltag"""
+    key_id = cli.ok("key", "create")["KeyMetadata"]["KeyId"]
+    bob = "arn:aws:iam::111122223333:user/tagged-bob"
+    document = tmp_path / "team.json"
+    document.write_text(json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": "kms:Decrypt", "Resource": "*",
+        "Condition": {"StringEquals": {"aws:PrincipalTag/team": "blue"}}}]}))  # fmt: skip
+    cli.ok("principal", "attach-policy", bob, str(document))
+    explain = ("policy", "explain", "--principal", bob, "--action", "kms:Decrypt", "--key", key_id)
+    assert cli.ok(*explain)["Decision"] == "Deny"
+    assert cli.ok("principal", "tag", bob, "team=blue") == {
+        "PrincipalArn": bob,
+        "Tags": {"team": "blue"},
+    }
+    assert cli.ok(*explain)["Decision"] == "Allow"

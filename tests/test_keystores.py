@@ -226,7 +226,10 @@ def test_creation_rules(clustered: KeyManager, token_env: TokenEnv) -> None:
     with pytest.raises(ValidationException):  # Origin must say AWS_CLOUDHSM
         km.create_key(custom_key_store_id=store_id)
     with pytest.raises(UnsupportedOperationException):
-        km.create_key(origin="AWS_CLOUDHSM", custom_key_store_id=store_id, key_spec="HMAC_256")
+        km.create_key(
+            origin="AWS_CLOUDHSM", custom_key_store_id=store_id, key_spec="HMAC_256",
+            key_usage="GENERATE_VERIFY_MAC",
+        )  # fmt: skip
     with pytest.raises(UnsupportedOperationException):
         km.create_key(origin="AWS_CLOUDHSM", custom_key_store_id=store_id, multi_region=True)
     key_id = store_key(km, store_id)

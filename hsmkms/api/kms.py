@@ -13,14 +13,21 @@ from functools import cache
 from typing import Any
 
 from hsmkms.api.errors import UnknownOperationException
-from hsmkms.api.shapes import SerializationException, operation, validate_request
+from hsmkms.api.shapes import (
+    SerializationException,
+    ignores_ciphertext,
+    operation,
+    validate_request,
+)
 from hsmkms.errors import UnsupportedOperationException
 from hsmkms.operations.context import OperationContext
+from hsmkms.operations.dryrun import dry_run
 from hsmkms.operations.table import OPERATIONS, Operation, snake
 
 TARGET_PREFIX = "TrentService."
 # Accepted and not acted on: grants take effect at once, so tokens have nothing to do.
-IGNORED_MEMBERS = frozenset({"GrantTokens"})
+# DryRun and its modifiers are acted on here, not by the handler.
+IGNORED_MEMBERS = frozenset({"GrantTokens", "DryRun", "DryRunModifiers"})
 
 
 @cache
@@ -53,12 +60,12 @@ def call(
     body: Any,
     authorize: Callable[[Operation, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Validate, authorize (when a caller made the request), then run the operation."""
+    """Validate (the model's constraints, then the operation's own checks), authorize
+    (when a caller made the request), then run the operation, or only check it when
+    the request says DryRun."""
     model = operation(op.name)
     assert model is not None
     request = validate_request(model, body)
-    if authorize is not None:
-        authorize(op, request)
     arguments: dict[str, Any] = {}
     for member, value in request.items():
         if member in IGNORED_MEMBERS:
@@ -69,6 +76,12 @@ def call(
                 f"{member} is not supported by this hsmkms release."
             )
         arguments[name] = value
+    if op.check is not None:
+        op.check(arguments)
+    if authorize is not None:
+        authorize(op, request)
+    if request.get("DryRun") is True:
+        dry_run(op, ctx, arguments, ignore_ciphertext=ignores_ciphertext(request))
     return op.handler(ctx, **arguments)
 
 

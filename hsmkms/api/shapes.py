@@ -45,17 +45,28 @@ class _Checker:
     def __init__(self) -> None:
         self.failures: list[str] = []
 
-    def fail(self, path: str, value: Any, constraint: str) -> None:
-        self.failures.append(
-            f"Value {_shown(value)} at '{path}' failed to satisfy constraint: {constraint}"
-        )
+    def fail(self, path: str, value: Any, constraint: str, *, sensitive: bool = False) -> None:
+        # AWS leaves the value of a member the model marks sensitive out of the message.
+        shown = "" if sensitive else f" {_shown(value)}"
+        self.failures.append(f"Value{shown} at '{path}' failed to satisfy constraint: {constraint}")
 
     def _length(self, shape: Shape, path: str, value: Any, size: int, shown: Any) -> None:
         low, high = shape.metadata.get("min"), shape.metadata.get("max")
+        sensitive = bool(shape.metadata.get("sensitive"))
         if low is not None and size < low:
-            self.fail(path, shown, f"Member must have length greater than or equal to {low}")
+            self.fail(
+                path,
+                shown,
+                f"Member must have length greater than or equal to {low}",
+                sensitive=sensitive,
+            )
         if high is not None and size > high:
-            self.fail(path, shown, f"Member must have length less than or equal to {high}")
+            self.fail(
+                path,
+                shown,
+                f"Member must have length less than or equal to {high}",
+                sensitive=sensitive,
+            )
 
     def check(self, shape: Shape, value: Any, path: str) -> Any:
         kind = shape.type_name
@@ -123,11 +134,27 @@ class _Checker:
         return result  # members the model does not know are ignored, as AWS does
 
 
+# Members the API Reference requires that botocore's model leaves optional, because
+# they may be left out only in a DryRun with the IGNORE_CIPHERTEXT modifier:
+# https://docs.aws.amazon.com/kms/latest/APIReference/API_Decrypt.html#KMS-Decrypt-request-CiphertextBlob
+REQUIRED_UNLESS_IGNORED = {"Decrypt": "CiphertextBlob", "ReEncrypt": "CiphertextBlob"}
+IGNORE_CIPHERTEXT = "IGNORE_CIPHERTEXT"
+
+
+def ignores_ciphertext(request: dict[str, Any]) -> bool:
+    return request.get("DryRun") is True and IGNORE_CIPHERTEXT in (
+        request.get("DryRunModifiers") or ()
+    )
+
+
 def validate_request(op: OperationModel, body: Any) -> dict[str, Any]:
     if op.input_shape is None:
         return {}
     checker = _Checker()
     result = checker.structure(op.input_shape, body, "")
+    member = REQUIRED_UNLESS_IGNORED.get(op.name)
+    if member is not None and member not in result and not ignores_ciphertext(result):
+        checker.fail(_field(member), None, "Member must not be null")
     if checker.failures:
         count = len(checker.failures)
         noun = "error" if count == 1 else "errors"

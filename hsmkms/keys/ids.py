@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hsmkms.errors import InvalidAliasNameException, NotFoundException, validation_error
+from hsmkms.errors import (
+    NotAuthorizedException,
+    NotFoundException,
+    ValidationException,
+    validation_error,
+)
 
 KEY_ID = re.compile(
     r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$"
@@ -51,8 +56,12 @@ def parse_key_ref(value: str) -> KeyRef:
     raise NotFoundException(f"Invalid keyId '{value}'")
 
 
+ALIAS_GUIDE = "https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html"
+
+
 def check_alias_name(name: str, *, creating: bool) -> None:
-    """KMS's alias-name rules; `creating` also forbids the reserved alias/aws/ prefix."""
+    """KMS's alias-name rules, worded as KMS words them; `creating` also refuses the
+    alias/aws/ prefix, reserved for AWS managed keys."""
     if not isinstance(name, str) or not name:
         raise validation_error(
             "aliasName", name, "Member must have length greater than or equal to 1"
@@ -61,16 +70,17 @@ def check_alias_name(name: str, *, creating: bool) -> None:
         raise validation_error(
             "aliasName", name, f"Member must have length less than or equal to {MAX_ALIAS_LENGTH}"
         )
-    if not name.startswith("alias/"):
-        raise InvalidAliasNameException('Alias must start with the prefix "alias/".')
     if not ALIAS_WIRE_PATTERN.match(name):
         raise validation_error(
             "aliasName", name, "Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$"
         )
-    if not ALIAS_NAME.match(name):
-        raise InvalidAliasNameException(
-            f"Alias {name} can contain only alphanumeric characters, forward slashes (/), "
-            "underscores (_), and dashes (-)."
+    if not name.startswith("alias/"):
+        raise ValidationException(
+            f'Alias must start with the prefix "alias/". Please see {ALIAS_GUIDE}'
         )
+    if not ALIAS_NAME.match(name):
+        raise ValidationException(f"{name} contains invalid characters for an alias")
     if creating and name.startswith(RESERVED_ALIAS_PREFIX):
-        raise InvalidAliasNameException("Alias must not begin with 'alias/aws/'")
+        raise NotAuthorizedException(
+            f"{name}: the alias/aws/ prefix is reserved for AWS managed keys."
+        )

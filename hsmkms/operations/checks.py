@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from hsmkms.operations.context import OperationContext
 
 
+# Blob members botocore's KMS model marks sensitive: their values never appear in errors.
+SENSITIVE = frozenset({"plaintext", "message"})
+
+
 def check_range(name: str, value: object, low: int, high: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise ValidationException(f"{name} must be an integer.")
@@ -39,11 +43,17 @@ def check_bytes(name: str, value: object, high: int) -> bytes:
     if not isinstance(value, bytes | bytearray | memoryview):
         raise ValidationException(f"{name} must be binary data.")
     data = bytes(value)
+    sensitive = name in SENSITIVE
     if not data:
-        raise validation_error(name, "", "Member must have length greater than or equal to 1")
+        raise validation_error(
+            name, "", "Member must have length greater than or equal to 1", sensitive=sensitive
+        )
     if len(data) > high:
         raise validation_error(
-            name, "java.nio.HeapByteBuffer", f"Member must have length less than or equal to {high}"
+            name,
+            "java.nio.HeapByteBuffer",
+            f"Member must have length less than or equal to {high}",
+            sensitive=sensitive,
         )
     return data
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import replace
+from typing import Any
 
 from hsmkms.errors import (
     ValidationException,
@@ -80,7 +81,7 @@ def _page(entries: list[Response], limit: int | None, marker: str | None) -> Res
     return offset_page("Grants", entries, check_limit(limit, 100, 50), marker)
 
 
-def create_grant(
+def _new_grant(
     ctx: OperationContext,
     *,
     key_id: str,
@@ -90,7 +91,8 @@ def create_grant(
     constraints: dict[str, dict[str, str]] | None = None,
     grant_tokens: list[str] | None = None,
     name: str | None = None,
-) -> Response:
+) -> Grant:
+    """The grant CreateGrant would store, after every check it makes."""
     for role, principal in (("GranteePrincipal", grantee_principal),
                             ("RetiringPrincipal", retiring_principal)):  # fmt: skip
         if principal is not None and not PRINCIPAL_ARN.match(principal):
@@ -111,7 +113,7 @@ def create_grant(
     ):
         raise ValidationException("Encryption context constraints need a symmetric key.")
     caller = current_caller.get()
-    grant = Grant(
+    return Grant(
         grant_id=secrets.token_hex(32),
         key_id=record.key_id,
         grantee_principal=grantee_principal,
@@ -124,9 +126,36 @@ def create_grant(
         context_subset=subset,
         context_equals=equals,
     )
+
+
+def create_grant_dry_run(ctx: OperationContext, **arguments: Any) -> Response:
+    _new_grant(ctx, **arguments)
+    return {}
+
+
+def create_grant(
+    ctx: OperationContext,
+    *,
+    key_id: str,
+    grantee_principal: str,
+    operations: list[str],
+    retiring_principal: str | None = None,
+    constraints: dict[str, dict[str, str]] | None = None,
+    grant_tokens: list[str] | None = None,
+    name: str | None = None,
+) -> Response:
+    grant = _new_grant(
+        ctx,
+        key_id=key_id,
+        grantee_principal=grantee_principal,
+        operations=operations,
+        retiring_principal=retiring_principal,
+        constraints=constraints,
+        name=name,
+    )
     with ctx.store.transaction() as tx:
         if name:  # CreateGrant is idempotent for the same name and parameters
-            for existing in tx.list_grants(record.key_id):
+            for existing in tx.list_grants(grant.key_id):
                 same = replace(existing, grant_id=grant.grant_id, token=grant.token,
                                creation_date=grant.creation_date)  # fmt: skip
                 if existing.name == name and same == grant:
@@ -170,6 +199,18 @@ def list_retirable_grants(
         if record is not None and record.region == ctx.region:
             entries.append(grant_entry(grant, record.arn))
     return _page(entries, limit, marker)
+
+
+def find_named_grant(
+    ctx: OperationContext,
+    *,
+    grant_token: str | None = None,
+    key_id: str | None = None,
+    grant_id: str | None = None,
+) -> Response:
+    """RetireGrant's and RevokeGrant's checks without the deletion, for DryRun."""
+    find_grant(ctx.keys, grant_token, key_id, grant_id)
+    return {}
 
 
 def retire_grant(

@@ -83,11 +83,14 @@ def create_key(
     spec = KeySpec(check_enum("keySpec", spec_name, [s.value for s in KeySpec]))
     key_origin = Origin(check_enum("origin", origin, [o.value for o in Origin]))
     allowed = SPECS[spec].usages
-    # KMS defaults KeyUsage to ENCRYPT_DECRYPT, HMAC keys to GENERATE_VERIFY_MAC.
-    default = KeyUsage.GENERATE_VERIFY_MAC if spec.value.startswith("HMAC") else (
-        KeyUsage.ENCRYPT_DECRYPT
-    )  # fmt: skip
-    usage = KeyUsage(key_usage) if key_usage is not None else default
+    # KeyUsage "is optional when you are creating a symmetric encryption KMS key;
+    # otherwise, it is required" (API_CreateKey.html#KMS-CreateKey-request-KeyUsage).
+    if key_usage is None and spec is not KeySpec.SYMMETRIC_DEFAULT:
+        raise ValidationException(
+            "You must specify a KeyUsage value for all KMS keys except for symmetric "
+            "encryption keys."
+        )
+    usage = KeyUsage(key_usage) if key_usage is not None else KeyUsage.ENCRYPT_DECRYPT
     if usage not in allowed:
         raise ValidationException(
             f"KeyUsage {usage.value} is not compatible with KeySpec {spec.value}"

@@ -19,9 +19,11 @@ from hsmkms.operations.context import OperationContext, Response
 from hsmkms.policy.caller import current_caller
 from hsmkms.policy.model import (
     MalformedPolicyDocumentException,
+    Policy,
     default_key_policy,
     parse_policy,
 )
+from hsmkms.policy.principals import known_principal
 
 
 def check_lockout(ctx: OperationContext, record: KeyRecord, policy: str, bypass: bool) -> None:
@@ -29,6 +31,8 @@ def check_lockout(ctx: OperationContext, record: KeyRecord, policy: str, bypass:
     caller must still be allowed kms:PutKeyPolicy under it."""
     parsed = parse_policy(policy)
     caller = current_caller.get()
+    if caller is not None:  # the operator (library, CLI) may name principals before they exist
+        check_principals(ctx, parsed)
     if caller is None or bypass:
         return
     _, decision = ctx.authorizer.decide(caller, "kms:PutKeyPolicy", record, {}, key_policy=parsed)
@@ -36,6 +40,19 @@ def check_lockout(ctx: OperationContext, record: KeyRecord, policy: str, bypass:
         raise MalformedPolicyDocumentException(
             "The new key policy will not allow you to update the key policy in the future."
         )
+
+
+def check_principals(ctx: OperationContext, policy: Policy) -> None:
+    """KMS refuses a key policy naming a principal that does not exist: here, one that is
+    neither an account root nor a principal hsmkms knows.
+    https://docs.aws.amazon.com/kms/latest/APIReference/API_PutKeyPolicy.html#KMS-PutKeyPolicy-request-Policy"""
+    for statement in policy.statements:
+        for principals in (statement.principal, statement.not_principal):
+            for arn in principals.arns if principals is not None else ():
+                if not arn.endswith(":root") and not known_principal(ctx.store, arn):
+                    raise MalformedPolicyDocumentException(
+                        "Policy contains a statement with one or more invalid principals."
+                    )
 
 
 def _policy_name(name: str) -> None:

@@ -26,6 +26,7 @@ from hsmkms.operations import (
     tags,
 )
 from hsmkms.operations.context import Response
+from hsmkms.operations.prechecks import KEY_ID_OR_ARN, Check, alias_name
 from hsmkms.policy.needs import Resource
 
 Handler = Callable[..., Response]
@@ -43,6 +44,13 @@ class Operation:
     handler: Handler
     resource: Resource  # which key(s) authorization checks
     read_only: bool = False  # for the audit record
+    # Checks that need no key: run before authorization (hsmkms.operations.prechecks).
+    check: Check | None = None
+    # DryRun (https://docs.aws.amazon.com/kms/latest/developerguide/testing-permissions.html):
+    # what runs instead of the handler. True: the handler itself, for operations that
+    # change nothing (its result is dropped); a function: the handler's checks without
+    # its writes; None: the operation takes no DryRun.
+    dry_run: Handler | bool | None = None
     # The handler's keyword parameters (KMS members in snake_case), read once.
     parameters: frozenset[str] = field(init=False)
 
@@ -50,6 +58,8 @@ class Operation:
         signature = inspect.signature(self.handler)
         names = [p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY]
         object.__setattr__(self, "parameters", frozenset(names))
+        if self.dry_run is True:
+            object.__setattr__(self, "dry_run", self.handler)
 
     @property
     def method(self) -> str:
@@ -59,62 +69,70 @@ class Operation:
 
 KEY, KEYLESS = Resource.KEY, Resource.KEYLESS
 
+ID_ONLY = KEY_ID_OR_ARN  # KeyId takes a key ID or key ARN, never an alias
+
 _OPERATIONS = (
     # keys
     Operation("CreateKey", keys.create_key, KEYLESS),
     Operation("DescribeKey", keys.describe_key, KEY, read_only=True),
     Operation("ListKeys", keys.list_keys, KEYLESS, read_only=True),
-    Operation("UpdateKeyDescription", keys.update_key_description, KEY),
-    Operation("EnableKey", keys.enable_key, KEY),
-    Operation("DisableKey", keys.disable_key, KEY),
-    Operation("ScheduleKeyDeletion", keys.schedule_key_deletion, KEY),
-    Operation("CancelKeyDeletion", keys.cancel_key_deletion, KEY),
+    Operation("UpdateKeyDescription", keys.update_key_description, KEY, check=ID_ONLY),
+    Operation("EnableKey", keys.enable_key, KEY, check=ID_ONLY),
+    Operation("DisableKey", keys.disable_key, KEY, check=ID_ONLY),
+    Operation("ScheduleKeyDeletion", keys.schedule_key_deletion, KEY, check=ID_ONLY),
+    Operation("CancelKeyDeletion", keys.cancel_key_deletion, KEY, check=ID_ONLY),
     # key policies
-    Operation("PutKeyPolicy", policies.put_key_policy, KEY),
-    Operation("GetKeyPolicy", policies.get_key_policy, KEY, read_only=True),
-    Operation("ListKeyPolicies", policies.list_key_policies, KEY, read_only=True),
+    Operation("PutKeyPolicy", policies.put_key_policy, KEY, check=ID_ONLY),
+    Operation("GetKeyPolicy", policies.get_key_policy, KEY, read_only=True, check=ID_ONLY),
+    Operation("ListKeyPolicies", policies.list_key_policies, KEY, read_only=True, check=ID_ONLY),
     # tags
-    Operation("TagResource", tags.tag_resource, KEY),
-    Operation("UntagResource", tags.untag_resource, KEY),
-    Operation("ListResourceTags", tags.list_resource_tags, KEY, read_only=True),
+    Operation("TagResource", tags.tag_resource, KEY, check=ID_ONLY),
+    Operation("UntagResource", tags.untag_resource, KEY, check=ID_ONLY),
+    Operation("ListResourceTags", tags.list_resource_tags, KEY, read_only=True, check=ID_ONLY),
     # aliases
-    Operation("CreateAlias", aliases.create_alias, Resource.TARGET_KEY),
-    Operation("UpdateAlias", aliases.update_alias, Resource.TARGET_KEY),
-    Operation("DeleteAlias", aliases.delete_alias, Resource.ALIAS),
-    Operation("ListAliases", aliases.list_aliases, KEYLESS, read_only=True),
+    Operation("CreateAlias", aliases.create_alias, Resource.NEW_ALIAS,
+              check=alias_name(creating=True)),
+    Operation("UpdateAlias", aliases.update_alias, Resource.TARGET_KEY,
+              check=alias_name(creating=True)),
+    Operation("DeleteAlias", aliases.delete_alias, Resource.ALIAS,
+              check=alias_name(creating=False)),
+    Operation("ListAliases", aliases.list_aliases, KEYLESS, read_only=True, check=ID_ONLY),
     # symmetric cryptography
-    Operation("Encrypt", crypto.encrypt, KEY),
-    Operation("Decrypt", crypto.decrypt, Resource.CIPHERTEXT),
-    Operation("ReEncrypt", crypto.re_encrypt, Resource.REENCRYPT),
-    Operation("GenerateDataKey", crypto.generate_data_key, KEY),
-    Operation("GenerateDataKeyWithoutPlaintext", crypto.generate_data_key_without_plaintext, KEY),
+    Operation("Encrypt", crypto.encrypt, KEY, dry_run=True),
+    Operation("Decrypt", crypto.decrypt, Resource.CIPHERTEXT, dry_run=True),
+    Operation("ReEncrypt", crypto.re_encrypt, Resource.REENCRYPT, dry_run=True),
+    Operation("GenerateDataKey", crypto.generate_data_key, KEY, dry_run=True),
+    Operation("GenerateDataKeyWithoutPlaintext", crypto.generate_data_key_without_plaintext,
+              KEY, dry_run=True),
     Operation("GenerateRandom", crypto.generate_random, KEYLESS),
     # asymmetric keys
-    Operation("Sign", asymmetric.sign, KEY),
-    Operation("Verify", asymmetric.verify, KEY),
+    Operation("Sign", asymmetric.sign, KEY, dry_run=True),
+    Operation("Verify", asymmetric.verify, KEY, dry_run=True),
     Operation("GetPublicKey", asymmetric.get_public_key, KEY, read_only=True),
-    Operation("DeriveSharedSecret", asymmetric.derive_shared_secret, KEY),
-    Operation("GenerateDataKeyPair", asymmetric.generate_data_key_pair, KEY),
-    Operation(
-        "GenerateDataKeyPairWithoutPlaintext",
-        asymmetric.generate_data_key_pair_without_plaintext,
-        KEY,
-    ),
+    Operation("DeriveSharedSecret", asymmetric.derive_shared_secret, KEY, dry_run=True),
+    Operation("GenerateDataKeyPair", asymmetric.generate_data_key_pair, KEY, dry_run=True),
+    Operation("GenerateDataKeyPairWithoutPlaintext",
+              asymmetric.generate_data_key_pair_without_plaintext, KEY, dry_run=True),
     # MACs
-    Operation("GenerateMac", mac.generate_mac, KEY),
-    Operation("VerifyMac", mac.verify_mac, KEY),
+    Operation("GenerateMac", mac.generate_mac, KEY, dry_run=True),
+    Operation("VerifyMac", mac.verify_mac, KEY, dry_run=True),
     # rotation
-    Operation("EnableKeyRotation", rotation.enable_key_rotation, KEY),
-    Operation("DisableKeyRotation", rotation.disable_key_rotation, KEY),
-    Operation("GetKeyRotationStatus", rotation.get_key_rotation_status, KEY, read_only=True),
-    Operation("RotateKeyOnDemand", rotation.rotate_key_on_demand, KEY),
-    Operation("ListKeyRotations", rotation.list_key_rotations, KEY, read_only=True),
+    Operation("EnableKeyRotation", rotation.enable_key_rotation, KEY, check=ID_ONLY),
+    Operation("DisableKeyRotation", rotation.disable_key_rotation, KEY, check=ID_ONLY),
+    Operation("GetKeyRotationStatus", rotation.get_key_rotation_status, KEY, read_only=True,
+              check=ID_ONLY),
+    Operation("RotateKeyOnDemand", rotation.rotate_key_on_demand, KEY, check=ID_ONLY),
+    Operation("ListKeyRotations", rotation.list_key_rotations, KEY, read_only=True,
+              check=ID_ONLY),
     # grants
-    Operation("CreateGrant", grants.create_grant, KEY),
-    Operation("ListGrants", grants.list_grants, KEY, read_only=True),
+    Operation("CreateGrant", grants.create_grant, KEY, check=ID_ONLY,
+              dry_run=grants.create_grant_dry_run),
+    Operation("ListGrants", grants.list_grants, KEY, read_only=True, check=ID_ONLY),
     Operation("ListRetirableGrants", grants.list_retirable_grants, KEYLESS, read_only=True),
-    Operation("RetireGrant", grants.retire_grant, Resource.GRANT),
-    Operation("RevokeGrant", grants.revoke_grant, KEY),
+    Operation("RetireGrant", grants.retire_grant, Resource.GRANT, check=ID_ONLY,
+              dry_run=grants.find_named_grant),
+    Operation("RevokeGrant", grants.revoke_grant, KEY, check=ID_ONLY,
+              dry_run=grants.find_named_grant),
     # custom key stores (IAM-only permissions: no key to check)
     Operation("CreateCustomKeyStore", keystores.create_custom_key_store, KEYLESS),
     Operation(
@@ -124,7 +142,7 @@ _OPERATIONS = (
     Operation("DisconnectCustomKeyStore", keystores.disconnect_custom_key_store, KEYLESS),
     Operation("UpdateCustomKeyStore", keystores.update_custom_key_store, KEYLESS),
     Operation("DeleteCustomKeyStore", keystores.delete_custom_key_store, KEYLESS),
-)
+)  # fmt: skip
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _OPERATIONS}
 # The same operations by library method name (encrypt, create_key, ...).

@@ -23,9 +23,10 @@ from hsmkms.keys.resolver import KeyResolver
 from hsmkms.policy import context as conditions
 from hsmkms.policy.caller import CallerInfo
 from hsmkms.policy.engine import Decision, Request, evaluate
-from hsmkms.policy.grants import constraints_hold, find_grant, may_retire
+from hsmkms.policy.grants import constraints_hold, find_grant, may_retire, within_parent
 from hsmkms.policy.model import Policy, default_key_policy, parse_policy
 from hsmkms.policy.needs import Resource
+from hsmkms.policy.principals import principal_tags
 
 ROOT_IDENTITY = parse_policy(
     json.dumps({"Version": "2012-10-17", "Statement": [
@@ -37,13 +38,15 @@ IDENTITY_CACHE_SECONDS = 1.0
 
 @lru_cache(maxsize=1024)
 def _parsed(text: str, identity: bool) -> Policy:
-    return parse_policy(text, identity=identity)
+    return parse_policy(text, identity=identity, stored=True)
 
 
 @dataclass(frozen=True)
 class Check:
     action: str
     record: KeyRecord | None
+    resource: str | None = None  # an alias ARN: the alias itself is the resource
+    extra: Mapping[str, list[str]] | None = None  # condition keys the authorizer knows
 
 
 class Authorizer:
@@ -80,9 +83,11 @@ class Authorizer:
         *,
         key_policy: Policy | None = None,
         context_member: str = "EncryptionContext",
+        resource: str | None = None,
+        extra: Mapping[str, list[str]] | None = None,
     ) -> tuple[Request, Decision]:
         keys = self._keys
-        resource = record.arn if record is not None else "*"
+        resource = resource or (record.arn if record is not None else "*")
 
         def aliases() -> list[str]:
             assert record is not None
@@ -93,7 +98,16 @@ class Authorizer:
             action,
             resource,
             conditions.RequestContext(
-                caller, self._clock, members, record, aliases, context_member
+                caller,
+                self._clock,
+                members,
+                record,
+                aliases,
+                context_member,
+                action=action,
+                region=keys.region,
+                principal_tags=lambda: principal_tags(keys.store, caller.principal_arn),
+                extra=extra,
             ),
         )
         policy = key_policy or (self.key_policy(record) if record is not None else None)
@@ -105,7 +119,9 @@ class Authorizer:
             if (
                 grant.grantee_principal == caller.principal_arn
                 and operation in grant.operations
-                and constraints_hold(grant, members.get(context_member))
+                and constraints_hold(grant, members.get(context_member), operation)
+                # CreateGrant from a grant: never more operations or fewer constraints
+                and (operation != "CreateGrant" or within_parent(grant, members))
             ):
                 return request, Decision(True, f"grant {grant.grant_id} allows it")
         return request, decision
@@ -122,22 +138,48 @@ class Authorizer:
         `resource` (from the operation table) says which key(s) the call acts on;
         `resources` collects the ARNs of the keys checked (for the audit record)."""
         if resource is Resource.GRANT:
-            grant = find_grant(
-                self._keys, members.get("GrantToken"), members.get("KeyId"), members.get("GrantId")
-            )
-            if may_retire(caller.principal_arn, grant):
-                return
-            checks = [(Check("kms:RetireGrant", self._record(grant.key_id)), "EncryptionContext")]
-        else:
-            checks = self._checks(operation, resource, members)
-        for check, context_member in checks:
-            if resources is not None and check.record is not None:
+            self._require_retire(caller, members, resources)
+            return
+        for check, context_member in self._checks(operation, resource, members):
+            if resources is not None and check.record is not None and check.resource is None:
                 resources.append(check.record.arn)
             request, decision = self.decide(
-                caller, check.action, check.record, members, context_member=context_member
+                caller,
+                check.action,
+                check.record,
+                members,
+                context_member=context_member,
+                resource=check.resource,
+                extra=check.extra,
             )
             if not decision.allowed:
                 raise AccessDeniedException(decision.message(request))
+
+    def _require_retire(
+        self, caller: CallerInfo, members: Mapping[str, Any], resources: list[str] | None
+    ) -> None:
+        """RetireGrant (https://docs.aws.amazon.com/kms/latest/developerguide/grant-delete.html):
+        the grant's retiring principal, or its grantee when the grant includes RetireGrant,
+        may retire it; so may the account the grant was created in, which can delegate
+        kms:RetireGrant to its principals in IAM policies. kms:RetireGrant is not effective
+        in a key policy; a Deny in an IAM policy still denies."""
+        grant = find_grant(
+            self._keys, members.get("GrantToken"), members.get("KeyId"), members.get("GrantId")
+        )
+        record = self._record(grant.key_id)
+        if resources is not None:
+            resources.append(record.arn)
+        # No record: IAM policies alone decide, on the key's ARN.
+        request, decision = self.decide(
+            caller, "kms:RetireGrant", None, members, resource=record.arn
+        )
+        if decision.explicit:
+            raise AccessDeniedException(decision.message(request))
+        if may_retire(caller.principal_arn, grant):
+            return
+        if decision.allowed and caller.account == grant.issuing_account:
+            return
+        raise AccessDeniedException(decision.message(request))
 
     def explain(
         self, principal_arn: str, action: str, key_id: str | None, members: Mapping[str, Any]
@@ -165,27 +207,45 @@ class Authorizer:
     ) -> list[tuple[Check, str]]:
         action = f"kms:{operation}"
         if resource is Resource.REENCRYPT:
-            source = self._ciphertext_key(members.get("SourceKeyId"), members["CiphertextBlob"])
-            checks = [(Check("kms:ReEncryptTo", self._record(members["DestinationKeyId"])),
-                       "DestinationEncryptionContext")]  # fmt: skip
+            source = self._ciphertext_key(members.get("SourceKeyId"), members.get("CiphertextBlob"))
+            destination = self._record(members["DestinationKeyId"])
+            # kms:ReEncryptOnSameKey, https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html
+            same = source is not None and source.key_id == destination.key_id
+            extra = {"kms:reencryptonsamekey": ["true" if same else "false"]}
+            checks = [
+                (Check("kms:ReEncryptTo", destination, extra=extra), "DestinationEncryptionContext")
+            ]
             if source is not None:
-                checks.append((Check("kms:ReEncryptFrom", source), "SourceEncryptionContext"))
-            return checks
+                checks.append(
+                    (Check("kms:ReEncryptFrom", source, extra=extra), "SourceEncryptionContext")
+                )
+            return checks  # fmt: skip
         if resource is Resource.CIPHERTEXT:
-            record = self._ciphertext_key(members.get("KeyId"), members["CiphertextBlob"])
+            record = self._ciphertext_key(members.get("KeyId"), members.get("CiphertextBlob"))
             # An unreadable blob fails as InvalidCiphertextException in the operation.
             return [] if record is None else [(Check(action, record), "EncryptionContext")]
         if resource is Resource.KEYLESS and not members.get("KeyId"):
             return [(Check(action, None), "EncryptionContext")]
-        if resource is Resource.TARGET_KEY:
-            return [(Check(action, self._record(members["TargetKeyId"])), "EncryptionContext")]
-        if resource is Resource.ALIAS:
-            return [(Check(action, self._record(members["AliasName"])), "EncryptionContext")]
+        if resource in (Resource.NEW_ALIAS, Resource.TARGET_KEY, Resource.ALIAS):
+            # The alias and every key it affects: the alias's current key (UpdateAlias,
+            # DeleteAlias) and its new one (CreateAlias, UpdateAlias).
+            # https://docs.aws.amazon.com/kms/latest/developerguide/alias-access.html
+            name = members["AliasName"]
+            checks = [(Check(action, None, resource=self._keys.alias_arn(name)),
+                       "EncryptionContext")]  # fmt: skip
+            if resource is not Resource.NEW_ALIAS:
+                checks.append((Check(action, self._record(name)), "EncryptionContext"))
+            if resource is not Resource.ALIAS:
+                target = self._record(members["TargetKeyId"])
+                checks.append((Check(action, target), "EncryptionContext"))
+            return checks
         return [(Check(action, self._record(members["KeyId"])), "EncryptionContext")]
 
-    def _ciphertext_key(self, key_id: Any, ciphertext: bytes) -> KeyRecord | None:
+    def _ciphertext_key(self, key_id: Any, ciphertext: bytes | None) -> KeyRecord | None:
         if key_id is not None:
             return self._record(key_id)
+        if ciphertext is None:  # DryRun with IGNORE_CIPHERTEXT: the dry run refuses it
+            return None
         try:
             parsed = blob.decode(ciphertext)
             return self._keys.by_uuid(parsed.key_uuid).record

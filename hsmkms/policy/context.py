@@ -8,10 +8,10 @@ from typing import Any
 
 from hsmkms.keys.model import KeyRecord
 from hsmkms.policy.caller import CallerInfo
+from hsmkms.policy.identity import PRINCIPAL_KEYS, principal_key
 
 # Condition keys whose value is one request member's value, as KMS names them.
 MEMBER_OF_KEY = {
-    "kms:encryptionalgorithm": "EncryptionAlgorithm",
     "kms:signingalgorithm": "SigningAlgorithm",
     "kms:macalgorithm": "MacAlgorithm",
     "kms:messagetype": "MessageType",
@@ -25,6 +25,24 @@ MEMBER_OF_KEY = {
 }
 # CreateKey describes the key to be: these become the key's condition keys.
 CREATE_KEY_KEYS = {"kms:keyspec": "KeySpec", "kms:keyusage": "KeyUsage", "kms:keyorigin": "Origin"}
+# "This type of condition works even when the parameter doesn't appear in the request,
+# such as when you use the parameter's default value":
+# https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html
+CREATE_KEY_DEFAULTS = {
+    "kms:keyspec": "SYMMETRIC_DEFAULT",
+    "kms:keyusage": "ENCRYPT_DECRYPT",
+    "kms:keyorigin": "AWS_KMS",
+}
+ALGORITHM_MEMBER = {
+    "kms:reencryptfrom": "SourceEncryptionAlgorithm",
+    "kms:reencryptto": "DestinationEncryptionAlgorithm",
+}
+# Actions that encrypt or decrypt with a KMS key: SYMMETRIC_DEFAULT when none is named.
+ENCRYPTION_ACTIONS = frozenset({
+    "kms:encrypt", "kms:decrypt", "kms:reencryptfrom", "kms:reencryptto",
+    "kms:generatedatakey", "kms:generatedatakeywithoutplaintext",
+    "kms:generatedatakeypair", "kms:generatedatakeypairwithoutplaintext",
+})  # fmt: skip
 
 
 def _text(value: Any) -> str:
@@ -43,6 +61,11 @@ class RequestContext(Mapping[str, Sequence[str]]):
         record: KeyRecord | None,
         aliases: Callable[[], list[str]],
         context_member: str,
+        *,
+        action: str = "",
+        region: str | None = None,
+        principal_tags: Callable[[], Mapping[str, str]] | None = None,
+        extra: Mapping[str, list[str]] | None = None,
     ) -> None:
         self._caller = caller
         self._now = now
@@ -50,7 +73,10 @@ class RequestContext(Mapping[str, Sequence[str]]):
         self._record = record
         self._aliases = aliases
         self._context_member = context_member
-        self._cache: dict[str, list[str] | None] = {}
+        self._action = action.lower()
+        self._region = region
+        self._principal_tags = principal_tags
+        self._cache: dict[str, list[str] | None] = dict(extra or {})
 
     def __getitem__(self, key: str) -> Sequence[str]:
         if key not in self._cache:
@@ -68,6 +94,21 @@ class RequestContext(Mapping[str, Sequence[str]]):
             return [caller.account]
         if key == "aws:currenttime":
             return [self._now().isoformat()]
+        if key.startswith("aws:") and key in PRINCIPAL_KEYS:
+            return principal_key(caller.principal_arn, key)
+        if key == "aws:epochtime":
+            return [str(int(self._now().timestamp()))]
+        if key == "aws:requestedregion":
+            return [self._region] if self._region else None
+        if key.startswith("aws:principaltag/"):
+            name = key.removeprefix("aws:principaltag/")
+            tags = self._principal_tags() if self._principal_tags else {}
+            return [v for k, v in tags.items() if k.lower() == name] or None
+        if key == "kms:encryptionalgorithm":
+            value = members.get(ALGORITHM_MEMBER.get(self._action, "EncryptionAlgorithm"))
+            if value is None and self._action in ENCRYPTION_ACTIONS:
+                value = "SYMMETRIC_DEFAULT"
+            return None if value is None else [str(value)]
         if key == "aws:securetransport":
             return ["true" if caller.secure_transport else "false"]
         if key == "aws:sourceip":
@@ -102,6 +143,10 @@ class RequestContext(Mapping[str, Sequence[str]]):
         if record is None:  # CreateKey describes the key to be
             member = CREATE_KEY_KEYS.get(key)
             value = None if member is None else self._members.get(member)
+            if member == "KeySpec" and value is None:
+                value = self._members.get("CustomerMasterKeySpec")
+            if value is None and self._action == "kms:createkey":
+                value = CREATE_KEY_DEFAULTS.get(key)
             return None if value is None else [_text(value)]
         if key == "kms:keyspec":
             return [record.key_spec.value]

@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from hsmkms.policy.conditions import holds, like
+from hsmkms.policy.conditions import holds, like, split_operator
 from hsmkms.policy.model import Policy, Principals, Statement
+from hsmkms.policy.variables import GLOB_OPERATORS, substitute_all
 
 
 @dataclass(frozen=True)
@@ -86,22 +87,31 @@ def _action_matches(statement: Statement, action: str) -> bool:
     return not _any_like(statement.not_actions, action.lower(), False)
 
 
-def _resource_matches(statement: Statement, resource: str) -> bool:
+def _resource_matches(statement: Statement, request: Request) -> bool:
+    resources, not_resources = statement.resources, statement.not_resources
+    if statement.variables:
+        resources = substitute_all(resources, request.context, glob=True)
+        not_resources = substitute_all(not_resources, request.context, glob=True)
     if statement.resources:
-        return _any_like(statement.resources, resource, True)
-    return not _any_like(statement.not_resources, resource, True)
+        return _any_like(resources, request.resource, True)
+    return not _any_like(not_resources, request.resource, True)
 
 
 def conditions_hold(statement: Statement, request: Request) -> bool:
-    return all(
-        holds(c.operator, c.values, request.context.get(c.key)) for c in statement.conditions
-    )
+    for c in statement.conditions:
+        values = c.values
+        if statement.variables and not c.operator.lower().endswith("null"):
+            base = split_operator(c.operator)[1]
+            values = substitute_all(values, request.context, glob=base in GLOB_OPERATORS)
+        if not holds(c.operator, values, request.context.get(c.key)):
+            return False
+    return True
 
 
 def _matches(statement: Statement, request: Request) -> bool:
     return (
         _action_matches(statement, request.action)
-        and _resource_matches(statement, request.resource)
+        and _resource_matches(statement, request)
         and conditions_hold(statement, request)
     )
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hsmkms.errors import KMSError
 from hsmkms.policy.conditions import known
+from hsmkms.policy.variables import has_variables
 
 MAX_POLICY_BYTES = 32768
 VERSIONS = ("2012-10-17", "2008-10-17")
@@ -115,6 +116,8 @@ class Statement:
     resources: tuple[str, ...] = ()
     not_resources: tuple[str, ...] = ()
     conditions: tuple[Condition, ...] = ()
+    # Resource or Condition values hold ${...} policy variables (Version 2012-10-17 only).
+    variables: bool = False
 
     @property
     def name(self) -> str:
@@ -127,7 +130,9 @@ class Policy:
     text: str = field(default="", compare=False)
 
 
-def _statement(raw: Any, *, identity: bool) -> Statement:
+def _statement(
+    raw: Any, *, identity: bool, variables: bool = False, stored: bool = False
+) -> Statement:
     if not isinstance(raw, dict):
         raise _malformed("each statement must be an object")
     unknown = set(raw) - STATEMENT_ELEMENTS
@@ -143,12 +148,17 @@ def _statement(raw: Any, *, identity: bool) -> Statement:
         raise _malformed("key policy statements need a Principal")
     if ("Action" in raw) == ("NotAction" in raw):
         raise _malformed("a statement needs exactly one of Action and NotAction")
-    if identity and ("Resource" in raw) == ("NotResource" in raw):
-        raise _malformed("an identity policy statement needs Resource or NotResource")
+    # Key policies too: "Resource (Required)",
+    # https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-overview.html
+    # A key policy stored before this rule was enforced keeps its implicit "*".
+    has_resource, has_not_resource = "Resource" in raw, "NotResource" in raw
+    implicit = stored and not identity and not has_resource and not has_not_resource
+    if has_resource == has_not_resource and not implicit:
+        raise _malformed("a statement needs exactly one of Resource and NotResource")
     sid = raw.get("Sid", "")
     if not isinstance(sid, str):
         raise _malformed("Sid must be a string")
-    return Statement(
+    statement = Statement(
         effect=effect,
         sid=sid,
         principal=_principals(raw["Principal"]) if "Principal" in raw else None,
@@ -163,10 +173,18 @@ def _statement(raw: Any, *, identity: bool) -> Statement:
         else (),
         conditions=_conditions(raw["Condition"]) if "Condition" in raw else (),
     )  # fmt: skip
+    if variables and any(
+        has_variables(v)
+        for v in (*statement.resources, *statement.not_resources,
+                  *(v for c in statement.conditions for v in c.values))
+    ):  # fmt: skip
+        statement = replace(statement, variables=True)
+    return statement
 
 
-def parse_policy(text: str, *, identity: bool = False) -> Policy:
-    """A key policy (identity=False) or an identity policy (identity=True)."""
+def parse_policy(text: str, *, identity: bool = False, stored: bool = False) -> Policy:
+    """A key policy (identity=False) or an identity policy (identity=True). `stored`:
+    a policy accepted earlier, read for evaluation rather than checked as a new one."""
     if not isinstance(text, str):
         raise _malformed("the policy must be a JSON string")
     if len(text.encode()) > MAX_POLICY_BYTES:
@@ -186,7 +204,14 @@ def parse_policy(text: str, *, identity: bool = False) -> Policy:
     statements = raw if isinstance(raw, list) else [raw] if raw is not None else []
     if not statements:
         raise _malformed("it has no statements")
-    return Policy(tuple(_statement(s, identity=identity) for s in statements), text)
+    # Policy variables exist in Version 2012-10-17; in 2008-10-17 "${...}" is literal text.
+    variables = document.get("Version") == "2012-10-17"
+    return Policy(
+        tuple(
+            _statement(s, identity=identity, variables=variables, stored=stored) for s in statements
+        ),
+        text,
+    )
 
 
 def default_key_policy(account_id: str) -> str:

@@ -7,12 +7,14 @@ memory, because SigV4 needs the secret itself to compute signatures.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import string
 import threading
 
 from hsmkms.errors import AlreadyExistsException, ValidationException
+from hsmkms.keys import tags as keytags
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.keys.model import AccessKey
 from hsmkms.policy.caller import Credential
@@ -30,6 +32,22 @@ POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
 # What `make run` gives its development principal: every KMS action.
 ADMIN_POLICY = '{"Version": "2012-10-17", "Statement": [{"Sid": "KmsAdmin", "Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}'  # noqa: E501
 _ID_ALPHABET = string.ascii_uppercase + "234567"
+PRINCIPAL_TAGS = "principal-tags"  # store documents: principal ARN -> {"key": "value"}
+
+
+def principal_tags(store: MetadataStore, principal_arn: str) -> dict[str, str]:
+    document = store.get_document(PRINCIPAL_TAGS, principal_arn)
+    tags: dict[str, str] = json.loads(document) if document else {}
+    return tags
+
+
+def known_principal(store: MetadataStore, principal_arn: str) -> bool:
+    """A principal hsmkms knows: it has an access key, an identity policy or tags."""
+    return (
+        any(k.principal_arn == principal_arn for k in store.list_access_keys())
+        or bool(store.identity_policies(principal_arn))
+        or store.get_document(PRINCIPAL_TAGS, principal_arn) is not None
+    )
 
 
 def _aad(access_key_id: str, principal_arn: str) -> bytes:
@@ -78,6 +96,14 @@ class CredentialStore:
         parse_policy(document, identity=True)
         with self._store.transaction() as tx:
             tx.put_identity_policy(principal_arn, name, document)
+
+    def tag_principal(self, principal_arn: str, tags: dict[str, str]) -> None:
+        """Set (replace) a principal's tags: policies read them as aws:PrincipalTag/<key>."""
+        if not PRINCIPAL_ARN.match(principal_arn):
+            raise ValidationException(f"{principal_arn!r} is not an IAM principal ARN.")
+        keytags.parse([{"TagKey": k, "TagValue": v} for k, v in tags.items()])
+        with self._store.transaction() as tx:
+            tx.put_document(PRINCIPAL_TAGS, principal_arn, json.dumps(tags, sort_keys=True))
 
     def lookup(self, access_key_id: str) -> Credential | None:
         credential = self._cache.get(access_key_id)
