@@ -110,8 +110,11 @@ class KeyManager:
         if op is None:
             raise AttributeError(f"KeyManager has no operation {name!r}")
         if self.audit is None and op.check is None:
-            return functools.partial(op.handler, self.context)
-        return functools.partial(self._run, op)
+            bound = functools.partial(op.handler, self.context)
+        else:
+            bound = functools.partial(self._run, op)
+        self.__dict__[name] = bound  # found directly from now on: no lookup per call
+        return bound
 
     def _run(self, op: Operation, **arguments: Any) -> Response:
         """The same checks the HTTP API makes before anything else, the operation, and
