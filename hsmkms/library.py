@@ -110,7 +110,12 @@ class KeyManager:
         if op is None:
             raise AttributeError(f"KeyManager has no operation {name!r}")
         if self.audit is None and op.check is None:
-            bound = functools.partial(op.handler, self.context)
+            handler, context, keys = op.handler, self.context, self.context.keys
+
+            def bound(**arguments: Any) -> Response:
+                keys.refresh()  # see writes other processes committed
+                return handler(context, **arguments)
+
         else:
             bound = functools.partial(self._run, op)
         self.__dict__[name] = bound  # found directly from now on: no lookup per call
@@ -122,6 +127,7 @@ class KeyManager:
         try:
             if op.check is not None:
                 op.check(arguments)
+            self.context.keys.refresh()
             result = op.handler(self.context, **arguments)
         except KMSError as exc:
             if self.audit is not None:

@@ -167,6 +167,7 @@ def create_app(
             caller.principal_arn, source_ip=call_.client, secure_transport=call_.secure
         )
         regional = ctx.for_region(caller.region)
+        regional.keys.refresh()  # see writes committed on any node before this request
         token = current_caller.set(info)
         try:
             result = call(

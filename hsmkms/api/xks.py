@@ -193,6 +193,7 @@ class XksEndpoint:
 
     def _key_operation(self, call: _Call, body: dict[str, Any]) -> Response:
         ctx, key_id, route = self._ctx, call.external_key_id, call.route
+        ctx.keys.refresh()  # see writes committed on any node before this request
         assert key_id is not None and call.prefix is not None
         if route != "metadata":
             algorithm = body.get("encryptionAlgorithm")

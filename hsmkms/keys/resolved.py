@@ -11,11 +11,14 @@ from hsmkms.token.templates import key_uuid_bytes
 class Resolved:
     """A key as the hot path needs it, with what can be computed once per key."""
 
-    __slots__ = ("expires", "header", "key_uuid", "record", "ref", "rsa", "symmetric_ready")
+    __slots__ = (
+        "expires", "generation", "header", "key_uuid", "record", "ref", "rsa", "symmetric_ready",
+    )  # fmt: skip
 
-    def __init__(self, record: KeyRecord, expires: float) -> None:
+    def __init__(self, record: KeyRecord, expires: float, generation: int = -1) -> None:
         self.record = record
         self.expires = expires
+        self.generation = generation  # the store's generation when it was read
         self.key_uuid = key_uuid_bytes(record.key_id)
         self.ref = MaterialRef(record.key_id, record.current_version)
         self.header = blob.header(self.key_uuid, record.current_version)

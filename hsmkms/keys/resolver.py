@@ -1,7 +1,10 @@
-"""KeyId (any form) -> the key record, for one account and region, with a short cache.
+"""KeyId (any form) -> the key record, for one account and region, with a cache.
 
 Operations and authorization both resolve keys through this: the cache is shared,
-so a request resolves its key once.
+so a request resolves its key once. A cached entry is good while the store's
+generation (bumped by every write on any node) is the one it was read under:
+`refresh()`, called once per request, reads the generation, so no request is served
+a key state, alias or policy older than the last write committed before it began.
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ class KeyResolver:
         self.cache_seconds = cache_seconds
         # KeyId as given, and key UUID bytes -> a resolved key, until it expires.
         self._cache: dict[str | bytes, Resolved] = {}
+        self.generation = -1  # the store's generation as last seen by refresh()
+
+    def refresh(self) -> None:
+        """One cheap read per request: forget everything if anything was written since."""
+        generation = self.store.generation()
+        if generation != self.generation:
+            self.generation = generation
+            self._cache.clear()
 
     def changed(self) -> None:
         """Something was written: forget what was cached."""
@@ -44,6 +55,9 @@ class KeyResolver:
 
     def alias_arn(self, name: str) -> str:
         return f"arn:aws:kms:{self.region}:{self.account_id}:{name}"
+
+    def _good(self, entry: Resolved) -> bool:
+        return entry.generation == self.generation and entry.expires > time.monotonic()
 
     def resolve(self, key_id: str) -> KeyRecord:
         """Any KeyId form -> the key in this account and region, in any state."""
@@ -68,9 +82,10 @@ class KeyResolver:
     def cached(self, key_id: str) -> Resolved:
         """The hot path's resolve: no database round trip for recently seen keys."""
         entry = self._cache.get(key_id)
-        if entry is not None and entry.expires > time.monotonic():
+        if entry is not None and self._good(entry):
             return entry
-        entry = Resolved(self.resolve(key_id), time.monotonic() + self.cache_seconds)
+        generation = self.generation  # before the read: a write after it outdates the entry
+        entry = Resolved(self.resolve(key_id), time.monotonic() + self.cache_seconds, generation)
         self._cache[key_id] = entry
         self._cache[entry.key_uuid] = entry
         return entry
@@ -78,7 +93,7 @@ class KeyResolver:
     def by_uuid(self, key_uuid: bytes) -> Resolved:
         """The key a ciphertext blob names; InvalidCiphertext when it is not here."""
         entry = self._cache.get(key_uuid)
-        if entry is not None and entry.expires > time.monotonic():
+        if entry is not None and self._good(entry):
             return entry
         for key_id in (str(uuid.UUID(bytes=key_uuid)), "mrk-" + key_uuid.hex()):
             record = self.store.get_key(key_id)

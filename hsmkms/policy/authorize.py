@@ -53,7 +53,8 @@ class Authorizer:
     def __init__(self, keys: KeyResolver, clock: Clock) -> None:
         self._keys = keys
         self._clock = clock
-        self._identities: dict[str, tuple[float, tuple[Policy, ...]]] = {}
+        # principal -> (expiry, store generation when read, policies)
+        self._identities: dict[str, tuple[float, int, tuple[Policy, ...]]] = {}
         self._lock = threading.Lock()
 
     def key_policy(self, record: KeyRecord) -> Policy:
@@ -63,12 +64,18 @@ class Authorizer:
         if principal_arn.endswith(":root"):
             return (ROOT_IDENTITY,)
         cached = self._identities.get(principal_arn)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
+        if (
+            cached is not None
+            and cached[0] > time.monotonic()
+            and cached[1] == self._keys.generation
+        ):
+            return cached[2]
+        generation = self._keys.generation
         documents = self._keys.store.identity_policies(principal_arn)
         policies = tuple(_parsed(text, True) for text in documents.values())
         with self._lock:
-            self._identities[principal_arn] = (time.monotonic() + IDENTITY_CACHE_SECONDS, policies)
+            expires = time.monotonic() + IDENTITY_CACHE_SECONDS
+            self._identities[principal_arn] = (expires, generation, policies)
         return policies
 
     def forget_identity(self, principal_arn: str) -> None:
