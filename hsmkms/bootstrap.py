@@ -10,12 +10,14 @@ from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.api.xks import XksSettings
 from hsmkms.audit.log import AuditLog
+from hsmkms.audit.shelf import DatabaseShelf
 from hsmkms.config import Settings, is_softhsm
 from hsmkms.errors import KMSInternalException
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.library import KeyManager
 from hsmkms.policy.principals import CredentialStore
 from hsmkms.store import open_store
+from hsmkms.store.base import MetadataStore
 from hsmkms.token import Hsm
 from hsmkms.token.audit import TokenAuditAnchor
 
@@ -47,11 +49,17 @@ def open_hsm(settings: Settings) -> Hsm:
     )
 
 
-def open_audit(settings: Settings, hsm: Hsm) -> AuditLog:
+def audit_anchor(hsm: Hsm, store: MetadataStore) -> TokenAuditAnchor:
+    """The token's audit key; the latest checkpoints in the token, or in the database
+    where the token holds no data objects."""
+    return TokenAuditAnchor(hsm, DatabaseShelf(store))
+
+
+def open_audit(settings: Settings, hsm: Hsm, store: MetadataStore) -> AuditLog:
     """The audit trail, checkpointed with the token's audit key."""
     return AuditLog(
         settings.data_dir / "audit",
-        anchor=TokenAuditAnchor(hsm),
+        anchor=audit_anchor(hsm, store),
         node_id=settings.audit_node_id,
         durability=settings.audit_durability,
         rotate_bytes=settings.audit_rotate_bytes,
@@ -78,7 +86,7 @@ def build_key_manager(
         account_id=settings.account_id,
         region=settings.region,
         clock=clock,
-        audit=open_audit(settings, hsm) if audited else None,
+        audit=open_audit(settings, hsm, store) if audited else None,
         audit_source=source,
     )
 
@@ -91,7 +99,7 @@ def build_app(settings: Settings, km: KeyManager) -> ASGIApp:
         km.context,
         verifier,
         maintenance_seconds=settings.maintenance_seconds,
-        audit=open_audit(settings, km.hsm),
+        audit=open_audit(settings, km.hsm, km.store),
         max_request_bytes=settings.max_request_bytes,
         xks=xks_settings(settings),
     )

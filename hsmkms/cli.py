@@ -309,13 +309,15 @@ def _audit(settings: Any, args: argparse.Namespace) -> int:
     directory = settings.data_dir / "audit"
     if args.action == "query":
         return query_command(directory, args.key, args.since, args.event, args.principal)
-    from hsmkms.bootstrap import open_hsm
-    from hsmkms.token.audit import TokenAuditAnchor
+    from hsmkms.bootstrap import audit_anchor, open_hsm
+    from hsmkms.store import open_store
 
     hsm = open_hsm(settings)  # the checkpoints' MACs and the latest checkpoints
+    store = open_store(settings.database_url)
     try:
-        return verify_command(directory, TokenAuditAnchor(hsm))
+        return verify_command(directory, audit_anchor(hsm, store))
     finally:
+        store.close()
         hsm.close()
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -20,8 +21,10 @@ from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.audit.files import genesis, seal
 from hsmkms.audit.log import AuditLog, verify
+from hsmkms.audit.shelf import DatabaseShelf
 from hsmkms.library import KeyManager
 from hsmkms.policy.principals import ADMIN_POLICY, CredentialStore
+from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 from hsmkms.token.audit import KEY_LABEL, TokenAuditAnchor
 from hsmkms.token.templates import InternalRef
@@ -34,7 +37,12 @@ FILE = f"{CHAIN}.000001.jsonl"
 
 @pytest.fixture(scope="module")
 def anchor(hsm: Hsm) -> TokenAuditAnchor:
-    return TokenAuditAnchor(hsm)
+    """The token's audit key; checkpoints in the token, or (a token without data
+    objects) in a database shared with the writer processes below."""
+    return TokenAuditAnchor(hsm, DatabaseShelf(SqliteStore(SHELF)))
+
+
+SHELF = Path(tempfile.mkdtemp(prefix="hsmkms-audit-shelf-")) / "shelf.db"
 
 
 def trail(directory: Path, anchor: TokenAuditAnchor, count: int = 10, **options: object) -> Path:
@@ -221,10 +229,14 @@ WRITER = textwrap.dedent("""
     import os, sys
     from pathlib import Path
     from hsmkms.audit.log import AuditLog
+    from hsmkms.audit.shelf import DatabaseShelf
+    from hsmkms.store.sqlite import SqliteStore
     from hsmkms.token import Hsm
     from hsmkms.token.audit import TokenAuditAnchor
-    hsm = Hsm(sys.argv[2], sys.argv[3], os.environ["TEST_PIN"], 2)
-    log = AuditLog(Path(sys.argv[1]), anchor=TokenAuditAnchor(hsm), node_id="shared",
+    hsm = Hsm(sys.argv[2], sys.argv[3], os.environ["TEST_PIN"], 2,
+              init_params=os.environ.get("TEST_INIT") or None)
+    shelf = DatabaseShelf(SqliteStore(Path(os.environ["TEST_SHELF"])))
+    log = AuditLog(Path(sys.argv[1]), anchor=TokenAuditAnchor(hsm, shelf), node_id="shared",
                    checkpoint_records=50)
     print(log.chain, flush=True)
     sys.stdin.readline()  # start together
@@ -239,7 +251,8 @@ WRITER = textwrap.dedent("""
 
 def writer(directory: Path, env: TokenEnv, count: int, end: str = "close") -> subprocess.Popen[str]:
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "SOFTHSM2_CONF": env.conf,
-                   "TEST_PIN": env.pin}  # fmt: skip
+                   "TEST_PIN": env.pin, "TEST_INIT": env.init_params or "",
+                   "TEST_SHELF": str(SHELF)}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-c", WRITER, str(directory), env.module, env.label, str(count), end],
         env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hmac as hmac_compare
 import os
-from typing import Any
+from typing import Any, Protocol
 
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 from pkcs11.exceptions import PKCS11Error
 
+from hsmkms.errors import KMSError
 from hsmkms.token.faults import to_kms_error
 from hsmkms.token.hsm import Hsm
 from hsmkms.token.pool import PooledSession
@@ -56,12 +57,24 @@ def _keys(pooled: PooledSession) -> dict[bytes, Any]:
     return {bytes(key[Attribute.ID]): key for key in found}
 
 
+class CheckpointShelf(Protocol):
+    """Where the latest checkpoints go on a token that cannot hold data objects (NSS
+    softokn refuses CKO_DATA token objects): e.g. the database. Checkpoints are MACed
+    by the token's key either way; the shelf only keeps them outside the log files."""
+
+    def put(self, chain: str, value: bytes) -> None: ...
+
+    def all(self) -> dict[str, list[bytes]]: ...
+
+
 class TokenAuditAnchor:
     """The audit trail's signer and checkpoint store (hsmkms.audit.checkpoint.Anchor)."""
 
-    def __init__(self, hsm: Hsm) -> None:
+    def __init__(self, hsm: Hsm, shelf: CheckpointShelf | None = None) -> None:
         self._hsm = hsm
         self._signing_id: bytes | None = None
+        self._shelf = shelf
+        self._token_holds_data = True  # until the token refuses a data object
 
     # -- the key -------------------------------------------------------------------
 
@@ -119,6 +132,18 @@ class TokenAuditAnchor:
     # -- the latest checkpoint per chain ---------------------------------------------
 
     def store(self, chain: str, value: bytes) -> None:
+        if not self._token_holds_data and self._shelf is not None:
+            self._shelf.put(chain, value)
+            return
+        try:
+            self._store_in_token(chain, value)
+        except KMSError as exc:
+            if self._shelf is None or not isinstance(exc.__cause__, p11.AttributeValueInvalid):
+                raise
+            self._token_holds_data = False
+            self._shelf.put(chain, value)
+
+    def _store_in_token(self, chain: str, value: bytes) -> None:
         label = CHECKPOINT_PREFIX + chain
 
         def store(pooled: PooledSession) -> None:
@@ -158,6 +183,10 @@ class TokenAuditAnchor:
             return found
 
         try:
-            return self._hsm._call(scan)
+            found = self._hsm._call(scan)
         except PKCS11Error as exc:
             raise to_kms_error(exc) from exc
+        if self._shelf is not None:
+            for chain, values in self._shelf.all().items():
+                found.setdefault(chain, []).extend(values)
+        return found
