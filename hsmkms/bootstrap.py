@@ -18,6 +18,7 @@ from hsmkms.policy.principals import CredentialStore
 from hsmkms.store import open_store
 from hsmkms.token import Hsm
 from hsmkms.token.audit import TokenAuditAnchor
+from hsmkms.token.domain import custody_for
 
 
 def prepare_environment(settings: Settings) -> None:
@@ -38,13 +39,17 @@ def open_hsm(settings: Settings) -> Hsm:
         raise KMSInternalException(
             "no user PIN: set HSMKMS_PIN or HSMKMS_PIN_FILE, or run `hsmkms init`"
         )
-    return Hsm(
+    hsm = Hsm(
         settings.pkcs11_lib,
         settings.token_label,
         pin,
         settings.session_pool_size,
         init_params=settings.init_params,
     )
+    # New material: wrappable under the security domain key once there is one.
+    if not settings.keep_never_extractable:
+        hsm.custody = custody_for(hsm)
+    return hsm
 
 
 def open_audit(settings: Settings, hsm: Hsm) -> AuditLog:
