@@ -32,7 +32,7 @@ def add_parsers(commands: Any) -> None:
     out.add_argument("output")
     out.add_argument(
         "--allow-partial", action="store_true",
-        help="leave out key material that cannot be wrapped (listed in the file) instead of failing",
+        help="leave out material that cannot be wrapped (listed in the file) instead of failing",
     )  # fmt: skip
     actions.add_parser("restore", help="restore into an empty data dir").add_argument("input")
 

@@ -16,7 +16,6 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from hsmkms.backup.seal import Seal, seal, verify
 from hsmkms.backup.snapshot import Snapshot, check_target, read_snapshot, write_snapshot

@@ -64,7 +64,9 @@ class Snapshot:
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         found = self.tables.get(table)
-        return [] if found is None else [dict(zip(found.columns, r, strict=True)) for r in found.rows]
+        return (
+            [] if found is None else [dict(zip(found.columns, r, strict=True)) for r in found.rows]
+        )
 
 
 def _out(value: Any) -> Any:
@@ -101,10 +103,10 @@ def _connect(url: str, *, write: bool) -> Iterator[Any]:
     elif url.startswith(POSTGRES_PREFIXES):
         import psycopg
 
-        with psycopg.connect(url) as conn:  # commits on success, rolls back on error
+        with psycopg.connect(url) as pg:  # commits on success, rolls back on error
             level = "SERIALIZABLE" if write else "REPEATABLE READ READ ONLY"
-            conn.execute(f"SET TRANSACTION ISOLATION LEVEL {level}")
-            yield conn
+            pg.execute(f"SET TRANSACTION ISOLATION LEVEL {level}")
+            yield pg
     else:
         raise ValueError("backup supports sqlite:/// and postgresql:// databases")
 
@@ -131,7 +133,7 @@ def read_snapshot(url: str) -> Snapshot:
         version = _schema_version(conn)
         tables = {}
         for name in TABLES:
-            columns, found = _select(conn, f"SELECT * FROM {name}")  # noqa: S608 (fixed names)
+            columns, found = _select(conn, f"SELECT * FROM {name}")
             tables[name] = Table(tuple(columns), [tuple(r) for r in found])
     return Snapshot(version, tables)
 
@@ -161,7 +163,7 @@ def check_target(url: str, snapshot: Snapshot) -> None:
             if unknown:
                 raise ValidationException(f"The backup's {name} has unknown columns {unknown}.")
         for name in TABLES:
-            _, found = _select(conn, f"SELECT COUNT(*) FROM {name}")  # noqa: S608
+            _, found = _select(conn, f"SELECT COUNT(*) FROM {name}")
             if found[0][0]:
                 raise KMSInvalidStateException(
                     f"The database is not empty ({name} has rows): restore needs an empty data dir."
@@ -177,7 +179,7 @@ def write_snapshot(url: str, snapshot: Snapshot) -> None:
             if table is None or not table.rows:
                 continue
             marks = ", ".join(["?" if sqlite else "%s"] * len(table.columns))
-            sql = f"INSERT INTO {name} ({', '.join(table.columns)}) VALUES ({marks})"  # noqa: S608
+            sql = f"INSERT INTO {name} ({', '.join(table.columns)}) VALUES ({marks})"
             if sqlite:
                 conn.executemany(sql, table.rows)
             else:
