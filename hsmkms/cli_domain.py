@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hsmkms.config import Settings
-from hsmkms.errors import KMSInvalidStateException
+from hsmkms.errors import KMSError, KMSInvalidStateException
 
 
 def add_parsers(commands: Any) -> None:
@@ -105,8 +105,43 @@ def _backup(settings: Settings, args: argparse.Namespace) -> Any:
         hsm.close()
 
 
+_EVENTS = {
+    ("domain", "create"): "CreateSecurityDomain", ("domain", "join"): "JoinSecurityDomain",
+    ("backup", "create"): "CreateBackup", ("backup", "restore"): "RestoreBackup",
+}  # fmt: skip
+
+
+def _record(settings: Settings, event: str, failure: KMSError | None) -> None:
+    """Into the audit trail, like every CLI action; after the SO session has ended."""
+    from hsmkms.audit.operator import operator_event
+    from hsmkms.bootstrap import open_audit, open_hsm
+
+    hsm = open_hsm(settings)
+    try:
+        audit = open_audit(settings, hsm)
+        try:
+            audit.record(
+                operator_event(
+                    event, region=settings.region,
+                    error_code=None if failure is None else failure.code,
+                    error_message=None if failure is None else failure.message,
+                )
+            )  # fmt: skip
+        finally:
+            audit.close()
+    finally:
+        hsm.close()
+
+
 def run(settings: Settings, args: argparse.Namespace) -> Any:
     """The command's JSON result (these commands need no KeyManager)."""
-    if args.command == "domain":
-        return _domain(settings, args)
-    return _backup(settings, args)
+    event = _EVENTS.get((args.command, args.action))
+    try:
+        result = _domain(settings, args) if args.command == "domain" else _backup(settings, args)
+    except KMSError as exc:
+        if event is not None:
+            _record(settings, event, exc)
+        raise
+    if event is not None:
+        _record(settings, event, None)
+    return result

@@ -210,3 +210,15 @@ def test_keys_made_before_the_domain_are_not_carried(tmp_path: Path) -> None:
     assert a.ok("domain", "status")["custody"] == "never-extractable"
     kept = a.ok("key", "create")["KeyMetadata"]["KeyId"]
     assert kept in a.fails("backup", "create", str(tmp_path / "again.json"))
+
+
+def test_domain_and_backup_commands_are_audited(tmp_path: Path) -> None:
+    a = node(tmp_path, "a")
+    a.ok("domain", "create", "--custodians", "2", "--threshold", "2")
+    assert "not an hsmkms domain share" in a.fails("domain", "join", "--share", "{}")
+    a.ok("backup", "create", str(tmp_path / "b.json"))
+    lines = a.run("audit", "query").stdout.splitlines()
+    events = [(e["eventName"], e.get("errorCode")) for e in map(json.loads, lines)]
+    assert ("CreateSecurityDomain", None) in events and ("CreateBackup", None) in events
+    assert ("JoinSecurityDomain", "ValidationException") in events
+    assert a.run("audit", "verify").returncode == 0
