@@ -162,22 +162,29 @@ def check_target(url: str, snapshot: Snapshot) -> None:
             unknown = set(table.columns) - _columns(conn, name)
             if unknown:
                 raise ValidationException(f"The backup's {name} has unknown columns {unknown}.")
-        for name in TABLES:
-            _, found = _select(conn, f"SELECT COUNT(*) FROM {name}")
-            if found[0][0]:
-                raise KMSInvalidStateException(
-                    f"The database is not empty ({name} has rows): restore needs an empty data dir."
-                )
+        _ensure_empty(conn)
+
+
+def _ensure_empty(conn: Any) -> None:
+    for name in TABLES:
+        _, found = _select(conn, f"SELECT COUNT(*) FROM {name}")
+        if found[0][0]:
+            raise KMSInvalidStateException(
+                f"The database is not empty ({name} has rows): restore needs an empty data dir."
+            )
 
 
 def write_snapshot(url: str, snapshot: Snapshot) -> None:
     """Insert every row in one transaction (the caller ran check_target)."""
     sqlite = url.startswith(SQLITE_PREFIX)
     with _connect(url, write=True) as conn:
+        _ensure_empty(conn)  # again, inside the writing transaction
         for name in TABLES:
             table = snapshot.tables.get(name)
             if table is None or not table.rows:
                 continue
+            if not set(table.columns) <= _columns(conn, name):  # names go into the SQL
+                raise ValidationException(f"The backup's {name} has unknown columns.")
             marks = ", ".join(["?" if sqlite else "%s"] * len(table.columns))
             sql = f"INSERT INTO {name} ({', '.join(table.columns)}) VALUES ({marks})"
             if sqlite:
