@@ -194,7 +194,15 @@ def test_backup_restores_into_a_fresh_token_that_joined_the_domain(
 def test_keys_made_before_the_domain_are_not_carried(tmp_path: Path) -> None:
     a = node(tmp_path, "a")
     before = a.ok("key", "create")["KeyMetadata"]["KeyId"]
+    # The SO PIN from HSMKMS_SO_PIN_FILE when init's copy is not there; never stored.
+    kept = tmp_path / "so-pin-elsewhere"
+    (a.data_dir / "so.pin").rename(kept)
+    assert "SO PIN is needed" in a.fails(
+        "domain", "create", "--custodians", "2", "--threshold", "2"
+    )
+    a.env["HSMKMS_SO_PIN_FILE"] = str(kept)
     a.ok("domain", "create", "--custodians", "2", "--threshold", "2")
+    assert not (a.data_dir / "so.pin").exists()
     after = a.ok("key", "create")["KeyMetadata"]["KeyId"]
     out = tmp_path / "partial.json"
     refused = a.fails("backup", "create", str(out))
