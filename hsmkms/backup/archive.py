@@ -42,10 +42,13 @@ class BackupReport:
     keys: int
     versions_carried: int
     not_carried: list[dict[str, str]] = field(default_factory=list)
+    # Material of custom key stores: in their cluster's token, backed up by that HSM's
+    # own means; only the metadata is carried. Listed, not refused.
+    held_elsewhere: list[dict[str, str]] = field(default_factory=list)
 
 
 def _wrap_versions(
-    hsm: Hsm, snapshot: Snapshot, missing: list[dict[str, str]]
+    hsm: Hsm, snapshot: Snapshot, missing: list[dict[str, str]], elsewhere: list[dict[str, str]]
 ) -> list[WrappedMaterial]:
     keys = {row["key_id"]: row for row in snapshot.rows("keys")}
     carried = []
@@ -53,9 +56,7 @@ def _wrap_versions(
         key = keys[version["key_id"]]
         ref = MaterialRef(version["key_id"], int(version["version"]))
         if key["custom_key_store_id"]:
-            missing.append({"label": ref.label, "reason": (
-                f"held by custom key store {key['custom_key_store_id']}, not the main token"
-            )})  # fmt: skip
+            elsewhere.append({"label": ref.label, "custom_key_store": key["custom_key_store_id"]})
             continue
         if version["state"] == "Missing":
             missing.append({"label": ref.label, "reason": "the token had lost it already"})
@@ -82,7 +83,8 @@ def create_backup(
         )
     snapshot = read_snapshot(database_url)
     missing: list[dict[str, str]] = []
-    materials = _wrap_versions(hsm, snapshot, missing)
+    elsewhere: list[dict[str, str]] = []
+    materials = _wrap_versions(hsm, snapshot, missing, elsewhere)
     internal = []
     for ref in CARRIED_INTERNAL:
         if not hsm.facts(ref):
@@ -101,12 +103,13 @@ def create_backup(
         "format": FORMAT, "created": datetime.now(UTC).isoformat(), "domain": info.domain_id,
         "metadata": snapshot.to_json(), "materials": [m.to_json() for m in materials],
         "internal": [m.to_json() for m in internal], "not_carried": missing,
+        "held_elsewhere": elsewhere,
     }, sort_keys=True)  # fmt: skip
     sealed = seal(hsm, payload.encode())
     document = {"hsmkms_backup": FORMAT, "payload": payload, "seal": sealed.to_json()}
     _write_private(out, json.dumps(document))
     return BackupReport(
-        str(out), info.domain_id, len(snapshot.rows("keys")), len(materials), missing
+        str(out), info.domain_id, len(snapshot.rows("keys")), len(materials), missing, elsewhere
     )
 
 
@@ -127,6 +130,7 @@ class _Backup:
     materials: list[WrappedMaterial]
     internal: list[WrappedMaterial]
     not_carried: list[dict[str, str]]
+    held_elsewhere: list[dict[str, str]]
 
 
 def _read(path: Path, hsm: Hsm) -> _Backup:
@@ -149,6 +153,7 @@ def _read(path: Path, hsm: Hsm) -> _Backup:
             [WrappedMaterial.from_json(m) for m in data["materials"]],
             [WrappedMaterial.from_json(m) for m in data["internal"]],
             list(data["not_carried"]),
+            list(data.get("held_elsewhere", [])),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValidationException(f"{path.name}: the sealed contents do not parse.") from exc
@@ -181,5 +186,5 @@ def restore_backup(hsm: Hsm, database_url: str, source: Path) -> BackupReport:
     info = domain_info(hsm)
     return BackupReport(
         str(source), info.domain_id if info else "", len(backup.snapshot.rows("keys")),
-        len(backup.materials), backup.not_carried,
+        len(backup.materials), backup.not_carried, backup.held_elsewhere,
     )  # fmt: skip
