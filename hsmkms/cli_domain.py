@@ -69,6 +69,7 @@ def _domain(settings: Settings, args: argparse.Namespace) -> Any:
         made = create_domain(
             module, label, so_pin(settings), _user_pin(settings), args.custodians, args.threshold
         )
+        _warn_about_earlier_material(settings)
         return {
             "domain": made.domain_id, "check_value": made.check_value,
             "threshold": made.threshold, "shares": made.shares,
@@ -86,6 +87,27 @@ def _domain(settings: Settings, args: argparse.Namespace) -> Any:
         }
     finally:
         hsm.close()
+
+
+def _warn_about_earlier_material(settings: Settings) -> None:
+    """Material made before the domain stays never-extractable: say so once, here."""
+    from hsmkms.bootstrap import open_hsm
+    from hsmkms.token.templates import CREDENTIALS_KEY
+
+    hsm = open_hsm(settings)
+    try:
+        keys, credentials = len(hsm.material_refs()), bool(hsm.facts(CREDENTIALS_KEY))
+    finally:
+        hsm.close()
+    if keys or credentials:
+        what = f"{keys} key material version(s)" + (
+            " and the credentials key (stored secrets)" if credentials else ""
+        )
+        print(
+            f"hsmkms: warning: {what} made before the domain stay never-extractable; "
+            "backups cannot carry them (see README: Security domain, backup and restore)",
+            file=sys.stderr,
+        )
 
 
 def _backup(settings: Settings, args: argparse.Namespace) -> Any:

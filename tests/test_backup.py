@@ -201,7 +201,9 @@ def test_keys_made_before_the_domain_are_not_carried(tmp_path: Path) -> None:
         "domain", "create", "--custodians", "2", "--threshold", "2"
     )
     a.env["HSMKMS_SO_PIN_FILE"] = str(kept)
-    a.ok("domain", "create", "--custodians", "2", "--threshold", "2")
+    created = a.run("domain", "create", "--custodians", "2", "--threshold", "2")
+    assert created.returncode == 0 and len(json.loads(created.stdout)["shares"]) == 2
+    assert "1 key material version(s) made before the domain" in created.stderr
     assert not (a.data_dir / "so.pin").exists()
     after = a.ok("key", "create")["KeyMetadata"]["KeyId"]
     out = tmp_path / "partial.json"
