@@ -20,6 +20,7 @@ from hsmkms.store import open_store
 from hsmkms.store.base import MetadataStore
 from hsmkms.token import Hsm
 from hsmkms.token.audit import TokenAuditAnchor
+from hsmkms.token.domain import custody_for
 
 
 def prepare_environment(settings: Settings) -> None:
@@ -40,13 +41,17 @@ def open_hsm(settings: Settings) -> Hsm:
         raise KMSInternalException(
             "no user PIN: set HSMKMS_PIN or HSMKMS_PIN_FILE, or run `hsmkms init`"
         )
-    return Hsm(
+    hsm = Hsm(
         settings.pkcs11_lib,
         settings.token_label,
         pin,
         settings.session_pool_size,
         init_params=settings.init_params,
     )
+    # New material: wrappable under the security domain key once there is one.
+    if not settings.keep_never_extractable:
+        hsm.custody = custody_for(hsm)
+    return hsm
 
 
 def audit_anchor(hsm: Hsm, store: MetadataStore) -> TokenAuditAnchor:

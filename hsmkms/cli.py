@@ -253,6 +253,9 @@ def _parser() -> argparse.ArgumentParser:
     from hsmkms.xks_cli import add_parsers
 
     add_parsers(commands)
+    from hsmkms import cli_domain
+
+    cli_domain.add_parsers(commands)
     return parser
 
 
@@ -327,6 +330,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         if args.command == "audit":
             return _audit(settings, args)
+        if args.command in ("domain", "backup"):  # before anything opens the token
+            from hsmkms import cli_domain
+
+            _print(cli_domain.run(settings, args))
+            return 0
         if args.command == "init":
             from hsmkms.init import initialize
 

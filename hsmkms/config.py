@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(default=20.0, gt=0)
     max_connections: int = Field(default=512, ge=1)
     keep_alive_seconds: int = Field(default=5, ge=1)
+    # The security domain (hsmkms/token/domain.py): with a domain, new material is
+    # wrappable under the domain key only; true keeps it never-extractable (for HSMs
+    # whose own cloning is preferred). The SO PIN file is read by `hsmkms domain`.
+    keep_never_extractable: bool = False
 
     @classmethod
     def settings_customise_sources(

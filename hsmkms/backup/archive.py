@@ -1,0 +1,190 @@
+"""`hsmkms backup create` / `restore`: one sealed file with every metadata row and every
+key-material version wrapped under the security domain key.
+
+File: {"hsmkms_backup": 1, "payload": "<JSON text>", "seal": {...}}. The payload is kept
+as the exact text the seal's MAC covers (no re-serialisation on restore). It holds the
+metadata snapshot (snapshot.py), the wrapped material (token/backup.py) and what could not
+be carried. Restore checks everything (format, seal, target empty, token's domain) before
+it writes, writes the token objects, then the rows in one transaction; if that fails the
+objects it made are destroyed again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hsmkms.backup.seal import Seal, seal, verify
+from hsmkms.backup.snapshot import Snapshot, check_target, read_snapshot, write_snapshot
+from hsmkms.errors import (
+    AlreadyExistsException,
+    KMSInvalidStateException,
+    UnsupportedOperationException,
+    ValidationException,
+)
+from hsmkms.token.backup import WrappedMaterial, unwrap_material, wrap_material
+from hsmkms.token.domain import domain_info
+from hsmkms.token.hsm import Hsm
+from hsmkms.token.templates import CREDENTIALS_KEY, InternalRef, MaterialRef, ObjectName
+
+FORMAT = 1
+# Internal keys whose ciphertexts live in the metadata (stored secrets and PINs).
+CARRIED_INTERNAL = (CREDENTIALS_KEY,)
+
+
+@dataclass
+class BackupReport:
+    file: str
+    domain: str
+    keys: int
+    versions_carried: int
+    not_carried: list[dict[str, str]] = field(default_factory=list)
+    # Material of custom key stores: in their cluster's token, backed up by that HSM's
+    # own means; only the metadata is carried. Listed, not refused.
+    held_elsewhere: list[dict[str, str]] = field(default_factory=list)
+
+
+def _wrap_versions(
+    hsm: Hsm, snapshot: Snapshot, missing: list[dict[str, str]], elsewhere: list[dict[str, str]]
+) -> list[WrappedMaterial]:
+    keys = {row["key_id"]: row for row in snapshot.rows("keys")}
+    carried = []
+    for version in snapshot.rows("key_versions"):
+        key = keys[version["key_id"]]
+        ref = MaterialRef(version["key_id"], int(version["version"]))
+        if key["custom_key_store_id"]:
+            elsewhere.append({"label": ref.label, "custom_key_store": key["custom_key_store_id"]})
+            continue
+        if version["state"] == "Missing":
+            missing.append({"label": ref.label, "reason": "the token had lost it already"})
+            continue
+        if not hsm.facts(ref):
+            raise KMSInvalidStateException(
+                f"{ref.label} was destroyed while the backup ran (its key was deleted); "
+                "run the backup again."
+            )
+        try:
+            carried.append(wrap_material(hsm, ref))
+        except UnsupportedOperationException as exc:
+            missing.append({"label": ref.label, "reason": exc.message})
+    return carried
+
+
+def create_backup(
+    hsm: Hsm, database_url: str, out: Path, *, allow_partial: bool = False
+) -> BackupReport:
+    info = domain_info(hsm)
+    if info is None:
+        raise KMSInvalidStateException(
+            "The token does not belong to a security domain: run `hsmkms domain create` first."
+        )
+    snapshot = read_snapshot(database_url)
+    missing: list[dict[str, str]] = []
+    elsewhere: list[dict[str, str]] = []
+    materials = _wrap_versions(hsm, snapshot, missing, elsewhere)
+    internal = []
+    for ref in CARRIED_INTERNAL:
+        if not hsm.facts(ref):
+            continue
+        try:
+            internal.append(wrap_material(hsm, ref))
+        except UnsupportedOperationException as exc:
+            missing.append({"label": ref.label, "reason": exc.message})
+    if missing and not allow_partial:
+        shown = "; ".join(f"{m['label']}: {m['reason']}" for m in missing[:3])
+        raise UnsupportedOperationException(
+            f"{len(missing)} key material object(s) cannot be carried by a backup ({shown}"
+            f"{'; ...' if len(missing) > 3 else ''}); pass --allow-partial to back up without them."
+        )
+    payload = json.dumps({
+        "format": FORMAT, "created": datetime.now(UTC).isoformat(), "domain": info.domain_id,
+        "metadata": snapshot.to_json(), "materials": [m.to_json() for m in materials],
+        "internal": [m.to_json() for m in internal], "not_carried": missing,
+        "held_elsewhere": elsewhere,
+    }, sort_keys=True)  # fmt: skip
+    sealed = seal(hsm, payload.encode())
+    document = {"hsmkms_backup": FORMAT, "payload": payload, "seal": sealed.to_json()}
+    _write_private(out, json.dumps(document))
+    return BackupReport(
+        str(out), info.domain_id, len(snapshot.rows("keys")), len(materials), missing, elsewhere
+    )
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Atomically, readable by the owner only (a backup names every key and principal)."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+@dataclass(frozen=True)
+class _Backup:
+    snapshot: Snapshot
+    materials: list[WrappedMaterial]
+    internal: list[WrappedMaterial]
+    not_carried: list[dict[str, str]]
+    held_elsewhere: list[dict[str, str]]
+
+
+def _read(path: Path, hsm: Hsm) -> _Backup:
+    """The checked contents; ValidationException for anything damaged or truncated."""
+    try:
+        document = json.loads(path.read_text())
+        if document.get("hsmkms_backup") != FORMAT:
+            raise ValueError("not an hsmkms backup")
+        payload = str(document["payload"])
+        found = Seal.from_json(document["seal"])
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise ValidationException(
+            f"{path.name} is not an hsmkms backup file, or it is truncated or damaged."
+        ) from exc
+    verify(hsm, payload.encode(), found)  # before anything else is trusted
+    try:
+        data = json.loads(payload)
+        return _Backup(
+            Snapshot.from_json(data["metadata"]),
+            [WrappedMaterial.from_json(m) for m in data["materials"]],
+            [WrappedMaterial.from_json(m) for m in data["internal"]],
+            list(data["not_carried"]),
+            list(data.get("held_elsewhere", [])),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValidationException(f"{path.name}: the sealed contents do not parse.") from exc
+
+
+def _name(material: WrappedMaterial) -> ObjectName:
+    return MaterialRef.from_label(material.label) or InternalRef(material.label, material.cka_id)
+
+
+def restore_backup(hsm: Hsm, database_url: str, source: Path) -> BackupReport:
+    backup = _read(source, hsm)
+    check_target(database_url, backup.snapshot)
+    everything = [*backup.materials, *backup.internal]
+    present = [m.label for m in everything if hsm.facts(_name(m))]
+    if present:
+        raise AlreadyExistsException(
+            f"The token already holds {len(present)} object(s) of this backup "
+            f"(e.g. {present[0]}): restore needs a token without them."
+        )
+    made: list[ObjectName] = []
+    try:
+        for material in everything:
+            unwrap_material(hsm, material)
+            made.append(_name(material))
+        write_snapshot(database_url, backup.snapshot)
+    except BaseException:
+        for ref in made:
+            hsm.destroy(ref)
+        raise
+    info = domain_info(hsm)
+    return BackupReport(
+        str(source), info.domain_id if info else "", len(backup.snapshot.rows("keys")),
+        len(backup.materials), backup.not_carried, backup.held_elsewhere,
+    )  # fmt: skip
