@@ -25,6 +25,7 @@ from hsmkms.token import Hsm, MaterialRef
 from hsmkms.token import importing as imp
 from hsmkms.token.kinds import Aes, EcPair, EdPair, HmacKey, RsaPair
 from hsmkms.token.templates import Custody, InternalRef
+from tests.conftest import skip_unless_supported
 
 HASHES = {"SHA1": hashes.SHA1, "SHA256": hashes.SHA256}
 CURVES = {
@@ -105,6 +106,9 @@ def test_wrapping_key_pair_can_only_unwrap_and_never_leaves(
 def test_missing_oaep_hash_is_named_up_front(hsm: Hsm) -> None:
     assert imp.missing_mechanism(hsm, "RSAES_OAEP_SHA_1") is None
     assert imp.missing_mechanism(hsm, "RSA_AES_KEY_WRAP_SHA_1") is None
+    if hsm.oaep_supported("SHA256"):  # NSS softokn has OAEP with SHA-256
+        assert imp.missing_mechanism(hsm, "RSAES_OAEP_SHA_256") is None
+        return
     # SoftHSM2 2.6 hard-codes SHA-1 for OAEP.
     with pytest.raises(UnsupportedOperationException, match="RSA_PKCS_OAEP with SHA256"):
         imp.require(hsm, "RSAES_OAEP_SHA_256")
@@ -166,7 +170,9 @@ def test_ec_private_key_public_half_is_derived_in_the_token(
     algorithm = "RSA_AES_KEY_WRAP_SHA_1" if curve_oid == "1.3.132.0.35" else "RSAES_OAEP_SHA_1"
     blob = aws_wrap(wrapping[1], algorithm, pkcs8(key))
     kind = EcPair(curve_oid, sign=True, derive=False)
-    imp.import_material(hsm, wrapping[0], algorithm, blob, ref, kind)
+    skip_unless_supported(
+        hsm, lambda: imp.import_material(hsm, wrapping[0], algorithm, blob, ref, kind)
+    )
     assert hsm.public_key_der(ref) == spki_of(key)
     digest = hashlib.sha256(b"data").digest()
     raw = hsm.sign(ref, "ecdsa", "SHA256", digest)
@@ -191,15 +197,18 @@ def test_invalid_material_is_refused_and_leaves_nothing(
         attempt(os.urandom(28), Aes())  # SoftHSM2 measures 25..32 bytes; AES refuses 28
     with pytest.raises(IncorrectKeyMaterialException, match="length"):
         attempt(os.urandom(20), HmacKey(32))
-    with pytest.raises(IncorrectKeyMaterialException):
-        attempt(
-            pkcs8(rsa.generate_private_key(65537, 2048)), EcPair("1.2.840.10045.3.1.7", True, False)
-        )
-    with pytest.raises(IncorrectKeyMaterialException, match="curve"):
-        attempt(
-            pkcs8(ec.generate_private_key(ec.SECP384R1())),
-            EcPair("1.2.840.10045.3.1.7", True, False),
-        )
+    p256 = EcPair("1.2.840.10045.3.1.7", True, False)
+    try:  # can this token unwrap EC private keys at all?
+        attempt(pkcs8(ec.generate_private_key(ec.SECP256R1())), p256)
+        hsm.destroy(ref)
+        ec_reason = None
+    except UnsupportedOperationException as exc:
+        ec_reason = f"{hsm.token_label}: {exc}"
+    if ec_reason is None:
+        with pytest.raises(IncorrectKeyMaterialException):
+            attempt(pkcs8(rsa.generate_private_key(65537, 2048)), p256)
+        with pytest.raises(IncorrectKeyMaterialException, match="curve"):
+            attempt(pkcs8(ec.generate_private_key(ec.SECP384R1())), p256)
     with pytest.raises(IncorrectKeyMaterialException, match="3072"):
         attempt(
             pkcs8(rsa.generate_private_key(65537, 2048)), RsaPair(3072, decrypt=True, sign=False)
@@ -213,6 +222,8 @@ def test_invalid_material_is_refused_and_leaves_nothing(
     with pytest.raises(UnsupportedOperationException, match="Ed25519"):
         imp.import_material(hsm, wrapping[0], algorithm, b"x" * 300, ref, EdPair())
     assert objects(hsm, ref.label) == []
+    if ec_reason is not None:  # everything else was checked; say what was not
+        pytest.skip(ec_reason)
 
 
 def test_same_material_is_recognised_without_extracting_it(

@@ -91,6 +91,7 @@ def _mechanism(hsm: Hsm, direction: str) -> Any:
 
 def wrap_material(hsm: Hsm, ref: ObjectName) -> WrappedMaterial:
     """Wrap one material version (its secret or private key) under the domain key."""
+    hsm.run(domain_key)  # first: no domain is the more basic refusal
     mechanism = _mechanism(hsm, "wrap")
 
     def wrap(pooled: PooledSession) -> WrappedMaterial:

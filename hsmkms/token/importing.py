@@ -185,6 +185,12 @@ def _unwrapper(key: Any, mechanism: Any, param: Any, blob: bytes) -> Unwrapper:
             ) from exc
         except _UNWRAP_FAILURES as exc:
             raise InvalidCiphertextException() from exc
+        except (p11.TemplateIncomplete, p11.AttributeTypeInvalid) as exc:
+            # Measured on NSS softokn: it cannot unwrap EC private keys at all.
+            raise UnsupportedOperationException(
+                f"The token cannot unwrap {key_type.name} {object_class.name} material "
+                f"({type(exc).__name__})."
+            ) from exc
 
     return unwrap
 
