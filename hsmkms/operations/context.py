@@ -11,6 +11,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
+from hsmkms.errors import NotFoundException
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.keys.material import CrashHook, MaterialKeeper
 from hsmkms.keys.model import KeyRecord
@@ -89,9 +90,14 @@ class OperationContext:
         return self.keys.alias_arn(name)
 
     def update(self, record: KeyRecord, **changes: Any) -> KeyRecord:
-        """Write one key record's changed fields, in one transaction."""
-        updated = replace(record, **changes)
+        """Write one key record's changed fields, in one transaction, onto the row as
+        it is now: a concurrent writer's other fields (a rotation's current_version)
+        are kept, never overwritten with what this caller read earlier."""
         with self.store.transaction() as tx:
+            current = tx.get_key(record.key_id)
+            if current is None:
+                raise NotFoundException(f"Key '{record.arn}' does not exist")
+            updated = replace(current, **changes)
             tx.put_key(updated)
         self.changed()
         return updated

@@ -2,7 +2,8 @@
 
 Nothing above this package touches python-pkcs11. Every call runs on a pooled
 session; a transient fault (session or device gone) re-opens sessions and the
-call is tried once more; any other fault becomes a KMS error at once.
+call is tried once more; any other fault becomes a KMS error at once. A fault
+while the token itself is gone makes the link reconnect later (token/link.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from pkcs11.exceptions import PKCS11Error
 from pkcs11.mechanisms import GCMParams
 
 from hsmkms.errors import InvalidCiphertextException, KMSInternalException
-from hsmkms.token import asymmetric
+from hsmkms.token import asymmetric, lookup
 from hsmkms.token.faults import TRANSIENT, to_kms_error
 from hsmkms.token.kinds import Aes, EcPair, MaterialKind, RsaPair
 from hsmkms.token.library import find_token, load_module
+from hsmkms.token.link import TokenLink
 from hsmkms.token.mechanisms import MechanismSet
 from hsmkms.token.pool import PooledSession, SessionPool
 from hsmkms.token.templates import LABEL_PREFIX, MaterialRef, ObjectName, secret_key_template
@@ -83,8 +85,22 @@ def _flag(obj: Any, attribute: Attribute) -> bool:
         return False
 
 
+# A cached object handle went stale (the object was destroyed by another process,
+# or the token came back): look the object up again.
+STALE_HANDLE = (p11.ObjectHandleInvalid, p11.KeyHandleInvalid)
+
+
 class Hsm:
-    def __init__(self, module_path: str, token_label: str, pin: str | None, pool_size: int) -> None:
+    def __init__(
+        self,
+        module_path: str,
+        token_label: str,
+        pin: str | None,
+        pool_size: int,
+        call_timeout: float | None = None,
+    ) -> None:
+        """call_timeout: seconds after which a token call that has not returned loses
+        its session (retired, see SessionPool); None waits for ever."""
         module = load_module(module_path)
         token = find_token(module, token_label)
         if token is None:
@@ -95,9 +111,13 @@ class Hsm:
         self.mechanisms = MechanismSet(token.slot)
         self._oaep: dict[str, bool] = {}
         try:
-            self.pool = SessionPool(token, pin, pool_size)
+            self.link = TokenLink(module_path, token, pin, pool_size, call_timeout)
         except PKCS11Error as exc:
             raise to_kms_error(exc) from exc
+
+    @property
+    def pool(self) -> SessionPool:
+        return self.link.pool
 
     def close(self) -> None:
         self.pool.close()
@@ -105,36 +125,59 @@ class Hsm:
     # -- plumbing ---------------------------------------------------------------
 
     def _call(self, work: Callable[[PooledSession], T]) -> T:
+        link = self.link
+        if link.down_since is not None:
+            link.reconnect()
+        link.gate.enter()
+        try:
+            return self._attempts(link, work)
+        finally:
+            link.gate.leave()
+
+    def _attempts(self, link: TokenLink, work: Callable[[PooledSession], T]) -> T:
         for attempt in (1, 2):
-            pooled = self.pool.acquire()
+            try:
+                pooled = link.pool.acquire()
+            except PKCS11Error as exc:
+                raise (link.went_down() if not link.present() else to_kms_error(exc)) from exc
             try:
                 result = work(pooled)
-            except TRANSIENT as exc:
-                self.pool.discard(pooled)
+            except (*TRANSIENT, *STALE_HANDLE) as exc:
+                link.pool.discard(pooled)
+                if not link.present():
+                    raise link.went_down() from exc
                 if attempt == 2:
                     raise to_kms_error(exc) from exc
                 try:
-                    self.pool.recover()
+                    link.pool.recover()
                 except PKCS11Error as again:
                     raise to_kms_error(again) from again
                 continue
             except PKCS11Error as exc:
-                self.pool.release(pooled)
-                raise to_kms_error(exc) from exc
+                link.pool.release(pooled)
+                raise (link.went_down() if not link.present() else to_kms_error(exc)) from exc
             except BaseException:
-                self.pool.release(pooled)
+                link.pool.release(pooled)
                 raise
-            self.pool.release(pooled)
+            link.pool.release(pooled)
             return result
         raise AssertionError("unreachable")
+
+    def probe(self) -> None:
+        """For health checks: the token is there and answers (KMS error if not)."""
+
+        def check(pooled: PooledSession) -> None:
+            if not self.link.present():
+                raise p11.TokenNotPresent()
+            pooled.session.generate_random(8)
+
+        self._call(check)
 
     @staticmethod
     def _secret(pooled: PooledSession, ref: ObjectName) -> Any:
         key = pooled.objects.get(ref)
         if key is None:
-            key = pooled.session.get_key(
-                object_class=ObjectClass.SECRET_KEY, label=ref.label, id=ref.cka_id
-            )
+            key = lookup.find_one(pooled.session, ref, ObjectClass.SECRET_KEY)
             pooled.objects[ref] = key
         return key
 
@@ -155,7 +198,7 @@ class Hsm:
         """Destroy every object named by ref; returns how many there were."""
 
         def destroy(pooled: PooledSession) -> int:
-            objects = list(pooled.session.get_objects({Attribute.LABEL: ref.label}))
+            objects = lookup.find_all(pooled.session, {Attribute.LABEL: ref.label})
             for obj in objects:
                 obj.destroy()
             return len(objects)
@@ -239,26 +282,46 @@ class Hsm:
 
     def material_refs(self) -> set[MaterialRef]:
         """Every key-material version hsmkms has in the token, by label."""
+        return set(self.material_census())
 
-        def scan(pooled: PooledSession) -> set[MaterialRef]:
-            refs = set()
-            for obj in pooled.session.get_objects():
+    def material_census(self) -> dict[MaterialRef, int]:
+        """Every key-material version hsmkms has in the token: how many secret-key or
+        private-key objects carry its name (more than one: a lost race to repair)."""
+
+        def scan(pooled: PooledSession) -> dict[MaterialRef, int]:
+            counts: dict[MaterialRef, int] = {}
+            for obj in lookup.find_all(pooled.session, {}):
                 try:
                     label = obj[Attribute.LABEL]
+                    public = obj[Attribute.CLASS] == ObjectClass.PUBLIC_KEY
                 except PKCS11Error:
                     continue
                 if isinstance(label, str) and label.startswith(LABEL_PREFIX):
                     ref = MaterialRef.from_label(label)
                     if ref is not None:
-                        refs.add(ref)
-            return refs
+                        counts[ref] = counts.get(ref, 0) + (0 if public else 1)
+            # A vanished token answers searches with nothing: never report that as
+            # every object missing.
+            if not self.link.present():
+                raise p11.TokenNotPresent()
+            return counts
 
         return self._call(scan)
+
+    def check_values(self, ref: ObjectName) -> list[bytes | None]:
+        """The fingerprint (CKA_CHECK_VALUE) of each secret key named by ref."""
+        return self._call(lambda pooled: lookup.secret_check_values(pooled.session, ref))
+
+    def keep_only(self, ref: ObjectName, check_value: bytes) -> int:
+        """Destroy the secret keys named by ref except the one with this fingerprint."""
+        count = self._call(lambda pooled: lookup.keep_only(pooled.session, ref, check_value))
+        self.pool.forget_object(ref)
+        return count
 
     def facts(self, ref: ObjectName) -> list[ObjectFacts]:
         def read(pooled: PooledSession) -> list[ObjectFacts]:
             found = []
-            for obj in pooled.session.get_objects({Attribute.LABEL: ref.label}):
+            for obj in lookup.find_all(pooled.session, {Attribute.LABEL: ref.label}):
                 found.append(
                     ObjectFacts(
                         label=obj[Attribute.LABEL],
