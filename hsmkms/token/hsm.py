@@ -88,6 +88,7 @@ def _flag(obj: Any, attribute: Attribute) -> bool:
 # A cached object handle went stale (the object was destroyed by another process,
 # or the token came back): look the object up again.
 STALE_HANDLE = (p11.ObjectHandleInvalid, p11.KeyHandleInvalid)
+RETRIED: tuple[type[Exception], ...] = (*TRANSIENT, *STALE_HANDLE)
 
 
 class Hsm:
@@ -142,7 +143,7 @@ class Hsm:
                 raise (link.went_down() if not link.present() else to_kms_error(exc)) from exc
             try:
                 result = work(pooled)
-            except (*TRANSIENT, *STALE_HANDLE) as exc:
+            except RETRIED as exc:
                 link.pool.discard(pooled)
                 if not link.present():
                     raise link.went_down() from exc
