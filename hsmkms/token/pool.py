@@ -212,8 +212,10 @@ class SessionPool:
             self.release(pooled)
 
     def close(self) -> None:
+        """Close every session not in a call (closing one under a running call could
+        block behind it; the module's finalisation ends those)."""
         with self._cond:
-            sessions = list(self._all)
+            sessions = [pooled for pooled in self._all if not pooled.leased_at]
             self._all.clear()
             self._free.clear()
             self._open_count = 0
