@@ -106,21 +106,18 @@ def _explain(km: KeyManager, args: argparse.Namespace) -> Any:
 
 
 def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
-    import uvicorn
+    from hsmkms.api.factory import serve
 
-    from hsmkms.bootstrap import build_app
-
-    app = build_app(load_settings(), km)
     scheme = "https" if args.tls_cert else "http"
     print(f"hsmkms: serving the KMS API on {scheme}://{args.host}:{args.port}", file=sys.stderr)
-    uvicorn.run(
-        app,
+    serve(
+        km,
+        load_settings(),
         host=args.host,
         port=args.port,
-        ssl_certfile=args.tls_cert,
-        ssl_keyfile=args.tls_key,
-        log_level="warning",
-        access_log=False,
+        workers=args.workers,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     return None
 
@@ -134,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--tls-cert", default=None)
     serve.add_argument("--tls-key", default=None)
+    serve.add_argument("--workers", type=int, default=1, help="server processes on one port")
     principal = commands.add_parser("principal", help="API principals").add_subparsers(
         dest="action", required=True
     )

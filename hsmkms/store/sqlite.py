@@ -2,10 +2,14 @@
 
 One connection guarded by a lock serves every thread of a process; writers take
 `BEGIN IMMEDIATE` so two processes (a server and `hsmkms maintain`) serialise.
+A database locked longer than `busy_timeout` gives DependencyTimeoutException,
+any other SQLite failure KMSInternalException; a transaction that cannot commit
+is rolled back, so nothing is ever half written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -15,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hsmkms.errors import KMSInternalException
+from hsmkms.errors import DependencyTimeoutException, KMSError, KMSInternalException
 from hsmkms.keys.model import (
     AccessKey,
     Alias,
@@ -412,11 +416,19 @@ class _SqliteWriter(_SqliteReader):
         self._run("DELETE FROM documents WHERE kind = ? AND doc_id = ?", kind, doc_id)
 
 
+def _kms_error(exc: sqlite3.Error) -> KMSError:
+    """One meaning per failure: locked/busy is a timeout, anything else a fault.
+    Only the SQLite error name goes out, never a path or statement."""
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        return DependencyTimeoutException("The database did not answer in time.")
+    return KMSInternalException(f"Database error: {type(exc).__name__}")
+
+
 class SqliteStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(
-            str(path), check_same_thread=False, isolation_level=None, timeout=30.0
+            str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout
         )
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
@@ -455,17 +467,28 @@ class SqliteStore:
     @contextmanager
     def transaction(self) -> Iterator[_SqliteWriter]:
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _kms_error(exc) from exc
             try:
                 yield _SqliteWriter(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    # SQLite may have rolled back already (it does on some I/O errors).
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _kms_error(exc) from exc
                 raise
-            self._conn.execute("COMMIT")
 
     def _read(self, name: str, *args: Any) -> Any:
         with self._lock:
-            return getattr(self._reader, name)(*args)
+            try:
+                return getattr(self._reader, name)(*args)
+            except sqlite3.Error as exc:
+                raise _kms_error(exc) from exc
 
     def get_key(self, key_id: str) -> KeyRecord | None:
         result: KeyRecord | None = self._read("get_key", key_id)
@@ -518,8 +541,8 @@ class SqliteStore:
         return result
 
     def ping(self) -> None:
-        with self._lock:
-            self._conn.execute("SELECT 1").fetchone()
+        """Reads the schema version from the file (SELECT 1 would not touch it)."""
+        self._read("get_document", "", "")
 
     def close(self) -> None:
         with self._lock:

@@ -84,6 +84,10 @@ class TokenLink:
         self._last_attempt = 0.0
         self._lock = threading.Lock()
 
+    def set_call_timeout(self, seconds: float | None) -> None:
+        self._call_timeout = seconds
+        self.pool.call_timeout = seconds
+
     def present(self) -> bool:
         """C_GetTokenInfo answers for our slot (SoftHSM2 fails it once the token's
         files are gone; a removed HSM reports CKR_TOKEN_NOT_PRESENT)."""
