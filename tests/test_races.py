@@ -21,7 +21,7 @@ from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm, MaterialRef
 from tests.conftest import ACCOUNT, REGION, ROOT, TokenEnv
 
-ROTATOR = """
+ROTATOR = f"""
 import json, sys, threading
 from pathlib import Path
 from hsmkms.errors import KMSError
@@ -30,10 +30,12 @@ from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 
 module, label, pin, db, key_id, threads, rounds = sys.argv[1:8]
-km = KeyManager(SqliteStore(Path(db)), Hsm(module, label, pin, 2), account_id="{account}",
-                region="{region}")
+km = KeyManager(SqliteStore(Path(db)), Hsm(module, label, pin, 2), account_id="{ACCOUNT}",
+                region="{REGION}")
 outcomes = []
 start = threading.Barrier(int(threads))
+print("ready", flush=True)
+sys.stdin.readline()  # both processes start rotating once both have their sessions
 
 def rotate():
     start.wait()
@@ -50,7 +52,7 @@ for worker in workers:
 for worker in workers:
     worker.join()
 print(json.dumps(outcomes))
-""".format(account=ACCOUNT, region=REGION)
+"""
 
 
 def objects_per_version(hsm: Hsm, key_id: str) -> dict[int, int]:
@@ -93,14 +95,23 @@ def test_two_processes_rotating_one_key_make_one_object_per_version(
     args = [token_env.module, token_env.label, token_env.pin, str(db), key_id, "2", "3"]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", ROTATOR, *args], env=env, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", ROTATOR, *args],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]
+    for process in processes:  # SoftHSM2 can miss a token whose files another
+        assert process.stdout is not None  # process is rewriting while it initialises
+        if process.stdout.readline().strip() != "ready":
+            pytest.fail(f"a rotating process did not start: {process.communicate()[1]}")
     outcomes = Counter[str]()
     for process in processes:
-        out, _ = process.communicate(timeout=120)
-        assert process.returncode == 0
+        out, err = process.communicate("go\n", timeout=120)
+        assert process.returncode == 0, err
         outcomes.update(json.loads(out))
     # 12 attempts, 10 allowed: the two over the limit are refused as AWS refuses them.
     assert outcomes == {"ok": 10, "LimitExceededException": 2}

@@ -21,7 +21,7 @@ from hsmkms.errors import InvalidCiphertextException, KMSInternalException
 from hsmkms.token import asymmetric, lookup
 from hsmkms.token.faults import TRANSIENT, to_kms_error
 from hsmkms.token.kinds import Aes, EcPair, MaterialKind, RsaPair
-from hsmkms.token.library import find_token, load_module
+from hsmkms.token.library import first_find, opened
 from hsmkms.token.link import TokenLink
 from hsmkms.token.mechanisms import MechanismSet
 from hsmkms.token.pool import PooledSession, SessionPool
@@ -102,8 +102,7 @@ class Hsm:
     ) -> None:
         """call_timeout: seconds after which a token call that has not returned loses
         its session (retired, see SessionPool); None waits for ever."""
-        module = load_module(module_path)
-        token = find_token(module, token_label)
+        token = first_find(module_path, token_label)
         if token is None:
             raise KMSInternalException(
                 f"no PKCS#11 token labelled {token_label!r}; run `hsmkms init`"
@@ -115,12 +114,17 @@ class Hsm:
             self.link = TokenLink(module_path, token, pin, pool_size, call_timeout)
         except PKCS11Error as exc:
             raise to_kms_error(exc) from exc
+        self._module_path = module_path
+        opened(module_path, +1)
 
     @property
     def pool(self) -> SessionPool:
         return self.link.pool
 
     def close(self) -> None:
+        if self._module_path:
+            opened(self._module_path, -1)
+            self._module_path = ""
         self.pool.close()
 
     # -- plumbing ---------------------------------------------------------------
@@ -150,10 +154,20 @@ class Hsm:
                 if attempt == 2:
                     raise to_kms_error(exc) from exc
                 try:
-                    link.pool.recover()
+                    link.pool.recover(pooled.generation)
                 except PKCS11Error as again:
                     raise to_kms_error(again) from again
                 continue
+            except p11.NoSuchKey as exc:
+                link.pool.release(pooled)
+                # Logged out (all sessions closed), or logged in again since this
+                # session searched: private objects only looked absent.
+                if attempt == 1 and pooled.generation != link.pool.generation:
+                    continue
+                if attempt == 1 and link.present() and not link.pool.logged_in():
+                    link.pool.recover(pooled.generation)
+                    continue
+                raise (link.went_down() if not link.present() else to_kms_error(exc)) from exc
             except PKCS11Error as exc:
                 link.pool.release(pooled)
                 raise (link.went_down() if not link.present() else to_kms_error(exc)) from exc

@@ -22,6 +22,7 @@ from hsmkms.token.library import find_token, load_module, rescan_tokens
 from hsmkms.token.pool import SessionPool
 
 RECONNECT_INTERVAL = 1.0
+PRESENCE_TRIES = 4
 GATE_WAIT = 5.0  # how long a reconnect waits for calls in flight, and calls for a reconnect
 
 
@@ -90,12 +91,16 @@ class TokenLink:
 
     def present(self) -> bool:
         """C_GetTokenInfo answers for our slot (SoftHSM2 fails it once the token's
-        files are gone; a removed HSM reports CKR_TOKEN_NOT_PRESENT)."""
-        try:
-            self.token.slot.get_token()
-        except PKCS11Error:
-            return False
-        return True
+        files are gone; a removed HSM reports CKR_TOKEN_NOT_PRESENT). SoftHSM2 also
+        fails it for a moment while another process rewrites the token's files, so
+        only repeated failures count."""
+        for attempt in range(PRESENCE_TRIES):
+            try:
+                self.token.slot.get_token()
+                return True
+            except PKCS11Error:
+                time.sleep(0.02 * (attempt + 1))
+        return False
 
     def went_down(self) -> KeyUnavailableException:
         if self.down_since is None:

@@ -76,7 +76,8 @@ class SessionPool:
         self._waiters = 0
         self._generation = 0
         self._all: set[PooledSession] = set()
-        self._anchor = self._login()
+        self._recover_lock = threading.Lock()
+        self._anchor: Any = self._login()
 
     def _login(self) -> Any:
         try:
@@ -181,20 +182,40 @@ class SessionPool:
             self._open_count -= 1
             self._cond.notify()
 
-    def recover(self) -> None:
-        """After a transient fault: log in again; older sessions are retired."""
-        with self._cond:
-            self._generation += 1
-            stale = list(self._free)
-            self._free.clear()
-            self._open_count -= len(stale)
-            old_anchor, self._anchor = self._anchor, None
-        for pooled in stale:
-            pooled.close()
-            self._all.discard(pooled)
-        with contextlib.suppress(PKCS11Error):
-            old_anchor.close()
-        self._anchor = self._login()
+    def recover(self, failed_generation: int | None = None) -> None:
+        """After a transient fault: log in again; older sessions are retired. Threads
+        that saw the same fault recover once: a session of an older generation than
+        the pool's means someone already did."""
+        with self._recover_lock:
+            if failed_generation is not None and failed_generation != self._generation:
+                return
+            if self._anchor is not None:
+                with contextlib.suppress(PKCS11Error):
+                    self._anchor.close()
+            self._anchor = self._login()
+            # Only now a new generation: a session opened before the login above may
+            # not see private objects, and its generation says so.
+            with self._cond:
+                self._generation += 1
+                stale = list(self._free)
+                self._free.clear()
+                self._open_count -= len(stale)
+            for pooled in stale:
+                pooled.close()
+                self._all.discard(pooled)
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def logged_in(self) -> bool:
+        """Whether the anchor session still holds the login (C_CloseAllSessions or a
+        token reset ends it, and then private objects look absent)."""
+        try:
+            self._anchor.generate_random(8)
+        except (PKCS11Error, AttributeError):
+            return False
+        return True
 
     def forget_object(self, ref: ObjectName) -> None:
         """Drop a destroyed object's cached handles from every session."""
