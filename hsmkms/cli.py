@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--tls-cert", default=None)
     serve.add_argument("--tls-key", default=None)
-    serve.add_argument("--workers", type=int, default=1, help="server processes on one port")
+    serve.add_argument("--workers", type=int, default=None, help="server processes on one port")
     principal = commands.add_parser("principal", help="API principals").add_subparsers(
         dest="action", required=True
     )

@@ -91,7 +91,7 @@ def serve(
     *,
     host: str,
     port: int,
-    workers: int,
+    workers: int | None,
     tls_cert: str | None,
     tls_key: str | None,
 ) -> None:
@@ -101,6 +101,7 @@ def serve(
     import uvicorn
 
     options = ServeOptions.from_env()
+    workers = options.workers if workers is None else workers
     common = {
         "host": host,
         "port": port,
