@@ -63,6 +63,9 @@ def test_a_call_that_never_returns_times_out_and_the_server_goes_on(
             for _ in range(5):
                 assert kms.encrypt(KeyId=key_id, Plaintext=b"x")["KeyId"].endswith(key_id)
             assert own_hsm.pool.stuck == 1
+            metrics = httpx.get(url + "/metrics", timeout=10).text
+            assert "hsmkms_token_calls_overdue 1.0" in metrics
+            assert "hsmkms_request_deadlines_missed 1.0" in metrics
         finally:
             poison.finish()
         deadline = time.monotonic() + 10

@@ -160,6 +160,16 @@ def create_app(
     # Request ids: unique per server run without a random draw per request.
     run_id, request_numbers = str(uuid.uuid4())[:23], itertools.count()
     metrics = Metrics(ctx)
+    Gauge(
+        "hsmkms_token_calls_overdue",
+        "Token calls past their deadline whose sessions were retired",
+        registry=metrics.registry,
+    ).set_function(lambda: ctx.hsm.pool.stuck)
+    Gauge(
+        "hsmkms_request_deadlines_missed",
+        "Worker hops abandoned at the deadline (DependencyTimeoutException) since start",
+        registry=metrics.registry,
+    ).set_function(lambda: workers.timed_out)
 
     def handle(call_: _Call) -> tuple[str, bytes]:
         started = time.perf_counter()
