@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hsmkms.errors import KMSError, KMSInternalException
+from hsmkms.errors import InvalidCiphertextException, KMSError, KMSInternalException
 from hsmkms.keys.material import FINGERPRINTS
 from hsmkms.library import KeyManager
 from hsmkms.store.sqlite import SqliteStore
@@ -146,13 +146,23 @@ def test_duplicates_without_a_fingerprint_are_reported_not_guessed(
     km: KeyManager, key_id: str, hsm: Hsm, store: SqliteStore
 ) -> None:
     ref = MaterialRef(key_id, 1)
+    blob = km.encrypt(key_id=key_id, plaintext=b"under the first")["CiphertextBlob"]
     with store.transaction() as tx:
         tx.delete_document(FINGERPRINTS, ref.label)  # as written by an older release
     hsm.generate_aes_key(ref)
+    hsm.pool.forget_object(ref)
     try:
         report = km.maintain().reconcile
         assert report.duplicates_unresolved == [ref.label]
         assert report.duplicates_destroyed == []
         assert objects_per_version(hsm, key_id) == {1: 2}  # nothing destroyed on a guess
+        # Nothing is lost meanwhile: Decrypt uses whichever object authenticates, and a
+        # rotation moves Encrypt to a version of its own.
+        assert km.decrypt(ciphertext_blob=blob)["Plaintext"] == b"under the first"
+        with pytest.raises(InvalidCiphertextException):
+            km.decrypt(ciphertext_blob=blob[:-1] + bytes([blob[-1] ^ 1]))
+        km.rotate_key_on_demand(key_id=key_id)
+        fresh = km.encrypt(key_id=key_id, plaintext=b"v2")["CiphertextBlob"]
+        assert km.decrypt(ciphertext_blob=fresh)["Plaintext"] == b"v2"
     finally:
         hsm.destroy(ref)

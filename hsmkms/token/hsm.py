@@ -8,6 +8,7 @@ while the token itself is gone makes the link reconnect later (token/link.py).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -372,16 +373,22 @@ class Hsm:
         return self._call(encrypt)
 
     def gcm_decrypt(self, ref: ObjectName, iv: bytes, aad: bytes, body: bytes) -> bytes:
+        """AES-GCM decrypt inside the token. A version with duplicate objects (an older
+        release's lost rotation race) is decrypted by whichever one authenticates."""
+
         def decrypt(pooled: PooledSession) -> bytes:
-            key = self._secret(pooled, ref)
             try:
-                plaintext: bytes = key.decrypt(
-                    body,
-                    mechanism=Mechanism.AES_GCM,
-                    mechanism_param=GCMParams(iv, aad, GCM_TAG_BITS),
-                )
-            except GCM_AUTH_FAILURES as exc:
-                raise InvalidCiphertextException() from exc
-            return plaintext
+                keys = [self._secret(pooled, ref)]
+            except lookup.DuplicateMaterial:
+                keys = lookup.find_named(pooled.session, ref, ObjectClass.SECRET_KEY)
+            for key in keys:
+                with contextlib.suppress(*GCM_AUTH_FAILURES):
+                    plaintext: bytes = key.decrypt(
+                        body,
+                        mechanism=Mechanism.AES_GCM,
+                        mechanism_param=GCMParams(iv, aad, GCM_TAG_BITS),
+                    )
+                    return plaintext
+            raise InvalidCiphertextException()
 
         return self._call(decrypt)

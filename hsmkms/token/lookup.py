@@ -32,11 +32,16 @@ def find_all(session: Any, attributes: dict[Attribute, Any]) -> list[Any]:
         return list(found)
 
 
+def find_named(session: Any, ref: ObjectName, object_class: ObjectClass) -> list[Any]:
+    """Every object of this class carrying ref's label and id."""
+    name = {Attribute.CLASS: object_class, Attribute.LABEL: ref.label, Attribute.ID: ref.cka_id}
+    return find_all(session, name)
+
+
 def find_one(session: Any, ref: ObjectName, object_class: ObjectClass) -> Any:
     """The one object of this class named by ref: NoSuchKey if none, DuplicateMaterial
     if several (the search is finished either way, so the session stays usable)."""
-    name = {Attribute.CLASS: object_class, Attribute.LABEL: ref.label, Attribute.ID: ref.cka_id}
-    objects = find_all(session, name)
+    objects = find_named(session, ref, object_class)
     if not objects:
         raise p11.NoSuchKey(f"no object labelled {ref.label}")
     if len(objects) > 1:
