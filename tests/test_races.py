@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from hsmkms.keys.material import FINGERPRINTS
 from hsmkms.library import KeyManager
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm, MaterialRef
-from tests.conftest import ACCOUNT, REGION, ROOT, TokenEnv
+from tests.conftest import ACCOUNT, REGION, ROOT, ManualClock, TokenEnv
 
 ROTATOR = f"""
 import json, sys, threading
@@ -166,3 +167,28 @@ def test_duplicates_without_a_fingerprint_are_reported_not_guessed(
         assert km.decrypt(ciphertext_blob=fresh)["Plaintext"] == b"v2"
     finally:
         hsm.destroy(ref)
+
+
+def test_a_rotation_failing_in_the_token_gives_its_claim_back(
+    hsm: Hsm, store: SqliteStore, clock: ManualClock
+) -> None:
+    armed: list[bool] = []
+
+    def token_error_after_generate(point: str) -> None:
+        if armed and point == "after-token":
+            raise KMSInternalException("Token error: DeviceError")
+
+    failing = KeyManager(
+        store, hsm, account_id=ACCOUNT, region=REGION, clock=clock, crash=token_error_after_generate
+    )
+    key_id = failing.create_key()["KeyMetadata"]["KeyId"]
+    armed.append(True)
+    with pytest.raises(KMSInternalException):
+        failing.rotate_key_on_demand(key_id=key_id)
+    assert store.list_pending() == []
+    assert objects_per_version(hsm, key_id) == {1: 1}  # the half-made version is gone
+    km = KeyManager(store, hsm, account_id=ACCOUNT, region=REGION, clock=clock)
+    started = time.monotonic()
+    km.rotate_key_on_demand(key_id=key_id)  # at once, not after the claim's grace period
+    assert time.monotonic() - started < 5
+    assert objects_per_version(hsm, key_id) == {1: 1, 2: 1}

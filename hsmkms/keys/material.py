@@ -34,7 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from hsmkms.errors import ConflictException, LimitExceededException, NotFoundException
+from hsmkms.errors import (
+    ConflictException,
+    KMSError,
+    LimitExceededException,
+    NotFoundException,
+)
 from hsmkms.keys import lifecycle
 from hsmkms.keys.clock import Clock
 from hsmkms.keys.metadata import ENCRYPTION_ALGORITHMS, PUBLIC_KEY
@@ -159,10 +164,27 @@ class MaterialKeeper:
             if isinstance(claim, KeyRecord):
                 return claim  # nothing left to do
             ref, stamp = claim
-            fingerprint = self._generate(
-                ref, material_for(record.key_spec, record.key_usage), claimed=True
-            )
+            try:
+                fingerprint = self._generate(
+                    ref, material_for(record.key_spec, record.key_usage), claimed=True
+                )
+            except KMSError:
+                self._release(ref, stamp)
+                raise
             return self._commit_rotation(record, ref, stamp, rotation_type, now, fingerprint)
+
+    def _release(self, ref: MaterialRef, stamp: datetime) -> None:
+        """After a token error: give the claim back so the next rotation need not wait
+        for the grace period. If the object cannot be confirmed gone, the intent stays
+        for reconcile."""
+        try:
+            self._hsm.destroy(ref)
+            with self._store.transaction() as tx:
+                intent = _intent(tx, ref)
+                if intent is not None and intent.created_at == stamp:
+                    tx.remove_pending(ref.key_id, ref.version)
+        except KMSError:
+            pass
 
     def _claim(
         self, record: KeyRecord, rotation_type: RotationType, limit: int | None
