@@ -7,7 +7,8 @@ every call is dispatched at once.
 
 Two lanes keep a slow call from delaying fast ones: calls known to be slow (key
 generation, or any operation whose recent calls took long) run one per hop on
-the slow lane's own threads; only fast calls are batched together.
+the slow lane's own threads (at a lower CPU priority: software tokens generate
+keys on the calling thread); only fast calls are batched together.
 
 A hop that outlives the deadline fails its waiting calls with
 DependencyTimeoutException and its thread is replaced: a token call that never
@@ -18,6 +19,8 @@ cannot hold the process at exit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -39,6 +42,7 @@ SLOW_OPERATIONS = frozenset(
         "GenerateDataKeyPairWithoutPlaintext",
     }
 )
+SLOW_NICE = 10  # the slow lane's threads yield the CPU to the fast lane's
 SLOW_SECONDS = 0.02  # an operation averaging longer than this moves to the slow lane
 _SMOOTHING = 0.2
 
@@ -69,8 +73,11 @@ class _Hop:
 
 
 class _Lane:
-    def __init__(self, name: str, size: int, batch: bool, deadline: float | None) -> None:
+    def __init__(
+        self, name: str, size: int, batch: bool, deadline: float | None, nice: int = 0
+    ) -> None:
         self._name = name
+        self._nice = nice
         self._batch = batch
         self._deadline = deadline
         self._idle = size
@@ -103,6 +110,11 @@ class _Lane:
             self._jobs.put(hop)
 
     def _serve(self) -> None:
+        if self._nice:
+            # Key generation is CPU work in this thread (software tokens): let the
+            # fast lane's threads have the CPU first. Linux threads have their own nice.
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         while (hop := self._jobs.get()) is not None:
             results = _run_batch(hop.calls)
             loop = hop.calls[0][1].get_loop()
@@ -158,7 +170,7 @@ class WorkerPool:
         """workers: threads of the fast lane; slow_workers: of the slow lane;
         deadline: seconds after which a hop's callers get DependencyTimeoutException."""
         self._fast = _Lane("worker", workers, True, deadline)
-        self._slow = _Lane("slow", max(1, slow_workers), False, deadline)
+        self._slow = _Lane("slow", max(1, slow_workers), False, deadline, nice=SLOW_NICE)
 
     @property
     def timed_out(self) -> int:
