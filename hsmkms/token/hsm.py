@@ -20,7 +20,7 @@ from pkcs11.mechanisms import GCMParams
 
 from hsmkms.errors import InvalidCiphertextException, KMSInternalException
 from hsmkms.token import asymmetric, lookup
-from hsmkms.token.faults import TRANSIENT, to_kms_error
+from hsmkms.token.faults import to_kms_error
 from hsmkms.token.kinds import Aes, EcPair, MaterialKind, RsaPair
 from hsmkms.token.library import first_find, opened
 from hsmkms.token.link import TokenLink
@@ -86,12 +86,6 @@ def _flag(obj: Any, attribute: Attribute) -> bool:
         return False
 
 
-# A cached object handle went stale (the object was destroyed by another process,
-# or the token came back): look the object up again.
-STALE_HANDLE = (p11.ObjectHandleInvalid, p11.KeyHandleInvalid)
-RETRIED: tuple[type[Exception], ...] = (*TRANSIENT, *STALE_HANDLE)
-
-
 class Hsm:
     def __init__(
         self,
@@ -131,53 +125,7 @@ class Hsm:
     # -- plumbing ---------------------------------------------------------------
 
     def _call(self, work: Callable[[PooledSession], T]) -> T:
-        link = self.link
-        if link.down_since is not None:
-            link.reconnect()
-        link.gate.enter()
-        try:
-            return self._attempts(link, work)
-        finally:
-            link.gate.leave()
-
-    def _attempts(self, link: TokenLink, work: Callable[[PooledSession], T]) -> T:
-        for attempt in (1, 2):
-            try:
-                pooled = link.pool.acquire()
-            except PKCS11Error as exc:
-                raise (link.went_down() if not link.present() else to_kms_error(exc)) from exc
-            try:
-                result = work(pooled)
-            except RETRIED as exc:
-                link.pool.discard(pooled)
-                if not link.present():
-                    raise link.went_down() from exc
-                if attempt == 2:
-                    raise to_kms_error(exc) from exc
-                try:
-                    link.pool.recover(pooled.generation)
-                except PKCS11Error as again:
-                    raise to_kms_error(again) from again
-                continue
-            except p11.NoSuchKey as exc:
-                link.pool.release(pooled)
-                # Logged out (all sessions closed), or logged in again since this
-                # session searched: private objects only looked absent.
-                if attempt == 1 and pooled.generation != link.pool.generation:
-                    continue
-                if attempt == 1 and link.present() and not link.pool.logged_in():
-                    link.pool.recover(pooled.generation)
-                    continue
-                raise (link.went_down() if not link.present() else to_kms_error(exc)) from exc
-            except PKCS11Error as exc:
-                link.pool.release(pooled)
-                raise (link.went_down() if not link.present() else to_kms_error(exc)) from exc
-            except BaseException:
-                link.pool.release(pooled)
-                raise
-            link.pool.release(pooled)
-            return result
-        raise AssertionError("unreachable")
+        return self.link.run(work)
 
     def probe(self) -> None:
         """For health checks: the token is there and answers (KMS error if not)."""

@@ -13,16 +13,25 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from pkcs11 import exceptions as p11
 from pkcs11.exceptions import PKCS11Error
 
 from hsmkms.errors import KeyUnavailableException, KMSError
+from hsmkms.token.faults import TRANSIENT, to_kms_error
 from hsmkms.token.library import find_token, load_module, rescan_tokens
-from hsmkms.token.pool import SessionPool
+from hsmkms.token.pool import PooledSession, SessionPool
+from hsmkms.token.sessioninfo import user_session
 
+T = TypeVar("T")
 RECONNECT_INTERVAL = 1.0
 PRESENCE_TRIES = 4
+# A cached object handle went stale (the object was destroyed by another process,
+# or the token came back): look the object up again.
+STALE_HANDLE = (p11.ObjectHandleInvalid, p11.KeyHandleInvalid)
+RETRIED: tuple[type[Exception], ...] = (*TRANSIENT, *STALE_HANDLE)
 GATE_WAIT = 5.0  # how long a reconnect waits for calls in flight, and calls for a reconnect
 
 
@@ -85,6 +94,9 @@ class TokenLink:
         self._last_attempt = 0.0
         self._lock = threading.Lock()
 
+    def user_session(self, pooled: PooledSession) -> bool:
+        return user_session(self._module_path, pooled.session)
+
     def set_call_timeout(self, seconds: float | None) -> None:
         self._call_timeout = seconds
         self.pool.call_timeout = seconds
@@ -131,3 +143,56 @@ class TokenLink:
                 raise token_gone() from exc
             finally:
                 self.gate.reopen()
+
+    # -- running calls ------------------------------------------------------------
+
+    def run(self, work: Callable[[PooledSession], T]) -> T:
+        """One call on a pooled session: once more after a session fault, KMS errors
+        for the rest, KeyUnavailableException while the token is gone."""
+        if self.down_since is not None:
+            self.reconnect()
+        self.gate.enter()
+        try:
+            for attempt in (1, 2):
+                try:
+                    pooled = self.pool.acquire()
+                except PKCS11Error as exc:
+                    raise self._error(exc) from exc
+                try:
+                    result = work(pooled)
+                except PKCS11Error as exc:
+                    retry = self._session_lost(pooled, exc)  # the session is settled either way
+                    if attempt == 1 and retry:
+                        continue
+                    raise self._error(exc) from exc
+                except BaseException:
+                    self.pool.release(pooled)
+                    raise
+                self.pool.release(pooled)
+                return result
+            raise AssertionError("unreachable")
+        finally:
+            self.gate.leave()
+
+    def _session_lost(self, pooled: PooledSession, exc: PKCS11Error) -> bool:
+        """Whether the fault was the session's, not the call's: a session gone or
+        logged out under the call (a token reset, C_CloseAllSessions: modules report
+        anything, SoftHSM2 often CKR_GENERAL_ERROR, and private objects look absent),
+        or a stale object handle. The session is then dropped (and the login renewed,
+        once for every thread that saw the fault); otherwise it goes back to the pool."""
+        lost = isinstance(exc, RETRIED) or not self.user_session(pooled)
+        if not lost:
+            self.pool.release(pooled)
+            # A search made before another thread's fresh login: look once more.
+            return isinstance(exc, p11.NoSuchKey) and pooled.generation != self.pool.generation
+        self.pool.discard(pooled)
+        if not self.present():
+            raise self.went_down() from exc
+        try:
+            self.pool.recover(pooled.generation)
+        except PKCS11Error as again:
+            raise self._error(again) from again
+        return True
+
+    def _error(self, exc: PKCS11Error) -> KMSError:
+        return self.went_down() if not self.present() else to_kms_error(exc)

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from pkcs11.exceptions import PKCS11Error, UserAlreadyLoggedIn
+from pkcs11.exceptions import DeviceError, GeneralError, PKCS11Error, UserAlreadyLoggedIn
 
 from hsmkms.errors import DependencyTimeoutException
 from hsmkms.token.templates import ObjectName
@@ -80,11 +80,19 @@ class SessionPool:
         self._anchor: Any = self._login()
 
     def _login(self) -> Any:
-        try:
-            return self._token.open(rw=True, user_pin=self._pin)
-        except UserAlreadyLoggedIn:
-            # Another pool of this process already logged in to the token.
-            return self._token.open(rw=True)
+        for attempt in range(3):
+            try:
+                return self._token.open(rw=True, user_pin=self._pin)
+            except UserAlreadyLoggedIn:
+                # Another pool of this process already logged in to the token.
+                return self._token.open(rw=True)
+            except (GeneralError, DeviceError):
+                # SoftHSM2 fails a login now and then while another process rewrites
+                # the token's files; a wrong PIN is never tried again (lockout).
+                if attempt == 2:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     @property
     def in_use(self) -> int:
@@ -207,15 +215,6 @@ class SessionPool:
     @property
     def generation(self) -> int:
         return self._generation
-
-    def logged_in(self) -> bool:
-        """Whether the anchor session still holds the login (C_CloseAllSessions or a
-        token reset ends it, and then private objects look absent)."""
-        try:
-            self._anchor.generate_random(8)
-        except (PKCS11Error, AttributeError):
-            return False
-        return True
 
     def forget_object(self, ref: ObjectName) -> None:
         """Drop a destroyed object's cached handles from every session."""
