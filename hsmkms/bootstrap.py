@@ -7,11 +7,12 @@ import os
 from starlette.types import ASGIApp
 
 from hsmkms.api.app import create_app
+from hsmkms.api.ratelimit import RateLimiter
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.api.xks import XksSettings
 from hsmkms.audit.log import AuditLog
 from hsmkms.audit.shelf import DatabaseShelf
-from hsmkms.config import Settings, is_softhsm
+from hsmkms.config import Settings, is_softhsm, load_settings
 from hsmkms.errors import KMSInternalException
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.library import KeyManager
@@ -46,6 +47,7 @@ def open_hsm(settings: Settings) -> Hsm:
         settings.token_label,
         pin,
         settings.session_pool_size,
+        call_timeout=settings.token_call_timeout_seconds or None,
         init_params=settings.init_params,
     )
     # New material: wrappable under the security domain key once there is one.
@@ -96,8 +98,14 @@ def build_key_manager(
     )
 
 
-def build_app(settings: Settings, km: KeyManager) -> ASGIApp:
-    """The HTTP app over a KeyManager: SigV4 against the stored principals."""
+# Seconds past the shutdown drain for closing sessions and the module, then exit.
+EXIT_MARGIN = 5.0
+
+
+def build_app(settings: Settings, km: KeyManager, *, serving: bool = False) -> ASGIApp:
+    """The HTTP app over a KeyManager: SigV4 against the stored principals, deadlines,
+    quotas, the XKS proxy. `serving`: a real `hsmkms serve` process, which must end
+    within the drain time after SIGTERM (never set in tests: it ends the process)."""
     credentials = CredentialStore(km.store, km.hsm, km.clock)
     verifier = SigV4Verifier(credentials.lookup, regions=settings.regions)
     return create_app(
@@ -107,7 +115,20 @@ def build_app(settings: Settings, km: KeyManager) -> ASGIApp:
         audit=open_audit(settings, km.hsm, km.store),
         max_request_bytes=settings.max_request_bytes,
         xks=xks_settings(settings),
+        call_timeout=settings.token_call_timeout_seconds or None,
+        rate_limiter=RateLimiter.from_settings(
+            settings.rate_limit, settings.rate_burst, settings.rate_limits
+        ),
+        exit_deadline=settings.shutdown_drain_seconds + EXIT_MARGIN if serving else None,
     )
+
+
+def app_factory() -> ASGIApp:
+    """Each `hsmkms serve --workers N` process builds its app here (uvicorn's
+    `hsmkms.bootstrap:app_factory`, factory=True): its own sessions and connections,
+    its own audit chain."""
+    settings = load_settings()
+    return build_app(settings, build_key_manager(settings, audited=False), serving=True)
 
 
 def xks_settings(settings: Settings) -> XksSettings:

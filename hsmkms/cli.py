@@ -144,7 +144,12 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
     from hsmkms.bootstrap import build_app
 
     settings = load_settings()
-    app = build_app(settings, km)
+    workers = settings.workers if args.workers is None else args.workers
+    app = None
+    if workers > 1:
+        km.close()  # each worker process opens its own sessions and connections
+    else:
+        app = build_app(settings, km, serving=True)
     scheme = "https" if args.tls_cert else "http"
     print(f"hsmkms: serving the KMS API on {scheme}://{args.host}:{args.port}", file=sys.stderr)
     serve(
@@ -156,6 +161,8 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
         limits=edge_limits(settings),
         client_ca=args.tls_client_ca,
         client_subjects=args.tls_client_subject or (),
+        drain_seconds=settings.shutdown_drain_seconds,
+        workers=workers,
     )
     return None
 
@@ -173,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--tls-client-subject", action="append", help="allowed client certificate CN"
     )
+    serve.add_argument("--workers", type=int, default=None, help="server processes on one port")
     principal = commands.add_parser("principal", help="API principals").add_subparsers(
         dest="action", required=True
     )

@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     audit_rotate_seconds: float = Field(default=86400.0, gt=0)
     audit_checkpoint_records: int = Field(default=1000, ge=1)
     audit_checkpoint_seconds: float = Field(default=60.0, gt=0)
+    # Serving: deadlines, shutdown, quotas, processes.
+    token_call_timeout_seconds: float = Field(default=30.0, ge=0)  # 0: no deadline
+    shutdown_drain_seconds: float = Field(default=10.0, ge=0)
+    rate_limit: float = Field(default=0.0, ge=0)  # requests/s per principal; 0: off
+    rate_burst: float = Field(default=0.0, ge=0)  # bucket size; 0: the rate
+    rate_limits: str = ""  # per-operation quotas: "Encrypt=100[:200],..."
+    workers: int = Field(default=1, ge=1, le=64)  # `hsmkms serve` processes on one port
     # The HTTP edge (api/server.py's EdgeLimits).
     max_request_bytes: int = Field(default=300 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_header_count: int = Field(default=100, ge=8, le=10_000)

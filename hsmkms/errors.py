@@ -137,6 +137,18 @@ class DryRunOperationException(KMSError):
     status = 412
 
 
+class ConflictException(_ClientError):
+    """RotateKeyOnDemand while another rotation of the key is in progress."""
+
+    code = "ConflictException"
+
+
+class ThrottlingException(_ClientError):
+    """A caller went over its request quota (AWS: HTTP 400, retryable)."""
+
+    code = "ThrottlingException"
+
+
 class KMSInternalException(KMSError):
     """A real fault on our side (token or database), never bad input."""
 

@@ -12,6 +12,7 @@ http: 4 KiB Encrypt and Decrypt over HTTP at concurrency 1, 8 and 32 from a sign
   canned-response server (the load generator's own ceiling); req/s, p50, p99.
 
     python scripts/bench.py [token|http|xks|all] [--seconds 2] [--threads 1,2,4]
+    python scripts/bench.py mixed|workers [--seconds 10] (see scripts/bench_serve.py)
 """
 
 from __future__ import annotations
@@ -370,11 +371,19 @@ def _raw_token_rates(data_dir: Path, key_id: str, seconds: float) -> dict[str, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", nargs="?", default="all", choices=("token", "http", "xks", "all"))
+    parser.add_argument(
+        "which",
+        nargs="?",
+        default="all",
+        choices=("token", "http", "xks", "all", "mixed", "workers"),
+    )
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--threads", default="1,2,4")
-    args = parser.parse_args()
-    if args.which == "all":
+    args, rest = parser.parse_known_args()
+    if args.which in ("mixed", "workers"):  # serving benchmarks: scripts/bench_serve.py
+        serve = [sys.executable, str(Path(__file__).with_name("bench_serve.py")), args.which]
+        subprocess.run([*serve, "--seconds", str(args.seconds), *rest], check=True)
+    elif args.which == "all":
         # SoftHSM2 reads its configuration once per process: one process per part.
         for part in ("token", "http", "xks"):
             extra = ["--seconds", str(args.seconds), "--threads", args.threads]

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from hsmkms.api.workers import WorkerPool
+from hsmkms.api.workers import LaneChooser, WorkerPool
+from hsmkms.errors import DependencyTimeoutException
 
 
 def test_results_errors_and_threads() -> None:
@@ -75,3 +76,47 @@ def test_the_event_loop_stays_responsive() -> None:
         return elapsed
 
     assert asyncio.run(scenario()) == pytest.approx(0.01, abs=0.1)
+
+
+def test_fast_calls_pass_a_slow_call() -> None:
+    async def scenario() -> list[int]:
+        pool = WorkerPool(1)
+        gate = threading.Event()
+        slow = asyncio.ensure_future(pool.run(lambda: gate.wait(5), slow=True))
+        await asyncio.sleep(0.01)
+        fast = await asyncio.gather(*(pool.run(lambda n=n: n) for n in range(5)))
+        assert not slow.done()  # the fast calls finished while the slow one still ran
+        gate.set()
+        assert await slow is True
+        pool.shutdown()
+        return list(fast)
+
+    assert asyncio.run(scenario()) == [0, 1, 2, 3, 4]
+
+
+def test_a_hop_past_its_deadline_fails_and_its_thread_is_replaced() -> None:
+    async def scenario() -> None:
+        pool = WorkerPool(1, deadline=0.2)
+        gate = threading.Event()
+        with pytest.raises(DependencyTimeoutException):
+            await pool.run(lambda: gate.wait(10))
+        assert await pool.run(lambda: "served by the replacement") == "served by the replacement"
+        assert pool.timed_out == 1
+        gate.set()
+        pool.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_operations_that_take_long_move_to_the_slow_lane() -> None:
+    lanes = LaneChooser(threshold=0.02)
+    assert lanes.slow("CreateKey") and not lanes.slow("Encrypt")
+    for _ in range(20):
+        lanes.observe("Encrypt", 0.001)
+    assert not lanes.slow("Encrypt")
+    for _ in range(20):
+        lanes.observe("Encrypt", 0.5)  # a slow token
+    assert lanes.slow("Encrypt")
+    for _ in range(40):
+        lanes.observe("Encrypt", 0.001)  # and back
+    assert not lanes.slow("Encrypt")

@@ -35,9 +35,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hsmkms.api.body import DEFAULT_MAX_REQUEST_BYTES, limit_body
 from hsmkms.api.errors import error_body
+from hsmkms.api.health import HealthProbe, arm_exit_deadline
 from hsmkms.api.kms import call, encode_response, parse_body, resolve_operation
+from hsmkms.api.ratelimit import RateLimiter
 from hsmkms.api.sigv4 import SigV4Verifier
-from hsmkms.api.workers import WorkerPool
+from hsmkms.api.workers import LaneChooser, WorkerPool
 from hsmkms.api.xks import XksEndpoint, XksSettings
 from hsmkms.audit.log import AuditLog, request_parameters
 from hsmkms.errors import KMSError, KMSInternalException
@@ -150,19 +152,40 @@ def create_app(
     audit: AuditLog | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     xks: XksSettings | None = None,
+    call_timeout: float | None = None,
+    rate_limiter: RateLimiter | None = None,
+    exit_deadline: float | None = None,
 ) -> ASGIApp:
     """The app; bodies over `max_request_bytes` get 413 before they are buffered.
-    `xks`: serve the XKS proxy API too, under its URI prefixes (None: not served)."""
-    workers = WorkerPool(ctx.hsm.pool.size)
+    `xks`: serve the XKS proxy API too, under its URI prefixes (None: not served).
+    call_timeout: seconds before a request waiting on the token or database gets
+    DependencyTimeoutException; exit_deadline: seconds the process may take to
+    exit once shutdown begins (then it is ended), for `serve` only."""
+    workers = WorkerPool(ctx.hsm.pool.size, deadline=call_timeout)
+    lanes = LaneChooser()
+    health = HealthProbe(ctx, timeout=min(call_timeout or 5.0, 5.0))
     xks_endpoint = None if xks is None else XksEndpoint(ctx, workers, xks, audit)
     # Request ids: unique per server run without a random draw per request.
     run_id, request_numbers = str(uuid.uuid4())[:23], itertools.count()
     metrics = Metrics(ctx)
+    Gauge(
+        "hsmkms_token_calls_overdue",
+        "Token calls past their deadline whose sessions were retired",
+        registry=metrics.registry,
+    ).set_function(lambda: ctx.hsm.pool.stuck)
+    Gauge(
+        "hsmkms_request_deadlines_missed",
+        "Worker hops abandoned at the deadline (DependencyTimeoutException) since start",
+        registry=metrics.registry,
+    ).set_function(lambda: workers.timed_out)
 
     def handle(call_: _Call) -> tuple[str, bytes]:
+        started = time.perf_counter()
         caller = verifier.verify("POST", call_.path, call_.query, call_.headers, call_.body)
         call_.caller = caller
         op = resolve_operation(call_.target or None)
+        if rate_limiter is not None:
+            rate_limiter.check(caller.principal_arn, op.name)
         info = CallerInfo(
             caller.principal_arn, source_ip=call_.client, secure_transport=call_.secure
         )
@@ -178,6 +201,7 @@ def create_app(
             )
         finally:
             current_caller.reset(token)
+            lanes.observe(op.name, time.perf_counter() - started)
         call_.result = result
         return op.name, encode_response(result)
 
@@ -220,7 +244,9 @@ def create_app(
         operation = target.removeprefix("TrentService.")[:64] or "Unknown"
         failure: KMSError | None = None
         try:
-            operation, payload = await workers.run(lambda: handle(call_))
+            operation, payload = await workers.run(
+                lambda: handle(call_), slow=lanes.slow(operation)
+            )
         except KMSError as exc:
             failure = exc
         except Exception:  # a real fault: logged here, a clean 500 to the client
@@ -257,17 +283,7 @@ def create_app(
         metrics.latency.labels(operation).observe(time.perf_counter() - started)
 
     async def healthz(request: Request) -> Response:
-        def probe() -> dict[str, str]:
-            status = {}
-            for name, check in (("token", lambda: ctx.hsm.random(1)), ("database", ctx.store.ping)):
-                try:
-                    check()
-                    status[name] = "ok"
-                except Exception as exc:  # reported, not raised: this is the health check
-                    status[name] = f"error: {type(exc).__name__}"
-            return status
-
-        status = await workers.run(probe)
+        status = await health.check()
         healthy = all(v == "ok" for v in status.values())
         return JSONResponse(
             {"status": "ok" if healthy else "unhealthy", **status},
@@ -281,7 +297,7 @@ def create_app(
         while True:
             await anyio.sleep(maintenance_seconds)
             try:
-                report = await workers.run(lambda: maintain(ctx))
+                report = await workers.run(lambda: maintain(ctx), slow=True)
                 if report.deleted or report.rotated:
                     log.info("maintenance: %s", report.as_dict())
             except Exception:  # keep the loop alive; the next pass retries
@@ -294,6 +310,8 @@ def create_app(
                 tasks.start_soon(maintenance_loop)
             yield {}
             tasks.cancel_scope.cancel()
+        if exit_deadline is not None:
+            arm_exit_deadline(exit_deadline)
         workers.shutdown()
         if audit is not None:
             audit.close()  # the last records, then a final checkpoint while the token is open

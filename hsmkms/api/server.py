@@ -17,6 +17,7 @@ What each limit guards against, and where it is enforced:
 from __future__ import annotations
 
 import logging
+import os
 import resource
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -81,6 +82,7 @@ def build_server(
     log_level: str = "warning",
     client_ca: str | None = None,
     client_subjects: Sequence[str] = (),
+    drain_seconds: float = 10.0,
 ) -> uvicorn.Server:
     """A uvicorn server for `app` with `limits`, not yet started (`.run()`).
     `client_ca`: require client certificates from that CA (mutual TLS); `client_subjects`:
@@ -100,13 +102,14 @@ def build_server(
         timeout_keep_alive=limits.keep_alive_seconds,
         log_level=log_level,
         access_log=False,
+        timeout_graceful_shutdown=int(max(1, drain_seconds)),
         **client_tls_options(client_ca),
     )
     return uvicorn.Server(config)
 
 
 def serve(
-    app: ASGIApp,
+    app: ASGIApp | None,
     *,
     host: str,
     port: int,
@@ -115,8 +118,34 @@ def serve(
     limits: EdgeLimits = EdgeLimits(),
     client_ca: str | None = None,
     client_subjects: Sequence[str] = (),
+    drain_seconds: float = 10.0,
+    workers: int = 1,
 ) -> None:
-    """Serve `app` until interrupted."""
+    """Serve `app` until interrupted; in-flight requests get `drain_seconds` after
+    SIGTERM. With `workers` > 1, uvicorn runs that many processes on one socket, each
+    building its own app (`hsmkms.bootstrap:app_factory`) and edge protocol
+    (`hsmkms.api.server:worker_protocol`, from the same settings) — `app` is unused."""
+    if workers > 1:
+        _allow_descriptors(limits.max_connections)
+        os.environ[SUBJECTS_ENV] = ",".join(client_subjects)  # for the worker processes
+        uvicorn.run(
+            "hsmkms.bootstrap:app_factory",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            ssl_certfile=tls_cert,
+            ssl_keyfile=tls_key,
+            http="hsmkms.api.server:worker_protocol",
+            ws="none",
+            timeout_keep_alive=limits.keep_alive_seconds,
+            timeout_graceful_shutdown=int(max(1, drain_seconds)),
+            log_level="warning",
+            access_log=False,
+            **client_tls_options(client_ca),
+        )
+        return
+    assert app is not None
     build_server(
         app,
         host=host,
@@ -126,4 +155,20 @@ def serve(
         limits=limits,
         client_ca=client_ca,
         client_subjects=client_subjects,
+        drain_seconds=drain_seconds,
     ).run()
+
+
+SUBJECTS_ENV = "HSMKMS_SERVE_CLIENT_SUBJECTS"
+
+
+def __getattr__(name: str) -> object:
+    """`worker_protocol`: the edge protocol a worker process builds for itself, from
+    the same settings (uvicorn imports it by name in each process)."""
+    if name != "worker_protocol":
+        raise AttributeError(name)
+    from hsmkms.config import load_settings
+
+    protocol = guarded_protocol(edge_limits(load_settings()))
+    subjects = [s for s in os.environ.get(SUBJECTS_ENV, "").split(",") if s]
+    return subject_checked(protocol, subjects) if subjects else protocol

@@ -4,44 +4,136 @@ A thread hop costs more than a SoftHSM2 operation on a small machine, so calls
 that arrive while every worker is busy wait together and the next free worker
 takes them all in one hop: under load one hop serves many requests; when idle
 every call is dispatched at once.
+
+Two lanes keep a slow call from delaying fast ones: calls known to be slow (key
+generation, or any operation whose recent calls took long) run one per hop on
+the slow lane's own threads (at a lower CPU priority: software tokens generate
+keys on the calling thread); only fast calls are batched together.
+
+A hop that outlives the deadline fails its waiting calls with
+DependencyTimeoutException and its thread is replaced: a token call that never
+returns costs one thread, not the server. Threads are daemons, so a stuck one
+cannot hold the process at exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from hsmkms.errors import DependencyTimeoutException
 
 T = TypeVar("T")
 _Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+_Result = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+# Operations that generate key material: slow on any token.
+SLOW_OPERATIONS = frozenset(
+    {
+        "CreateKey",
+        "RotateKeyOnDemand",
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+    }
+)
+SLOW_NICE = 10  # the slow lane's threads yield the CPU to the fast lane's
+SLOW_SECONDS = 0.02  # an operation averaging longer than this moves to the slow lane
+_SMOOTHING = 0.2
 
 
-class WorkerPool:
-    def __init__(self, workers: int) -> None:
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="hsmkms-worker")
-        self._idle = workers
+class LaneChooser:
+    """Which lane an operation takes: SLOW_OPERATIONS, plus any operation whose
+    recent calls (an exponential moving average) took longer than SLOW_SECONDS,
+    which is how a slow token or a slow key type moves off the fast lane."""
+
+    def __init__(self, threshold: float = SLOW_SECONDS) -> None:
+        self.threshold = threshold
+        self._average: dict[str, float] = {}
+
+    def observe(self, operation: str, seconds: float) -> None:
+        before = self._average.get(operation, seconds)
+        self._average[operation] = before + _SMOOTHING * (seconds - before)
+
+    def slow(self, operation: str) -> bool:
+        return operation in SLOW_OPERATIONS or self._average.get(operation, 0.0) > self.threshold
+
+
+@dataclass(eq=False)
+class _Hop:
+    calls: list[_Call]
+    done: bool = False
+    abandoned: bool = False
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class _Lane:
+    def __init__(
+        self, name: str, size: int, batch: bool, deadline: float | None, nice: int = 0
+    ) -> None:
+        self._name = name
+        self._nice = nice
+        self._batch = batch
+        self._deadline = deadline
+        self._idle = size
         self._waiting: list[_Call] = []
+        self._jobs: queue.SimpleQueue[_Hop | None] = queue.SimpleQueue()
+        self._threads = 0
+        self.timed_out = 0  # hops abandoned at the deadline
+        for _ in range(size):
+            self._start_thread()
 
-    async def run(self, work: Callable[[], T]) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._waiting.append((work, future))
+    def _start_thread(self) -> None:
+        self._threads += 1
+        name = f"hsmkms-{self._name}-{self._threads}"
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def submit(self, loop: asyncio.AbstractEventLoop, call: _Call) -> None:
+        self._waiting.append(call)
         self._dispatch(loop)
-        return await future
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self._idle or not self._waiting:
-            return
-        batch, self._waiting = self._waiting, []
-        self._idle -= 1
-        done = loop.run_in_executor(self._executor, _run_batch, batch)
-        done.add_done_callback(lambda finished: self._finish(loop, finished))
+        while self._idle and self._waiting:
+            if self._batch:
+                calls, self._waiting = self._waiting, []
+            else:
+                calls = [self._waiting.pop(0)]
+            hop = _Hop(calls)
+            self._idle -= 1
+            if self._deadline is not None:
+                hop.timer = loop.call_later(self._deadline, self._expire, loop, hop)
+            self._jobs.put(hop)
 
-    def _finish(self, loop: asyncio.AbstractEventLoop, finished: asyncio.Future[Any]) -> None:
+    def _serve(self) -> None:
+        if self._nice:
+            # Key generation is CPU work in this thread (software tokens): let the
+            # fast lane's threads have the CPU first. Linux threads have their own nice.
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
+        while (hop := self._jobs.get()) is not None:
+            results = _run_batch(hop.calls)
+            loop = hop.calls[0][1].get_loop()
+            try:
+                loop.call_soon_threadsafe(self._finish, loop, hop, results)
+            except RuntimeError:  # the loop closed while this hop ran
+                return
+            if hop.abandoned:
+                return  # a replacement thread took this one's place
+
+    def _finish(self, loop: asyncio.AbstractEventLoop, hop: _Hop, results: list[_Result]) -> None:
+        hop.done = True
+        if hop.timer is not None:
+            hop.timer.cancel()
+        if hop.abandoned:
+            return  # its callers already got DependencyTimeoutException
         self._idle += 1
-        for future, value, error in finished.result():
-            if future.cancelled():
+        for future, value, error in results:
+            if future.done():
                 continue
             if error is not None:
                 future.set_exception(error)
@@ -49,13 +141,57 @@ class WorkerPool:
                 future.set_result(value)
         self._dispatch(loop)
 
+    def _expire(self, loop: asyncio.AbstractEventLoop, hop: _Hop) -> None:
+        if hop.done:
+            return
+        hop.abandoned = True
+        self.timed_out += 1
+        for _, future in hop.calls:
+            if not future.done():
+                future.set_exception(
+                    DependencyTimeoutException(
+                        "The request did not complete in time: the token or the database "
+                        "is not answering."
+                    )
+                )
+        self._idle += 1
+        self._start_thread()
+        self._dispatch(loop)
+
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for _ in range(self._threads):
+            self._jobs.put(None)
 
 
-def _run_batch(batch: list[_Call]) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-    results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+class WorkerPool:
+    def __init__(
+        self, workers: int, *, slow_workers: int = 1, deadline: float | None = None
+    ) -> None:
+        """workers: threads of the fast lane; slow_workers: of the slow lane;
+        deadline: seconds after which a hop's callers get DependencyTimeoutException."""
+        self._fast = _Lane("worker", workers, True, deadline)
+        self._slow = _Lane("slow", max(1, slow_workers), False, deadline, nice=SLOW_NICE)
+
+    @property
+    def timed_out(self) -> int:
+        return self._fast.timed_out + self._slow.timed_out
+
+    async def run(self, work: Callable[[], T], *, slow: bool = False) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        (self._slow if slow else self._fast).submit(loop, (work, future))
+        return await future
+
+    def shutdown(self) -> None:
+        self._fast.shutdown()
+        self._slow.shutdown()
+
+
+def _run_batch(batch: list[_Call]) -> list[_Result]:
+    results: list[_Result] = []
     for work, future in batch:
+        if future.done():  # cancelled, or its caller already timed out
+            continue
         try:
             results.append((future, work(), None))
         except BaseException as exc:  # handed back to the awaiting request, not raised here

@@ -13,16 +13,35 @@ the intents: a crash leaves intents that reconcile completes.
 Reconcile destroys only objects an intent names and no row names. An object with
 our label that neither names (another deployment sharing the token, a database
 restored from an older backup) is reported, never destroyed.
+
+Rotation claims its version number first: one transaction reads the key row and
+writes the intent for current_version + 1, unless a fresh intent for that number
+exists (another thread or process is rotating the key: wait for it, then claim
+the next number). Only the claimant creates the object, so two processes never
+make two objects for one version. Secret keys' fingerprints (CKA_CHECK_VALUE)
+are kept with the version, so that duplicates left by older releases or by a
+claimant that outlived the grace period can be repaired: reconcile keeps the
+object the database names and destroys the others.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from hsmkms.errors import KMSInvalidStateException, NotFoundException
+from hsmkms.errors import (
+    ConflictException,
+    KMSError,
+    KMSInvalidStateException,
+    LimitExceededException,
+    NotFoundException,
+)
+from hsmkms.keys import lifecycle
 from hsmkms.keys.clock import Clock
 from hsmkms.keys.keystores import TokenRegistry
 from hsmkms.keys.metadata import ENCRYPTION_ALGORITHMS, PUBLIC_KEY
@@ -36,17 +55,26 @@ from hsmkms.keys.model import (
     VersionState,
 )
 from hsmkms.keys.specs import RSA_ENCRYPTION, material_for
-from hsmkms.store.base import MetadataStore
+from hsmkms.store.base import MetadataStore, Writer
 from hsmkms.token import Hsm, MaterialRef
-from hsmkms.token.kinds import EcPair, EdPair, MaterialKind, RsaPair
+from hsmkms.token.kinds import Aes, EcPair, EdPair, HmacKey, MaterialKind, RsaPair
 
 CrashHook = Callable[[str], None]
 DEFAULT_GRACE = timedelta(minutes=10)
+ROTATION_WAIT_SECONDS = 10.0  # for another process's rotation of the same key
+FINGERPRINTS = "material-fingerprint"  # store documents: label -> {"check_value": hex}
 # Written into KeyRecord.extra while material is missing, to restore the state later.
 STATE_BEFORE_UNAVAILABLE = "state_before_unavailable"
 
 
 def _no_crash(point: str) -> None:
+    return None
+
+
+def _intent(tx: Writer, ref: MaterialRef) -> PendingMaterial | None:
+    for pending in tx.list_pending():
+        if pending.key_id == ref.key_id and pending.version == ref.version:
+            return pending
     return None
 
 
@@ -57,6 +85,8 @@ class ReconcileReport:
     material_missing: list[str] = field(default_factory=list)
     material_restored: list[str] = field(default_factory=list)
     unknown_objects: list[str] = field(default_factory=list)  # ours by label only: left alone
+    duplicates_destroyed: list[str] = field(default_factory=list)  # "label: n destroyed"
+    duplicates_unresolved: list[str] = field(default_factory=list)  # no fingerprint: left alone
 
 
 class MaterialKeeper:
@@ -70,17 +100,34 @@ class MaterialKeeper:
     ) -> None:
         self._store = store
         self._hsm = hsm
+        # The main token, or a custom key store's, holds a key's material.
+        self.tokens = tokens or TokenRegistry(hsm, store)
         self._clock = clock
         self.crash = crash or _no_crash  # tests inject a hook that raises at a named point
-        self.tokens = tokens or TokenRegistry(hsm, store)
+        self._key_locks: dict[str, threading.Lock] = {}
+        self._key_locks_guard = threading.Lock()
 
-    def _generate(self, hsm: Hsm, ref: MaterialRef, kind: MaterialKind) -> None:
+    def _generate(
+        self, hsm: Hsm, ref: MaterialRef, kind: MaterialKind, claimed: bool = False
+    ) -> str | None:
+        """Create the object (the intent is written first unless already claimed);
+        returns its fingerprint for the version's document, if the token has one."""
         hsm.require(kind)  # refuse before any intent is written
-        with self._store.transaction() as tx:
-            tx.add_pending(PendingMaterial(ref.key_id, ref.version, self._clock()))
+        if not claimed:
+            with self._store.transaction() as tx:
+                tx.add_pending(PendingMaterial(ref.key_id, ref.version, self._clock()))
         self.crash("after-intent")
         hsm.generate(ref, kind)
         self.crash("after-token")
+        if not isinstance(kind, Aes | HmacKey):
+            return None
+        values = hsm.check_values(ref)
+        return values[0].hex() if len(values) == 1 and values[0] else None
+
+    @staticmethod
+    def _remember(tx: Writer, ref: MaterialRef, fingerprint: str | None) -> None:
+        if fingerprint is not None:
+            tx.put_document(FINGERPRINTS, ref.label, json.dumps({"check_value": fingerprint}))
 
     def create(self, record: KeyRecord) -> KeyRecord:
         """Generate the key's material, then commit the key; returns it as committed
@@ -88,7 +135,7 @@ class MaterialKeeper:
         ref = MaterialRef(record.key_id, record.current_version)
         kind = material_for(record.key_spec, record.key_usage)
         hsm = self.tokens.for_record(record)
-        self._generate(hsm, ref, kind)
+        fingerprint = self._generate(hsm, ref, kind)
         if isinstance(kind, RsaPair | EcPair | EdPair):
             extra = {
                 **record.extra,
@@ -102,18 +149,104 @@ class MaterialKeeper:
         with self._store.transaction() as tx:
             tx.put_key(record)
             tx.put_version(KeyVersion(ref.key_id, ref.version, record.creation_date, None))
+            self._remember(tx, ref, fingerprint)
             tx.remove_pending(ref.key_id, ref.version)
         return record
 
-    def rotate(self, record: KeyRecord, rotation_type: RotationType, now: datetime) -> KeyRecord:
-        ref = MaterialRef(record.key_id, record.current_version + 1)
+    def _key_lock(self, key_id: str) -> threading.Lock:
+        with self._key_locks_guard:
+            return self._key_locks.setdefault(key_id, threading.Lock())
+
+    def rotate(
+        self,
+        record: KeyRecord,
+        rotation_type: RotationType,
+        now: datetime,
+        *,
+        limit: int | None = None,
+    ) -> KeyRecord:
+        """Add a version. Threads of this process rotating one key take turns; other
+        processes are waited for (ConflictException after ROTATION_WAIT_SECONDS).
+        An automatic rotation already done by someone else is not repeated. `limit`
+        caps on-demand rotations, checked against the row as it is when claimed."""
         hsm = self.tokens.for_record(record)
-        self._generate(hsm, ref, material_for(record.key_spec, record.key_usage))
+        with self._key_lock(record.key_id):
+            claim = self._claim(hsm, record, rotation_type, limit)
+            if isinstance(claim, KeyRecord):
+                return claim  # nothing left to do
+            ref, stamp = claim
+            try:
+                fingerprint = self._generate(
+                    hsm, ref, material_for(record.key_spec, record.key_usage), claimed=True
+                )
+            except KMSError:
+                self._release(hsm, ref, stamp)
+                raise
+            return self._commit_rotation(record, ref, stamp, rotation_type, now, fingerprint)
+
+    def _release(self, hsm: Hsm, ref: MaterialRef, stamp: datetime) -> None:
+        """After a token error: give the claim back so the next rotation need not wait
+        for the grace period. If the object cannot be confirmed gone, the intent stays
+        for reconcile."""
+        try:
+            hsm.destroy(ref)
+            with self._store.transaction() as tx:
+                intent = _intent(tx, ref)
+                if intent is not None and intent.created_at == stamp:
+                    tx.remove_pending(ref.key_id, ref.version)
+        except KMSError:
+            pass
+
+    def _claim(
+        self, hsm: Hsm, record: KeyRecord, rotation_type: RotationType, limit: int | None
+    ) -> tuple[MaterialRef, datetime] | KeyRecord:
+        """Claim the next version number in the transaction that reads the key row."""
+        give_up = time.monotonic() + ROTATION_WAIT_SECONDS
+        while True:
+            with self._store.transaction() as tx:
+                current = tx.get_key(record.key_id)
+                if current is None:
+                    raise NotFoundException(f"Key '{record.arn}' does not exist")
+                if rotation_type is RotationType.AUTOMATIC:
+                    if current.current_version != record.current_version:
+                        return current  # rotated by another process's maintenance pass
+                else:
+                    lifecycle.require(current, lifecycle.Use.ROTATION)
+                    if limit is not None and current.on_demand_rotations >= limit:
+                        raise LimitExceededException(
+                            f"{current.arn} has reached the limit of {limit} on-demand rotations."
+                        )
+                ref = MaterialRef(record.key_id, current.current_version + 1)
+                now = self._clock()
+                held = _intent(tx, ref)
+                if held is None or now - held.created_at >= DEFAULT_GRACE:
+                    if held is not None:  # a claimant that died: its object goes first
+                        hsm.destroy(ref)
+                    tx.add_pending(PendingMaterial(ref.key_id, ref.version, now))
+                    return ref, now
+            if time.monotonic() >= give_up:
+                raise ConflictException(
+                    f"{record.arn}: another rotation of this key is in progress. Retry later."
+                )
+            time.sleep(0.02)
+
+    def _commit_rotation(
+        self,
+        record: KeyRecord,
+        ref: MaterialRef,
+        stamp: datetime,
+        rotation_type: RotationType,
+        now: datetime,
+        fingerprint: str | None,
+    ) -> KeyRecord:
         with self._store.transaction() as tx:
             current = tx.get_key(record.key_id)
-            if current is None or current.current_version != record.current_version:
-                # Deleted or rotated meanwhile: leave the intent for reconcile to clear.
-                raise NotFoundException(f"Key '{record.arn}' changed during rotation")
+            intent = _intent(tx, ref)
+            ours = intent is not None and intent.created_at == stamp
+            if current is None or not ours or current.current_version != ref.version - 1:
+                # Deleted meanwhile, or our claim outlived the grace period and was
+                # taken over: reconcile settles the object we made.
+                raise ConflictException(f"{record.arn} changed during rotation. Retry later.")
             updated = replace(current, current_version=ref.version)
             if rotation_type is RotationType.ON_DEMAND:
                 updated = replace(updated, on_demand_rotations=current.on_demand_rotations + 1)
@@ -123,6 +256,7 @@ class MaterialKeeper:
                 )
             tx.put_version(KeyVersion(ref.key_id, ref.version, now, rotation_type))
             tx.put_key(updated)
+            self._remember(tx, ref, fingerprint)
             tx.remove_pending(ref.key_id, ref.version)
         return updated
 
@@ -139,6 +273,7 @@ class MaterialKeeper:
             tx.delete_key(record.key_id)
             for version in versions:
                 tx.add_pending(PendingMaterial(record.key_id, version.version, now))
+                tx.delete_document(FINGERPRINTS, MaterialRef(record.key_id, version.version).label)
         self.crash("after-rows")
         if hsm is not None:
             for version in versions:
@@ -151,7 +286,8 @@ class MaterialKeeper:
     def reconcile(self, grace: timedelta = DEFAULT_GRACE) -> ReconcileReport:
         report = ReconcileReport()
         now = self._clock()
-        in_token = self._hsm.material_refs()
+        census = self._hsm.material_census()
+        in_token = set(census)
         fresh_intents = set()
         for intent in self._store.list_pending():
             ref = MaterialRef(intent.key_id, intent.version)
@@ -176,9 +312,25 @@ class MaterialKeeper:
             if record.custom_key_store_id is None:  # this pass checks the main token only
                 self._check_versions(record, versions, in_token, report)
 
+        for ref in sorted(named & in_token - fresh_intents, key=lambda r: r.label):
+            if census[ref] > 1:
+                self._repair_duplicates(ref, report)
         unknown = in_token - named - fresh_intents
         report.unknown_objects.extend(sorted(ref.label for ref in unknown))
         return report
+
+    def _repair_duplicates(self, ref: MaterialRef, report: ReconcileReport) -> None:
+        """Several objects carry one version's name (a rotation race lost by an older
+        release): keep the one whose fingerprint the database holds."""
+        document = self._store.get_document(FINGERPRINTS, ref.label)
+        if document is None:
+            report.duplicates_unresolved.append(ref.label)
+            return
+        destroyed = self._hsm.keep_only(ref, bytes.fromhex(json.loads(document)["check_value"]))
+        if destroyed:
+            report.duplicates_destroyed.append(f"{ref.label}: {destroyed} destroyed")
+        else:
+            report.duplicates_unresolved.append(ref.label)
 
     def _all_keys(self) -> list[KeyRecord]:
         keys: list[KeyRecord] = []

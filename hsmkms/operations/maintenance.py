@@ -32,6 +32,8 @@ class MaintenanceReport:
             "MaterialMissing": self.reconcile.material_missing,
             "MaterialRestored": self.reconcile.material_restored,
             "UnknownObjectsLeftAlone": self.reconcile.unknown_objects,
+            "DuplicateObjectsDestroyed": self.reconcile.duplicates_destroyed,
+            "DuplicateObjectsUnresolved": self.reconcile.duplicates_unresolved,
         }
 
 

@@ -80,7 +80,8 @@ def rotate_key_on_demand(ctx: OperationContext, *, key_id: str) -> Response:
         raise LimitExceededException(
             f"{record.arn} has reached the limit of {MAX_ON_DEMAND_ROTATIONS} on-demand rotations."
         )
-    ctx.material.rotate(record, RotationType.ON_DEMAND, ctx.clock())
+    # The limit is checked again on the row the rotation claims its version from.
+    ctx.material.rotate(record, RotationType.ON_DEMAND, ctx.clock(), limit=MAX_ON_DEMAND_ROTATIONS)
     ctx.changed()
     return {"KeyId": record.key_id}
 

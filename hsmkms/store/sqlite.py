@@ -3,17 +3,21 @@
 One connection guarded by a lock serves every thread of a process; writers take
 `BEGIN IMMEDIATE`, which holds the whole database, so two processes (a server and
 `hsmkms maintain`) serialise and a read-modify-write cannot lose an update.
+A database locked longer than `busy_timeout` gives DependencyTimeoutException, any
+other SQLite failure KMSInternalException; a transaction that cannot commit is rolled
+back, so nothing is ever half written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from hsmkms.errors import KMSInternalException
+from hsmkms.errors import DependencyTimeoutException, KMSError, KMSInternalException
 from hsmkms.store.rows import Params, Row
 from hsmkms.store.schema import HISTORY, Dialect, newer_schema_message, statements
 from hsmkms.store.sql import ReadThrough, SqlReader, SqlWriter, Statements
@@ -38,11 +42,19 @@ class _Connection:
         self._conn.execute(sql, params)
 
 
+def _kms_error(exc: sqlite3.Error) -> KMSError:
+    """One meaning per failure: locked/busy is a timeout, anything else a fault.
+    Only the SQLite error name goes out, never a path or statement."""
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        return DependencyTimeoutException("The database did not answer in time.")
+    return KMSInternalException(f"Database error: {type(exc).__name__}")
+
+
 class SqliteStore(ReadThrough):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(
-            str(path), check_same_thread=False, isolation_level=None, timeout=30.0
+            str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout
         )
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
@@ -62,13 +74,21 @@ class SqliteStore(ReadThrough):
     @contextmanager
     def _immediate(self) -> Iterator[None]:
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _kms_error(exc) from exc
             try:
                 yield
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    # SQLite may have rolled back already (it does on some I/O errors).
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _kms_error(exc) from exc
                 raise
-            self._conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self._immediate():
@@ -91,11 +111,14 @@ class SqliteStore(ReadThrough):
     @contextmanager
     def _reading(self) -> Iterator[SqlReader]:
         with self._lock:
-            yield self._reader
+            try:
+                yield self._reader
+            except sqlite3.Error as exc:
+                raise _kms_error(exc) from exc
 
     def ping(self) -> None:
-        with self._lock:
-            self._conn.execute("SELECT 1").fetchone()
+        """Reads a row from the file (SELECT 1 would not touch it)."""
+        self.generation()
 
     def close(self) -> None:
         with self._lock:

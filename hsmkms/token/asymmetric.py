@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pkcs11 import KDF, MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
+from hsmkms.token import lookup
 from hsmkms.token.kinds import CURVES, EcPair, EdPair, HmacKey, MaterialKind, RsaPair
 from hsmkms.token.pool import PooledSession
 from hsmkms.token.templates import Custody, MaterialRef, custody_attributes, secret_key_template
@@ -135,7 +136,7 @@ def _find(pooled: PooledSession, ref: MaterialRef, object_class: ObjectClass) ->
     key = (ref, object_class)
     cached = pooled.objects.get(key)
     if cached is None:
-        cached = pooled.session.get_key(object_class=object_class, label=ref.label, id=ref.cka_id)
+        cached = lookup.find_one(pooled.session, ref, object_class)
         pooled.objects[key] = cached
     return cached
 

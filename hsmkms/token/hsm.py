@@ -2,11 +2,13 @@
 
 Nothing above this package touches python-pkcs11. Every call runs on a pooled
 session; a transient fault (session or device gone) re-opens sessions and the
-call is tried once more; any other fault becomes a KMS error at once.
+call is tried once more; any other fault becomes a KMS error at once. A fault
+while the token itself is gone makes the link reconnect later (token/link.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -17,10 +19,11 @@ from pkcs11.exceptions import PKCS11Error
 from pkcs11.mechanisms import GCMParams
 
 from hsmkms.errors import InvalidCiphertextException
-from hsmkms.token import asymmetric
-from hsmkms.token.faults import TRANSIENT, TokenNotFound, to_kms_error
+from hsmkms.token import asymmetric, lookup
+from hsmkms.token.faults import TokenNotFound, to_kms_error
 from hsmkms.token.kinds import Aes, EcPair, MaterialKind, RsaPair
-from hsmkms.token.library import find_token, load_module
+from hsmkms.token.library import first_find, opened
+from hsmkms.token.link import TokenLink
 from hsmkms.token.mechanisms import MechanismSet
 from hsmkms.token.pool import PooledSession, SessionPool
 from hsmkms.token.quirks import Quirks
@@ -103,11 +106,18 @@ def _flag(obj: Any, attribute: Attribute) -> bool:
 
 class Hsm:
     def __init__(
-        self, module_path: str, token_label: str, pin: str | None, pool_size: int,
+        self,
+        module_path: str,
+        token_label: str,
+        pin: str | None,
+        pool_size: int,
+        call_timeout: float | None = None,
         init_params: str | None = None,
-    ) -> None:  # fmt: skip
-        module = load_module(module_path, init_params)
-        token = find_token(module, token_label)
+    ) -> None:
+        """call_timeout: seconds after which a token call that has not returned loses
+        its session (retired, see SessionPool); None waits for ever. init_params: the
+        module's C_Initialize string (NSS softokn's configdir)."""
+        token = first_find(module_path, token_label, init_params)
         if token is None:
             raise TokenNotFound(f"no PKCS#11 token labelled {token_label!r}; run `hsmkms init`")
         self.token_label = token_label
@@ -128,11 +138,20 @@ class Hsm:
         self._oaep: dict[str, bool] = {}
         self.quirks = Quirks(module_path)
         try:
-            self.pool = SessionPool(token, pin, pool_size)
+            self.link = TokenLink(module_path, token, pin, pool_size, call_timeout)
         except PKCS11Error as exc:
             raise to_kms_error(exc) from exc
+        self._module_path = module_path
+        opened(module_path, +1)
+
+    @property
+    def pool(self) -> SessionPool:
+        return self.link.pool
 
     def close(self) -> None:
+        if self._module_path:
+            opened(self._module_path, -1)
+            self._module_path = ""
         self.pool.close()
 
     # -- plumbing ---------------------------------------------------------------
@@ -142,44 +161,23 @@ class Hsm:
         return self._call(work)
 
     def _call(self, work: Callable[[PooledSession], T]) -> T:
-        for attempt in (1, 2):
-            pooled = self.pool.acquire()
-            try:
-                result = work(pooled)
-            except p11.ObjectHandleInvalid as exc:
-                # The object was reloaded (e.g. the token's store came back): its cached
-                # handle is stale. Look it up again once.
-                pooled.objects.clear()
-                self.pool.release(pooled)
-                if attempt == 2:
-                    raise to_kms_error(exc) from exc
-                continue
-            except TRANSIENT as exc:
-                self.pool.discard(pooled)
-                if attempt == 2:
-                    raise to_kms_error(exc) from exc
-                try:
-                    self.pool.recover()
-                except PKCS11Error as again:
-                    raise to_kms_error(again) from again
-                continue
-            except PKCS11Error as exc:
-                self.pool.release(pooled)
-                raise to_kms_error(exc) from exc
-            except BaseException:
-                self.pool.release(pooled)
-                raise
-            self.pool.release(pooled)
-            return result
-        raise AssertionError("unreachable")
+        return self.link.run(work)
+
+    def probe(self) -> None:
+        """For health checks: the token is there and answers (KMS error if not)."""
+
+        def check(pooled: PooledSession) -> None:
+            if not self.link.present():
+                raise p11.TokenNotPresent()
+            pooled.session.generate_random(8)
+
+        self._call(check)
 
     @staticmethod
     def _secret(pooled: PooledSession, ref: ObjectName) -> Any:
         key = pooled.objects.get(ref)
         if key is None:
-            key = pooled.session.get_key(
-                object_class=ObjectClass.SECRET_KEY, label=ref.label, id=ref.cka_id
-            )
+            key = lookup.find_one(pooled.session, ref, ObjectClass.SECRET_KEY)
             pooled.objects[ref] = key
         return key
 
@@ -203,7 +201,7 @@ class Hsm:
         """Destroy every object named by ref; returns how many there were."""
 
         def destroy(pooled: PooledSession) -> int:
-            objects = list(pooled.session.get_objects({Attribute.LABEL: ref.label}))
+            objects = lookup.find_all(pooled.session, {Attribute.LABEL: ref.label})
             for obj in objects:
                 obj.destroy()
             return len(objects)
@@ -294,26 +292,46 @@ class Hsm:
 
     def material_refs(self) -> set[MaterialRef]:
         """Every key-material version hsmkms has in the token, by label."""
+        return set(self.material_census())
 
-        def scan(pooled: PooledSession) -> set[MaterialRef]:
-            refs = set()
-            for obj in pooled.session.get_objects():
+    def material_census(self) -> dict[MaterialRef, int]:
+        """Every key-material version hsmkms has in the token: how many secret-key or
+        private-key objects carry its name (more than one: a lost race to repair)."""
+
+        def scan(pooled: PooledSession) -> dict[MaterialRef, int]:
+            counts: dict[MaterialRef, int] = {}
+            for obj in lookup.find_all(pooled.session, {}):
                 try:
                     label = obj[Attribute.LABEL]
+                    public = obj[Attribute.CLASS] == ObjectClass.PUBLIC_KEY
                 except PKCS11Error:
                     continue
                 if isinstance(label, str) and label.startswith(LABEL_PREFIX):
                     ref = MaterialRef.from_label(label)
                     if ref is not None:
-                        refs.add(ref)
-            return refs
+                        counts[ref] = counts.get(ref, 0) + (0 if public else 1)
+            # A vanished token answers searches with nothing: never report that as
+            # every object missing.
+            if not self.link.present():
+                raise p11.TokenNotPresent()
+            return counts
 
         return self._call(scan)
+
+    def check_values(self, ref: ObjectName) -> list[bytes | None]:
+        """The fingerprint (CKA_CHECK_VALUE) of each secret key named by ref."""
+        return self._call(lambda pooled: lookup.secret_check_values(pooled.session, ref))
+
+    def keep_only(self, ref: ObjectName, check_value: bytes) -> int:
+        """Destroy the secret keys named by ref except the one with this fingerprint."""
+        count = self._call(lambda pooled: lookup.keep_only(pooled.session, ref, check_value))
+        self.pool.forget_object(ref)
+        return count
 
     def facts(self, ref: ObjectName) -> list[ObjectFacts]:
         def read(pooled: PooledSession) -> list[ObjectFacts]:
             found = []
-            for obj in pooled.session.get_objects({Attribute.LABEL: ref.label}):
+            for obj in lookup.find_all(pooled.session, {Attribute.LABEL: ref.label}):
                 found.append(
                     ObjectFacts(
                         label=obj[Attribute.LABEL],
@@ -353,16 +371,22 @@ class Hsm:
         return self._call(encrypt)
 
     def gcm_decrypt(self, ref: ObjectName, iv: bytes, aad: bytes, body: bytes) -> bytes:
+        """AES-GCM decrypt inside the token. A version with duplicate objects (an older
+        release's lost rotation race) is decrypted by whichever one authenticates."""
+
         def decrypt(pooled: PooledSession) -> bytes:
-            key = self._secret(pooled, ref)
             try:
-                plaintext: bytes = key.decrypt(
-                    body,
-                    mechanism=Mechanism.AES_GCM,
-                    mechanism_param=GCMParams(iv, aad, GCM_TAG_BITS),
-                )
-            except GCM_AUTH_FAILURES as exc:
-                raise InvalidCiphertextException() from exc
-            return plaintext
+                keys = [self._secret(pooled, ref)]
+            except lookup.DuplicateMaterial:
+                keys = lookup.find_named(pooled.session, ref, ObjectClass.SECRET_KEY)
+            for key in keys:
+                with contextlib.suppress(*GCM_AUTH_FAILURES):
+                    plaintext: bytes = key.decrypt(
+                        body,
+                        mechanism=Mechanism.AES_GCM,
+                        mechanism_param=GCMParams(iv, aad, GCM_TAG_BITS),
+                    )
+                    return plaintext
+            raise InvalidCiphertextException()
 
         return self._call(decrypt)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import time
 from typing import Any
 
 from pkcs11 import _pkcs11
@@ -55,6 +56,7 @@ class _AttachedLib(_pkcs11.lib):
 
 _modules: dict[str, Any] = {}
 _init_params: dict[str, str | None] = {}
+_opened: dict[str, int] = {}
 _keep_loaded: list[ctypes.CDLL] = []
 _lock = threading.Lock()
 
@@ -102,10 +104,37 @@ def rescan_tokens(path: str) -> None:
             _initialize_with_os_locking(path, _init_params.get(path))
 
 
-def find_token(module: Any, label: str) -> Any | None:
-    try:
-        return module.get_token(token_label=label)
-    except NoSuchToken:
-        return None
-    except PKCS11Error as exc:
-        raise KMSInternalException(f"cannot list tokens: {type(exc).__name__}") from exc
+def first_find(path: str, label: str, init_params: str | None = None) -> Any | None:
+    """The token for a process's first link to the module. SoftHSM2 reads its token
+    files once, at C_Initialize, and can miss a token whose files another process is
+    rewriting at that moment; with no session of this process open yet, the module
+    can safely be initialised again to look once more."""
+    module = load_module(path, init_params)
+    for attempt in range(3):
+        token = find_token(module, label)
+        if token is not None or _opened.get(path):
+            return token
+        time.sleep(0.05 * (attempt + 1))
+        rescan_tokens(path)
+    return find_token(module, label)
+
+
+def opened(path: str, change: int) -> None:
+    """Count this process's open links to a module (see first_find)."""
+    with _lock:
+        _opened[path] = _opened.get(path, 0) + change
+
+
+def find_token(module: Any, label: str, tries: int = 4) -> Any | None:
+    """The token by label. SoftHSM2 fails C_GetTokenInfo for a moment while another
+    process rewrites the token's files, so a failure is tried again a few times."""
+    for attempt in range(tries):
+        try:
+            return module.get_token(token_label=label)
+        except NoSuchToken:
+            return None
+        except PKCS11Error as exc:
+            if attempt == tries - 1:
+                raise KMSInternalException(f"cannot list tokens: {type(exc).__name__}") from exc
+            time.sleep(0.02 * (attempt + 1))
+    return None

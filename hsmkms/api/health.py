@@ -1,0 +1,82 @@
+"""`/healthz` that answers even when the token or the database does not, and the
+hard stop that bounds a shutdown.
+
+The probe runs on a thread of its own (never a request worker, which may all be
+stuck) and is waited for with a timeout; while one probe is still stuck no
+second one is started. The token is unhealthy while it is gone, while a probe
+hangs, or while a token call is past its deadline (its session retired, its
+request answered with DependencyTimeoutException).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from hsmkms.operations.context import OperationContext
+
+log = logging.getLogger("hsmkms.api")
+
+
+class HealthProbe:
+    def __init__(self, ctx: OperationContext, timeout: float) -> None:
+        self._ctx = ctx
+        self._timeout = timeout
+        self._running: dict[str, threading.Thread] = {}
+
+    async def check(self) -> dict[str, str]:
+        token, database = await asyncio.gather(
+            self._probe("token", self._ctx.hsm.probe), self._probe("database", self._ctx.store.ping)
+        )
+        stuck = self._ctx.hsm.pool.overdue()
+        if token == "ok" and stuck:
+            token = f"error: {stuck} token call(s) past their deadline"
+        return {"token": token, "database": database}
+
+    async def _probe(self, name: str, check: Callable[[], None]) -> str:
+        previous = self._running.get(name)
+        if previous is not None and previous.is_alive():
+            return "error: the previous probe has not returned"
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[str] = loop.create_future()
+
+        def run() -> None:
+            try:
+                check()
+                outcome = "ok"
+            except Exception as exc:  # reported, not raised: this is the health check
+                outcome = f"error: {type(exc).__name__}"
+            with contextlib.suppress(RuntimeError):  # the server stopped meanwhile
+                loop.call_soon_threadsafe(_settle, answer, outcome)
+
+        thread = threading.Thread(target=run, name=f"hsmkms-health-{name}", daemon=True)
+        self._running[name] = thread
+        thread.start()
+        try:
+            return await asyncio.wait_for(asyncio.shield(answer), self._timeout)
+        except TimeoutError:
+            return f"error: no answer in {self._timeout:g} s"
+
+
+def _settle(future: asyncio.Future[str], outcome: str) -> None:
+    if not future.done():
+        future.set_result(outcome)
+
+
+def arm_exit_deadline(seconds: float) -> None:
+    """End the process `seconds` from now unless it has exited by then: closing
+    sessions or finalising the token module can block behind a call that never
+    returns, and a server that will not stop is worse than one that stops hard."""
+
+    def stop() -> None:
+        time.sleep(seconds)
+        log.error("shutdown did not finish in %g s; exiting now", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=stop, name="hsmkms-exit-deadline", daemon=True).start()

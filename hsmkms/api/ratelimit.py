@@ -1,0 +1,93 @@
+"""Per-principal request quotas: a token bucket per (principal, quota), so one
+client cannot starve the others.
+
+Like AWS KMS, a request over quota gets ThrottlingException (HTTP 400, which
+AWS SDKs retry with backoff) with KMS's wording. A principal's requests share
+one default quota; an operation may have a quota of its own (KMS gives CreateKey
+and the like far lower rates than cryptographic operations), counted apart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from hsmkms.errors import ThrottlingException
+
+THROTTLED = (
+    "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls."
+)
+
+
+@dataclass(frozen=True)
+class Quota:
+    rate: float  # requests per second, refilled continuously
+    burst: float  # bucket size: requests allowed at once after a quiet spell
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.burst < 1:
+            raise ValueError("a quota needs a rate above 0 and a burst of at least 1")
+
+
+def parse_quotas(text: str) -> dict[str, Quota]:
+    """`CreateKey=5,Encrypt=100:200` -> per-operation quotas (rate[:burst])."""
+    quotas: dict[str, Quota] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        rate, _, burst = value.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"rate limit {item!r}: expected Operation=rate[:burst]")
+        quotas[name.strip()] = Quota(float(rate), float(burst or rate))
+    return quotas
+
+
+class _Bucket:
+    __slots__ = ("tokens", "updated")
+
+    def __init__(self, tokens: float, updated: float) -> None:
+        self.tokens = tokens
+        self.updated = updated
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        default: Quota | None,
+        per_operation: Mapping[str, Quota] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """default: every principal's quota (None: unlimited, except per_operation)."""
+        self._default = default
+        self._per_operation = dict(per_operation or {})
+        self._clock = clock
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, rate: float, burst: float, per_operation: str) -> RateLimiter | None:
+        """None when nothing is limited (rate 0 and no per-operation quota)."""
+        quotas = parse_quotas(per_operation)
+        if rate <= 0 and not quotas:
+            return None
+        default = Quota(rate, burst or max(rate, 1.0)) if rate > 0 else None
+        return cls(default, quotas)
+
+    def check(self, principal: str, operation: str) -> None:
+        """Take one request from the principal's bucket, or raise ThrottlingException."""
+        quota = self._per_operation.get(operation)
+        scope = operation if quota is not None else ""
+        quota = quota or self._default
+        if quota is None:
+            return
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get((principal, scope))
+            if bucket is None:
+                bucket = self._buckets[(principal, scope)] = _Bucket(quota.burst, now)
+            bucket.tokens = min(quota.burst, bucket.tokens + (now - bucket.updated) * quota.rate)
+            bucket.updated = now
+            if bucket.tokens < 1:
+                raise ThrottlingException(THROTTLED)
+            bucket.tokens -= 1
