@@ -40,7 +40,7 @@ def wrap(public_key_der: bytes, algorithm: str, material: bytes) -> bytes:
     """What a user following AWS's "Encrypt the key material" page sends."""
     public = serialization.load_der_public_key(public_key_der)
     assert isinstance(public, rsa.RSAPublicKey)
-    digest = SHA[algorithm.rsplit("_", 2)[-2] + "_" + algorithm.rsplit("_", 1)[-1]]()
+    digest = SHA["SHA_256" if algorithm.endswith("SHA_256") else "SHA_1"]()
     oaep = padding.OAEP(mgf=padding.MGF1(digest), algorithm=digest, label=None)
     if algorithm.startswith("RSAES_OAEP"):
         return public.encrypt(material, oaep)

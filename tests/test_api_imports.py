@@ -1,0 +1,138 @@
+"""Imported key material with real boto3 clients over HTTP, wrapped as AWS's docs show."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from tests.conftest import Server
+from tests.test_imports import pkcs8, wrap
+
+
+def error_code(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
+    code: str = excinfo.value.response["Error"]["Code"]
+    return code
+
+
+def boto3_import(kms: Any, key_id: str, material: bytes, algorithm: str, **extra: Any) -> Any:
+    params = kms.get_parameters_for_import(
+        KeyId=key_id, WrappingAlgorithm=algorithm, WrappingKeySpec="RSA_2048"
+    )
+    assert params["ParametersValidTo"] > dt.datetime.now(dt.UTC) + dt.timedelta(hours=23)
+    return kms.import_key_material(
+        KeyId=key_id,
+        ImportToken=params["ImportToken"],
+        EncryptedKeyMaterial=wrap(params["PublicKey"], algorithm, material),
+        **extra,
+    )
+
+
+def test_symmetric_import_delete_reimport_over_the_wire(server: Server) -> None:
+    kms = server.client()
+    key_id = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingImport"
+    material = os.urandom(32)
+    valid_to = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=10)
+    out = boto3_import(kms, key_id, material, "RSA_AES_KEY_WRAP_SHA_1", ValidTo=valid_to)
+    assert len(out["KeyMaterialId"]) == 64 and out["KeyId"].endswith(key_id)
+    meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert meta["KeyState"] == "Enabled" and meta["ValidTo"] == valid_to
+    assert meta["ExpirationModel"] == "KEY_MATERIAL_EXPIRES"
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"wire")["CiphertextBlob"]
+    kms.delete_imported_key_material(KeyId=key_id)
+    with pytest.raises(ClientError) as caught:
+        kms.decrypt(CiphertextBlob=blob)
+    assert error_code(caught) == "KMSInvalidStateException"
+    with pytest.raises(ClientError) as caught:
+        boto3_import(kms, key_id, os.urandom(32), "RSAES_OAEP_SHA_1",
+                     ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")  # fmt: skip
+    assert error_code(caught) == "IncorrectKeyMaterialException"
+    boto3_import(kms, key_id, material, "RSAES_OAEP_SHA_1",
+                 ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")  # fmt: skip
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"wire"
+    meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert meta["ExpirationModel"] == "KEY_MATERIAL_DOES_NOT_EXPIRE" and "ValidTo" not in meta
+
+
+def test_import_errors_over_the_wire(server: Server) -> None:
+    kms = server.client()
+    key_id = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    if not server.km.hsm.oaep_supported("SHA256"):
+        with pytest.raises(ClientError) as caught:
+            kms.get_parameters_for_import(
+                KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+            )
+        assert error_code(caught) == "UnsupportedOperationException"
+        assert "SHA256" in caught.value.response["Error"]["Message"]
+    params = kms.get_parameters_for_import(
+        KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_1", WrappingKeySpec="RSA_2048"
+    )
+    other = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    with pytest.raises(ClientError) as caught:
+        kms.import_key_material(
+            KeyId=other,
+            ImportToken=params["ImportToken"],
+            EncryptedKeyMaterial=wrap(params["PublicKey"], "RSAES_OAEP_SHA_1", os.urandom(32)),
+            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        )
+    assert error_code(caught) == "InvalidImportTokenException"
+    with pytest.raises(ClientError) as caught:
+        kms.import_key_material(
+            KeyId=key_id,
+            ImportToken=params["ImportToken"],
+            EncryptedKeyMaterial=os.urandom(256),
+            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        )
+    assert error_code(caught) == "InvalidCiphertextException"
+    with pytest.raises(ClientError) as caught:
+        kms.delete_imported_key_material(KeyId=key_id)
+    assert error_code(caught) == "KMSInvalidStateException"
+    plain = kms.create_key()["KeyMetadata"]["KeyId"]
+    with pytest.raises(ClientError) as caught:
+        kms.get_parameters_for_import(
+            KeyId=plain, WrappingAlgorithm="RSAES_OAEP_SHA_1", WrappingKeySpec="RSA_2048"
+        )
+    assert error_code(caught) == "UnsupportedOperationException"
+
+
+def test_asymmetric_import_over_the_wire(server: Server) -> None:
+    kms = server.client()
+    rsa_key = kms.create_key(Origin="EXTERNAL", KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")
+    rsa_id = rsa_key["KeyMetadata"]["KeyId"]
+    with pytest.raises(ClientError) as caught:
+        kms.get_parameters_for_import(
+            KeyId=rsa_id, WrappingAlgorithm="RSAES_OAEP_SHA_1", WrappingKeySpec="RSA_2048"
+        )
+    assert error_code(caught) == "ValidationException"
+    private = rsa.generate_private_key(65537, 2048)
+    boto3_import(kms, rsa_id, pkcs8(private), "RSA_AES_KEY_WRAP_SHA_1",
+                 ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")  # fmt: skip
+    signature = kms.sign(KeyId=rsa_id, Message=b"m", SigningAlgorithm="RSASSA_PSS_SHA_256")[
+        "Signature"
+    ]
+    private.public_key().verify(
+        signature, b"m", padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256()
+    )
+    ec_id = kms.create_key(Origin="EXTERNAL", KeySpec="ECC_SECG_P256K1", KeyUsage="SIGN_VERIFY")[
+        "KeyMetadata"
+    ]["KeyId"]
+    ec_private = ec.generate_private_key(ec.SECP256K1())
+    boto3_import(kms, ec_id, pkcs8(ec_private), "RSA_AES_KEY_WRAP_SHA_1",
+                 ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")  # fmt: skip
+    signature = kms.sign(KeyId=ec_id, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")["Signature"]
+    ec_private.public_key().verify(signature, b"m", ec.ECDSA(hashes.SHA256()))
+    hmac_id = kms.create_key(Origin="EXTERNAL", KeySpec="HMAC_512", KeyUsage="GENERATE_VERIFY_MAC")[
+        "KeyMetadata"
+    ]["KeyId"]
+    boto3_import(kms, hmac_id, os.urandom(64), "RSAES_OAEP_SHA_1",
+                 ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")  # fmt: skip
+    mac = kms.generate_mac(KeyId=hmac_id, Message=b"m", MacAlgorithm="HMAC_SHA_512")["Mac"]
+    assert kms.verify_mac(KeyId=hmac_id, Message=b"m", MacAlgorithm="HMAC_SHA_512", Mac=mac)[
+        "MacValid"
+    ]
