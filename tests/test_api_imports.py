@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from hsmkms.keys.blob import decode
+from hsmkms.keys.context import canonical
 from tests.conftest import Server
+from tests.test_api_clients import aws
 from tests.test_imports import pkcs8, wrap
 
 
@@ -136,3 +144,51 @@ def test_asymmetric_import_over_the_wire(server: Server) -> None:
     assert kms.verify_mac(KeyId=hmac_id, Message=b"m", MacAlgorithm="HMAC_SHA_512", Mac=mac)[
         "MacValid"
     ]
+
+
+def openssl(*args: str) -> None:
+    executable = shutil.which("openssl")
+    if executable is None:
+        pytest.skip("openssl is not installed (make deps installs it)")
+    result = subprocess.run([executable, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("algorithm", ["RSAES_OAEP_SHA_1", "RSA_AES_KEY_WRAP_SHA_1"])
+def test_aws_cli_and_openssl_as_the_aws_guide_shows(
+    server: Server, tmp_path: Path, algorithm: str
+) -> None:
+    """The developer guide's steps: aws-cli for the API, openssl for the wrapping."""
+    key_id = aws(server, "create-key", "--origin", "EXTERNAL")["KeyMetadata"]["KeyId"]
+    params = aws(
+        server, "get-parameters-for-import", "--key-id", key_id,
+        "--wrapping-algorithm", algorithm, "--wrapping-key-spec", "RSA_3072",
+    )  # fmt: skip
+    public, token = tmp_path / "WrappingPublicKey.bin", tmp_path / "ImportToken.bin"
+    public.write_bytes(base64.b64decode(params["PublicKey"]))
+    token.write_bytes(base64.b64decode(params["ImportToken"]))
+    material, encrypted = tmp_path / "PlaintextKeyMaterial.bin", tmp_path / "Encrypted.bin"
+    openssl("rand", "-out", str(material), "32")
+    oaep = ["-pkeyopt", "rsa_padding_mode:oaep", "-pkeyopt", "rsa_oaep_md:sha1", "-pkeyopt",
+            "rsa_mgf1_md:sha1", "-inkey", str(public), "-keyform", "DER", "-pubin"]  # fmt: skip
+    if algorithm == "RSAES_OAEP_SHA_1":
+        openssl("pkeyutl", "-encrypt", "-in", str(material), "-out", str(encrypted), *oaep)
+    else:
+        aes, aes_wrapped, wrapped = (tmp_path / n for n in ("aes.bin", "aes.enc", "key.enc"))
+        openssl("rand", "-out", str(aes), "32")
+        openssl("enc", "-id-aes256-wrap-pad", "-K", aes.read_bytes().hex(), "-iv", "A65959A6",
+                "-in", str(material), "-out", str(wrapped))  # fmt: skip
+        openssl("pkeyutl", "-encrypt", "-in", str(aes), "-out", str(aes_wrapped), *oaep)
+        encrypted.write_bytes(aes_wrapped.read_bytes() + wrapped.read_bytes())
+    aws(
+        server, "import-key-material", "--key-id", key_id,
+        "--encrypted-key-material", f"fileb://{encrypted}", "--import-token", f"fileb://{token}",
+        "--expiration-model", "KEY_MATERIAL_DOES_NOT_EXPIRE",
+    )  # fmt: skip
+    kms = server.client()
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"guide")["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"guide"
+    # The material is the user's: it opens our ciphertext format outside the token too.
+    parsed = decode(blob)
+    aad = parsed.header + canonical(None)
+    assert AESGCM(material.read_bytes()).decrypt(parsed.iv, parsed.body, aad) == b"guide"

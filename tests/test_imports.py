@@ -331,3 +331,14 @@ def test_origin_rules(km: KeyManager, key_id: str) -> None:
             key_id=imported, wrapping_algorithm="RSAES_OAEP_SHA_1", wrapping_key_spec="RSA_2048"
         )
     assert isinstance(km.describe_key(key_id=imported)["KeyMetadata"]["CreationDate"], datetime)
+
+
+def test_delete_keeps_a_key_pending_deletion(km: KeyManager, hsm: Hsm) -> None:
+    key_id = external(km)
+    import_material(km, key_id, os.urandom(32))
+    km.schedule_key_deletion(key_id=key_id, pending_window_in_days=7)
+    km.delete_imported_key_material(key_id=key_id)
+    assert hsm.facts(MaterialRef(key_id, 1)) == []
+    assert km.describe_key(key_id=key_id)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    with pytest.raises(KMSInvalidStateException):
+        km.delete_imported_key_material(key_id=key_id)

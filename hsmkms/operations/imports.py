@@ -50,14 +50,15 @@ IMPORT_TYPES = ["EXISTING_KEY_MATERIAL", "NEW_KEY_MATERIAL"]
 _RSA_SPECS = (KeySpec.RSA_2048, KeySpec.RSA_3072, KeySpec.RSA_4096)
 
 
-def _external(ctx: OperationContext, key_id: str) -> KeyRecord:
+def _external(ctx: OperationContext, key_id: str, manage: bool = True) -> KeyRecord:
     record = ctx.resolve(key_id)
     if record.origin is not Origin.EXTERNAL:
         raise UnsupportedOperationException(
             f"{record.arn} has Origin {record.origin.value}: key material can be imported "
             "only into a KMS key with Origin EXTERNAL."
         )
-    lifecycle.require(record, Use.MANAGE)  # PendingDeletion: KMSInvalidStateException
+    if manage:
+        lifecycle.require(record, Use.MANAGE)  # PendingDeletion: KMSInvalidStateException
     return record
 
 
@@ -284,9 +285,13 @@ def _unwrap(
 def delete_imported_key_material(
     ctx: OperationContext, *, key_id: str, key_material_id: str | None = None
 ) -> Response:
-    record = _external(ctx, key_id)
-    if record.state is KeyState.PENDING_IMPORT:
-        raise KMSInvalidStateException(f"{record.arn} is pending import: it has no material.")
+    # A key pending deletion keeps that state (AWS: "does not change the KMS key's state").
+    record = _external(ctx, key_id, manage=False)
+    versions = ctx.store.list_versions(record.key_id)
+    if record.state is KeyState.PENDING_IMPORT or not any(
+        v.state is VersionState.ACTIVE for v in versions
+    ):
+        raise KMSInvalidStateException(f"{record.arn} has no imported key material.")
     current_id = record.extra.get(imported.KEY_MATERIAL_ID)
     if key_material_id is not None and key_material_id != current_id:
         raise NotFoundException(f"{record.arn} has no key material {key_material_id}.")
