@@ -17,17 +17,41 @@ from hsmkms.errors import ExpiredImportTokenException, InvalidImportTokenExcepti
 from hsmkms.keys.model import KeyRecord, KeyState, Origin
 from hsmkms.token.templates import InternalRef
 
-# KeyRecord.extra entries of an EXTERNAL key.
-CHECK_VALUE = "ImportedCheckValue"  # hex; computed in the token, equal for equal material
-KEY_MATERIAL_ID = "KeyMaterialId"
-EXPIRATION_MODEL = "ExpirationModel"
-VALID_TO = "ValidTo"  # ISO 8601, only with KEY_MATERIAL_EXPIRES
-KEY_MATERIAL_DESCRIPTION = "KeyMaterialDescription"
+# KeyRecord.extra of an EXTERNAL key: its materials by version ("1", "2", ...), each a
+# Material as a dict. Symmetric keys may have several (on-demand rotation); the others one.
+MATERIALS = "ImportedMaterials"
 EXPIRES = "KEY_MATERIAL_EXPIRES"
 DOES_NOT_EXPIRE = "KEY_MATERIAL_DOES_NOT_EXPIRE"
-# While the material is (being) imported again, it is unwrapped here first and compared
-# with the key's check value: versions start at 1, so 0 never names real material.
+# While material is imported again, it is unwrapped here first and compared with the
+# key's check values: versions start at 1, so 0 never names real material.
 SCRATCH_VERSION = 0
+
+
+@dataclass(frozen=True)
+class Material:
+    """One imported key material of a key (never the material itself)."""
+
+    check_value: str  # hex; computed in the token, equal for equal material
+    key_material_id: str
+    expiration_model: str
+    valid_to: str | None = None  # ISO 8601, only with KEY_MATERIAL_EXPIRES
+    description: str | None = None
+    pending_rotation: bool = False  # imported with NEW_KEY_MATERIAL, not yet rotated to
+
+    @property
+    def expires(self) -> datetime | None:
+        return datetime.fromisoformat(self.valid_to) if self.valid_to else None
+
+
+def materials(record: KeyRecord) -> dict[int, Material]:
+    raw = record.extra.get(MATERIALS) or {}
+    return {int(version): Material(**entry) for version, entry in raw.items()}
+
+
+def with_materials(record: KeyRecord, entries: dict[int, Material]) -> dict[str, Any]:
+    """The record's extra with these materials."""
+    return {**record.extra, MATERIALS: {str(v): asdict(m) for v, m in sorted(entries.items())}}
+
 
 PARAMETERS_KIND = "import-parameters"
 _TOKEN_MAGIC = b"HKIT\x01"
@@ -103,32 +127,49 @@ def key_material_id(record: KeyRecord, check_value: bytes) -> str:
     return hashlib.sha256(named).hexdigest()
 
 
-def valid_to(record: KeyRecord) -> datetime | None:
-    value = record.extra.get(VALID_TO)
-    return datetime.fromisoformat(value) if isinstance(value, str) else None
-
-
-def material_expired(record: KeyRecord, now: datetime) -> bool:
-    expiry = valid_to(record)
-    return (
-        record.origin is Origin.EXTERNAL
-        and record.state in (KeyState.ENABLED, KeyState.DISABLED)
-        and expiry is not None
-        and expiry <= now
-    )
+def expired_versions(record: KeyRecord, now: datetime, imported: set[int]) -> list[int]:
+    """Versions whose material is in the token (imported) and whose ValidTo has passed."""
+    if record.origin is not Origin.EXTERNAL:
+        return []
+    return [
+        version
+        for version, material in materials(record).items()
+        if version in imported and material.expires is not None and material.expires <= now
+    ]
 
 
 def imported_metadata(record: KeyRecord) -> dict[str, Any]:
     """ExpirationModel, ValidTo and CurrentKeyMaterialId, as DescribeKey shows them for
-    an EXTERNAL key whose material is imported (none while it is PendingImport)."""
-    if record.origin is not Origin.EXTERNAL or record.state is KeyState.PENDING_IMPORT:
+    an EXTERNAL key whose current material is imported (none while it is PendingImport)."""
+    current = materials(record).get(record.current_version)
+    if record.origin is not Origin.EXTERNAL or current is None:
         return {}
-    meta: dict[str, Any] = {}
-    if EXPIRATION_MODEL in record.extra:
-        meta["ExpirationModel"] = record.extra[EXPIRATION_MODEL]
-    expiry = valid_to(record)
-    if expiry is not None:
-        meta["ValidTo"] = expiry
-    if KEY_MATERIAL_ID in record.extra:
-        meta["CurrentKeyMaterialId"] = record.extra[KEY_MATERIAL_ID]
+    if record.state is KeyState.PENDING_IMPORT:
+        return {}
+    meta: dict[str, Any] = {
+        "ExpirationModel": current.expiration_model,
+        "CurrentKeyMaterialId": current.key_material_id,
+    }
+    if current.expires is not None:
+        meta["ValidTo"] = current.expires
     return meta
+
+
+def material_entry(record: KeyRecord, version: int, imported: bool) -> dict[str, Any]:
+    """The RotationsListEntry fields of one imported material (ListKeyRotations)."""
+    material = materials(record).get(version)
+    if material is None:
+        return {}
+    state = ("PENDING_ROTATION" if material.pending_rotation
+             else "CURRENT" if version == record.current_version else "NON_CURRENT")  # fmt: skip
+    entry: dict[str, Any] = {
+        "KeyMaterialId": material.key_material_id,
+        "ImportState": "IMPORTED" if imported else "PENDING_IMPORT",
+        "KeyMaterialState": state,
+        "ExpirationModel": material.expiration_model,
+    }
+    if material.description is not None:
+        entry["KeyMaterialDescription"] = material.description
+    if material.expires is not None:
+        entry["ValidTo"] = material.expires
+    return entry

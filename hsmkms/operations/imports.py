@@ -13,13 +13,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hsmkms.errors import (
+    IncorrectKeyMaterialException,
     KMSInvalidStateException,
     NotFoundException,
     UnsupportedOperationException,
     ValidationException,
 )
 from hsmkms.keys import imported, lifecycle
-from hsmkms.keys.imported import ImportParameters
+from hsmkms.keys.imported import ImportParameters, Material
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.material import STATE_BEFORE_UNAVAILABLE
 from hsmkms.keys.metadata import ENCRYPTION_ALGORITHMS, PUBLIC_KEY
@@ -30,10 +31,10 @@ from hsmkms.keys.model import (
     KeyUsage,
     KeyVersion,
     Origin,
-    PendingMaterial,
     VersionState,
 )
 from hsmkms.keys.specs import RSA_ENCRYPTION, material_for
+from hsmkms.operations import imported as material
 from hsmkms.operations.checks import check_enum
 from hsmkms.operations.context import OperationContext, Response
 from hsmkms.token import MaterialRef
@@ -187,99 +188,104 @@ def import_key_material(
 ) -> Response:
     now = ctx.clock()
     model, expiry = _expiry(now, valid_to, expiration_model)
-    if check_enum("importType", import_type or IMPORT_TYPES[0], IMPORT_TYPES) != IMPORT_TYPES[0]:
-        raise UnsupportedOperationException(
-            "ImportType NEW_KEY_MATERIAL (on-demand rotation of imported key material) is "
-            "not supported by this hsmkms release."
-        )
+    new = (
+        check_enum("importType", import_type or IMPORT_TYPES[0], IMPORT_TYPES) == "NEW_KEY_MATERIAL"
+    )
     record = _external(ctx, key_id)
-    if key_material_id is not None and key_material_id != record.extra.get(
-        imported.KEY_MATERIAL_ID
-    ):
+    entries = imported.materials(record)
+    if new:
+        _check_new_material(record, entries, key_material_id)
+    elif key_material_id is not None and not entries:
         raise NotFoundException(f"{record.arn} has no key material {key_material_id}.")
     params = _redeem(ctx, import_token, record)
-    present = record.state in (KeyState.ENABLED, KeyState.DISABLED)
-    target = MaterialRef(
-        record.key_id, record.current_version if not present else imported.SCRATCH_VERSION
-    )
-    _intend(ctx, record, target)
-    try:
-        check = _unwrap(ctx, record, params, encrypted_key_material, target, present)
-    finally:
-        with ctx.store.transaction() as tx:
-            tx.remove_pending(target.key_id, target.version)
-    material_id = imported.key_material_id(record, check)
-    extra = {**record.extra, imported.CHECK_VALUE: check.hex(),
-             imported.KEY_MATERIAL_ID: material_id, imported.EXPIRATION_MODEL: model}  # fmt: skip
-    extra.pop(imported.VALID_TO, None)
-    extra.pop(STATE_BEFORE_UNAVAILABLE, None)
-    if expiry is not None:
-        extra[imported.VALID_TO] = expiry.isoformat()
-    if key_material_description is not None:
-        extra[imported.KEY_MATERIAL_DESCRIPTION] = key_material_description
-    if not present and isinstance(material_for(record.key_spec, record.key_usage),
-                                  RsaPair | EcPair):  # fmt: skip
-        extra[PUBLIC_KEY] = _b64(ctx.hsm.public_key_der(target))
+    present = material.present_versions(ctx, record.key_id)
+    if new or not entries:  # the first material, or new material for a rotation
+        version = record.current_version + 1 if new else record.current_version
+        check = material.unwrap_to(ctx, record, params, encrypted_key_material, version)
+        if new and any(m.check_value == check.hex() for m in entries.values()):
+            material.drop(ctx, record, version)
+            raise IncorrectKeyMaterialException(
+                "This key material is already associated with this KMS key."
+            )
+    else:  # the same material again: which one it is, the token tells (check values)
+        scratch = imported.SCRATCH_VERSION
+        try:
+            check = material.unwrap_to(ctx, record, params, encrypted_key_material, scratch)
+        finally:
+            material.drop(ctx, record, scratch)
+        version = material.version_of(entries, check, key_material_id)
+        if version not in present:
+            again = material.unwrap_to(ctx, record, params, encrypted_key_material, version)
+            token_import.ensure_same(check, again)
+    previous = entries.get(version)
+    entries[version] = Material(
+        check.hex(), imported.key_material_id(record, check), model,
+        expiry.isoformat() if expiry is not None else None,
+        key_material_description if key_material_description is not None else (
+            previous.description if previous is not None else None),
+        pending_rotation=new or (previous is not None and previous.pending_rotation),
+    )  # fmt: skip
+    _commit(ctx, record, params, version, entries, present | {version})
+    return {"KeyId": record.arn, "KeyMaterialId": entries[version].key_material_id}
+
+
+def _check_new_material(
+    record: KeyRecord, entries: dict[int, Material], key_material_id: str | None
+) -> None:
+    """AWS: only single-Region symmetric encryption keys take several materials, one
+    pending rotation at a time, once their material is imported."""
+    if record.key_spec is not KeySpec.SYMMETRIC_DEFAULT or record.multi_region:
+        raise UnsupportedOperationException(
+            "ImportType NEW_KEY_MATERIAL is only for single-Region symmetric encryption keys "
+            "in this hsmkms release."
+        )
+    if not entries or record.state not in (KeyState.ENABLED, KeyState.DISABLED):
+        raise KMSInvalidStateException(
+            f"{record.arn} must have its key material imported before new key material."
+        )
+    if any(m.pending_rotation for m in entries.values()):
+        raise KMSInvalidStateException(
+            f"{record.arn} already has key material pending rotation: rotate to it or "
+            "delete it first."
+        )
+    if key_material_id is not None:
+        raise ValidationException("KeyMaterialId names existing key material, not new.")
+
+
+def _commit(
+    ctx: OperationContext,
+    record: KeyRecord,
+    params: ImportParameters,
+    version: int,
+    entries: dict[int, Material],
+    present: set[int],
+) -> None:
+    """Record the imported material and the key state it leads to; the import
+    parameters are used up (their wrapping key is destroyed)."""
+    now = ctx.clock()
     with ctx.store.transaction() as tx:
         current = tx.get_key(record.key_id)
         if current is None or current.state is not record.state:
             raise KMSInvalidStateException(f"{record.arn} changed meanwhile; retry.")
-        versions = {v.version: v for v in tx.list_versions(record.key_id)}
-        for version in versions.values():  # one material: every version is it
-            tx.put_version(replace(version, state=VersionState.ACTIVE))
-        if record.current_version not in versions:
-            tx.put_version(KeyVersion(record.key_id, record.current_version, now, None))
-        state = KeyState.ENABLED if not present else current.state
+        rows = {row.version: row for row in tx.list_versions(record.key_id)}
+        row = rows.get(version) or KeyVersion(record.key_id, version, now, None)
+        tx.put_version(replace(row, state=VersionState.ACTIVE))
+        extra = imported.with_materials(current, entries)
+        if PUBLIC_KEY not in extra and isinstance(
+            material_for(record.key_spec, record.key_usage), RsaPair | EcPair
+        ):
+            ref = MaterialRef(record.key_id, version)
+            extra[PUBLIC_KEY] = base64.b64encode(ctx.hsm.public_key_der(ref)).decode()
+        state = current.state
+        complete = all(v in present for v, m in entries.items() if not m.pending_rotation)
+        if complete and state in (KeyState.PENDING_IMPORT, KeyState.UNAVAILABLE):
+            state = KeyState.ENABLED
+            extra.pop(STATE_BEFORE_UNAVAILABLE, None)
         tx.put_key(replace(current, state=state, extra=extra))
+        tx.remove_pending(record.key_id, version)
         tx.delete_document(imported.PARAMETERS_KIND, params.parameters_id)
     ctx.changed()
-    token_import.destroy_wrapping_key(ctx.hsm, params.wrapping_key)  # used up
-    return {"KeyId": record.arn, "KeyMaterialId": material_id}
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _intend(ctx: OperationContext, record: KeyRecord, target: MaterialRef) -> None:
-    """Write the intent for the object about to be unwrapped (reconcile removes it after
-    a crash); one import per key at a time."""
-    with ctx.store.transaction() as tx:
-        if tx.get_key(record.key_id) is None:
-            raise NotFoundException(f"Key '{record.arn}' does not exist")
-        if any(p.key_id == target.key_id and p.version == target.version
-               for p in tx.list_pending()):  # fmt: skip
-            raise KMSInvalidStateException(
-                f"Key material is being imported into {record.arn}; retry."
-            )
-        tx.add_pending(PendingMaterial(target.key_id, target.version, ctx.clock()))
-
-
-def _unwrap(
-    ctx: OperationContext,
-    record: KeyRecord,
-    params: ImportParameters,
-    encrypted: bytes,
-    target: MaterialRef,
-    present: bool,
-) -> bytes:
-    """Unwrap into target in the token; compare with the material the key had. Material
-    already present stays as it is: the scratch copy only proves equality."""
-    ctx.hsm.destroy(target)  # leftovers of a crash (a scratch copy, an interrupted delete)
-    kind = material_for(record.key_spec, record.key_usage)
-    check = token_import.import_material(
-        ctx.hsm, params.wrapping_key, params.wrapping_algorithm, encrypted, target, kind
-    )
-    try:
-        expected = record.extra.get(imported.CHECK_VALUE)
-        if isinstance(expected, str):
-            token_import.ensure_same(bytes.fromhex(expected), check)
-    except BaseException:
-        ctx.hsm.destroy(target)
-        raise
-    if present:
-        ctx.hsm.destroy(target)
-    return check
+    token_import.destroy_wrapping_key(ctx.hsm, params.wrapping_key)
 
 
 def delete_imported_key_material(
@@ -287,50 +293,18 @@ def delete_imported_key_material(
 ) -> Response:
     # A key pending deletion keeps that state (AWS: "does not change the KMS key's state").
     record = _external(ctx, key_id, manage=False)
-    versions = ctx.store.list_versions(record.key_id)
-    if record.state is KeyState.PENDING_IMPORT or not any(
-        v.state is VersionState.ACTIVE for v in versions
-    ):
-        raise KMSInvalidStateException(f"{record.arn} has no imported key material.")
-    current_id = record.extra.get(imported.KEY_MATERIAL_ID)
-    if key_material_id is not None and key_material_id != current_id:
-        raise NotFoundException(f"{record.arn} has no key material {key_material_id}.")
-    remove_material(ctx, record)
-    response: Response = {"KeyId": record.arn}
-    if isinstance(current_id, str):
-        response["KeyMaterialId"] = current_id
-    return response
-
-
-def remove_material(ctx: OperationContext, record: KeyRecord) -> None:
-    """Destroy a key's imported material in the token, then make it PendingImport (its
-    version rows stay, marked missing, so ciphertexts decrypt after re-import). Objects
-    first: a crash in between leaves a key whose material is missing, which reconcile
-    marks Unavailable and DeleteImportedKeyMaterial finishes."""
-    versions = ctx.store.list_versions(record.key_id)
-    for version in versions:
-        ctx.hsm.destroy(MaterialRef(record.key_id, version.version))
-    with ctx.store.transaction() as tx:
-        current = tx.get_key(record.key_id)
-        if current is None:
-            return
-        for version in tx.list_versions(record.key_id):
-            tx.put_version(replace(version, state=VersionState.MISSING))
-        extra = {k: v for k, v in current.extra.items()
-                 if k not in (imported.VALID_TO, imported.EXPIRATION_MODEL,
-                              STATE_BEFORE_UNAVAILABLE)}  # fmt: skip
-        if current.state is not KeyState.PENDING_DELETION:
-            current = replace(current, state=KeyState.PENDING_IMPORT)
-        tx.put_key(replace(current, extra=extra))
-    ctx.changed()
-
-
-def expire(ctx: OperationContext, now: datetime, record: KeyRecord) -> bool:
-    """The maintenance pass: delete imported material whose ValidTo has passed."""
-    if not imported.material_expired(record, now):
-        return False
-    remove_material(ctx, record)
-    return True
+    entries = imported.materials(record)
+    if key_material_id is None:
+        version = record.current_version
+    else:
+        found = [v for v, m in entries.items() if m.key_material_id == key_material_id]
+        if not found:
+            raise NotFoundException(f"{record.arn} has no key material {key_material_id}.")
+        version = found[0]
+    if version not in entries or version not in material.present_versions(ctx, record.key_id):
+        raise KMSInvalidStateException(f"{record.arn} has no such imported key material.")
+    material.remove(ctx, record, [version])
+    return {"KeyId": record.arn, "KeyMaterialId": entries[version].key_material_id}
 
 
 def destroy_expired_parameters(ctx: OperationContext, now: datetime) -> list[str]:

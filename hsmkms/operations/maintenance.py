@@ -11,7 +11,7 @@ from hsmkms.keys.model import (
     KeyState,
     RotationType,
 )
-from hsmkms.operations import imports
+from hsmkms.operations import imported, imports
 from hsmkms.operations.context import OperationContext
 
 
@@ -56,7 +56,7 @@ def maintain(ctx: OperationContext) -> MaintenanceReport:
                 if not ctx.material.destroy(record):
                     report.left_in_key_store.append(record.arn)
                 report.deleted.append(record.arn)
-            elif imports.expire(ctx, now, record):
+            elif imported.expire(ctx, now, record):
                 report.material_expired.append(record.arn)
             elif (
                 record.state is KeyState.ENABLED
