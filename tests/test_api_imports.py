@@ -192,3 +192,29 @@ def test_aws_cli_and_openssl_as_the_aws_guide_shows(
     parsed = decode(blob)
     aad = parsed.header + canonical(None)
     assert AESGCM(material.read_bytes()).decrypt(parsed.iv, parsed.body, aad) == b"guide"
+
+
+def test_rotation_to_new_imported_material_over_the_wire(server: Server) -> None:
+    kms = server.client()
+    key_id = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    never = {"ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}
+    first = boto3_import(kms, key_id, os.urandom(32), "RSAES_OAEP_SHA_1", **never)
+    old = kms.encrypt(KeyId=key_id, Plaintext=b"old")["CiphertextBlob"]
+    second = boto3_import(
+        kms, key_id, os.urandom(32), "RSAES_OAEP_SHA_1", ImportType="NEW_KEY_MATERIAL",
+        KeyMaterialDescription="rotated in", **never,
+    )  # fmt: skip
+    listed = kms.list_key_rotations(KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL")
+    assert [r["KeyMaterialState"] for r in listed["Rotations"]] == ["CURRENT", "PENDING_ROTATION"]
+    kms.rotate_key_on_demand(KeyId=key_id)
+    meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert meta["CurrentKeyMaterialId"] == second["KeyMaterialId"] != first["KeyMaterialId"]
+    (rotation,) = kms.list_key_rotations(KeyId=key_id)["Rotations"]
+    assert rotation["RotationType"] == "ON_DEMAND" and isinstance(
+        rotation["RotationDate"], dt.datetime
+    )
+    assert rotation["KeyMaterialDescription"] == "rotated in"
+    assert kms.decrypt(CiphertextBlob=old)["Plaintext"] == b"old"
+    with pytest.raises(ClientError) as caught:
+        kms.rotate_key_on_demand(KeyId=key_id)
+    assert error_code(caught) == "KMSInvalidStateException"
