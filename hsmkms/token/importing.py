@@ -68,6 +68,7 @@ HMAC_IMPORT_BYTES = {28: range(28, 65), 32: range(32, 65), 48: range(48, 129), 6
 _UNWRAP_FAILURES = (
     p11.EncryptedDataInvalid, p11.EncryptedDataLenRange, p11.WrappedKeyInvalid,
     p11.WrappedKeyLenRange, p11.DataInvalid, p11.DataLenRange, p11.GeneralError,
+    p11.ArgumentsBad,  # NSS softokn, for an OAEP blob that does not decrypt
 )  # fmt: skip
 # The blob decrypted but is not a valid key of the asked type (e.g. bad PKCS#8).
 _MATERIAL_FAILURES = (
@@ -179,6 +180,10 @@ def _unwrapper(key: Any, mechanism: Any, param: Any, blob: bytes) -> Unwrapper:
         try:
             return key.unwrap_key(object_class, key_type, blob, mechanism=mechanism,
                                   mechanism_param=param, template=template)  # fmt: skip
+        except p11.TemplateIncomplete as exc:  # NSS softokn: no EC keys from PKCS#8
+            raise UnsupportedOperationException(
+                f"The token cannot unwrap {key_type.name} private keys (PKCS#8)."
+            ) from exc
         except _MATERIAL_FAILURES as exc:
             raise IncorrectKeyMaterialException(
                 "The key material is not valid for this KMS key."
