@@ -268,7 +268,9 @@ def _commit(
         if current is None or current.state is not record.state:
             raise KMSInvalidStateException(f"{record.arn} changed meanwhile; retry.")
         rows = {row.version: row for row in tx.list_versions(record.key_id)}
-        row = rows.get(version) or KeyVersion(record.key_id, version, now, None)
+        row = rows.get(version)
+        if row is None or entries[version].pending_rotation:  # fresh material: a new row
+            row = KeyVersion(record.key_id, version, now, None)
         tx.put_version(replace(row, state=VersionState.ACTIVE))
         extra = imported.with_materials(current, entries)
         if PUBLIC_KEY not in extra and isinstance(
