@@ -345,3 +345,28 @@ def test_delete_keeps_a_key_pending_deletion(km: KeyManager, hsm: Hsm) -> None:
     assert km.describe_key(key_id=key_id)["KeyMetadata"]["KeyState"] == "PendingDeletion"
     with pytest.raises(KMSInvalidStateException):
         km.delete_imported_key_material(key_id=key_id)
+
+
+def test_a_crash_between_unwrap_and_commit_leaves_nothing_behind(
+    km: KeyManager, hsm: Hsm, clock: ManualClock
+) -> None:
+    """The object is named by an intent before it exists: reconcile removes it."""
+    from hsmkms.keys.imported import ImportParameters
+    from hsmkms.operations import imported
+
+    key_id = external(km)
+    params = km.get_parameters_for_import(
+        key_id=key_id, wrapping_algorithm="RSAES_OAEP_SHA_1", wrapping_key_spec="RSA_2048"
+    )
+    body = km.store.get_document("import-parameters", params["ImportToken"][13:29].hex())
+    assert body is not None
+    record = km.store.get_key(key_id)
+    assert record is not None
+    blob = wrap(params["PublicKey"], "RSAES_OAEP_SHA_1", os.urandom(32))
+    imported.unwrap_to(km.context, record, ImportParameters.from_json(body), blob, 1)
+    assert len(hsm.facts(MaterialRef(key_id, 1))) == 1  # "crash": never committed
+    clock.advance(minutes=11)
+    report = km.maintain()
+    assert MaterialRef(key_id, 1).label in report.reconcile.orphans_destroyed
+    assert hsm.facts(MaterialRef(key_id, 1)) == []
+    assert km.describe_key(key_id=key_id)["KeyMetadata"]["KeyState"] == "PendingImport"
