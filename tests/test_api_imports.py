@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -222,3 +223,28 @@ def test_rotation_to_new_imported_material_over_the_wire(server: Server) -> None
     with pytest.raises(ClientError) as caught:
         kms.rotate_key_on_demand(KeyId=key_id)
     assert error_code(caught) == "KMSInvalidStateException"
+
+
+def test_audit_records_never_hold_the_token_or_the_material(server: Server) -> None:
+    kms = server.client()
+    key_id = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    params = kms.get_parameters_for_import(
+        KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_1", WrappingKeySpec="RSA_2048"
+    )
+    encrypted = wrap(params["PublicKey"], "RSAES_OAEP_SHA_1", os.urandom(32))
+    kms.import_key_material(
+        KeyId=key_id, ImportToken=params["ImportToken"], EncryptedKeyMaterial=encrypted,
+        ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+    )  # fmt: skip
+    server.audit.flush()
+    raw = server.audit.path.read_bytes()
+    for secret in (params["ImportToken"], encrypted):
+        assert base64.b64encode(secret) not in raw and secret not in raw
+    records = [json.loads(line) for line in raw.decode().splitlines()]
+    mine = {
+        r["eventName"]: r["requestParameters"]
+        for r in records
+        if r.get("requestParameters", {}).get("KeyId") == key_id
+    }
+    assert mine["GetParametersForImport"]["WrappingAlgorithm"] == "RSAES_OAEP_SHA_1"
+    assert set(mine["ImportKeyMaterial"]) == {"KeyId", "ExpirationModel"}
