@@ -8,7 +8,7 @@ export HSMKMS_DATA_DIR ?= $(DATA_DIR)
 # softhsm2: the default token. libnss3 (softokn), libnss3-tools (certutil) and p11-kit:
 # the second PKCS#11 implementation that `make test-nss` runs against. postgresql: the
 # tests start a throwaway server from its binaries (tests/pg.py).
-DEB_PACKAGES = softhsm2 libnss3 libnss3-tools p11-kit postgresql
+DEB_PACKAGES = softhsm2 libnss3 libnss3-tools p11-kit postgresql openssl
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

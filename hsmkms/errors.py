@@ -53,6 +53,18 @@ class IncorrectKeyMaterialException(_ClientError):
     code = "IncorrectKeyMaterialException"
 
 
+class ExpiredImportTokenException(_ClientError):
+    """The import token (and its wrapping key) from GetParametersForImport expired."""
+
+    code = "ExpiredImportTokenException"
+
+
+class InvalidImportTokenException(_ClientError):
+    """The import token is unknown, used up, or was issued for another key."""
+
+    code = "InvalidImportTokenException"
+
+
 class InvalidKeyUsageException(_ClientError):
     code = "InvalidKeyUsageException"
 

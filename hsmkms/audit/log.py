@@ -61,6 +61,9 @@ LOGGED_PARAMETERS = frozenset({
     "GranteePrincipal", "RetiringPrincipal", "Operations", "GrantId", "PendingWindowInDays",
     "RotationPeriodInDays", "Origin", "MultiRegion", "PolicyName", "KeyAgreementAlgorithm",
     "TagKeys", "Limit", "BypassPolicyLockoutSafetyCheck", "Description",
+    # imported material: never ImportToken or EncryptedKeyMaterial
+    "WrappingAlgorithm", "WrappingKeySpec", "ExpirationModel", "ImportType",
+    "KeyMaterialId", "IncludeKeyMaterial",
 })  # fmt: skip
 
 _Item = tuple[dict[str, Any] | None, "Future[None] | None"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hsmkms.keys.imported import imported_metadata
 from hsmkms.keys.model import KeyRecord, KeyUsage
 from hsmkms.keys.specs import SPECS
 
@@ -57,4 +58,5 @@ def key_metadata(record: KeyRecord) -> dict[str, Any]:
             meta["CloudHsmClusterId"] = record.extra[CLUSTER_ID]
     if record.multi_region_config is not None:
         meta["MultiRegionConfiguration"] = record.multi_region_config
+    meta.update(imported_metadata(record))  # Origin EXTERNAL: expiry, material id
     return meta

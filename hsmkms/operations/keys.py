@@ -34,6 +34,7 @@ from hsmkms.operations.checks import (
     check_range,
 )
 from hsmkms.operations.context import OperationContext, Response
+from hsmkms.operations.imports import create_pending_import
 from hsmkms.operations.keystores import require_connected
 from hsmkms.operations.policies import check_lockout
 from hsmkms.policy.model import (
@@ -96,7 +97,7 @@ def create_key(
             f"KeyUsage {usage.value} is not compatible with KeySpec {spec.value}"
         )
     extra = _custom_key_store(ctx, custom_key_store_id, key_origin, spec, usage, multi_region)
-    if key_origin is not Origin.AWS_KMS and custom_key_store_id is None:
+    if key_origin not in (Origin.AWS_KMS, Origin.EXTERNAL) and custom_key_store_id is None:
         raise UnsupportedOperationException(
             f"Origin {key_origin.value} is not supported by this hsmkms release."
         )
@@ -133,9 +134,17 @@ def create_key(
         ),
     )
     check_lockout(ctx, record, key_policy, bypass_policy_lockout_safety_check)
-    record = ctx.material.create(record)
+    record = _create_material(ctx, record)
     ctx.changed()
     return {"KeyMetadata": key_metadata(record)}
+
+
+def _create_material(ctx: OperationContext, record: KeyRecord) -> KeyRecord:
+    """The token generates the material, or, for Origin EXTERNAL, the key waits for
+    ImportKeyMaterial (PendingImport)."""
+    if record.origin is Origin.EXTERNAL:
+        return create_pending_import(ctx, record)
+    return ctx.material.create(record)
 
 
 def _custom_key_store(

@@ -11,6 +11,7 @@ from hsmkms.keys.model import (
     KeyState,
     RotationType,
 )
+from hsmkms.operations import imported, imports
 from hsmkms.operations.context import OperationContext
 
 
@@ -20,6 +21,10 @@ class MaintenanceReport:
     rotated: list[str] = field(default_factory=list)
     # Deleted keys whose custom key store was disconnected: material left in its token.
     left_in_key_store: list[str] = field(default_factory=list)
+    # Origin EXTERNAL: keys whose imported material expired (now PendingImport), and
+    # import parameters whose wrapping key was destroyed.
+    material_expired: list[str] = field(default_factory=list)
+    import_parameters_destroyed: list[str] = field(default_factory=list)
     reconcile: ReconcileReport = field(default_factory=ReconcileReport)
 
     def as_dict(self) -> dict[str, list[str]]:
@@ -27,6 +32,8 @@ class MaintenanceReport:
             "Deleted": self.deleted,
             "Rotated": self.rotated,
             "MaterialLeftInKeyStore": self.left_in_key_store,
+            "ImportedMaterialExpired": self.material_expired,
+            "ImportParametersDestroyed": self.import_parameters_destroyed,
             "OrphanObjectsDestroyed": self.reconcile.orphans_destroyed,
             "IntentsCleared": self.reconcile.intents_cleared,
             "MaterialMissing": self.reconcile.material_missing,
@@ -51,6 +58,8 @@ def maintain(ctx: OperationContext) -> MaintenanceReport:
                 if not ctx.material.destroy(record):
                     report.left_in_key_store.append(record.arn)
                 report.deleted.append(record.arn)
+            elif imported.expire(ctx, now, record):
+                report.material_expired.append(record.arn)
             elif (
                 record.state is KeyState.ENABLED
                 and record.rotation_enabled
@@ -59,6 +68,7 @@ def maintain(ctx: OperationContext) -> MaintenanceReport:
             ):
                 ctx.material.rotate(record, RotationType.AUTOMATIC, now)
                 report.rotated.append(record.arn)
+    report.import_parameters_destroyed = imports.destroy_expired_parameters(ctx, now)
     ctx.changed()
     report.reconcile = ctx.material.reconcile()
     ctx.changed()

@@ -18,6 +18,7 @@ from hsmkms.operations import (
     asymmetric,
     crypto,
     grants,
+    imports,
     keys,
     keystores,
     mac,
@@ -133,6 +134,11 @@ _OPERATIONS = (
               dry_run=grants.find_named_grant),
     Operation("RevokeGrant", grants.revoke_grant, KEY, check=ID_ONLY,
               dry_run=grants.find_named_grant),
+    # imported key material (Origin EXTERNAL)
+    Operation("GetParametersForImport", imports.get_parameters_for_import, KEY, check=ID_ONLY),
+    Operation("ImportKeyMaterial", imports.import_key_material, KEY, check=ID_ONLY),
+    Operation("DeleteImportedKeyMaterial", imports.delete_imported_key_material, KEY,
+              check=ID_ONLY),
     # custom key stores (IAM-only permissions: no key to check)
     Operation("CreateCustomKeyStore", keystores.create_custom_key_store, KEYLESS),
     Operation(

@@ -68,6 +68,7 @@ HMAC_IMPORT_BYTES = {28: range(28, 65), 32: range(32, 65), 48: range(48, 129), 6
 _UNWRAP_FAILURES = (
     p11.EncryptedDataInvalid, p11.EncryptedDataLenRange, p11.WrappedKeyInvalid,
     p11.WrappedKeyLenRange, p11.DataInvalid, p11.DataLenRange, p11.GeneralError,
+    p11.ArgumentsBad,  # NSS softokn, for an OAEP blob that does not decrypt
 )  # fmt: skip
 # The blob decrypted but is not a valid key of the asked type (e.g. bad PKCS#8).
 _MATERIAL_FAILURES = (
@@ -188,7 +189,7 @@ def _unwrapper(key: Any, mechanism: Any, param: Any, blob: bytes) -> Unwrapper:
         except (p11.TemplateIncomplete, p11.AttributeTypeInvalid) as exc:
             # Measured on NSS softokn: it cannot unwrap EC private keys at all.
             raise UnsupportedOperationException(
-                f"The token cannot unwrap {key_type.name} {object_class.name} material "
+                f"The token cannot unwrap {key_type.name} private keys (PKCS#8) "
                 f"({type(exc).__name__})."
             ) from exc
 
