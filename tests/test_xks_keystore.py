@@ -286,3 +286,12 @@ def test_boto3_against_two_servers(server: Server, xks_server: XksServer) -> Non
     kms.disconnect_custom_key_store(CustomKeyStoreId=store_id)
     with pytest.raises(kms.exceptions.KMSInvalidStateException):
         kms.decrypt(CiphertextBlob=blob)
+
+
+def test_generate_random_and_cloudhsm_origin_refused(proxied: KeyManager, connected: str) -> None:
+    with pytest.raises(UnsupportedOperationException):
+        proxied.generate_random(number_of_bytes=8, custom_key_store_id=connected)
+    with pytest.raises(ValidationException):
+        proxied.create_key(origin="AWS_CLOUDHSM", custom_key_store_id=connected)
+    with pytest.raises(ValidationException):  # XksKeyId belongs to EXTERNAL_KEY_STORE keys
+        proxied.create_key(xks_key_id="some-key")

@@ -8,6 +8,7 @@ from hsmkms.errors import (
     IncorrectKeyException,
     InvalidCiphertextException,
     InvalidKeyUsageException,
+    UnsupportedOperationException,
     ValidationException,
 )
 from hsmkms.keys import blob, context, lifecycle, xks_blob
@@ -275,5 +276,8 @@ def generate_random(
     count = check_range("numberOfBytes", number_of_bytes, 1, MAX_RANDOM_BYTES)
     if custom_key_store_id is None:
         return {"Plaintext": ctx.hsm.random(count)}
-    require_connected(ctx, custom_key_store_id)  # random from that store's token
+    if require_connected(ctx, custom_key_store_id).store_type == "EXTERNAL_KEY_STORE":
+        raise UnsupportedOperationException(
+            "GenerateRandom is not supported in external key stores."
+        )
     return {"Plaintext": ctx.tokens.for_store(custom_key_store_id).random(count)}
