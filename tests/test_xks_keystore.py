@@ -276,6 +276,9 @@ def test_boto3_against_two_servers(server: Server, xks_server: XksServer) -> Non
     assert key["XksKeyConfiguration"]["Id"] == external
     blob = kms.encrypt(KeyId=key["KeyId"], Plaintext=b"over the wire")["CiphertextBlob"]
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"over the wire"
+    for modifiers in ([], ["IGNORE_CIPHERTEXT"]):
+        with pytest.raises(kms.exceptions.DryRunOperationException):
+            kms.decrypt(CiphertextBlob=blob, DryRun=True, DryRunModifiers=modifiers)
     # The proxy saw requestMetadata naming the caller, the KMS key and the operation.
     xks_server.audit.flush()
     events = [json.loads(line) for line in xks_server.audit.path.read_text().splitlines()]
