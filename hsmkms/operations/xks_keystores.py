@@ -226,13 +226,24 @@ def _health_metadata(operation: str) -> dict[str, str]:
     return {"kmsRequestId": str(uuid.uuid4()), "kmsOperation": operation}
 
 
+# This process's unwrapped proxy secrets, by (store id, wrapped secret): a new
+# credential is a new key, so UpdateCustomKeyStore needs no invalidation here.
+_SECRETS: dict[tuple[str, str], str] = {}
+
+
 def client_for(ctx: OperationContext, store: CustomKeyStore) -> XksClient:
     settings = store.xks
-    secret = unwrap_secret(
-        ctx.hsm,
-        _secret_aad(store.store_id, settings["access_key_id"]),
-        base64.b64decode(settings["wrapped_secret"]),
-    )
+    cache_key = (store.store_id, settings["wrapped_secret"])
+    secret = _SECRETS.get(cache_key)
+    if secret is None:
+        secret = unwrap_secret(
+            ctx.hsm,
+            _secret_aad(store.store_id, settings["access_key_id"]),
+            base64.b64decode(settings["wrapped_secret"]),
+        )
+        if len(_SECRETS) > 256:
+            _SECRETS.clear()
+        _SECRETS[cache_key] = secret
     return XksClient(
         ProxyTarget(
             uri_endpoint=settings["uri_endpoint"],
