@@ -242,6 +242,13 @@ def test_update_rotates_the_credential(proxied: KeyManager, xks_server: XksServe
         xks_proxy_uri_path="/tenant/b/kms/xks/v1",
         xks_proxy_authentication_credential=other,
     )
+    proxied.update_custom_key_store(  # already so: nothing to change
+        custom_key_store_id=store_id, xks_proxy_connectivity="PUBLIC_ENDPOINT"
+    )
+    with pytest.raises(UnsupportedOperationException):
+        proxied.update_custom_key_store(
+            custom_key_store_id=store_id, xks_proxy_connectivity="VPC_ENDPOINT_SERVICE"
+        )
     described = entry(proxied, store_id)["XksProxyConfiguration"]
     assert described["AccessKeyId"] == xks_support.OTHER_ACCESS_KEY_ID
     assert described["UriPath"] == "/tenant/b/kms/xks/v1"

@@ -375,9 +375,11 @@ def update_external_store(
     vpc_service: str | None,
 ) -> CustomKeyStore:
     """The store with its new proxy settings, checked against the proxy."""
+    if connectivity not in (None, PUBLIC_ENDPOINT) or vpc_service is not None:
+        raise UnsupportedOperationException(
+            "Only XksProxyConnectivity PUBLIC_ENDPOINT is supported by this hsmkms release."
+        )
     if uri_endpoint is None and uri_path is None and credential is None:
-        if connectivity is not None or vpc_service is not None:
-            _settings(ctx, store.store_id, "https://x", "/kms/xks/v1", None, connectivity, None)
         return store
     if uri_endpoint is not None and store.connection_state != "DISCONNECTED":
         raise CustomKeyStoreInvalidStateException(
