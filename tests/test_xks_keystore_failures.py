@@ -5,10 +5,18 @@ CreateKey: CustomKeyStoreInvalidState / XksKey*, cryptography: KMSInvalidState).
 
 from __future__ import annotations
 
+import datetime
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from hsmkms.errors import (
     CustomKeyStoreInvalidStateException,
@@ -242,3 +250,63 @@ def test_unhealthy_fleet_and_bad_metadata(km: KeyManager, fake: FakeProxy) -> No
     }
     with pytest.raises(XksKeyInvalidConfigurationException):
         xks_key(km, store_id, "small")
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert, private = directory / "proxy.crt", directory / "proxy.key"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert, private
+
+
+def test_untrusted_tls_certificate(km: KeyManager, fake: FakeProxy, tmp_path: Path) -> None:
+    """A proxy whose certificate no public CA issued: no TLS connection."""
+    cert, private = _self_signed(tmp_path)
+    port = free_port()
+    config = uvicorn.Config(
+        fake,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(private),
+    )
+    runner = uvicorn.Server(config)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        while not runner.started:
+            time.sleep(0.02)
+        register_route(km.store, "tls.xks.test", f"https://127.0.0.1:{port}")
+        with pytest.raises(XksProxyUriUnreachableException, match="TLS"):
+            fake_store(km, "tls.xks.test")
+        store_id, _ = connected_key(km)
+        register_route(km.store, FAKE, f"https://127.0.0.1:{port}")
+        seen = len(fake.requests)
+        km.disconnect_custom_key_store(custom_key_store_id=store_id)
+        km.connect_custom_key_store(custom_key_store_id=store_id)
+        code = entry(km, store_id)["ConnectionErrorCode"]
+        assert code == "XKS_PROXY_INVALID_TLS_CONFIGURATION"
+        assert len(fake.requests) == seen  # the request never got through
+    finally:
+        runner.should_exit = True
+        thread.join(timeout=10)
