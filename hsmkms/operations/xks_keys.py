@@ -28,13 +28,8 @@ from hsmkms.keys.resolved import Resolved
 from hsmkms.keys.xks_client import XksProxyFailure
 from hsmkms.operations.context import OperationContext
 from hsmkms.operations.keystores import EXTERNAL, require_connected
-from hsmkms.operations.xks_keystores import (
-    client_for,
-    connected_store,
-    create_key_error,
-    crypto_error,
-    request_metadata,
-)
+from hsmkms.operations.xks_failures import create_key_error, crypto_error
+from hsmkms.operations.xks_keystores import client_for, connected_store, request_metadata
 from hsmkms.token import MaterialRef
 
 
