@@ -210,6 +210,10 @@ def test_slow_proxy_times_out_at_250_ms(km: KeyManager, fake: FakeProxy) -> None
         km.encrypt(key_id=key_id, plaintext=b"x")
     elapsed = time.monotonic() - started
     assert 0.25 <= elapsed < 0.4, elapsed  # gave up at the budget, before the answer
+    fake.delays, fake.body_delays = {"encrypt": 0.15}, {"encrypt": 0.15}
+    with pytest.raises(KMSInvalidStateException, match="did not respond in time"):
+        km.encrypt(key_id=key_id, plaintext=b"x")  # no phase over 250 ms, the whole is
+    fake.delays, fake.body_delays = {"health": 0.4, "encrypt": 0.4, "metadata": 0.4}, {}
     with pytest.raises(CustomKeyStoreInvalidStateException):
         xks_key(km, store_id, "fake-key-2")
     with pytest.raises(XksProxyUriUnreachableException):

@@ -45,6 +45,7 @@ class FakeProxy:
         self.key = AESGCM(os.urandom(32))
         self.errors: dict[str, str] = {}  # route (health|metadata|encrypt|decrypt) -> errorName
         self.delays: dict[str, float] = {}
+        self.body_delays: dict[str, float] = {}  # between the headers and the body
         self.health: dict[str, Any] = dict(HEALTHY)
         self.metadata: dict[str, Any] = {
             "keySpec": "AES_256",
@@ -91,6 +92,7 @@ class FakeProxy:
                 "headers": [(b"content-type", b"application/json")],
             }
         )
+        await asyncio.sleep(self.body_delays.get(route, 0.0))
         await send({"type": "http.response.body", "body": content})
 
     def _answer(self, route: str, request: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -146,6 +147,7 @@ class XksClient:
         )
         credentials = Credentials(target.access_key_id, target.secret)
         SigV4Auth(credentials, SERVICE, target.region).add_auth(request)
+        started = time.monotonic()
         try:
             response = _HTTP.post(
                 url,
@@ -160,6 +162,9 @@ class XksClient:
             raise XksProxyFailure(TLS if tls else UNREACHABLE) from None
         except httpx.HTTPError as exc:
             raise XksProxyFailure(UNREACHABLE, type(exc).__name__) from None
+        # httpx times each phase; KMS's budget is for the whole exchange.
+        if time.monotonic() - started > self.timeout:
+            raise XksProxyFailure(TIMED_OUT, "late answer")
         return _answer(response)
 
     def health(self, metadata: dict[str, str]) -> dict[str, Any]:
