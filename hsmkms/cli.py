@@ -113,6 +113,13 @@ def _keystore_add(km: KeyManager, args: argparse.Namespace) -> Any:
     return {"CloudHsmClusterId": cluster.cluster_id, "TokenLabel": cluster.token_label}
 
 
+def _keystore_route(km: KeyManager, args: argparse.Namespace) -> Any:
+    from hsmkms.keys.xks_client import register_route
+
+    register_route(km.store, args.host, args.url)
+    return {"Host": args.host, "Url": args.url}
+
+
 def _keystore_list(km: KeyManager, _: argparse.Namespace) -> Any:
     from hsmkms.keys.keystores import list_clusters
 
@@ -204,6 +211,9 @@ def _parser() -> argparse.ArgumentParser:
     keystore_add.add_argument("--module", required=True, help="the token's PKCS#11 module")
     keystore_add.add_argument("--token-label", required=True)
     keystore.add_parser("list", help="registered clusters")
+    route = keystore.add_parser("route", help="send an XKS proxy host's requests elsewhere")
+    route.add_argument("--host", required=True, help="the host of an XksProxyUriEndpoint")
+    route.add_argument("--url", required=True, help="scheme://host[:port] to call instead")
 
     key = commands.add_parser("key", help="KMS keys").add_subparsers(dest="action", required=True)
     create = key.add_parser("create")
@@ -275,6 +285,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("policy", "explain"): lambda km, a: _explain(km, a),
     ("keystore", "add"): _keystore_add,
     ("keystore", "list"): _keystore_list,
+    ("keystore", "route"): _keystore_route,
     ("maintain", None): lambda km, a: km.maintain().as_dict(),
     ("key", "create"): lambda km, a: km.create_key(
         description=a.description,

@@ -178,6 +178,45 @@ class DependencyTimeoutException(KMSError):
     status = 503
 
 
+# -- external key stores (EXTERNAL_KEY_STORE): AWS's names, all 400s ---------------------
+
+
+class XksProxyUriUnreachableException(_ClientError):
+    code = "XksProxyUriUnreachableException"
+
+
+class XksProxyUriInUseException(_ClientError):
+    code = "XksProxyUriInUseException"
+
+
+class XksProxyUriEndpointInUseException(_ClientError):
+    code = "XksProxyUriEndpointInUseException"
+
+
+class XksProxyIncorrectAuthenticationCredentialException(_ClientError):
+    code = "XksProxyIncorrectAuthenticationCredentialException"
+
+
+class XksProxyInvalidResponseException(_ClientError):
+    code = "XksProxyInvalidResponseException"
+
+
+class XksProxyInvalidConfigurationException(_ClientError):
+    code = "XksProxyInvalidConfigurationException"
+
+
+class XksKeyNotFoundException(_ClientError):
+    code = "XksKeyNotFoundException"
+
+
+class XksKeyInvalidConfigurationException(_ClientError):
+    code = "XksKeyInvalidConfigurationException"
+
+
+class XksKeyAlreadyInUseException(_ClientError):
+    code = "XksKeyAlreadyInUseException"
+
+
 def validation_error(
     field: str, value: object, constraint: str, *, sensitive: bool = False
 ) -> ValidationException:

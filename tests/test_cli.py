@@ -331,3 +331,11 @@ def test_principal_tags_feed_policies(cli: Cli, tmp_path: Path) -> None:
         "Tags": {"team": "blue"},
     }
     assert cli.ok(*explain)["Decision"] == "Allow"
+
+
+def test_keystore_route(cli: Cli) -> None:
+    routed = cli.ok("keystore", "route", "--host", "xks.example.com", "--url", "http://127.0.0.1:9")
+    assert routed == {"Host": "xks.example.com", "Url": "http://127.0.0.1:9"}
+    assert "ValidationException" in cli.fails(
+        "keystore", "route", "--host", "xks.example.com", "--url", "ftp://elsewhere"
+    )

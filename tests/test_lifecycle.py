@@ -13,7 +13,6 @@ from hsmkms.errors import (
     KMSError,
     KMSInvalidStateException,
     NotFoundException,
-    UnsupportedOperationException,
     ValidationException,
 )
 from hsmkms.keys.model import KeyState
@@ -136,7 +135,7 @@ def test_multi_region_key(km: KeyManager) -> None:
         ({"key_spec": "ECC_NIST_P256"}, ValidationException),  # ENCRYPT_DECRYPT by default
         ({"key_spec": "HMAC_256", "key_usage": "ENCRYPT_DECRYPT"}, ValidationException),
         ({"key_spec": "ECC_NIST_EDWARDS25519", "key_usage": "KEY_AGREEMENT"}, ValidationException),
-        ({"origin": "EXTERNAL_KEY_STORE"}, UnsupportedOperationException),
+        ({"origin": "EXTERNAL_KEY_STORE"}, ValidationException),  # needs a store and XksKeyId
         ({"description": "d" * 8193}, ValidationException),
         (
             {"key_spec": "SYMMETRIC_DEFAULT", "customer_master_key_spec": "SYMMETRIC_DEFAULT"},

@@ -25,7 +25,7 @@ from hsmkms.errors import (
     KMSInvalidStateException,
     ValidationException,
 )
-from hsmkms.keys.model import KeyRecord, KeyState
+from hsmkms.keys.model import KeyRecord, KeyState, Origin
 from hsmkms.store.base import MetadataStore, Writer
 from hsmkms.token import Hsm
 from hsmkms.token.faults import TokenLoginFailed, TokenNotFound
@@ -244,8 +244,9 @@ class TokenRegistry:
             ) from None
 
     def for_record(self, record: KeyRecord) -> Hsm:
-        """The token holding a key's material."""
-        if record.custom_key_store_id is None:
+        """The token holding a key's material (an external key store's keys keep
+        their own layer in the main token)."""
+        if record.custom_key_store_id is None or record.origin is Origin.EXTERNAL_KEY_STORE:
             return self.main
         try:
             return self.for_store(record.custom_key_store_id)

@@ -13,6 +13,7 @@ CLUSTER_ID = "cloud_hsm_cluster_id"
 # KeyRecord.extra entries written when key-pair material is created.
 PUBLIC_KEY = "PublicKey"  # base64 DER SubjectPublicKeyInfo
 ENCRYPTION_ALGORITHMS = "EncryptionAlgorithms"  # what the token can do (RSA OAEP hashes)
+XKS_KEY_ID = "xks_key_id"  # the external key of a key in an EXTERNAL_KEY_STORE key store
 
 
 def algorithms(record: KeyRecord) -> dict[str, list[str]]:
@@ -56,6 +57,8 @@ def key_metadata(record: KeyRecord) -> dict[str, Any]:
         meta["CustomKeyStoreId"] = record.custom_key_store_id
         if record.extra.get(CLUSTER_ID):
             meta["CloudHsmClusterId"] = record.extra[CLUSTER_ID]
+        if record.extra.get(XKS_KEY_ID):
+            meta["XksKeyConfiguration"] = {"Id": record.extra[XKS_KEY_ID]}
     if record.multi_region_config is not None:
         meta["MultiRegionConfiguration"] = record.multi_region_config
     meta.update(imported_metadata(record))  # Origin EXTERNAL: expiry, material id

@@ -8,9 +8,10 @@ from hsmkms.errors import (
     IncorrectKeyException,
     InvalidCiphertextException,
     InvalidKeyUsageException,
+    UnsupportedOperationException,
     ValidationException,
 )
-from hsmkms.keys import blob, context, lifecycle
+from hsmkms.keys import blob, context, lifecycle, xks_blob
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.model import (
     KeyRecord,
@@ -18,6 +19,7 @@ from hsmkms.keys.model import (
     KeyUsage,
 )
 from hsmkms.keys.resolved import Resolved
+from hsmkms.operations import xks_keys
 from hsmkms.operations.checks import (
     check_bytes,
     check_enum,
@@ -51,8 +53,14 @@ def require_symmetric_encryption(record: KeyRecord, algorithm: str | None) -> No
 
 
 def _encrypt_with(
-    ctx: OperationContext, key: Resolved, plaintext: bytes, canonical_context: bytes
+    ctx: OperationContext,
+    key: Resolved,
+    plaintext: bytes,
+    canonical_context: bytes,
+    operation: str = "Encrypt",
 ) -> bytes:
+    if xks_keys.is_external(key.record):  # double encryption through the XKS proxy
+        return xks_keys.encrypt(ctx, key, plaintext, canonical_context, operation)
     if not key.symmetric_ready:
         lifecycle.require(key.record, Use.CRYPTO)
     iv, body = ctx.token_for(key.record).gcm_encrypt(
@@ -62,15 +70,23 @@ def _encrypt_with(
 
 
 def _decrypt_blob(
-    ctx: OperationContext, ciphertext: bytes, canonical_context: bytes, key_id: str | None
+    ctx: OperationContext,
+    ciphertext: bytes,
+    canonical_context: bytes,
+    key_id: str | None,
+    operation: str = "Decrypt",
 ) -> tuple[KeyRecord, bytes]:
-    parsed = blob.decode(ciphertext)
+    parsed = xks_blob.decode(ciphertext) if xks_blob.is_xks(ciphertext) else blob.decode(ciphertext)
     key = ctx.keys.by_uuid(parsed.key_uuid)
     record = key.record
     if key_id is not None and ctx.cached(key_id).record.key_id != record.key_id:
         raise IncorrectKeyException(
             "The key ID in the request does not identify a KMS key that can perform this operation."
         )
+    if isinstance(parsed, xks_blob.XksBlob):
+        return record, xks_keys.decrypt(ctx, record, parsed, canonical_context, operation)
+    if xks_keys.is_external(record):
+        raise InvalidCiphertextException()
     if not key.symmetric_ready:
         lifecycle.require(record, Use.CRYPTO)
         require_symmetric_encryption(record, None)
@@ -91,13 +107,14 @@ def _encrypt_any(
     plaintext: bytes,
     encryption_context: object,
     algorithm: str | None,
+    operation: str = "Encrypt",
 ) -> bytes:
     if key.rsa:
         return rsa_encrypt(ctx, key, plaintext, algorithm, encryption_context)
     aad = context.canonical(encryption_context)
     if not key.symmetric_ready or algorithm not in (None, SYMMETRIC_ALGORITHM):
         require_symmetric_encryption(key.record, algorithm)
-    return _encrypt_with(ctx, key, plaintext, aad)
+    return _encrypt_with(ctx, key, plaintext, aad, operation)
 
 
 def _decrypt_any(
@@ -106,6 +123,7 @@ def _decrypt_any(
     encryption_context: object,
     key_id: str | None,
     algorithm: str | None,
+    operation: str = "Decrypt",
 ) -> tuple[KeyRecord, bytes, str]:
     if key_id is not None:
         key = ctx.cached(key_id)
@@ -115,7 +133,7 @@ def _decrypt_any(
     if algorithm not in (None, SYMMETRIC_ALGORITHM):
         raise InvalidCiphertextException()
     record, plaintext = _decrypt_blob(
-        ctx, ciphertext, context.canonical(encryption_context), key_id
+        ctx, ciphertext, context.canonical(encryption_context), key_id, operation
     )
     return record, plaintext, SYMMETRIC_ALGORITHM
 
@@ -167,7 +185,12 @@ def re_encrypt(
     destination = ctx.cached(destination_key_id)
     lifecycle.require(destination.record, Use.CRYPTO)
     source, plaintext, source_algorithm = _decrypt_any(
-        ctx, data, source_encryption_context, source_key_id, source_encryption_algorithm
+        ctx,
+        data,
+        source_encryption_context,
+        source_key_id,
+        source_encryption_algorithm,
+        "ReEncrypt",
     )
     return {
         "CiphertextBlob": _encrypt_any(
@@ -176,6 +199,7 @@ def re_encrypt(
             plaintext,
             destination_encryption_context,
             destination_encryption_algorithm,
+            "ReEncrypt",
         ),
         "SourceKeyId": source.arn,
         "KeyId": destination.record.arn,
@@ -216,7 +240,7 @@ def generate_data_key(
     lifecycle.require(key.record, Use.CRYPTO)
     plaintext = ctx.hsm.random(size)
     return {
-        "CiphertextBlob": _encrypt_with(ctx, key, plaintext, aad),
+        "CiphertextBlob": _encrypt_with(ctx, key, plaintext, aad, "GenerateDataKey"),
         "Plaintext": plaintext,
         "KeyId": key.record.arn,
     }
@@ -252,5 +276,8 @@ def generate_random(
     count = check_range("numberOfBytes", number_of_bytes, 1, MAX_RANDOM_BYTES)
     if custom_key_store_id is None:
         return {"Plaintext": ctx.hsm.random(count)}
-    require_connected(ctx, custom_key_store_id)  # random from that store's token
+    if require_connected(ctx, custom_key_store_id).store_type == "EXTERNAL_KEY_STORE":
+        raise UnsupportedOperationException(
+            "GenerateRandom is not supported in external key stores."
+        )
     return {"Plaintext": ctx.tokens.for_store(custom_key_store_id).random(count)}

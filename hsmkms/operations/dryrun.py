@@ -14,7 +14,7 @@ from hsmkms.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from hsmkms.keys import blob
+from hsmkms.keys import blob, xks_blob
 from hsmkms.operations.context import OperationContext
 
 if TYPE_CHECKING:
@@ -41,7 +41,8 @@ def dry_run(
                 raise ValidationException(
                     "With IGNORE_CIPHERTEXT and no CiphertextBlob, name the KMS key."
                 )
-            ctx.keys.by_uuid(blob.decode(ciphertext).key_uuid)
+            decode = xks_blob.decode if xks_blob.is_xks(ciphertext) else blob.decode
+            ctx.keys.by_uuid(decode(ciphertext).key_uuid)
     else:
         op.dry_run(ctx, **arguments)  # the result (plaintext, signature ...) is dropped
     raise DryRunOperationException(MESSAGE)

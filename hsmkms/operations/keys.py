@@ -37,6 +37,7 @@ from hsmkms.operations.context import OperationContext, Response
 from hsmkms.operations.imports import create_pending_import
 from hsmkms.operations.keystores import require_connected
 from hsmkms.operations.policies import check_lockout
+from hsmkms.operations.xks_keys import external_key_extra
 from hsmkms.policy.model import (
     default_key_policy,
 )
@@ -67,6 +68,7 @@ def create_key(
     policy: str | None = None,
     bypass_policy_lockout_safety_check: bool = False,
     custom_key_store_id: str | None = None,
+    xks_key_id: str | None = None,
 ) -> Response:
     if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
         raise validation_error(
@@ -96,7 +98,18 @@ def create_key(
         raise ValidationException(
             f"KeyUsage {usage.value} is not compatible with KeySpec {spec.value}"
         )
-    extra = _custom_key_store(ctx, custom_key_store_id, key_origin, spec, usage, multi_region)
+    if key_origin is Origin.EXTERNAL_KEY_STORE or xks_key_id is not None:
+        extra = external_key_extra(
+            ctx,
+            store_id=custom_key_store_id,
+            origin=key_origin,
+            spec=spec,
+            usage=usage,
+            multi_region=multi_region,
+            xks_key_id=xks_key_id,
+        )
+    else:
+        extra = _custom_key_store(ctx, custom_key_store_id, key_origin, spec, usage, multi_region)
     if key_origin not in (Origin.AWS_KMS, Origin.EXTERNAL) and custom_key_store_id is None:
         raise UnsupportedOperationException(
             f"Origin {key_origin.value} is not supported by this hsmkms release."
@@ -173,6 +186,8 @@ def _custom_key_store(
     if multi_region:
         raise UnsupportedOperationException("Multi-Region keys cannot be in a custom key store.")
     store = require_connected(ctx, store_id)
+    if store.cluster_id is None:  # an EXTERNAL_KEY_STORE store: Origin must say so
+        raise ValidationException(f"Custom key store {store_id} needs Origin EXTERNAL_KEY_STORE.")
     return {CLUSTER_ID: store.cluster_id}
 
 

@@ -37,6 +37,7 @@ from hsmkms.keys.keystores import (
     set_keys_available,
     wrap_password,
 )
+from hsmkms.operations import xks_keystores
 from hsmkms.operations.checks import check_limit, offset_page
 from hsmkms.operations.context import OperationContext, Response
 
@@ -86,7 +87,23 @@ def create_custom_key_store(
     trust_anchor_certificate: str | None = None,
     key_store_password: str | None = None,
     custom_key_store_type: str = CLOUDHSM,
+    xks_proxy_uri_endpoint: str | None = None,
+    xks_proxy_uri_path: str | None = None,
+    xks_proxy_vpc_endpoint_service_name: str | None = None,
+    xks_proxy_vpc_endpoint_service_owner: str | None = None,
+    xks_proxy_authentication_credential: dict[str, str] | None = None,
+    xks_proxy_connectivity: str | None = None,
 ) -> Response:
+    if custom_key_store_type == EXTERNAL:
+        return xks_keystores.create_external_store(
+            ctx,
+            name=custom_key_store_name,
+            uri_endpoint=xks_proxy_uri_endpoint,
+            uri_path=xks_proxy_uri_path,
+            credential=xks_proxy_authentication_credential,
+            connectivity=xks_proxy_connectivity,
+            vpc_service=xks_proxy_vpc_endpoint_service_name or xks_proxy_vpc_endpoint_service_owner,
+        )
     if custom_key_store_type != CLOUDHSM:
         raise UnsupportedOperationException(
             f"CustomKeyStoreType {custom_key_store_type} is not supported by this hsmkms release."
@@ -148,6 +165,8 @@ def _entry(store: CustomKeyStore) -> Response:
         entry["TrustAnchorCertificate"] = store.trust_anchor
     if store.connection_state == "FAILED" and store.error_code:
         entry["ConnectionErrorCode"] = store.error_code
+    if store.store_type == EXTERNAL:
+        entry.update(xks_keystores.describe_entry(store))
     return entry
 
 
@@ -180,6 +199,10 @@ def connect_custom_key_store(ctx: OperationContext, *, custom_key_store_id: str)
             "then connect it."
         )
     if store.connection_state == "CONNECTED":
+        return {}
+    if store.store_type == EXTERNAL:
+        code = xks_keystores.connect_code(ctx, store)
+        _set_state(ctx, store.store_id, "FAILED" if code else "CONNECTED", code)
         return {}
     cluster = get_cluster(ctx.store, store.cluster_id or "")
     try:
@@ -222,8 +245,40 @@ def update_custom_key_store(
     new_custom_key_store_name: str | None = None,
     key_store_password: str | None = None,
     cloud_hsm_cluster_id: str | None = None,
+    xks_proxy_uri_endpoint: str | None = None,
+    xks_proxy_uri_path: str | None = None,
+    xks_proxy_vpc_endpoint_service_name: str | None = None,
+    xks_proxy_vpc_endpoint_service_owner: str | None = None,
+    xks_proxy_authentication_credential: dict[str, str] | None = None,
+    xks_proxy_connectivity: str | None = None,
 ) -> Response:
     store = _existing(ctx, custom_key_store_id)
+    if store.store_type == EXTERNAL:
+        if key_store_password is not None or cloud_hsm_cluster_id is not None:
+            raise ValidationException(
+                "KeyStorePassword and CloudHsmClusterId are settings of AWS_CLOUDHSM key stores."
+            )
+        store = xks_keystores.update_external_store(
+            ctx,
+            store,
+            uri_endpoint=xks_proxy_uri_endpoint,
+            uri_path=xks_proxy_uri_path,
+            credential=xks_proxy_authentication_credential,
+            connectivity=xks_proxy_connectivity,
+            vpc_service=xks_proxy_vpc_endpoint_service_name or xks_proxy_vpc_endpoint_service_owner,
+        )
+    elif any(
+        v is not None
+        for v in (
+            xks_proxy_uri_endpoint,
+            xks_proxy_uri_path,
+            xks_proxy_authentication_credential,
+            xks_proxy_connectivity,
+            xks_proxy_vpc_endpoint_service_name,
+            xks_proxy_vpc_endpoint_service_owner,
+        )
+    ):
+        raise ValidationException("XksProxy* settings belong to EXTERNAL_KEY_STORE key stores.")
     other_changes = key_store_password is not None or cloud_hsm_cluster_id is not None
     if other_changes and store.connection_state != "DISCONNECTED":
         raise CustomKeyStoreInvalidStateException(
