@@ -105,7 +105,7 @@ class OperationContext:
         (the row is locked there on PostgreSQL), so no other writer's change is lost.
         A change may be a function of the current row (e.g. tags merged into it)."""
         with self.store.transaction() as tx:
-            current = tx.get_key(record.key_id)
+            current = tx.get_key(record.key_id, record.region)
             if current is None:
                 raise NotFoundException(f"Key '{record.arn}' does not exist")
             if current.state is not record.state:  # checked against a state now gone
