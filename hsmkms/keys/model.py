@@ -12,6 +12,9 @@ class KeyState(StrEnum):
     ENABLED = "Enabled"
     DISABLED = "Disabled"
     PENDING_DELETION = "PendingDeletion"
+    # A multi-Region primary scheduled for deletion while it still has replicas: its
+    # waiting period starts when the last replica is gone.
+    PENDING_REPLICA_DELETION = "PendingReplicaDeletion"
     PENDING_IMPORT = "PendingImport"
     UNAVAILABLE = "Unavailable"
 

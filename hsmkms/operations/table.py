@@ -22,6 +22,7 @@ from hsmkms.operations import (
     keystores,
     mac,
     policies,
+    replication,
     rotation,
     tags,
 )
@@ -133,6 +134,9 @@ _OPERATIONS = (
               dry_run=grants.find_named_grant),
     Operation("RevokeGrant", grants.revoke_grant, KEY, check=ID_ONLY,
               dry_run=grants.find_named_grant),
+    # multi-Region keys
+    Operation("ReplicateKey", replication.replicate_key, KEY, check=ID_ONLY),
+    Operation("UpdatePrimaryRegion", replication.update_primary_region, KEY, check=ID_ONLY),
     # custom key stores (IAM-only permissions: no key to check)
     Operation("CreateCustomKeyStore", keystores.create_custom_key_store, KEYLESS),
     Operation(
