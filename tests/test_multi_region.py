@@ -30,7 +30,9 @@ FAMILIES = [
 ]
 
 
-def create_mrk(km: KeyManager, spec: str = "SYMMETRIC_DEFAULT", usage: str = "ENCRYPT_DECRYPT") -> str:
+def create_mrk(
+    km: KeyManager, spec: str = "SYMMETRIC_DEFAULT", usage: str = "ENCRYPT_DECRYPT"
+) -> str:
     meta = km.create_key(key_spec=spec, key_usage=usage, multi_region=True)["KeyMetadata"]
     key_id: str = meta["KeyId"]
     assert key_id.startswith("mrk-")
@@ -92,7 +94,10 @@ def test_replica_and_primary_interoperate_for_every_key_family(
 def test_describe_key_shows_the_multi_region_configuration(km: KeyManager, eu: KeyManager) -> None:
     key_id = create_mrk(km)
     response = km.replicate_key(
-        key_id=key_id, replica_region=EU, description="eu copy", tags=[{"TagKey": "t", "TagValue": "v"}]
+        key_id=key_id,
+        replica_region=EU,
+        description="eu copy",
+        tags=[{"TagKey": "t", "TagValue": "v"}],
     )
     replica = response["ReplicaKeyMetadata"]
     primary_arn = f"arn:aws:kms:us-east-1:111122223333:key/{key_id}"
@@ -172,9 +177,12 @@ def test_update_primary_region_swaps_roles(km: KeyManager, eu: KeyManager) -> No
     assert config["MultiRegionKeyType"] == "REPLICA"
     assert config["PrimaryKey"]["Region"] == EU
     assert [r["Region"] for r in config["ReplicaKeys"]] == ["ap-south-1", "us-east-1"]
-    assert eu.describe_key(key_id=key_id)["KeyMetadata"]["MultiRegionConfiguration"][
-        "MultiRegionKeyType"
-    ] == "PRIMARY"
+    assert (
+        eu.describe_key(key_id=key_id)["KeyMetadata"]["MultiRegionConfiguration"][
+            "MultiRegionKeyType"
+        ]
+        == "PRIMARY"
+    )
     with pytest.raises(UnsupportedOperationException):  # us-east-1 is a replica now
         km.replicate_key(key_id=key_id, replica_region="us-west-2")
     eu.replicate_key(key_id=key_id, replica_region="us-west-2")
