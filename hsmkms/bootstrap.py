@@ -18,6 +18,7 @@ from hsmkms.policy.principals import CredentialStore
 from hsmkms.store import open_store
 from hsmkms.token import Hsm
 from hsmkms.token.audit import TokenAuditAnchor
+from hsmkms.token.domain import custody_for
 
 
 def prepare_environment(settings: Settings) -> None:
@@ -45,6 +46,33 @@ def open_hsm(settings: Settings) -> Hsm:
         settings.session_pool_size,
         init_params=settings.init_params,
     )
+
+
+def open_region_tokens(settings: Settings, main: Hsm) -> dict[str, Hsm]:
+    """The tokens of regions listed in HSMKMS_REGION_TOKENS (one Hsm per label). With
+    such a map, new material gets the security domain's custody where a token is in
+    a domain, so multi-Region replicas can reach another token wrapped."""
+    if not settings.region_tokens:
+        return {}
+    if settings.region_tokens.get(settings.region, settings.token_label) != settings.token_label:
+        raise KMSInternalException(
+            f"HSMKMS_REGION_TOKENS: {settings.region} is the main region; its token is "
+            f"HSMKMS_TOKEN_LABEL ({settings.token_label})"
+        )
+    by_label = {settings.token_label: main}
+    for label in settings.region_tokens.values():
+        if label in by_label:
+            continue
+        pin = settings.read_region_pin(label)
+        if pin is None:
+            raise KMSInternalException(f"no user PIN for the region token {label!r}")
+        by_label[label] = Hsm(
+            settings.pkcs11_lib, label, pin, settings.session_pool_size,
+            init_params=settings.init_params,
+        )  # fmt: skip
+    for token in by_label.values():
+        token.custody = custody_for(token)
+    return {region: by_label[label] for region, label in settings.region_tokens.items()}
 
 
 def open_audit(settings: Settings, hsm: Hsm) -> AuditLog:
@@ -80,6 +108,7 @@ def build_key_manager(
         clock=clock,
         audit=open_audit(settings, hsm) if audited else None,
         audit_source=source,
+        region_tokens=open_region_tokens(settings, hsm),
     )
 
 

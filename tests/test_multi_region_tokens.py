@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from hsmkms.bootstrap import open_region_tokens
+from hsmkms.config import load_settings
 from hsmkms.errors import (
+    KMSInternalException,
     KMSInvalidStateException,
     NotFoundException,
     UnsupportedOperationException,
@@ -19,7 +22,7 @@ from hsmkms.library import KeyManager
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 from hsmkms.token.domain import create_domain, custody_for, join_domain
-from hsmkms.token.templates import MaterialRef
+from hsmkms.token.templates import Custody, MaterialRef
 from tests.conftest import ACCOUNT, ManualClock, PeerToken
 from tests.test_multi_region import FAMILIES, create_mrk, interoperate
 
@@ -147,3 +150,29 @@ def test_ed25519_material_is_reported_as_not_replicable_across_tokens(
     )  # fmt: skip
     assert checked["SignatureValid"] is True
     assert token_e.facts(MaterialRef(key_id, 1)) == []
+
+
+def test_region_token_settings_open_one_token_per_label(
+    peer_tokens: dict[str, PeerToken], tokens: tuple[Hsm, Hsm], tmp_path: Path
+) -> None:
+    token_d, _ = tokens
+    d, e = peer_tokens["peer-d"], peer_tokens["peer-e"]
+    (tmp_path / f"{e.label}.pin").write_text(e.pin + "\n")
+    settings = load_settings({
+        "HSMKMS_PKCS11_LIB": d.module, "HSMKMS_TOKEN_LABEL": d.label,
+        "HSMKMS_REGION_TOKENS": f" {EU}={e.label}, {WEST}={d.label} ",
+        "HSMKMS_REGION_PIN_DIR": str(tmp_path),
+    })  # fmt: skip
+    assert settings.region_tokens == {EU: e.label, WEST: d.label}
+    opened = open_region_tokens(settings, token_d)
+    try:
+        assert opened[WEST] is token_d  # the main token's label: the main Hsm
+        assert opened[EU] is not token_d and opened[EU].custody is Custody.DOMAIN
+    finally:
+        opened[EU].close()
+    for bad in ("eu-west-1", "eu-west-1=", "mars-1=x"):
+        with pytest.raises(ValueError, match="HSMKMS_REGION_TOKENS"):
+            load_settings({"HSMKMS_REGION_TOKENS": bad})
+    main_elsewhere = load_settings({"HSMKMS_REGION_TOKENS": f"us-east-1={e.label}"})
+    with pytest.raises(KMSInternalException, match="main region"):
+        open_region_tokens(main_elsewhere, token_d)
