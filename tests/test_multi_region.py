@@ -4,8 +4,10 @@ share and what they keep to themselves, AWS's deletion rules and errors."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from hsmkms.errors import (
     AlreadyExistsException,
@@ -244,3 +246,45 @@ def test_cancel_deletion_of_a_primary_waiting_for_replicas(km: KeyManager) -> No
     km.schedule_key_deletion(key_id=key_id)
     km.cancel_key_deletion(key_id=key_id)
     assert km.describe_key(key_id=key_id)["KeyMetadata"]["KeyState"] == "Disabled"
+
+
+def test_boto3_over_http_in_two_regions(server: Any) -> None:
+    east, west = server.client(), server.client(region=EU)
+    key_id = east.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    replica = east.replicate_key(KeyId=key_id, ReplicaRegion=EU, Description="eu")
+    meta = replica["ReplicaKeyMetadata"]
+    assert meta["Arn"].startswith(f"arn:aws:kms:{EU}:") and meta["Description"] == "eu"
+    assert meta["MultiRegionConfiguration"]["MultiRegionKeyType"] == "REPLICA"
+    data = east.encrypt(KeyId=key_id, Plaintext=b"x", EncryptionContext={"a": "b"})
+    back = west.decrypt(CiphertextBlob=data["CiphertextBlob"], EncryptionContext={"a": "b"})
+    assert back["Plaintext"] == b"x" and back["KeyId"] == meta["Arn"]
+
+    mac_key = east.create_key(MultiRegion=True, KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")
+    mac_id = mac_key["KeyMetadata"]["KeyId"]
+    east.replicate_key(KeyId=mac_id, ReplicaRegion=EU)
+    mac = west.generate_mac(KeyId=mac_id, Message=b"m", MacAlgorithm="HMAC_SHA_256")["Mac"]
+    assert east.verify_mac(KeyId=mac_id, Message=b"m", MacAlgorithm="HMAC_SHA_256", Mac=mac)[
+        "MacValid"
+    ]
+    signer = east.create_key(MultiRegion=True, KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")
+    signer_id = signer["KeyMetadata"]["KeyId"]
+    east.replicate_key(KeyId=signer_id, ReplicaRegion=EU)
+    signature = east.sign(KeyId=signer_id, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
+    assert west.verify(
+        KeyId=signer_id, Message=b"m", Signature=signature["Signature"],
+        SigningAlgorithm="ECDSA_SHA_256",
+    )["SignatureValid"]  # fmt: skip
+
+    east.update_primary_region(KeyId=key_id, PrimaryRegion=EU)
+    config = west.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]
+    assert config["MultiRegionKeyType"] == "PRIMARY" and config["PrimaryKey"]["Region"] == EU
+    with pytest.raises(ClientError) as refused:
+        east.replicate_key(KeyId=key_id, ReplicaRegion="ap-south-1")  # a replica now
+    assert refused.value.response["Error"]["Code"] == "UnsupportedOperationException"
+    with pytest.raises(ClientError) as again:
+        west.replicate_key(KeyId=key_id, ReplicaRegion="us-east-1")
+    assert again.value.response["Error"]["Code"] == "AlreadyExistsException"
+    scheduled = west.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    assert scheduled["KeyState"] == "PendingReplicaDeletion" and "DeletionDate" not in scheduled
+    assert scheduled["PendingWindowInDays"] == 7
+    west.cancel_key_deletion(KeyId=key_id)
