@@ -176,3 +176,14 @@ def test_region_token_settings_open_one_token_per_label(
     main_elsewhere = load_settings({"HSMKMS_REGION_TOKENS": f"us-east-1={e.label}"})
     with pytest.raises(KMSInternalException, match="main region"):
         open_region_tokens(main_elsewhere, token_d)
+
+
+def test_maintenance_checks_each_key_against_its_regions_token(km: KeyManager) -> None:
+    eu = km.for_region(EU)
+    key_id = eu.create_key()["KeyMetadata"]["KeyId"]  # on token E only
+    mrk = create_mrk(eu)
+    eu.replicate_key(key_id=mrk, replica_region="us-east-1")  # copied to token D
+    report = km.maintain().reconcile
+    assert report.material_missing == []
+    assert eu.describe_key(key_id=key_id)["KeyMetadata"]["KeyState"] == "Enabled"
+    assert km.describe_key(key_id=mrk)["KeyMetadata"]["KeyState"] == "Enabled"

@@ -148,7 +148,11 @@ class MaterialKeeper:
                 tx.remove_pending(record.key_id, version.version)
         return hsm is not None
 
-    def reconcile(self, grace: timedelta = DEFAULT_GRACE) -> ReconcileReport:
+    def reconcile(
+        self, grace: timedelta = DEFAULT_GRACE, on_token: Callable[[KeyRecord], bool] | None = None
+    ) -> ReconcileReport:
+        """`on_token`: which keys' material this token holds (regions may have their own
+        tokens); default every key outside custom key stores."""
         report = ReconcileReport()
         now = self._clock()
         in_token = self._hsm.material_refs()
@@ -173,7 +177,8 @@ class MaterialKeeper:
         for record in self._all_keys():
             versions = self._store.list_versions(record.key_id)
             named.update(MaterialRef(v.key_id, v.version) for v in versions)
-            if record.custom_key_store_id is None:  # this pass checks the main token only
+            # This pass checks the main token only.
+            if record.custom_key_store_id is None and (on_token is None or on_token(record)):
                 self._check_versions(record, versions, in_token, report)
 
         unknown = in_token - named - fresh_intents

@@ -66,6 +66,9 @@ def maintain(ctx: OperationContext) -> MaintenanceReport:
                     share(ctx, record.key_id)
                 report.rotated.append(record.arn)
     ctx.changed()
-    report.reconcile = ctx.material.reconcile()
+    # Keys of regions on other tokens are not checked against this one.
+    report.reconcile = ctx.material.reconcile(
+        on_token=lambda record: ctx.token_of_region(record.region) is ctx.hsm
+    )
     ctx.changed()
     return report
