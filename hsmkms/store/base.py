@@ -15,8 +15,9 @@ class Reader(Protocol):
         ...
 
     def list_keys(self, region: str | None, after: str | None, limit: int) -> list[KeyRecord]:
-        """Keys ordered by key id, after `after`; region None lists every region (a
-        multi-Region key's rows then follow each other, by region)."""
+        """Keys ordered by key id, after `after`, `limit` key ids; region None lists
+        every region (a multi-Region key's rows then follow each other, by region, and
+        a page holds all rows of its key ids)."""
         ...
 
     def get_alias(self, region: str, name: str) -> Alias | None: ...

@@ -52,7 +52,9 @@ class _View:
             (k for k in self._s.keys.values() if region is None or k.region == region),
             key=lambda k: (k.key_id, k.region),
         )
-        return [k for k in rows if after is None or k.key_id > after][:limit]
+        rows = [k for k in rows if after is None or k.key_id > after]
+        ids = sorted({k.key_id for k in rows})[:limit]  # whole keys: all their regions
+        return [k for k in rows if k.key_id in set(ids)]
 
     def get_alias(self, region: str, name: str) -> Alias | None:
         return self._s.aliases.get((region, name))

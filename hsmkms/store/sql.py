@@ -39,9 +39,12 @@ class Statements:
         "AND (CAST(:region AS TEXT) IS NULL OR region = :region) "
         "ORDER BY replica, region LIMIT 1"
     )
+    # `limit` key ids, each with all its rows (regions): a page never splits a key.
     list_keys: str = (
         "SELECT * FROM keys WHERE (CAST(:region AS TEXT) IS NULL OR region = :region) "
-        "AND key_id > :after ORDER BY key_id, region LIMIT :limit"
+        "AND key_id IN (SELECT DISTINCT key_id FROM keys "
+        "WHERE (CAST(:region AS TEXT) IS NULL OR region = :region) AND key_id > :after "
+        "ORDER BY key_id LIMIT :limit) ORDER BY key_id, region"
     )
     get_alias: str = "SELECT * FROM aliases WHERE region = :region AND name = :name"
     list_aliases: str = (
