@@ -100,7 +100,7 @@ def build_key_manager(
     trail with the operator's identity (`source`: hsmkms.library or hsmkms.cli)."""
     hsm = open_hsm(settings)
     store = open_store(settings.database_url, pool_size=settings.database_pool_size)
-    return KeyManager(
+    km = KeyManager(
         store,
         hsm,
         account_id=settings.account_id,
@@ -110,6 +110,8 @@ def build_key_manager(
         audit_source=source,
         region_tokens=open_region_tokens(settings, hsm),
     )
+    km.context.served_regions = frozenset(settings.regions)  # before any region context
+    return km
 
 
 def build_app(settings: Settings, km: KeyManager) -> ASGIApp:

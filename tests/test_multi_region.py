@@ -288,3 +288,11 @@ def test_boto3_over_http_in_two_regions(server: Any) -> None:
     assert scheduled["KeyState"] == "PendingReplicaDeletion" and "DeletionDate" not in scheduled
     assert scheduled["PendingWindowInDays"] == 7
     west.cancel_key_deletion(KeyId=key_id)
+
+
+def test_replicate_key_refuses_a_region_this_hsmkms_does_not_serve(km: KeyManager) -> None:
+    km.context.served_regions = frozenset({"us-east-1", EU})  # as bootstrap sets it
+    key_id = create_mrk(km)
+    with pytest.raises(UnsupportedOperationException, match="does not serve ap-south-1"):
+        km.replicate_key(key_id=key_id, replica_region="ap-south-1")
+    km.replicate_key(key_id=key_id, replica_region=EU)

@@ -60,6 +60,9 @@ class OperationContext:
         # would): region -> its token. Other regions use `hsm`.
         self.region_tokens: dict[str, Hsm] = dict(region_tokens or {})
         self.default_hsm = hsm
+        # The regions the edge serves (HSMKMS_REGIONS); empty: any. ReplicateKey
+        # refuses others: a replica there could never be used.
+        self.served_regions: frozenset[str] = frozenset()
         self._registries: dict[int, TokenRegistry] = {id(self.tokens.main): self.tokens}
 
     def for_region(self, region: str) -> OperationContext:
@@ -85,6 +88,7 @@ class OperationContext:
                         region_tokens=self.region_tokens,
                     )
                     context.default_hsm = self.default_hsm
+                    context.served_regions = self.served_regions
                     context._registries = self._registries
                     context._regions = self._regions
                     context._regions_lock = self._regions_lock

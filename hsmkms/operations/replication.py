@@ -157,6 +157,11 @@ def replicate_key(
         raise ValidationException(
             f"The replica Region {region} is the primary key's Region; choose another one."
         )
+    if ctx.served_regions and region not in ctx.served_regions:
+        served = ", ".join(sorted(ctx.served_regions))
+        raise UnsupportedOperationException(
+            f"This hsmkms does not serve {region}; it serves {served}."
+        )
     if ctx.store.get_key(primary.key_id, region) is not None:
         raise AlreadyExistsException(
             f"Multi-Region key {primary.key_id} already has a key in {region}."
