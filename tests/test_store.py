@@ -293,6 +293,13 @@ def test_a_multi_region_key_has_one_row_per_region(any_store: MetadataStore) -> 
     assert len(any_store.list_grants(key_id)) == 2
     assert [k.region for k in any_store.list_keys(None, None, 10)] == ["eu-west-1", "us-east-1"]
     assert len(any_store.list_keys(None, None, 1)) == 2  # a page never splits a key
+    with any_store.transaction() as tx:  # no region given: the primary row's
+        tx.put_grant(grant("g-none", key_id))
+    assert [g.grant_id for g in any_store.list_grants(key_id, "us-east-1")] == [
+        "g-us-east-1", "g-none",
+    ]  # fmt: skip
+    with any_store.transaction() as tx:
+        tx.delete_grant("g-none")
     assert any_store.list_keys(None, key_id, 1) == []
     with any_store.transaction() as tx:
         tx.delete_key(key_id, "eu-west-1")  # a replica goes: the shared versions stay

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hsmkms.keys.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
 
@@ -161,6 +161,9 @@ class _MemoryWriter(_View):
 
     def put_grant(self, grant: Grant) -> None:
         self.wrote = True
+        if not grant.region:  # made without one: the grant is on the key's primary row
+            record = self.get_key(grant.key_id)
+            grant = replace(grant, region=record.region if record else "")
         self._s.grants[grant.grant_id] = grant
 
     def delete_grant(self, grant_id: str) -> None:

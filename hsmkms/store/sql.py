@@ -296,6 +296,9 @@ class SqlWriter(SqlReader):
         self._run(self._sql.put_identity_policy, params)
 
     def put_grant(self, grant: Grant) -> None:
+        if not grant.region:  # made without one: the grant is on the key's primary row
+            record = self.get_key(grant.key_id)
+            grant = replace(grant, region=record.region if record else "")
         self._run(self._sql.put_grant, rows.grant_params(grant))
 
     def delete_grant(self, grant_id: str) -> None:
