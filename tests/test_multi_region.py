@@ -3,6 +3,7 @@ share and what they keep to themselves, AWS's deletion rules and errors."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -296,3 +297,24 @@ def test_replicate_key_refuses_a_region_this_hsmkms_does_not_serve(km: KeyManage
     with pytest.raises(UnsupportedOperationException, match="does not serve ap-south-1"):
         km.replicate_key(key_id=key_id, replica_region="ap-south-1")
     km.replicate_key(key_id=key_id, replica_region=EU)
+
+
+def test_a_grant_on_the_primary_does_not_open_the_replica(server: Any) -> None:
+    """Grants are each key's own: the authorizer sees only its region's grants."""
+    name = f"grantee-{uuid.uuid4().hex[:8]}"
+    grantee = f"arn:aws:iam::111122223333:user/{name}"
+    east, west = server.client(), server.client(region=EU)
+    key_id = east.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    east.replicate_key(KeyId=key_id, ReplicaRegion=EU)
+    east.create_grant(KeyId=key_id, GranteePrincipal=grantee, Operations=["Encrypt"])
+    as_grantee_east = server.principal(name)
+    assert as_grantee_east.encrypt(KeyId=key_id, Plaintext=b"x")["KeyId"].endswith(key_id)
+    as_grantee_west = server.principal(name, region=EU)  # a second access key
+    with pytest.raises(ClientError) as refused:
+        as_grantee_west.encrypt(KeyId=key_id, Plaintext=b"x")
+    assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert west.list_grants(KeyId=key_id)["Grants"] == []
+    west.create_grant(KeyId=key_id, GranteePrincipal=grantee, Operations=["Encrypt"])
+    assert as_grantee_west.encrypt(KeyId=key_id, Plaintext=b"x")["KeyId"].startswith(
+        f"arn:aws:kms:{EU}:"
+    )

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from hsmkms.errors import InvalidCiphertextException, NotFoundException
 from hsmkms.keys import ids
-from hsmkms.keys.model import KeyRecord
+from hsmkms.keys.model import Grant, KeyRecord
 from hsmkms.keys.resolved import Resolved
 from hsmkms.store.base import MetadataStore
 
@@ -29,7 +29,7 @@ class _RegionGrants:
         self._store = store
         self._region = region
 
-    def list_grants(self, key_id: str | None, region: str | None = None) -> list[Any]:
+    def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
         return self._store.list_grants(key_id, region or self._region)
 
     def __getattr__(self, name: str) -> Any:
