@@ -3,6 +3,7 @@ share and what they keep to themselves, AWS's deletion rules and errors."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -318,3 +319,37 @@ def test_a_grant_on_the_primary_does_not_open_the_replica(server: Any) -> None:
     assert as_grantee_west.encrypt(KeyId=key_id, Plaintext=b"x")["KeyId"].startswith(
         f"arn:aws:kms:{EU}:"
     )
+
+
+def _allow(*actions: str, resource: str = "*") -> str:
+    statement = {"Effect": "Allow", "Action": list(actions), "Resource": resource}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def test_the_other_regions_permissions_are_checked_too(server: Any) -> None:
+    """ReplicateKey needs kms:CreateKey in the replica Region; UpdatePrimaryRegion needs
+    kms:UpdatePrimaryRegion on the replica key as well as on the primary."""
+    admin = server.client()
+    key_id = admin.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    only_replicate = server.principal(f"r-{uuid.uuid4().hex[:8]}", _allow("kms:ReplicateKey"))
+    with pytest.raises(ClientError) as refused:
+        only_replicate.replicate_key(KeyId=key_id, ReplicaRegion=EU)
+    assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "kms:CreateKey" in refused.value.response["Error"]["Message"]
+    replicator = server.principal(  # PutKeyPolicy: the replica's lockout safety check
+        f"r-{uuid.uuid4().hex[:8]}",
+        _allow("kms:ReplicateKey", "kms:CreateKey", "kms:PutKeyPolicy"),
+    )
+    replicator.replicate_key(KeyId=key_id, ReplicaRegion=EU)
+
+    east_only = server.principal(
+        f"u-{uuid.uuid4().hex[:8]}",
+        _allow("kms:UpdatePrimaryRegion", resource="arn:aws:kms:us-east-1:111122223333:key/*"),
+    )
+    with pytest.raises(ClientError) as refused:
+        east_only.update_primary_region(KeyId=key_id, PrimaryRegion=EU)
+    assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
+    both = server.principal(f"u-{uuid.uuid4().hex[:8]}", _allow("kms:UpdatePrimaryRegion"))
+    both.update_primary_region(KeyId=key_id, PrimaryRegion=EU)
+    config = admin.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]
+    assert config["PrimaryKey"]["Region"] == EU
