@@ -20,6 +20,7 @@ from hsmkms.errors import (
 )
 from hsmkms.keys import blob
 from hsmkms.library import KeyManager
+from hsmkms.store.postgres import PostgresStore
 from hsmkms.token import Hsm
 from hsmkms.token.templates import MaterialRef
 from tests.conftest import ManualClock
@@ -353,3 +354,30 @@ def test_the_other_regions_permissions_are_checked_too(server: Any) -> None:
     both.update_primary_region(KeyId=key_id, PrimaryRegion=EU)
     config = admin.describe_key(KeyId=key_id)["KeyMetadata"]["MultiRegionConfiguration"]
     assert config["PrimaryKey"]["Region"] == EU
+
+
+def test_on_postgresql(hsm: Hsm, pg_url: str, clock: ManualClock) -> None:
+    """The same flows over the PostgreSQL store (row locks on every row of the key)."""
+    store = PostgresStore(pg_url)
+    try:
+        km = KeyManager(store, hsm, account_id="111122223333", region="us-east-1", clock=clock)
+        eu = km.for_region(EU)
+        key_id = create_mrk(km)
+        km.replicate_key(key_id=key_id, replica_region=EU)
+        interoperate(km, eu, key_id, "SYMMETRIC_DEFAULT")
+        km.rotate_key_on_demand(key_id=key_id)
+        assert blob.decode(eu.encrypt(key_id=key_id, plaintext=b"x")["CiphertextBlob"]).version == 2
+        km.update_primary_region(key_id=key_id, primary_region=EU)
+        eu.schedule_key_deletion(key_id=key_id, pending_window_in_days=7)
+        km.schedule_key_deletion(key_id=key_id, pending_window_in_days=7)
+        assert eu.describe_key(key_id=key_id)["KeyMetadata"]["KeyState"] == "PendingReplicaDeletion"
+        clock.advance(days=7)
+        km.maintain()
+        assert eu.describe_key(key_id=key_id)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+        clock.advance(days=7)
+        km.maintain()
+        with pytest.raises(NotFoundException):
+            eu.describe_key(key_id=key_id)
+        assert hsm.facts(MaterialRef(key_id, 1)) == [] and hsm.facts(MaterialRef(key_id, 2)) == []
+    finally:
+        store.close()
