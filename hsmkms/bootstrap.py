@@ -56,6 +56,33 @@ def open_hsm(settings: Settings) -> Hsm:
     return hsm
 
 
+def open_region_tokens(settings: Settings, main: Hsm) -> dict[str, Hsm]:
+    """The tokens of regions listed in HSMKMS_REGION_TOKENS (one Hsm per label). With
+    such a map, new material gets the security domain's custody where a token is in
+    a domain, so multi-Region replicas can reach another token wrapped."""
+    if not settings.region_tokens:
+        return {}
+    if settings.region_tokens.get(settings.region, settings.token_label) != settings.token_label:
+        raise KMSInternalException(
+            f"HSMKMS_REGION_TOKENS: {settings.region} is the main region; its token is "
+            f"HSMKMS_TOKEN_LABEL ({settings.token_label})"
+        )
+    by_label = {settings.token_label: main}
+    for label in settings.region_tokens.values():
+        if label in by_label:
+            continue
+        pin = settings.read_region_pin(label)
+        if pin is None:
+            raise KMSInternalException(f"no user PIN for the region token {label!r}")
+        by_label[label] = Hsm(
+            settings.pkcs11_lib, label, pin, settings.session_pool_size,
+            init_params=settings.init_params,
+        )  # fmt: skip
+    for token in by_label.values():
+        token.custody = custody_for(token)
+    return {region: by_label[label] for region, label in settings.region_tokens.items()}
+
+
 def audit_anchor(hsm: Hsm, store: MetadataStore) -> TokenAuditAnchor:
     """The token's audit key; the latest checkpoints in the token, or in the database
     where the token holds no data objects."""
@@ -87,7 +114,7 @@ def build_key_manager(
     trail with the operator's identity (`source`: hsmkms.library or hsmkms.cli)."""
     hsm = open_hsm(settings)
     store = open_store(settings.database_url, pool_size=settings.database_pool_size)
-    return KeyManager(
+    km = KeyManager(
         store,
         hsm,
         account_id=settings.account_id,
@@ -95,7 +122,10 @@ def build_key_manager(
         clock=clock,
         audit=open_audit(settings, hsm, store) if audited else None,
         audit_source=source,
+        region_tokens=open_region_tokens(settings, hsm),
     )
+    km.context.served_regions = frozenset(settings.regions)  # before any region context
+    return km
 
 
 # Seconds past the shutdown drain for closing sessions and the module, then exit.

@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     # whose own cloning is preferred). The SO PIN file is read by `hsmkms domain`.
     keep_never_extractable: bool = False
 
+    # Multi-Region keys: regions whose keys live on a token of their own, as separate
+    # HSMs per region would ("eu-west-1=label2,ap-south-1=label3"; same PKCS#11 module).
+    # Each token's user PIN is the main one, or <region_pin_dir>/<label>.pin when set.
+    # Regions not listed use token_label.
+    region_tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    region_pin_dir: Path | None = None
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -215,6 +222,33 @@ class Settings(BaseSettings):
     @classmethod
     def _known_xks_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return cls._known_regions(value)
+
+    @field_validator("region_tokens", mode="before")
+    @classmethod
+    def _split_region_tokens(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pairs = {}
+        for item in (i.strip() for i in value.split(",")):
+            if item:
+                region, equals, label = (p.strip() for p in item.partition("="))
+                if not equals or not label:
+                    raise ValueError(f"expected region=token-label, not {item!r}")
+                pairs[region] = label
+        return pairs
+
+    @field_validator("region_tokens")
+    @classmethod
+    def _known_token_regions(cls, value: dict[str, str]) -> dict[str, str]:
+        cls._known_regions(tuple(value))
+        return value
+
+    def read_region_pin(self, label: str) -> str | None:
+        """The user PIN of a region's token (see region_tokens)."""
+        if self.region_pin_dir is None:
+            return self.read_pin()
+        path = self.region_pin_dir / f"{label}.pin"
+        return path.read_text().strip() if path.exists() else None
 
     @model_validator(mode="after")
     def _derived_defaults(self) -> Settings:

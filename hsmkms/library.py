@@ -9,7 +9,7 @@ caller is the operator).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hsmkms.audit.log import AuditLog
@@ -39,6 +39,7 @@ class KeyManager:
         crash: CrashHook | None = None,
         cache_seconds: float = METADATA_CACHE_SECONDS,
         context: OperationContext | None = None,
+        region_tokens: Mapping[str, Hsm] | None = None,
         audit: AuditLog | None = None,
         audit_source: str = "hsmkms.library",
     ) -> None:
@@ -50,6 +51,7 @@ class KeyManager:
             clock=clock,
             crash=crash,
             cache_seconds=cache_seconds,
+            region_tokens=region_tokens,
         )
         # Operator actions go to the audit trail when one is given (build_key_manager).
         self.audit = audit

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -241,7 +242,7 @@ def test_sqlite_migrates_a_version_5_database_forward(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store = SqliteStore(path)
-    assert store.schema_version == len(HISTORY) == 7
+    assert store.schema_version == len(HISTORY) == 8
     assert [g.grant_id for g in store.list_grants(key.key_id)] == ["g-z", "g-y"]
     assert store.get_key(key.key_id) is not None
     generation = store.generation()
@@ -267,3 +268,108 @@ def test_postgres_schema_is_versioned_survives_reopen_and_refuses_newer(pg_url: 
         conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (len(HISTORY) + 1,))
     with pytest.raises(KMSInternalException, match="newer"):
         PostgresStore(pg_url)
+
+
+def test_a_multi_region_key_has_one_row_per_region(any_store: MetadataStore) -> None:
+    key_id = "mrk-" + "ab" * 16
+    primary = record(key_id)
+    replica = replace(
+        record(key_id, "eu-west-1"),
+        description="replica",
+        multi_region_config={"MultiRegionKeyType": "REPLICA"},
+    )
+    with any_store.transaction() as tx:
+        tx.put_key(replica)  # first, so "no region" cannot mean "first written"
+        tx.put_key(primary)
+        tx.put_version(KeyVersion(key_id, 1, NOW, None))
+        for region in ("us-east-1", "eu-west-1"):
+            tx.put_alias(Alias("alias/k", key_id, region, "111122223333", NOW, NOW))
+            tx.put_grant(replace(grant(f"g-{region}", key_id), region=region))
+    assert any_store.get_key(key_id, "eu-west-1") == replica
+    assert any_store.get_key(key_id, "us-east-1") == primary
+    assert any_store.get_key(key_id) == primary  # no region: the primary row
+    assert any_store.get_key(key_id, "ap-south-1") is None
+    assert [g.grant_id for g in any_store.list_grants(key_id, "eu-west-1")] == ["g-eu-west-1"]
+    assert len(any_store.list_grants(key_id)) == 2
+    assert [k.region for k in any_store.list_keys(None, None, 10)] == ["eu-west-1", "us-east-1"]
+    assert len(any_store.list_keys(None, None, 1)) == 2  # a page never splits a key
+    with any_store.transaction() as tx:  # no region given: the primary row's
+        tx.put_grant(grant("g-none", key_id))
+    assert [g.grant_id for g in any_store.list_grants(key_id, "us-east-1")] == [
+        "g-us-east-1", "g-none",
+    ]  # fmt: skip
+    with any_store.transaction() as tx:
+        tx.delete_grant("g-none")
+    assert any_store.list_keys(None, key_id, 1) == []
+    with any_store.transaction() as tx:
+        tx.delete_key(key_id, "eu-west-1")  # a replica goes: the shared versions stay
+    assert any_store.get_key(key_id, "eu-west-1") is None
+    assert any_store.get_alias("eu-west-1", "alias/k") is None
+    assert any_store.get_alias("us-east-1", "alias/k") is not None
+    assert [g.region for g in any_store.list_grants(key_id)] == ["us-east-1"]
+    assert [v.version for v in any_store.list_versions(key_id)] == [1]
+    with any_store.transaction() as tx:
+        tx.delete_key(key_id, "us-east-1")  # the last row takes the versions
+    assert any_store.list_versions(key_id) == []
+    assert any_store.list_grants(key_id) == []
+
+
+def _seed_schema_7(execute: Any, dialect: Dialect, key: KeyRecord) -> None:
+    """A database as a release at schema 7 left it, with a key, version, alias, grant."""
+    for migration in HISTORY[:7]:
+        for statement in statements(migration, dialect):
+            execute(statement, ())
+    now = NOW.isoformat()
+    execute("INSERT INTO keys (key_id, region, account_id, creation_date, key_spec, "
+            "key_usage, origin, state, current_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+            (key.key_id, key.region, key.account_id, now, "SYMMETRIC_DEFAULT",
+             "ENCRYPT_DECRYPT", "AWS_KMS", "Enabled"))  # fmt: skip
+    execute("INSERT INTO key_versions VALUES (?, 1, ?, NULL, 'Active')", (key.key_id, now))
+    execute("INSERT INTO aliases VALUES ('eu-west-1', 'alias/a', ?, '1', ?, ?)",
+            (key.key_id, now, now))  # fmt: skip
+    execute("INSERT INTO grants VALUES ('g-1', ?, 'p', '[\"Encrypt\"]', ?, '1', 't', '', "
+            "NULL, NULL, NULL, 4)", (key.key_id, now))  # fmt: skip
+
+
+def _migrated_8(store: MetadataStore, key: KeyRecord) -> None:
+    assert store.get_key(key.key_id, "eu-west-1") is not None
+    assert store.get_key(key.key_id) is not None
+    assert [v.version for v in store.list_versions(key.key_id)] == [1]
+    assert store.get_alias("eu-west-1", "alias/a") is not None
+    assert [g.region for g in store.list_grants(key.key_id)] == ["eu-west-1"]
+    with store.transaction() as tx:  # the new primary key: a second region's row
+        tx.put_key(replace(key, multi_region_config={"MultiRegionKeyType": "REPLICA"},
+                           region="us-west-2"))  # fmt: skip
+    assert store.get_key(key.key_id, "us-west-2") is not None
+
+
+def test_sqlite_migration_8_keeps_rows_and_gives_grants_their_region(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    conn = sqlite3.connect(path)
+    key = record(key_ids(1)[0], "eu-west-1")
+    _seed_schema_7(conn.execute, Dialect.SQLITE, key)
+    conn.execute("PRAGMA user_version = 7")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    assert store.schema_version == 8
+    _migrated_8(store, key)
+    store.close()
+
+
+def test_postgres_migration_8_keeps_rows_and_gives_grants_their_region(pg_url: str) -> None:
+    key = record(key_ids(1)[0], "eu-west-1")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        _seed_schema_7(
+            lambda sql, args: conn.execute(sql.replace("?", "%s"), args), Dialect.POSTGRES, key
+        )
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+            "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        for version in range(1, 8):
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+    store = PostgresStore(pg_url)
+    assert store.schema_version == 8
+    _migrated_8(store, key)
+    store.close()

@@ -23,6 +23,7 @@ class Use(Enum):
 _STATE_WORDS = {
     KeyState.DISABLED: "disabled",
     KeyState.PENDING_DELETION: "pending deletion",
+    KeyState.PENDING_REPLICA_DELETION: "pending replica deletion",
     KeyState.PENDING_IMPORT: "pending import",
     KeyState.UNAVAILABLE: "unavailable",
 }
@@ -43,8 +44,8 @@ def require(record: KeyRecord, use: Use) -> None:
             raise _refusal(record)
         return
     if use is Use.CANCEL_DELETION:
-        if state is not KeyState.PENDING_DELETION:
+        if state not in (KeyState.PENDING_DELETION, KeyState.PENDING_REPLICA_DELETION):
             raise KMSInvalidStateException(f"{record.arn} is not pending deletion.")
         return
-    if state is KeyState.PENDING_DELETION:
+    if state in (KeyState.PENDING_DELETION, KeyState.PENDING_REPLICA_DELETION):
         raise _refusal(record)

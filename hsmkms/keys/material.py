@@ -283,7 +283,11 @@ class MaterialKeeper:
                 tx.remove_pending(record.key_id, version.version)
         return hsm is not None
 
-    def reconcile(self, grace: timedelta = DEFAULT_GRACE) -> ReconcileReport:
+    def reconcile(
+        self, grace: timedelta = DEFAULT_GRACE, on_token: Callable[[KeyRecord], bool] | None = None
+    ) -> ReconcileReport:
+        """`on_token`: which keys' material this token holds (regions may have their own
+        tokens); default every key outside custom key stores."""
         report = ReconcileReport()
         now = self._clock()
         census = self._hsm.material_census()
@@ -309,7 +313,8 @@ class MaterialKeeper:
         for record in self._all_keys():
             versions = self._store.list_versions(record.key_id)
             named.update(MaterialRef(v.key_id, v.version) for v in versions)
-            if record.custom_key_store_id is None:  # this pass checks the main token only
+            # This pass checks the main token only.
+            if record.custom_key_store_id is None and (on_token is None or on_token(record)):
                 self._check_versions(record, versions, in_token, report)
 
         for ref in sorted(named & in_token - fresh_intents, key=lambda r: r.label):

@@ -12,6 +12,9 @@ class KeyState(StrEnum):
     ENABLED = "Enabled"
     DISABLED = "Disabled"
     PENDING_DELETION = "PendingDeletion"
+    # A multi-Region primary scheduled for deletion while it still has replicas: its
+    # waiting period starts when the last replica is gone.
+    PENDING_REPLICA_DELETION = "PendingReplicaDeletion"
     PENDING_IMPORT = "PendingImport"
     UNAVAILABLE = "Unavailable"
 
@@ -92,6 +95,12 @@ class KeyRecord:
     def enabled(self) -> bool:
         return self.state is KeyState.ENABLED
 
+    @property
+    def is_replica(self) -> bool:
+        """A multi-Region replica key (the same key id as its primary, another region)."""
+        config = self.multi_region_config or {}
+        return config.get("MultiRegionKeyType") == "REPLICA"
+
 
 @dataclass(frozen=True, slots=True)
 class KeyVersion:
@@ -142,6 +151,7 @@ class Grant:
     retiring_principal: str | None = None
     context_subset: dict[str, str] | None = None  # EncryptionContextSubset
     context_equals: dict[str, str] | None = None  # EncryptionContextEquals
+    region: str = ""  # the key's region: a multi-Region key's replicas have their own grants
 
 
 @dataclass(frozen=True, slots=True)

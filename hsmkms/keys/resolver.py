@@ -11,15 +11,32 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any, cast
 
 from hsmkms.errors import InvalidCiphertextException, NotFoundException
 from hsmkms.keys import ids
-from hsmkms.keys.model import KeyRecord
+from hsmkms.keys.model import Grant, KeyRecord
 from hsmkms.keys.resolved import Resolved
 from hsmkms.store.base import MetadataStore
 
 # How long a process trusts cached key metadata that another process may change.
 METADATA_CACHE_SECONDS = 1.0
+
+
+class _RegionGrants:
+    """The store as seen from one region: grants listed without a region are that
+    region's. A multi-Region key's replicas share its key id but not its grants, and
+    the authorizer lists a key's grants by key id through `KeyResolver.store`."""
+
+    def __init__(self, store: MetadataStore, region: str) -> None:
+        self._store = store
+        self._region = region
+
+    def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
+        return self._store.list_grants(key_id, region or self._region)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 class KeyResolver:
@@ -31,7 +48,8 @@ class KeyResolver:
         region: str,
         cache_seconds: float = METADATA_CACHE_SECONDS,
     ) -> None:
-        self.store = store
+        # Every other read and write passes straight through to the store.
+        self.store = cast(MetadataStore, _RegionGrants(store, region))
         self.account_id = account_id
         self.region = region
         self.cache_seconds = cache_seconds
@@ -74,8 +92,8 @@ class KeyResolver:
         else:
             assert ref.key_id is not None
             target = ref.key_id
-        record = self.store.get_key(target)
-        if record is None or record.region != self.region:
+        record = self.store.get_key(target, self.region)
+        if record is None:
             raise NotFoundException(f"Key '{self.key_arn(target)}' does not exist")
         return record
 
@@ -96,7 +114,7 @@ class KeyResolver:
         if entry is not None and self._good(entry):
             return entry
         for key_id in (str(uuid.UUID(bytes=key_uuid)), "mrk-" + key_uuid.hex()):
-            record = self.store.get_key(key_id)
-            if record is not None and record.region == self.region:
+            record = self.store.get_key(key_id, self.region)
+            if record is not None:
                 return self.cached(key_id)
         raise InvalidCiphertextException()

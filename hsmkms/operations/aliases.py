@@ -51,7 +51,7 @@ def update_alias(ctx: OperationContext, *, alias_name: str, target_key_id: str) 
         alias = tx.get_alias(ctx.region, alias_name)
         if alias is None:
             raise NotFoundException(f"Alias {ctx.alias_arn(alias_name)} is not found.")
-        current = tx.get_key(alias.key_id)
+        current = tx.get_key(alias.key_id, alias.region)
         if current is not None and (
             current.key_spec is not record.key_spec or current.key_usage is not record.key_usage
         ):

@@ -8,6 +8,7 @@ CLI and the library.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -39,6 +40,7 @@ class OperationContext:
         crash: CrashHook | None = None,
         cache_seconds: float = METADATA_CACHE_SECONDS,
         tokens: TokenRegistry | None = None,
+        region_tokens: Mapping[str, Hsm] | None = None,
     ) -> None:
         self.store = store
         self.hsm = hsm
@@ -54,6 +56,14 @@ class OperationContext:
         self.authorizer = Authorizer(self.keys, clock)
         self._regions: dict[str, OperationContext] = {region: self}
         self._regions_lock = threading.Lock()
+        # Regions whose keys live on a token of their own (as separate HSMs per region
+        # would): region -> its token. Other regions use `hsm`.
+        self.region_tokens: dict[str, Hsm] = dict(region_tokens or {})
+        self.default_hsm = hsm
+        # The regions the edge serves (HSMKMS_REGIONS); empty: any. ReplicateKey
+        # refuses others: a replica there could never be used.
+        self.served_regions: frozenset[str] = frozenset()
+        self._registries: dict[int, TokenRegistry] = {id(self.tokens.main): self.tokens}
 
     def for_region(self, region: str) -> OperationContext:
         """The context of another region: same token and database, its own keys."""
@@ -62,20 +72,32 @@ class OperationContext:
             with self._regions_lock:
                 context = self._regions.get(region)
                 if context is None:
+                    hsm = self.token_of_region(region)
+                    tokens = self._registries.get(id(hsm))
+                    if tokens is None:
+                        tokens = self._registries[id(hsm)] = TokenRegistry(hsm, self.store)
                     context = OperationContext(
                         self.store,
-                        self.hsm,
+                        hsm,
                         account_id=self.account_id,
                         region=region,
                         clock=self.clock,
                         crash=self.material.crash,
                         cache_seconds=self.keys.cache_seconds,
-                        tokens=self.tokens,
+                        tokens=tokens,
+                        region_tokens=self.region_tokens,
                     )
+                    context.default_hsm = self.default_hsm
+                    context.served_regions = self.served_regions
+                    context._registries = self._registries
                     context._regions = self._regions
                     context._regions_lock = self._regions_lock
                     self._regions[region] = context
         return context
+
+    def token_of_region(self, region: str) -> Hsm:
+        """The token holding the keys of a region (multi-Region replicas included)."""
+        return self.region_tokens.get(region, self.default_hsm)
 
     # -- shorthands the operations use everywhere ---------------------------------------
 
@@ -105,7 +127,7 @@ class OperationContext:
         (the row is locked there on PostgreSQL), so no other writer's change is lost.
         A change may be a function of the current row (e.g. tags merged into it)."""
         with self.store.transaction() as tx:
-            current = tx.get_key(record.key_id)
+            current = tx.get_key(record.key_id, record.region)
             if current is None:
                 raise NotFoundException(f"Key '{record.arn}' does not exist")
             if current.state is not record.state:  # checked against a state now gone

@@ -125,6 +125,7 @@ def _new_grant(
         retiring_principal=retiring_principal,
         context_subset=subset,
         context_equals=equals,
+        region=record.region,
     )
 
 
@@ -155,7 +156,7 @@ def create_grant(
     )
     with ctx.store.transaction() as tx:
         if name:  # CreateGrant is idempotent for the same name and parameters
-            for existing in tx.list_grants(grant.key_id):
+            for existing in tx.list_grants(grant.key_id, grant.region):
                 same = replace(existing, grant_id=grant.grant_id, token=grant.token,
                                creation_date=grant.creation_date)  # fmt: skip
                 if existing.name == name and same == grant:
@@ -177,7 +178,7 @@ def list_grants(
     record = ctx.resolve(key_id)
     entries = [
         grant_entry(g, record.arn)
-        for g in ctx.store.list_grants(record.key_id)
+        for g in ctx.store.list_grants(record.key_id, record.region)
         if (grant_id is None or g.grant_id == grant_id)
         and (grantee_principal is None or g.grantee_principal == grantee_principal)
     ]
@@ -192,10 +193,10 @@ def list_retirable_grants(
     marker: str | None = None,
 ) -> Response:
     entries = []
-    for grant in ctx.store.list_grants(None):
+    for grant in ctx.store.list_grants(None, ctx.region):
         if grant.retiring_principal != retiring_principal:
             continue
-        record = ctx.store.get_key(grant.key_id)
+        record = ctx.store.get_key(grant.key_id, ctx.region)
         if record is not None and record.region == ctx.region:
             entries.append(grant_entry(grant, record.arn))
     return _page(entries, limit, marker)

@@ -37,6 +37,7 @@ from hsmkms.operations.context import OperationContext, Response
 from hsmkms.operations.imports import create_pending_import
 from hsmkms.operations.keystores import require_connected
 from hsmkms.operations.policies import check_lockout
+from hsmkms.operations.replication import has_replicas
 from hsmkms.operations.xks_keys import external_key_extra
 from hsmkms.policy.model import (
     default_key_policy,
@@ -252,6 +253,20 @@ def schedule_key_deletion(
     )
     record = ctx.resolve(key_id)
     lifecycle.require(record, Use.MANAGE)
+    if has_replicas(record):
+        # A primary with replicas waits for them: its waiting period starts when the
+        # last replica is deleted, so there is no deletion date yet.
+        ctx.update(
+            record,
+            state=KeyState.PENDING_REPLICA_DELETION,
+            deletion_date=None,
+            pending_window_days=days,
+        )
+        return {
+            "KeyId": record.arn,
+            "KeyState": KeyState.PENDING_REPLICA_DELETION.value,
+            "PendingWindowInDays": days,
+        }
     deletion_date = ctx.clock() + timedelta(days=days)
     ctx.update(
         record,

@@ -13,6 +13,7 @@ from hsmkms.keys.model import (
 )
 from hsmkms.operations import imported, imports
 from hsmkms.operations.context import OperationContext
+from hsmkms.operations.replication import delete_replica, share
 
 
 @dataclass
@@ -52,10 +53,14 @@ def maintain(ctx: OperationContext) -> MaintenanceReport:
     while page := ctx.store.list_keys(None, after, 500):
         after = page[-1].key_id
         for record in page:
+            # Each region's keys live on that region's token.
+            region = ctx.for_region(record.region)
             if record.state is KeyState.PENDING_DELETION and (
                 record.deletion_date is not None and record.deletion_date <= now
             ):
-                if not ctx.material.destroy(record):
+                if record.is_replica:
+                    delete_replica(ctx, record)
+                elif not region.material.destroy(record):
                     report.left_in_key_store.append(record.arn)
                 report.deleted.append(record.arn)
             elif imported.expire(ctx, now, record):
@@ -65,11 +70,17 @@ def maintain(ctx: OperationContext) -> MaintenanceReport:
                 and record.rotation_enabled
                 and record.next_rotation_date is not None
                 and record.next_rotation_date <= now
+                and not record.is_replica  # replicas rotate with their primary
             ):
-                ctx.material.rotate(record, RotationType.AUTOMATIC, now)
+                region.material.rotate(record, RotationType.AUTOMATIC, now)
+                if record.multi_region:
+                    share(ctx, record.key_id)
                 report.rotated.append(record.arn)
     report.import_parameters_destroyed = imports.destroy_expired_parameters(ctx, now)
     ctx.changed()
-    report.reconcile = ctx.material.reconcile()
+    # Keys of regions on other tokens are not checked against this one.
+    report.reconcile = ctx.material.reconcile(
+        on_token=lambda record: ctx.token_of_region(record.region) is ctx.hsm
+    )
     ctx.changed()
     return report

@@ -23,6 +23,7 @@ from hsmkms.operations import (
     keystores,
     mac,
     policies,
+    replication,
     rotation,
     tags,
 )
@@ -139,6 +140,9 @@ _OPERATIONS = (
     Operation("ImportKeyMaterial", imports.import_key_material, KEY, check=ID_ONLY),
     Operation("DeleteImportedKeyMaterial", imports.delete_imported_key_material, KEY,
               check=ID_ONLY),
+    # multi-Region keys
+    Operation("ReplicateKey", replication.replicate_key, KEY, check=ID_ONLY),
+    Operation("UpdatePrimaryRegion", replication.update_primary_region, KEY, check=ID_ONLY),
     # custom key stores (IAM-only permissions: no key to check)
     Operation("CreateCustomKeyStore", keystores.create_custom_key_store, KEYLESS),
     Operation(

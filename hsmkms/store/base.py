@@ -9,10 +9,15 @@ from hsmkms.keys.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, Pe
 
 
 class Reader(Protocol):
-    def get_key(self, key_id: str) -> KeyRecord | None: ...
+    def get_key(self, key_id: str, region: str | None = None) -> KeyRecord | None:
+        """The key's row in `region`; without one, its primary (or only) row. A
+        multi-Region key has one row per region it is replicated to."""
+        ...
 
     def list_keys(self, region: str | None, after: str | None, limit: int) -> list[KeyRecord]:
-        """Keys ordered by key id, after `after`; region None lists every region."""
+        """Keys ordered by key id, after `after`, `limit` key ids; region None lists
+        every region (a multi-Region key's rows then follow each other, by region, and
+        a page holds all rows of its key ids)."""
         ...
 
     def get_alias(self, region: str, name: str) -> Alias | None: ...
@@ -33,8 +38,9 @@ class Reader(Protocol):
         """Policy name -> document, for one principal."""
         ...
 
-    def list_grants(self, key_id: str | None) -> list[Grant]:
-        """A key's grants (every grant when key_id is None), oldest first."""
+    def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
+        """A key's grants (every grant when key_id is None), oldest first; with a
+        region, only the grants of the key's row in that region."""
         ...
 
     def get_document(self, kind: str, doc_id: str) -> str | None:
@@ -52,8 +58,9 @@ class Writer(Reader, Protocol):
 
     def put_key(self, record: KeyRecord) -> None: ...
 
-    def delete_key(self, key_id: str) -> None:
-        """Remove a key with its versions, aliases and grants."""
+    def delete_key(self, key_id: str, region: str | None = None) -> None:
+        """Remove a key with its versions, aliases and grants; with a region, only that
+        region's row with its aliases and grants (versions go with the last row)."""
         ...
 
     def put_version(self, version: KeyVersion) -> None: ...

@@ -5,14 +5,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hsmkms.keys.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
 
 
 @dataclass
 class _State:
-    keys: dict[str, KeyRecord] = field(default_factory=dict)
+    keys: dict[tuple[str, str], KeyRecord] = field(default_factory=dict)  # (key id, region)
     versions: dict[tuple[str, int], KeyVersion] = field(default_factory=dict)
     aliases: dict[tuple[str, str], Alias] = field(default_factory=dict)
     pending: dict[tuple[str, int], PendingMaterial] = field(default_factory=dict)
@@ -38,15 +38,23 @@ class _View:
     def __init__(self, state: _State) -> None:
         self._s = state
 
-    def get_key(self, key_id: str) -> KeyRecord | None:
-        return self._s.keys.get(key_id)
+    def get_key(self, key_id: str, region: str | None = None) -> KeyRecord | None:
+        if region is not None:
+            return self._s.keys.get((key_id, region))
+        rows = sorted(
+            (k for (i, _), k in self._s.keys.items() if i == key_id),
+            key=lambda k: (k.is_replica, k.region),
+        )
+        return rows[0] if rows else None
 
     def list_keys(self, region: str | None, after: str | None, limit: int) -> list[KeyRecord]:
         rows = sorted(
             (k for k in self._s.keys.values() if region is None or k.region == region),
-            key=lambda k: k.key_id,
+            key=lambda k: (k.key_id, k.region),
         )
-        return [k for k in rows if after is None or k.key_id > after][:limit]
+        rows = [k for k in rows if after is None or k.key_id > after]
+        ids = sorted({k.key_id for k in rows})[:limit]  # whole keys: all their regions
+        return [k for k in rows if k.key_id in set(ids)]
 
     def get_alias(self, region: str, name: str) -> Alias | None:
         return self._s.aliases.get((region, name))
@@ -78,9 +86,13 @@ class _View:
     def list_access_keys(self) -> list[AccessKey]:
         return sorted(self._s.access_keys.values(), key=lambda k: k.access_key_id)
 
-    def list_grants(self, key_id: str | None) -> list[Grant]:
+    def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
         return sorted(
-            (g for g in self._s.grants.values() if key_id is None or g.key_id == key_id),
+            (
+                g
+                for g in self._s.grants.values()
+                if (key_id is None or g.key_id == key_id) and region in (None, g.region)
+            ),
             key=lambda g: g.creation_date,  # stable: insertion order breaks ties
         )
 
@@ -105,17 +117,23 @@ class _MemoryWriter(_View):
 
     def put_key(self, record: KeyRecord) -> None:
         self.wrote = True
-        self._s.keys[record.key_id] = record
+        self._s.keys[(record.key_id, record.region)] = record
 
-    def delete_key(self, key_id: str) -> None:
+    def delete_key(self, key_id: str, region: str | None = None) -> None:
         self.wrote = True
-        self._s.keys.pop(key_id, None)
-        for version in [r for r in self._s.versions if r[0] == key_id]:
-            del self._s.versions[version]
-        for alias in [r for r, a in self._s.aliases.items() if a.key_id == key_id]:
+
+        def ours(other_key: str, other_region: str) -> bool:
+            return other_key == key_id and region in (None, other_region)
+
+        for row in [r for r in self._s.keys if ours(*r)]:
+            del self._s.keys[row]
+        for alias in [r for r, a in self._s.aliases.items() if ours(a.key_id, a.region)]:
             del self._s.aliases[alias]
-        for grant in [g for g, v in self._s.grants.items() if v.key_id == key_id]:
+        for grant in [g for g, v in self._s.grants.items() if ours(v.key_id, v.region)]:
             del self._s.grants[grant]
+        if not any(i == key_id for i, _ in self._s.keys):
+            for version in [r for r in self._s.versions if r[0] == key_id]:
+                del self._s.versions[version]
 
     def put_version(self, version: KeyVersion) -> None:
         self.wrote = True
@@ -143,6 +161,9 @@ class _MemoryWriter(_View):
 
     def put_grant(self, grant: Grant) -> None:
         self.wrote = True
+        if not grant.region:  # made without one: the grant is on the key's primary row
+            record = self.get_key(grant.key_id)
+            grant = replace(grant, region=record.region if record else "")
         self._s.grants[grant.grant_id] = grant
 
     def delete_grant(self, grant_id: str) -> None:

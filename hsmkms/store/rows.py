@@ -38,7 +38,7 @@ KEY_COLUMNS = (
     "state", "current_version", "description", "deletion_date", "pending_window_days",
     "multi_region", "multi_region_config", "custom_key_store_id", "rotation_enabled",
     "rotation_period_days", "next_rotation_date", "on_demand_rotations", "extra", "tags",
-    "policy",
+    "policy", "replica",
 )  # fmt: skip
 VERSION_COLUMNS = ("key_id", "version", "created_at", "rotation_type", "state")
 ALIAS_COLUMNS = (
@@ -49,7 +49,7 @@ ACCESS_KEY_COLUMNS = ("access_key_id", "principal_arn", "wrapped_secret", "creat
 GRANT_COLUMNS = (
     "grant_id", "key_id", "grantee_principal", "operations", "creation_date",
     "issuing_account", "token", "name", "retiring_principal", "context_subset",
-    "context_equals",
+    "context_equals", "region",
 )  # fmt: skip
 
 
@@ -82,7 +82,7 @@ def key_params(r: KeyRecord) -> Params:
         "rotation_period_days": r.rotation_period_days,
         "next_rotation_date": _ts(r.next_rotation_date),
         "on_demand_rotations": r.on_demand_rotations, "extra": json.dumps(r.extra),
-        "tags": json.dumps(r.tags), "policy": r.policy,
+        "tags": json.dumps(r.tags), "policy": r.policy, "replica": int(r.is_replica),
     }  # fmt: skip
 
 
@@ -182,6 +182,7 @@ def grant_params(g: Grant) -> Params:
         "creation_date": g.creation_date.isoformat(), "issuing_account": g.issuing_account,
         "token": g.token, "name": g.name, "retiring_principal": g.retiring_principal,
         "context_subset": _json(g.context_subset), "context_equals": _json(g.context_equals),
+        "region": g.region,
     }  # fmt: skip
 
 
@@ -198,4 +199,5 @@ def grant(row: Row) -> Grant:
         retiring_principal=row["retiring_principal"],
         context_subset=_from_json(row["context_subset"]),
         context_equals=_from_json(row["context_equals"]),
+        region=row["region"],
     )

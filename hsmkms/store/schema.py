@@ -139,6 +139,97 @@ HISTORY: tuple[Migration, ...] = (
     );
     """
     ),
+    # Multi-Region keys: a replica is the same key id in another region, so a key row is
+    # (key_id, region). Children no longer reference keys(key_id) (no longer unique):
+    # delete_key removes them explicitly, as it always did. Grants get their region
+    # (a replica's grants are its own); `replica` lets a lookup without a region prefer
+    # the primary row. Rebuilt as new tables because SQLite cannot
+    # change a primary key in place; old children go first, so nothing cascades.
+    Migration("""
+    CREATE TABLE keys_mrk (
+        key_id TEXT NOT NULL,
+        region TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        creation_date TEXT NOT NULL,
+        key_spec TEXT NOT NULL,
+        key_usage TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        state TEXT NOT NULL,
+        current_version INTEGER NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        deletion_date TEXT,
+        pending_window_days INTEGER,
+        multi_region INTEGER NOT NULL DEFAULT 0,
+        multi_region_config TEXT,
+        custom_key_store_id TEXT,
+        rotation_enabled INTEGER NOT NULL DEFAULT 0,
+        rotation_period_days INTEGER,
+        next_rotation_date TEXT,
+        on_demand_rotations INTEGER NOT NULL DEFAULT 0,
+        extra TEXT NOT NULL DEFAULT '{}',
+        tags TEXT NOT NULL DEFAULT '{}',
+        policy TEXT NOT NULL DEFAULT '',
+        replica INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (key_id, region)
+    );
+    INSERT INTO keys_mrk SELECT key_id, region, account_id, creation_date, key_spec,
+        key_usage, origin, state, current_version, description, deletion_date,
+        pending_window_days, multi_region, multi_region_config, custom_key_store_id,
+        rotation_enabled, rotation_period_days, next_rotation_date, on_demand_rotations,
+        extra, tags, policy, 0 FROM keys;
+    CREATE TABLE key_versions_mrk (
+        key_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        rotation_type TEXT,
+        state TEXT NOT NULL,
+        PRIMARY KEY (key_id, version)
+    );
+    INSERT INTO key_versions_mrk SELECT key_id, version, created_at, rotation_type, state
+        FROM key_versions;
+    CREATE TABLE aliases_mrk (
+        region TEXT NOT NULL,
+        name TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        creation_date TEXT NOT NULL,
+        last_updated_date TEXT NOT NULL,
+        PRIMARY KEY (region, name)
+    );
+    INSERT INTO aliases_mrk SELECT region, name, key_id, account_id, creation_date,
+        last_updated_date FROM aliases;
+    CREATE TABLE grants_mrk (
+        grant_id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        region TEXT NOT NULL,
+        grantee_principal TEXT NOT NULL,
+        operations TEXT NOT NULL,
+        creation_date TEXT NOT NULL,
+        issuing_account TEXT NOT NULL,
+        token TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        retiring_principal TEXT,
+        context_subset TEXT,
+        context_equals TEXT,
+        seq BIGINT NOT NULL DEFAULT 0
+    );
+    INSERT INTO grants_mrk SELECT g.grant_id, g.key_id, k.region, g.grantee_principal,
+        g.operations, g.creation_date, g.issuing_account, g.token, g.name,
+        g.retiring_principal, g.context_subset, g.context_equals, g.seq
+        FROM grants g JOIN keys k ON k.key_id = g.key_id;
+    DROP TABLE grants;
+    DROP TABLE aliases;
+    DROP TABLE key_versions;
+    DROP TABLE keys;
+    ALTER TABLE keys_mrk RENAME TO keys;
+    ALTER TABLE key_versions_mrk RENAME TO key_versions;
+    ALTER TABLE aliases_mrk RENAME TO aliases;
+    ALTER TABLE grants_mrk RENAME TO grants;
+    CREATE INDEX keys_by_region ON keys (region, key_id);
+    CREATE INDEX aliases_by_key ON aliases (key_id);
+    CREATE INDEX grants_by_key ON grants (key_id, region);
+    CREATE INDEX grants_by_seq ON grants (seq);
+    """),
 )
 
 # PostgreSQL names SQLite's BLOB type BYTEA; nothing else in the DDL differs.

@@ -33,10 +33,18 @@ def _upsert(table: str, columns: Sequence[str], conflict: Sequence[str], **inser
 
 @dataclass(frozen=True)
 class Statements:
-    get_key: str = "SELECT * FROM keys WHERE key_id = :key_id"
+    # Without a region: the key's primary (or only) row.
+    get_key: str = (
+        "SELECT * FROM keys WHERE key_id = :key_id "
+        "AND (CAST(:region AS TEXT) IS NULL OR region = :region) "
+        "ORDER BY replica, region LIMIT 1"
+    )
+    # `limit` key ids, each with all its rows (regions): a page never splits a key.
     list_keys: str = (
         "SELECT * FROM keys WHERE (CAST(:region AS TEXT) IS NULL OR region = :region) "
-        "AND key_id > :after ORDER BY key_id LIMIT :limit"
+        "AND key_id IN (SELECT DISTINCT key_id FROM keys "
+        "WHERE (CAST(:region AS TEXT) IS NULL OR region = :region) AND key_id > :after "
+        "ORDER BY key_id LIMIT :limit) ORDER BY key_id, region"
     )
     get_alias: str = "SELECT * FROM aliases WHERE region = :region AND name = :name"
     list_aliases: str = (
@@ -49,7 +57,8 @@ class Statements:
     get_access_key: str = "SELECT * FROM access_keys WHERE access_key_id = :access_key_id"
     list_access_keys: str = "SELECT * FROM access_keys ORDER BY access_key_id"
     list_grants: str = (
-        "SELECT * FROM grants WHERE CAST(:key_id AS TEXT) IS NULL OR key_id = :key_id "
+        "SELECT * FROM grants WHERE (CAST(:key_id AS TEXT) IS NULL OR key_id = :key_id) "
+        "AND (CAST(:region AS TEXT) IS NULL OR region = :region) "
         "ORDER BY creation_date, seq, grant_id"
     )
     identity_policies: str = (
@@ -60,11 +69,25 @@ class Statements:
     get_document: str = "SELECT body FROM documents WHERE kind = :kind AND doc_id = :doc_id"
     list_documents: str = "SELECT doc_id, body FROM documents WHERE kind = :kind ORDER BY doc_id"
 
-    put_key: str = _upsert("keys", rows.KEY_COLUMNS, ["key_id"])
-    delete_aliases_of: str = "DELETE FROM aliases WHERE key_id = :key_id"
-    delete_grants_of: str = "DELETE FROM grants WHERE key_id = :key_id"
-    delete_versions_of: str = "DELETE FROM key_versions WHERE key_id = :key_id"
-    delete_key: str = "DELETE FROM keys WHERE key_id = :key_id"
+    put_key: str = _upsert("keys", rows.KEY_COLUMNS, ["key_id", "region"])
+    # A region removes one region's row of a key (a replica); None removes every row.
+    delete_aliases_of: str = (
+        "DELETE FROM aliases WHERE key_id = :key_id "
+        "AND (CAST(:region AS TEXT) IS NULL OR region = :region)"
+    )
+    delete_grants_of: str = (
+        "DELETE FROM grants WHERE key_id = :key_id "
+        "AND (CAST(:region AS TEXT) IS NULL OR region = :region)"
+    )
+    delete_key: str = (
+        "DELETE FROM keys WHERE key_id = :key_id "
+        "AND (CAST(:region AS TEXT) IS NULL OR region = :region)"
+    )
+    # Versions are shared by a key's rows: they go with the last one.
+    delete_versions_of: str = (
+        "DELETE FROM key_versions WHERE key_id = :key_id "
+        "AND NOT EXISTS (SELECT 1 FROM keys WHERE key_id = :key_id)"
+    )
     put_version: str = _upsert("key_versions", rows.VERSION_COLUMNS, ["key_id", "version"])
     put_alias: str = _upsert("aliases", rows.ALIAS_COLUMNS, ["region", "name"])
     delete_alias: str = "DELETE FROM aliases WHERE region = :region AND name = :name"
@@ -103,7 +126,7 @@ class Statements:
         return replace(
             cls(**text),
             get_key_locked=text["get_key"] + " FOR UPDATE",
-            lock_key="SELECT key_id FROM keys WHERE key_id = %(key_id)s FOR UPDATE",
+            lock_key="SELECT key_id FROM keys WHERE key_id = %(key_id)s ORDER BY region FOR UPDATE",
             # Transaction-scoped, so it is released by COMMIT/ROLLBACK like a row lock.
             lock_name="SELECT pg_advisory_xact_lock(hashtextextended(%(name)s, 0))",
         )
@@ -131,8 +154,8 @@ class SqlReader:
         found = self._db.rows(sql, params)
         return found[0] if found else None
 
-    def get_key(self, key_id: str) -> KeyRecord | None:
-        row = self._one(self._sql.get_key, {"key_id": key_id})
+    def get_key(self, key_id: str, region: str | None = None) -> KeyRecord | None:
+        row = self._one(self._sql.get_key, {"key_id": key_id, "region": region})
         return None if row is None else rows.key_record(row)
 
     def list_keys(self, region: str | None, after: str | None, limit: int) -> list[KeyRecord]:
@@ -163,8 +186,9 @@ class SqlReader:
     def list_access_keys(self) -> list[AccessKey]:
         return [rows.access_key(r) for r in self._db.rows(self._sql.list_access_keys, {})]
 
-    def list_grants(self, key_id: str | None) -> list[Grant]:
-        return [rows.grant(r) for r in self._db.rows(self._sql.list_grants, {"key_id": key_id})]
+    def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
+        params = {"key_id": key_id, "region": region}
+        return [rows.grant(r) for r in self._db.rows(self._sql.list_grants, params)]
 
     def identity_policies(self, principal_arn: str) -> dict[str, str]:
         found = self._db.rows(self._sql.identity_policies, {"principal_arn": principal_arn})
@@ -204,18 +228,18 @@ class SqlWriter(SqlReader):
         if self._sql.lock_name:
             self._db.rows(self._sql.lock_name, {"name": name})
 
-    def get_key(self, key_id: str) -> KeyRecord | None:
-        row = self._one(self._sql.get_key_locked, {"key_id": key_id})
+    def get_key(self, key_id: str, region: str | None = None) -> KeyRecord | None:
+        row = self._one(self._sql.get_key_locked, {"key_id": key_id, "region": region})
         return None if row is None else rows.key_record(row)
 
     def list_versions(self, key_id: str) -> list[KeyVersion]:
         self._lock_key(key_id)
         return super().list_versions(key_id)
 
-    def list_grants(self, key_id: str | None) -> list[Grant]:
+    def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
         if key_id is not None:
             self._lock_key(key_id)
-        return super().list_grants(key_id)
+        return super().list_grants(key_id, region)
 
     def get_alias(self, region: str, name: str) -> Alias | None:
         # The alias may not exist yet, so there is no row to lock: lock its name.
@@ -239,13 +263,13 @@ class SqlWriter(SqlReader):
     def put_key(self, record: KeyRecord) -> None:
         self._run(self._sql.put_key, rows.key_params(record))
 
-    def delete_key(self, key_id: str) -> None:
-        params = {"key_id": key_id}
+    def delete_key(self, key_id: str, region: str | None = None) -> None:
+        params = {"key_id": key_id, "region": region}
         for sql in (
             self._sql.delete_aliases_of,
             self._sql.delete_grants_of,
-            self._sql.delete_versions_of,
             self._sql.delete_key,
+            self._sql.delete_versions_of,
         ):
             self._run(sql, params)
 
@@ -272,6 +296,9 @@ class SqlWriter(SqlReader):
         self._run(self._sql.put_identity_policy, params)
 
     def put_grant(self, grant: Grant) -> None:
+        if not grant.region:  # made without one: the grant is on the key's primary row
+            record = self.get_key(grant.key_id)
+            grant = replace(grant, region=record.region if record else "")
         self._run(self._sql.put_grant, rows.grant_params(grant))
 
     def delete_grant(self, grant_id: str) -> None:
@@ -284,9 +311,9 @@ class ReadThrough:
     def _reading(self) -> AbstractContextManager[SqlReader]:
         raise NotImplementedError
 
-    def get_key(self, key_id: str) -> KeyRecord | None:
+    def get_key(self, key_id: str, region: str | None = None) -> KeyRecord | None:
         with self._reading() as reader:
-            return reader.get_key(key_id)
+            return reader.get_key(key_id, region)
 
     def list_keys(self, region: str | None, after: str | None, limit: int) -> list[KeyRecord]:
         with self._reading() as reader:
@@ -322,9 +349,9 @@ class ReadThrough:
         with self._reading() as reader:
             return reader.identity_policies(principal_arn)
 
-    def list_grants(self, key_id: str | None) -> list[Grant]:
+    def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
         with self._reading() as reader:
-            return reader.list_grants(key_id)
+            return reader.list_grants(key_id, region)
 
     def get_document(self, kind: str, doc_id: str) -> str | None:
         with self._reading() as reader:
