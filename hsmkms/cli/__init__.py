@@ -268,10 +268,10 @@ def _parser() -> argparse.ArgumentParser:
     decrypt.add_argument("--context", action="append", metavar="K=V")
     decrypt.add_argument("input")
     decrypt.add_argument("output")
-    from hsmkms.xks_cli import add_parsers
+    from hsmkms.cli.xks import add_parsers
 
     add_parsers(commands)
-    from hsmkms import cli_domain
+    from hsmkms.cli import domain as cli_domain
 
     cli_domain.add_parsers(commands)
     return parser
@@ -317,7 +317,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
 
 
 def _xks_handlers() -> dict[tuple[str, str | None], Handler]:
-    from hsmkms.xks_cli import HANDLERS as XKS_HANDLERS
+    from hsmkms.cli.xks import HANDLERS as XKS_HANDLERS
 
     return dict(XKS_HANDLERS)
 
@@ -350,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "audit":
             return _audit(settings, args)
         if args.command in ("domain", "backup"):  # before anything opens the token
-            from hsmkms import cli_domain
+            from hsmkms.cli import domain as cli_domain
 
             _print(cli_domain.run(settings, args))
             return 0
@@ -373,7 +373,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hsmkms: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
