@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Soak: mixed KMS operations at concurrency 32 against two `hsmkms serve` nodes that
+"""Soak: mixed KMS operations (keys of every family, aliases, grants, tags, policies,
+rotations, data keys) at concurrency 32 against two `hsmkms serve` nodes that
 share one PostgreSQL database and one SoftHSM2 token, for a bounded time. Reports
 throughput, errors by code and both nodes' RSS over time. Goal: zero errors, flat memory.
 
@@ -110,12 +111,22 @@ class Soak:
             )
             client.describe_key(KeyId=sym)
             return "Tag"
-        if roll < 0.97:
+        if roll < 0.95:
             client.put_key_policy(KeyId=sym, PolicyName="default", Policy=client.get_key_policy(
                 KeyId=sym, PolicyName="default")["Policy"])  # fmt: skip
             return "Policy"
-        client.generate_data_key(KeyId=sym, KeySpec="AES_256")
-        return "DataKey"
+        if roll < 0.98:
+            client.generate_data_key(KeyId=sym, KeySpec="AES_256")
+            return "DataKey"
+        # A fresh key rotated twice, both nodes serving it (rotations are capped per key).
+        fresh = client.create_key()["KeyMetadata"]["KeyId"]
+        blob = client.encrypt(KeyId=fresh, Plaintext=b"v1")["CiphertextBlob"]
+        for _ in range(2):
+            self.clients[rng.randrange(len(self.clients))].rotate_key_on_demand(KeyId=fresh)
+        other = self.clients[rng.randrange(len(self.clients))]
+        assert other.decrypt(CiphertextBlob=blob)["Plaintext"] == b"v1"
+        other.encrypt(KeyId=fresh, Plaintext=b"v3")
+        return "Rotate"
 
     def worker(self, index: int, until: float) -> None:
         rng = random.Random(index)

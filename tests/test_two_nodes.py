@@ -5,8 +5,11 @@ change made through one node is seen at once through the other, and the audit tr
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ ARN = "arn:aws:iam::111122223333:user/two-nodes"
 
 @pytest.fixture
 def cluster(pg_url: str, tmp_path: Path) -> Iterator[tuple[Cli, list[Any]]]:
+    """Two nodes; the clients list carries the node processes after the clients."""
     cli = Cli(tmp_path / "data")
     cli.env["HSMKMS_DATABASE_URL"] = pg_url
     assert cli.ok("init")["database"].startswith("postgresql://")
@@ -61,10 +65,11 @@ def cluster(pg_url: str, tmp_path: Path) -> Iterator[tuple[Cli, list[Any]]]:
                     config=Config(retries={"max_attempts": 1}),
                 )
             )
-        yield cli, clients
+        yield cli, [*clients, *processes]
     finally:
         for process in processes:
-            stop(process)
+            if process.poll() is None:
+                stop(process)
 
 
 def code(caught: pytest.ExceptionInfo[ClientError]) -> str:
@@ -72,7 +77,7 @@ def code(caught: pytest.ExceptionInfo[ClientError]) -> str:
 
 
 def test_two_nodes_share_one_truth(cluster: tuple[Cli, list[Any]]) -> None:
-    _, (a, b) = cluster
+    _, (a, b, *_) = cluster
     key_id = a.create_key(Description="shared")["KeyMetadata"]["KeyId"]
     blob = a.encrypt(KeyId=key_id, Plaintext=b"one truth")["CiphertextBlob"]
     assert b.decrypt(CiphertextBlob=blob)["Plaintext"] == b"one truth"
@@ -99,7 +104,7 @@ def test_two_nodes_share_one_truth(cluster: tuple[Cli, list[Any]]) -> None:
 
 
 def test_audit_trail_of_two_nodes_verifies(cluster: tuple[Cli, list[Any]]) -> None:
-    cli, (a, b) = cluster
+    cli, (a, b, *_) = cluster
     for client in (a, b, a, b):
         client.generate_random(NumberOfBytes=8)
     verified = cli.ok("audit", "verify")  # while both nodes run
@@ -107,3 +112,51 @@ def test_audit_trail_of_two_nodes_verifies(cluster: tuple[Cli, list[Any]]) -> No
     chains = verified["Chains"]
     assert any(name.startswith("node-a.") for name in chains)
     assert any(name.startswith("node-b.") for name in chains)
+
+
+def test_a_node_killed_mid_work_leaves_nothing_half_made(cluster: tuple[Cli, list[Any]]) -> None:
+    """kill -9 of one node while it creates, rotates and deletes keys: the other node
+    serves on, every key it lists is whole (usable, or deliberately not), and the
+    maintenance pass and the audit trail still work."""
+    cli, (a, b, node_a, _) = cluster
+    survivors = b.create_key()["KeyMetadata"]["KeyId"]
+    blob = b.encrypt(KeyId=survivors, Plaintext=b"kept")["CiphertextBlob"]
+    stop_work = threading.Event()
+
+    def work() -> None:
+        while not stop_work.is_set():
+            try:
+                key_id = a.create_key()["KeyMetadata"]["KeyId"]
+                a.rotate_key_on_demand(KeyId=key_id)
+                doomed = a.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")
+                a.schedule_key_deletion(KeyId=doomed["KeyMetadata"]["KeyId"])
+            except Exception:  # the node dies under us
+                return
+
+    workers = [threading.Thread(target=work) for _ in range(3)]
+    for thread in workers:
+        thread.start()
+    time.sleep(2.0)
+    os.kill(node_a.pid, signal.SIGKILL)
+    node_a.wait(timeout=10)
+    stop_work.set()
+    for thread in workers:
+        thread.join(timeout=30)
+
+    assert b.decrypt(CiphertextBlob=blob)["Plaintext"] == b"kept"
+    keys = [k["KeyId"] for k in b.list_keys(Limit=1000)["Keys"]]
+    assert len(keys) > 1
+    for key_id in keys:
+        meta = b.describe_key(KeyId=key_id)["KeyMetadata"]
+        if meta["KeyState"] != "Enabled":
+            assert meta["KeyState"] == "PendingDeletion"
+            continue
+        if meta["KeyUsage"] == "ENCRYPT_DECRYPT":
+            made = b.encrypt(KeyId=key_id, Plaintext=b"whole")["CiphertextBlob"]
+            assert b.decrypt(CiphertextBlob=made)["Plaintext"] == b"whole"
+        else:
+            b.sign(KeyId=key_id, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
+    report = cli.ok("maintain")  # intents younger than the grace period are left alone
+    assert report["MaterialMissing"] == [] and report["UnknownObjectsLeftAlone"] == []
+    verified = cli.ok("audit", "verify")  # the killed node's uncovered tail is a note
+    assert verified["Valid"] is True
