@@ -22,6 +22,15 @@ from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm, MaterialRef
 from tests.conftest import ACCOUNT, REGION, ROOT, ManualClock, TokenEnv
 
+# Measured on SoftHSM2 only: these tests reach into SoftHSM2 itself (its token directory,
+# its config file in subprocesses, duplicate objects made behind hsmkms's back). Under
+# NSS softokn they have not been adapted yet (make test-nss lists them as skipped).
+softhsm_only = pytest.mark.skipif(
+    os.environ.get("HSMKMS_TEST_TOKEN", "softhsm") != "softhsm",
+    reason="reaches into SoftHSM2 itself; not yet adapted to NSS softokn",
+)
+
+
 ROTATOR = f"""
 import json, sys, threading
 from pathlib import Path
@@ -85,6 +94,7 @@ def test_threads_rotating_one_key_take_turns(km: KeyManager, key_id: str, hsm: H
     assert blob[17:21] == (9).to_bytes(4, "big")
 
 
+@softhsm_only
 def test_two_processes_rotating_one_key_make_one_object_per_version(
     token_env: TokenEnv, hsm: Hsm, tmp_path: Path
 ) -> None:
@@ -124,6 +134,7 @@ def test_two_processes_rotating_one_key_make_one_object_per_version(
     assert report.duplicates_destroyed == [] and report.duplicates_unresolved == []
 
 
+@softhsm_only
 def test_maintain_keeps_the_object_the_database_names(
     km: KeyManager, key_id: str, hsm: Hsm, store: SqliteStore
 ) -> None:
@@ -143,6 +154,7 @@ def test_maintain_keeps_the_object_the_database_names(
     assert km.encrypt(key_id=key_id, plaintext=b"x")["KeyId"].endswith(key_id)
 
 
+@softhsm_only
 def test_duplicates_without_a_fingerprint_are_reported_not_guessed(
     km: KeyManager, key_id: str, hsm: Hsm, store: SqliteStore
 ) -> None:

@@ -4,6 +4,7 @@ invalidated under load, and a token that disappears and comes back."""
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import threading
 import time
@@ -22,11 +23,22 @@ from hsmkms.token.library import rescan_tokens
 from tests.conftest import ACCOUNT, REGION, TokenEnv
 from tests.resilience_helpers import PoisonedSession, serving
 
+# Measured on SoftHSM2 only: these tests reach into SoftHSM2 itself (its token directory,
+# its config file in subprocesses, duplicate objects made behind hsmkms's back). Under
+# NSS softokn they have not been adapted yet (make test-nss lists them as skipped).
+softhsm_only = pytest.mark.skipif(
+    os.environ.get("HSMKMS_TEST_TOKEN", "softhsm") != "softhsm",
+    reason="reaches into SoftHSM2 itself; not yet adapted to NSS softokn",
+)
+
 
 @pytest.fixture
 def own_hsm(token_env: TokenEnv) -> Iterator[Hsm]:
     """A token link of its own, with a 1 s call deadline."""
-    hsm = Hsm(token_env.module, token_env.label, token_env.pin, 2, call_timeout=1.0)
+    hsm = Hsm(
+        token_env.module, token_env.label, token_env.pin, 2, call_timeout=1.0,
+        init_params=token_env.init_params,
+    )  # fmt: skip
     yield hsm
     hsm.close()
 
@@ -41,6 +53,7 @@ def error_code(exc: ClientError) -> str:
     return code
 
 
+@softhsm_only
 def test_a_call_that_never_returns_times_out_and_the_server_goes_on(
     own_km: KeyManager, own_hsm: Hsm
 ) -> None:
@@ -75,6 +88,7 @@ def test_a_call_that_never_returns_times_out_and_the_server_goes_on(
         assert httpx.get(url + "/healthz", timeout=10).status_code == 200
 
 
+@softhsm_only
 def test_duplicate_objects_never_poison_a_session(km: KeyManager, key_id: str, hsm: Hsm) -> None:
     from hsmkms.token import MaterialRef
 
@@ -180,6 +194,7 @@ def test_a_module_reinitialised_underneath_recovers(
     assert own_km.encrypt(key_id=key_id, plaintext=b"after")["KeyId"].endswith(key_id)
 
 
+@softhsm_only
 def test_a_token_that_disappears_fails_cleanly_and_comes_back(
     own_km: KeyManager, own_hsm: Hsm, token_env: TokenEnv
 ) -> None:
