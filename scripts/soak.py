@@ -137,8 +137,11 @@ class Soak:
                 with self.lock:
                     self.done[name] += 1
             except ClientError as exc:
+                error = exc.response["Error"]
                 with self.lock:
-                    self.errors[exc.response["Error"]["Code"]] += 1
+                    self.errors[
+                        f"{exc.operation_name}: {error['Code']}: {error['Message'][:80]}"
+                    ] += 1
             except Exception as exc:  # a transport failure is an error too
                 with self.lock:
                     self.errors[type(exc).__name__] += 1

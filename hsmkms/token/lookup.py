@@ -41,14 +41,23 @@ def find_named(session: Any, ref: ObjectName, object_class: ObjectClass) -> list
 def find_one(session: Any, ref: ObjectName, object_class: ObjectClass) -> Any:
     """The one object of this class named by ref: NoSuchKey if none, DuplicateMaterial
     if several (the search is finished either way, so the session stays usable)."""
-    objects = find_named(session, ref, object_class)
+    objects = list({obj.handle: obj for obj in find_named(session, ref, object_class)}.values())
     if not objects:
         raise p11.NoSuchKey(f"no object labelled {ref.label}")
+    if len(objects) > 1 and _same_material(objects):
+        # Seen under load on SoftHSM2: one key listed twice while another process
+        # rewrites the token's files. Equal fingerprints: the same material either way.
+        return objects[0]
     if len(objects) > 1:
         raise DuplicateMaterial(
             f"{len(objects)} token objects carry the name {ref.label}; run `hsmkms maintain`"
         )
     return objects[0]
+
+
+def _same_material(objects: list[Any]) -> bool:
+    values = {check_value(obj) for obj in objects}
+    return len(values) == 1 and None not in values
 
 
 def _secret_keys(session: Any, ref: ObjectName) -> list[Any]:
