@@ -21,6 +21,7 @@ from botocore.model import Shape
 from hsmkms.api.shapes import REQUIRED_UNLESS_IGNORED, service_model
 from hsmkms.operations.table import OPERATIONS
 from tests.conftest import Server
+from tests.test_api_validation import sample
 
 MODEL = service_model()
 # A value of a JSON type each model type is not.
@@ -44,26 +45,6 @@ MAYBE_VALID = ("empty body", "empty object", "every member")
 def required(op: str) -> bool:
     shape = MODEL.operation_model(op).input_shape
     return bool(shape and shape.required_members) or op in REQUIRED_UNLESS_IGNORED
-
-
-def sample(shape: Shape) -> Any:
-    """A value of the right type that satisfies the shape's own constraints."""
-    kind = shape.type_name
-    if kind == "string":
-        return shape.enum[0] if shape.enum else "a" * max(1, shape.metadata.get("min", 1))
-    if kind in ("integer", "long"):
-        return shape.metadata.get("min", 1)
-    if kind == "boolean":
-        return False
-    if kind == "blob":
-        return "AAAA"
-    if kind == "list":
-        return [sample(shape.member)]
-    if kind == "map":
-        return {}
-    if kind == "structure":
-        return {n: sample(m) for n, m in shape.members.items() if n in shape.required_members}
-    return None
 
 
 def oversize(shape: Shape) -> Any | None:

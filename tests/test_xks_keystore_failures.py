@@ -5,7 +5,6 @@ CreateKey: CustomKeyStoreInvalidState / XksKey*, cryptography: KMSInvalidState).
 
 from __future__ import annotations
 
-import datetime
 import threading
 import time
 from collections.abc import Iterator
@@ -13,10 +12,6 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from hsmkms.errors import (
     CustomKeyStoreInvalidStateException,
@@ -32,6 +27,7 @@ from hsmkms.errors import (
 from hsmkms.keys.xks_client import register_route
 from hsmkms.library import KeyManager
 from tests.conftest import free_port, running
+from tests.test_cli import self_signed
 from tests.test_xks_keystore import entry, new_store, xks_key
 from tests.xks_fake_proxy import FakeProxy
 
@@ -256,35 +252,9 @@ def test_unhealthy_fleet_and_bad_metadata(km: KeyManager, fake: FakeProxy) -> No
         xks_key(km, store_id, "small")
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert, private = directory / "proxy.crt", directory / "proxy.key"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert, private
-
-
 def test_untrusted_tls_certificate(km: KeyManager, fake: FakeProxy, tmp_path: Path) -> None:
     """A proxy whose certificate no public CA issued: no TLS connection."""
-    cert, private = _self_signed(tmp_path)
+    cert, private = self_signed(tmp_path)  # trusted by no public CA
     port = free_port()
     config = uvicorn.Config(
         fake,
