@@ -56,6 +56,24 @@ class Result:
         return self.percentile(0.99) * 1000
 
 
+class SigningKeys:
+    """SigV4 signing keys of one secret, region and service, derived once per day."""
+
+    def __init__(self, target: Target, service: str) -> None:
+        self.target = target
+        self.service = service
+        self._keys: dict[str, bytes] = {}
+
+    def __call__(self, date: str) -> bytes:
+        key = self._keys.get(date)
+        if key is None:
+            key = f"AWS4{self.target.secret_access_key}".encode()
+            for part in (date, self.target.region, self.service, "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            self._keys[date] = key
+        return key
+
+
 class Signer:
     def __init__(self, target: Target, operation: str, body: bytes) -> None:
         self.target = target
@@ -63,16 +81,7 @@ class Signer:
         self.body = body
         self.body_hash = hashlib.sha256(body).hexdigest()
         self.host = f"{target.host}:{target.port}"
-        self._keys: dict[str, bytes] = {}
-
-    def _key(self, date: str) -> bytes:
-        key = self._keys.get(date)
-        if key is None:
-            key = f"AWS4{self.target.secret_access_key}".encode()
-            for part in (date, self.target.region, "kms", "aws4_request"):
-                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-            self._keys[date] = key
-        return key
+        self._key = SigningKeys(target, "kms")
 
     def request(self) -> bytes:
         amz_date = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -111,16 +120,7 @@ class PathSigner:
         self.body = body
         self.body_hash = hashlib.sha256(body).hexdigest()
         self.host = f"{target.host}:{target.port}"
-        self._keys: dict[str, bytes] = {}
-
-    def _key(self, date: str) -> bytes:
-        key = self._keys.get(date)
-        if key is None:
-            key = f"AWS4{self.target.secret_access_key}".encode()
-            for part in (date, self.target.region, self.service, "aws4_request"):
-                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-            self._keys[date] = key
-        return key
+        self._key = SigningKeys(target, service)
 
     def request(self) -> bytes:
         amz_date = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
