@@ -20,6 +20,7 @@ from typing import Any
 
 from hsmkms.errors import (
     CustomKeyStoreInvalidStateException,
+    CustomKeyStoreNameInUseException,
     KMSError,
     KMSInternalException,
     KMSInvalidStateException,
@@ -122,6 +123,18 @@ def list_clusters(store: MetadataStore) -> list[Cluster]:
 def get_store(reader: Any, store_id: str) -> CustomKeyStore | None:
     text = reader.get_document(STORES, store_id)
     return None if text is None else CustomKeyStore.from_json(text)
+
+
+def regional_stores(reader: Any, region: str) -> list[CustomKeyStore]:
+    """The custom key stores of one region (as a transaction or the store reads them)."""
+    stores = [CustomKeyStore.from_json(t) for t in reader.list_documents(STORES).values()]
+    return [s for s in stores if s.region == region]
+
+
+def check_name_free(reader: Any, region: str, name: str, store_id: str | None = None) -> None:
+    """CustomKeyStoreNameInUseException unless no other store of the region has the name."""
+    if any(s.name == name and s.store_id != store_id for s in regional_stores(reader, region)):
+        raise CustomKeyStoreNameInUseException(f"Custom key store name {name} is already in use.")
 
 
 def get_cluster(reader: Any, cluster_id: str) -> Cluster | None:

@@ -20,7 +20,6 @@ from hsmkms.errors import (
     CloudHsmClusterNotFoundException,
     CustomKeyStoreHasCMKsException,
     CustomKeyStoreInvalidStateException,
-    CustomKeyStoreNameInUseException,
     CustomKeyStoreNotFoundException,
     IncorrectTrustAnchorException,
     LimitExceededException,
@@ -31,9 +30,11 @@ from hsmkms.keys.keystores import (
     STORES,
     ConnectFailed,
     CustomKeyStore,
+    check_name_free,
     get_cluster,
     get_store,
     put_store,
+    regional_stores,
     set_keys_available,
     wrap_password,
 )
@@ -47,8 +48,7 @@ MAX_STORES = 10  # AWS's default quota of custom key stores per account and regi
 
 
 def _regional(ctx: OperationContext) -> list[CustomKeyStore]:
-    stores = [CustomKeyStore.from_json(t) for t in ctx.store.list_documents(STORES).values()]
-    return [s for s in stores if s.region == ctx.region]
+    return regional_stores(ctx.store, ctx.region)
 
 
 def _existing(ctx: OperationContext, store_id: str) -> CustomKeyStore:
@@ -118,12 +118,8 @@ def create_custom_key_store(
             "KeyStorePassword."
         )
     _check_trust_anchor(trust_anchor_certificate)
-    stores = _regional(ctx)
-    if any(s.name == custom_key_store_name for s in stores):
-        raise CustomKeyStoreNameInUseException(
-            f"Custom key store name {custom_key_store_name} is already in use."
-        )
-    if len(stores) >= MAX_STORES:
+    check_name_free(ctx.store, ctx.region, custom_key_store_name)
+    if len(_regional(ctx)) >= MAX_STORES:
         raise LimitExceededException(f"An account can have at most {MAX_STORES} custom key stores.")
     _check_cluster(ctx, cloud_hsm_cluster_id, None)
     store_id = "cks-" + secrets.token_hex(9)[:17]
@@ -139,14 +135,7 @@ def create_custom_key_store(
     )
     with ctx.store.transaction() as tx:
         # Checked again inside the transaction: another node may have taken the name.
-        if any(
-            CustomKeyStore.from_json(t).name == custom_key_store_name
-            and CustomKeyStore.from_json(t).region == ctx.region
-            for t in tx.list_documents(STORES).values()
-        ):
-            raise CustomKeyStoreNameInUseException(
-                f"Custom key store name {custom_key_store_name} is already in use."
-            )
+        check_name_free(tx, ctx.region, custom_key_store_name)
         put_store(tx, store)
     return {"CustomKeyStoreId": store_id}
 
@@ -285,12 +274,8 @@ def update_custom_key_store(
             f"Custom key store {store.store_id} must be disconnected to change its password or "
             "cluster; only its name can change while it is connected."
         )
-    if new_custom_key_store_name is not None and any(
-        s.name == new_custom_key_store_name and s.store_id != store.store_id for s in _regional(ctx)
-    ):
-        raise CustomKeyStoreNameInUseException(
-            f"Custom key store name {new_custom_key_store_name} is already in use."
-        )
+    if new_custom_key_store_name is not None:
+        check_name_free(ctx.store, ctx.region, new_custom_key_store_name, store.store_id)
     if cloud_hsm_cluster_id is not None:
         _check_cluster(ctx, cloud_hsm_cluster_id, store.store_id)
     updated = store

@@ -19,7 +19,6 @@ from typing import Any
 
 from hsmkms.errors import (
     CustomKeyStoreInvalidStateException,
-    CustomKeyStoreNameInUseException,
     KMSInvalidStateException,
     LimitExceededException,
     UnsupportedOperationException,
@@ -27,7 +26,13 @@ from hsmkms.errors import (
     XksProxyUriInUseException,
 )
 from hsmkms.keys import xks_client
-from hsmkms.keys.keystores import STORES, CustomKeyStore, get_store, put_store
+from hsmkms.keys.keystores import (
+    CustomKeyStore,
+    check_name_free,
+    get_store,
+    put_store,
+    regional_stores,
+)
 from hsmkms.keys.xks_client import ProxyTarget, XksClient, XksProxyFailure
 from hsmkms.operations.context import OperationContext, Response
 from hsmkms.operations.xks_failures import connection_error_code, management_error
@@ -137,19 +142,11 @@ def _settings(
     }
 
 
-def _regional(ctx: OperationContext, reader: Any) -> list[CustomKeyStore]:
-    stores = [CustomKeyStore.from_json(t) for t in reader.list_documents(STORES).values()]
-    return [s for s in stores if s.region == ctx.region]
-
-
 def _check_unique(ctx: OperationContext, reader: Any, store: CustomKeyStore) -> None:
-    for other in _regional(ctx, reader):
+    check_name_free(reader, ctx.region, store.name, store.store_id)
+    for other in regional_stores(reader, ctx.region):
         if other.store_id == store.store_id:
             continue
-        if other.name == store.name:
-            raise CustomKeyStoreNameInUseException(
-                f"Custom key store name {store.name} is already in use."
-            )
         same = (other.xks.get("uri_endpoint"), other.xks.get("uri_path")) == (
             store.xks["uri_endpoint"],
             store.xks["uri_path"],
@@ -190,7 +187,7 @@ def create_external_store(
         creation_date=ctx.clock(),
         xks=settings,
     )
-    if len(_regional(ctx, ctx.store)) >= MAX_STORES:
+    if len(regional_stores(ctx.store, ctx.region)) >= MAX_STORES:
         raise LimitExceededException(f"An account can have at most {MAX_STORES} custom key stores.")
     _check_unique(ctx, ctx.store, store)
     _check_health(ctx, store, "CreateCustomKeyStore")  # AWS tests the proxy first
