@@ -9,7 +9,6 @@ from starlette.types import ASGIApp
 from hsmkms.api.app import create_app
 from hsmkms.api.ratelimit import RateLimiter
 from hsmkms.api.sigv4 import SigV4Verifier
-from hsmkms.api.xks import XksSettings
 from hsmkms.audit.log import AuditLog
 from hsmkms.audit.shelf import DatabaseShelf
 from hsmkms.config import Settings, is_softhsm, load_settings
@@ -28,7 +27,7 @@ def prepare_environment(settings: Settings) -> None:
     """Point SoftHSM2 at the data dir's config (made by `hsmkms init`) unless the
     operator already chose one. Must run before the module is loaded."""
     if (
-        is_softhsm(settings.pkcs11_lib)
+        is_softhsm(settings.token.pkcs11_lib)
         and "SOFTHSM2_CONF" not in os.environ
         and settings.softhsm_conf.exists()
     ):
@@ -43,15 +42,15 @@ def open_hsm(settings: Settings) -> Hsm:
             "no user PIN: set HSMKMS_PIN or HSMKMS_PIN_FILE, or run `hsmkms init`"
         )
     hsm = Hsm(
-        settings.pkcs11_lib,
-        settings.token_label,
+        settings.token.pkcs11_lib,
+        settings.token.label,
         pin,
-        settings.session_pool_size,
-        call_timeout=settings.token_call_timeout_seconds or None,
-        init_params=settings.init_params,
+        settings.token.session_pool_size,
+        call_timeout=settings.token.call_timeout_seconds or None,
+        init_params=settings.token.init_params,
     )
     # New material: wrappable under the security domain key once there is one.
-    if not settings.keep_never_extractable:
+    if not settings.token.keep_never_extractable:
         hsm.custody = custody_for(hsm)
     return hsm
 
@@ -60,27 +59,27 @@ def open_region_tokens(settings: Settings, main: Hsm) -> dict[str, Hsm]:
     """The tokens of regions listed in HSMKMS_REGION_TOKENS (one Hsm per label). With
     such a map, new material gets the security domain's custody where a token is in
     a domain, so multi-Region replicas can reach another token wrapped."""
-    if not settings.region_tokens:
+    if not settings.regions.tokens:
         return {}
-    if settings.region_tokens.get(settings.region, settings.token_label) != settings.token_label:
+    if settings.regions.tokens.get(settings.region, settings.token.label) != settings.token.label:
         raise KMSInternalException(
             f"HSMKMS_REGION_TOKENS: {settings.region} is the main region; its token is "
-            f"HSMKMS_TOKEN_LABEL ({settings.token_label})"
+            f"HSMKMS_TOKEN_LABEL ({settings.token.label})"
         )
-    by_label = {settings.token_label: main}
-    for label in settings.region_tokens.values():
+    by_label = {settings.token.label: main}
+    for label in settings.regions.tokens.values():
         if label in by_label:
             continue
         pin = settings.read_region_pin(label)
         if pin is None:
             raise KMSInternalException(f"no user PIN for the region token {label!r}")
         by_label[label] = Hsm(
-            settings.pkcs11_lib, label, pin, settings.session_pool_size,
-            init_params=settings.init_params,
+            settings.token.pkcs11_lib, label, pin, settings.token.session_pool_size,
+            init_params=settings.token.init_params,
         )  # fmt: skip
     for token in by_label.values():
         token.custody = custody_for(token)
-    return {region: by_label[label] for region, label in settings.region_tokens.items()}
+    return {region: by_label[label] for region, label in settings.regions.tokens.items()}
 
 
 def audit_anchor(hsm: Hsm, store: MetadataStore) -> TokenAuditAnchor:
@@ -91,15 +90,8 @@ def audit_anchor(hsm: Hsm, store: MetadataStore) -> TokenAuditAnchor:
 
 def open_audit(settings: Settings, hsm: Hsm, store: MetadataStore) -> AuditLog:
     """The audit trail, checkpointed with the token's audit key."""
-    return AuditLog(
-        settings.data_dir / "audit",
-        anchor=audit_anchor(hsm, store),
-        node_id=settings.audit_node_id,
-        durability=settings.audit_durability,
-        rotate_bytes=settings.audit_rotate_bytes,
-        rotate_seconds=settings.audit_rotate_seconds,
-        checkpoint_records=settings.audit_checkpoint_records,
-        checkpoint_seconds=settings.audit_checkpoint_seconds,
+    return AuditLog.configured(
+        settings.data_dir / "audit", settings.audit, audit_anchor(hsm, store)
     )
 
 
@@ -113,7 +105,7 @@ def build_key_manager(
     """The library over the configured token and database. Its actions go to the audit
     trail with the operator's identity (`source`: hsmkms.library or hsmkms.cli)."""
     hsm = open_hsm(settings)
-    store = open_store(settings.database_url, pool_size=settings.database_pool_size)
+    store = open_store(settings.store.database_url, pool_size=settings.store.pool_size)
     km = KeyManager(
         store,
         hsm,
@@ -124,7 +116,7 @@ def build_key_manager(
         audit_source=source,
         region_tokens=open_region_tokens(settings, hsm),
     )
-    km.context.served_regions = frozenset(settings.regions)  # before any region context
+    km.context.served_regions = frozenset(settings.regions.served)  # before any region context
     return km
 
 
@@ -137,19 +129,17 @@ def build_app(settings: Settings, km: KeyManager, *, serving: bool = False) -> A
     quotas, the XKS proxy. `serving`: a real `hsmkms serve` process, which must end
     within the drain time after SIGTERM (never set in tests: it ends the process)."""
     credentials = CredentialStore(km.store, km.hsm, km.clock)
-    verifier = SigV4Verifier(credentials.lookup, regions=settings.regions)
+    verifier = SigV4Verifier(credentials.lookup, regions=settings.regions.served)
     return create_app(
         km.context,
         verifier,
-        maintenance_seconds=settings.maintenance_seconds,
+        maintenance_seconds=settings.serving.maintenance_seconds,
         audit=open_audit(settings, km.hsm, km.store),
-        max_request_bytes=settings.max_request_bytes,
-        xks=xks_settings(settings),
-        call_timeout=settings.token_call_timeout_seconds or None,
-        rate_limiter=RateLimiter.from_settings(
-            settings.rate_limit, settings.rate_burst, settings.rate_limits
-        ),
-        exit_deadline=settings.shutdown_drain_seconds + EXIT_MARGIN if serving else None,
+        max_request_bytes=settings.edge.max_request_bytes,
+        xks=settings.xks,
+        call_timeout=settings.token.call_timeout_seconds or None,
+        rate_limiter=RateLimiter.configured(settings.rate_limits),
+        exit_deadline=settings.serving.shutdown_drain_seconds + EXIT_MARGIN if serving else None,
     )
 
 
@@ -159,13 +149,3 @@ def app_factory() -> ASGIApp:
     its own audit chain."""
     settings = load_settings()
     return build_app(settings, build_key_manager(settings, audited=False), serving=True)
-
-
-def xks_settings(settings: Settings) -> XksSettings:
-    return XksSettings(
-        uri_prefixes=settings.xks_uri_prefix,
-        regions=settings.xks_regions,
-        fleet_size=settings.xks_fleet_size,
-        max_pending=settings.xks_max_pending,
-        health_cache_seconds=settings.xks_health_cache_seconds,
-    )

@@ -58,17 +58,19 @@ def _create_softhsm_token(settings: Settings) -> None:
         raise KMSInternalException("softhsm2-util not found: install softhsm2")
     temp_so, temp_user = secrets.token_hex(8), secrets.token_hex(8)
     subprocess.run(
-        [util, "--init-token", "--free", "--label", settings.token_label,
+        [util, "--init-token", "--free", "--label", settings.token.label,
          "--so-pin", temp_so, "--pin", temp_user],
         check=True, capture_output=True,
     )  # fmt: skip
-    rescan_tokens(settings.pkcs11_lib)
-    token = find_token(load_module(settings.pkcs11_lib, settings.init_params), settings.token_label)
+    rescan_tokens(settings.token.pkcs11_lib)
+    token = find_token(
+        load_module(settings.token.pkcs11_lib, settings.token.init_params), settings.token.label
+    )
     if token is None:
         raise KMSInternalException("softhsm2-util did not create the token")
     so_pin, user_pin = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     _write_secret(settings.data_dir / SO_PIN_FILE_NAME, so_pin)
-    _write_secret(settings.pin_file or settings.data_dir / PIN_FILE_NAME, user_pin)
+    _write_secret(settings.token.pin_file or settings.data_dir / PIN_FILE_NAME, user_pin)
     with token.open(rw=True, so_pin=temp_so) as session:
         session.set_pin(temp_so, so_pin)
     with token.open(rw=True, user_pin=temp_user) as session:
@@ -76,13 +78,15 @@ def _create_softhsm_token(settings: Settings) -> None:
 
 
 def _find(settings: Settings) -> Any:
-    return find_token(load_module(settings.pkcs11_lib, settings.init_params), settings.token_label)
+    return find_token(
+        load_module(settings.token.pkcs11_lib, settings.token.init_params), settings.token.label
+    )
 
 
 def initialize(settings: Settings) -> InitReport:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     created = False
-    if is_softhsm(settings.pkcs11_lib):
+    if is_softhsm(settings.token.pkcs11_lib):
         _softhsm_conf(settings)
         prepare_environment(settings)
         if _find(settings) is None:
@@ -90,14 +94,14 @@ def initialize(settings: Settings) -> InitReport:
             created = True
     elif _find(settings) is None:
         raise KMSInternalException(
-            f"no token labelled {settings.token_label!r}: hsmkms only initialises SoftHSM2 "
+            f"no token labelled {settings.token.label!r}: hsmkms only initialises SoftHSM2 "
             "tokens; set up the HSM's token with its own tools"
         )
     open_hsm(settings).close()  # proves the PIN logs in
-    open_store(settings.database_url).close()  # creates or migrates the schema
+    open_store(settings.store.database_url).close()  # creates or migrates the schema
     return InitReport(
         data_dir=str(settings.data_dir),
-        token_label=settings.token_label,
+        token_label=settings.token.label,
         token_created=created,
-        database=settings.database_shown,
+        database=settings.store.shown,
     )

@@ -342,7 +342,7 @@ def peer_tokens(token_env: TokenEnv) -> dict[str, PeerToken]:
 def xks_server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """hsmkms serving the XKS API under /xks and /tenant/b (each with a credential),
     for SigV4 regions us-east-1 and eu-west-1."""
-    from hsmkms.api.xks import XksSettings
+    from hsmkms.config import XksSettings
     from hsmkms.policy.xks_credentials import XksCredentialStore
     from tests import xks_support
 

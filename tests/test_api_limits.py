@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from hsmkms.api.ratelimit import THROTTLED, Quota, RateLimiter, parse_quotas
+from hsmkms.api.ratelimit import THROTTLED, RateLimiter
+from hsmkms.config import RateLimits
+from hsmkms.config.groups import Quota, parse_quotas
 from hsmkms.library import KeyManager
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
@@ -57,7 +59,7 @@ def test_quota_settings_parse_and_refuse_nonsense() -> None:
         "CreateKey": Quota(5, 5),
         "Encrypt": Quota(100, 200),
     }
-    assert RateLimiter.from_settings(0, 0, "") is None
+    assert RateLimiter.configured(RateLimits()) is None
     for bad in ("CreateKey", "=5", "CreateKey=0", "CreateKey=x"):
         with pytest.raises(ValueError):
             parse_quotas(bad)

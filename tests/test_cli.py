@@ -339,3 +339,26 @@ def test_keystore_route(cli: Cli) -> None:
     assert "ValidationException" in cli.fails(
         "keystore", "route", "--host", "xks.example.com", "--url", "ftp://elsewhere"
     )
+
+
+def test_serve_takes_host_and_port_from_settings_and_checks_flags(cli: Cli) -> None:
+    assert cli.fails("serve", "--port", "99999") == (
+        "hsmkms: --port: Input should be less than or equal to 65535 (given: 99999)\n"
+    )
+    assert cli.fails("serve", "--workers", "0").startswith(
+        "hsmkms: --workers: Input should be greater than or equal to 1 (given: 0)"
+    )
+    assert cli.fails("serve", "--workers", "-3").startswith("hsmkms: --workers: ")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hsmkms.cli", "serve"],
+        env={**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0", "HSMKMS_PORT": str(port)},
+        cwd=cli.cwd,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", server)
+    finally:
+        stop(server)
+    assert server.stderr is not None
+    assert f"on http://127.0.0.1:{port}" in server.stderr.read().decode()

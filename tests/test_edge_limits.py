@@ -22,7 +22,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from hsmkms.api.app import create_app
-from hsmkms.api.server import EdgeLimits, build_server
+from hsmkms.api.server import build_server
+from hsmkms.config import EdgeLimits, ServingSettings
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.library import KeyManager
 from hsmkms.policy.principals import ADMIN_POLICY, CredentialStore
@@ -69,7 +70,7 @@ def edge(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     credentials.attach_policy(arn, "admin", ADMIN_POLICY)
     app = create_app(km.context, SigV4Verifier(credentials.lookup), maintenance_seconds=0)
     port = free_port()
-    server = build_server(app, host="127.0.0.1", port=port, limits=LIMITS)
+    server = build_server(app, ServingSettings(port=port), LIMITS)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -239,13 +240,10 @@ def test_kept_alive_connections_serve_later_requests(edge: Edge, tmp_path: Path)
 
 
 def test_limits_come_from_settings_by_name_and_must_be_positive() -> None:
-    from types import SimpleNamespace
-
-    from hsmkms.api.server import edge_limits
     from hsmkms.config import load_settings
 
-    assert edge_limits(load_settings({})) == EdgeLimits()  # no such settings yet: defaults
-    given = SimpleNamespace(max_connections=7, body_timeout_seconds=2.5, max_header_count=None)
-    assert edge_limits(given) == EdgeLimits(max_connections=7, body_timeout_seconds=2.5)
-    with pytest.raises(ValueError, match="max_request_bytes must be positive"):
+    assert load_settings({}).edge == EdgeLimits()  # nothing set: defaults
+    given = {"HSMKMS_MAX_CONNECTIONS": "7", "HSMKMS_BODY_TIMEOUT_SECONDS": "2.5"}
+    assert load_settings(given).edge == EdgeLimits(max_connections=7, body_timeout_seconds=2.5)
+    with pytest.raises(ValueError, match="max_request_bytes"):
         EdgeLimits(max_request_bytes=0)

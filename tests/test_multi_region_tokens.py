@@ -163,7 +163,7 @@ def test_region_token_settings_open_one_token_per_label(
         "HSMKMS_REGION_TOKENS": f" {EU}={e.label}, {WEST}={d.label} ",
         "HSMKMS_REGION_PIN_DIR": str(tmp_path),
     })  # fmt: skip
-    assert settings.region_tokens == {EU: e.label, WEST: d.label}
+    assert settings.regions.tokens == {EU: e.label, WEST: d.label}
     opened = open_region_tokens(settings, token_d)
     try:
         assert opened[WEST] is token_d  # the main token's label: the main Hsm

@@ -116,7 +116,7 @@ def children_of(pid: int) -> list[int]:
 
 STUCK_SERVER = """
 import sys
-from hsmkms.api.server import edge_limits, serve
+from hsmkms.api.server import serve
 from hsmkms.bootstrap import build_app, build_key_manager
 from hsmkms.config import load_settings
 from tests.resilience_helpers import PoisonedSession
@@ -125,8 +125,7 @@ settings = load_settings()
 km = build_key_manager(settings, audited=False)
 app = build_app(settings, km, serving=True)
 poison = PoisonedSession(km.hsm)  # the next token call never returns
-serve(app, host="127.0.0.1", port=int(sys.argv[1]), limits=edge_limits(settings),
-      drain_seconds=settings.shutdown_drain_seconds)
+serve(app, settings.serving.model_copy(update={"port": int(sys.argv[1])}), settings.edge)
 """
 
 

@@ -199,7 +199,7 @@ def test_secondary_authorization(xks_server: XksServer) -> None:
 def test_throttling_beyond_max_pending(xks_server: XksServer) -> None:
     from hsmkms.api.app import create_app
     from hsmkms.api.sigv4 import SigV4Verifier
-    from hsmkms.api.xks import XksSettings
+    from hsmkms.config import XksSettings
     from tests.conftest import running
     from tests.xks_support import XksServer as Client
 

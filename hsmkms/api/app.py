@@ -40,8 +40,9 @@ from hsmkms.api.kms import call, encode_response, parse_body, resolve_operation
 from hsmkms.api.ratelimit import RateLimiter
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.api.workers import LaneChooser, WorkerPool
-from hsmkms.api.xks import XksEndpoint, XksSettings
+from hsmkms.api.xks import XksEndpoint
 from hsmkms.audit.log import AuditLog, request_parameters
+from hsmkms.config import XksSettings
 from hsmkms.errors import KMSError, KMSInternalException
 from hsmkms.operations.context import OperationContext
 from hsmkms.operations.maintenance import maintain

@@ -24,13 +24,11 @@ import json
 import logging
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-if TYPE_CHECKING:
-    from hsmkms.api.server import EdgeLimits
-
+from hsmkms.config import EdgeLimits
 
 log = logging.getLogger("hsmkms.api")
 

@@ -12,35 +12,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
+from hsmkms.config import Quota, RateLimits
 from hsmkms.errors import ThrottlingException
 
 THROTTLED = (
     "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls."
 )
-
-
-@dataclass(frozen=True)
-class Quota:
-    rate: float  # requests per second, refilled continuously
-    burst: float  # bucket size: requests allowed at once after a quiet spell
-
-    def __post_init__(self) -> None:
-        if self.rate <= 0 or self.burst < 1:
-            raise ValueError("a quota needs a rate above 0 and a burst of at least 1")
-
-
-def parse_quotas(text: str) -> dict[str, Quota]:
-    """`CreateKey=5,Encrypt=100:200` -> per-operation quotas (rate[:burst])."""
-    quotas: dict[str, Quota] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
-        rate, _, burst = value.partition(":")
-        if not sep or not name.strip():
-            raise ValueError(f"rate limit {item!r}: expected Operation=rate[:burst]")
-        quotas[name.strip()] = Quota(float(rate), float(burst or rate))
-    return quotas
 
 
 class _Bucket:
@@ -66,13 +44,14 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, rate: float, burst: float, per_operation: str) -> RateLimiter | None:
+    def configured(cls, limits: RateLimits) -> RateLimiter | None:
         """None when nothing is limited (rate 0 and no per-operation quota)."""
-        quotas = parse_quotas(per_operation)
-        if rate <= 0 and not quotas:
+        if limits.rate <= 0 and not limits.per_operation:
             return None
-        default = Quota(rate, burst or max(rate, 1.0)) if rate > 0 else None
-        return cls(default, quotas)
+        default = None
+        if limits.rate > 0:
+            default = Quota(limits.rate, limits.burst or max(limits.rate, 1.0))
+        return cls(default, limits.per_operation)
 
     def check(self, principal: str, operation: str) -> None:
         """Take one request from the principal's bucket, or raise ThrottlingException."""

@@ -19,44 +19,17 @@ from __future__ import annotations
 import logging
 import os
 import resource
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
-from hsmkms.api.body import DEFAULT_MAX_REQUEST_BYTES, limit_body
+from hsmkms.api.body import limit_body
 from hsmkms.api.mtls import client_tls_options, subject_checked
 from hsmkms.api.protocol import guarded_protocol
+from hsmkms.config import EdgeLimits, ServingSettings
 
 log = logging.getLogger("hsmkms.api")
-
-
-@dataclass(frozen=True)
-class EdgeLimits:
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    max_header_count: int = 100
-    max_header_bytes: int = 16 * 1024  # request line and headers
-    header_timeout_seconds: float = 10.0  # connect (or a later request's first byte) to headers end
-    body_timeout_seconds: float = 20.0  # headers end to body end
-    max_connections: int = 512
-    keep_alive_seconds: int = 5
-
-    def __post_init__(self) -> None:
-        for field in fields(self):
-            if not getattr(self, field.name) > 0:
-                raise ValueError(f"{field.name} must be positive")
-
-
-def edge_limits(settings: object) -> EdgeLimits:
-    """The limits a settings object names (HSMKMS_MAX_REQUEST_BYTES -> its
-    `max_request_bytes`, ...); each one it lacks keeps its default."""
-    given = {
-        field.name: getattr(settings, field.name)
-        for field in fields(EdgeLimits)
-        if getattr(settings, field.name, None) is not None
-    }
-    return EdgeLimits(**given)
 
 
 def _allow_descriptors(connections: int) -> None:
@@ -71,92 +44,63 @@ def _allow_descriptors(connections: int) -> None:
             log.warning("only %d file descriptors for %d connections", raised, connections)
 
 
+def _listener_options(serving: ServingSettings, limits: EdgeLimits) -> dict[str, Any]:
+    """uvicorn's keywords for where and how to listen, the same in one process or many."""
+    ca = serving.tls_client_ca
+    return {
+        "host": serving.host,
+        "port": serving.port,
+        "ssl_certfile": None if serving.tls_cert is None else str(serving.tls_cert),
+        "ssl_keyfile": None if serving.tls_key is None else str(serving.tls_key),
+        "ws": "none",
+        "timeout_keep_alive": limits.keep_alive_seconds,
+        "timeout_graceful_shutdown": int(max(1, serving.shutdown_drain_seconds)),
+        "access_log": False,
+        **client_tls_options(None if ca is None else str(ca)),
+    }
+
+
 def build_server(
     app: ASGIApp,
+    serving: ServingSettings,
+    limits: EdgeLimits,
     *,
-    host: str,
-    port: int,
-    tls_cert: str | None = None,
-    tls_key: str | None = None,
-    limits: EdgeLimits = EdgeLimits(),
     log_level: str = "warning",
-    client_ca: str | None = None,
-    client_subjects: Sequence[str] = (),
-    drain_seconds: float = 10.0,
 ) -> uvicorn.Server:
-    """A uvicorn server for `app` with `limits`, not yet started (`.run()`).
-    `client_ca`: require client certificates from that CA (mutual TLS); `client_subjects`:
-    and one of these subject CNs (api/mtls.py)."""
+    """A uvicorn server for `app` with `limits`, not yet started (`.run()`)."""
     _allow_descriptors(limits.max_connections)
     protocol = guarded_protocol(limits)
-    if client_subjects:
-        protocol = subject_checked(protocol, client_subjects)
+    if serving.tls_client_subjects:
+        protocol = subject_checked(protocol, serving.tls_client_subjects)
     config = uvicorn.Config(
         limit_body(app, limits.max_request_bytes),
-        host=host,
-        port=port,
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
         http=protocol,
-        ws="none",
-        timeout_keep_alive=limits.keep_alive_seconds,
         log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=int(max(1, drain_seconds)),
-        **client_tls_options(client_ca),
+        **_listener_options(serving, limits),
     )
     return uvicorn.Server(config)
 
 
-def serve(
-    app: ASGIApp | None,
-    *,
-    host: str,
-    port: int,
-    tls_cert: str | None = None,
-    tls_key: str | None = None,
-    limits: EdgeLimits = EdgeLimits(),
-    client_ca: str | None = None,
-    client_subjects: Sequence[str] = (),
-    drain_seconds: float = 10.0,
-    workers: int = 1,
-) -> None:
-    """Serve `app` until interrupted; in-flight requests get `drain_seconds` after
-    SIGTERM. With `workers` > 1, uvicorn runs that many processes on one socket, each
-    building its own app (`hsmkms.bootstrap:app_factory`) and edge protocol
+def serve(app: ASGIApp | None, serving: ServingSettings, limits: EdgeLimits) -> None:
+    """Serve `app` until interrupted; in-flight requests get the drain time after
+    SIGTERM. With `serving.workers` > 1, uvicorn runs that many processes on one socket,
+    each building its own app (`hsmkms.bootstrap:app_factory`) and edge protocol
     (`hsmkms.api.server:worker_protocol`, from the same settings) — `app` is unused."""
-    if workers > 1:
+    if serving.workers > 1:
         _allow_descriptors(limits.max_connections)
-        os.environ[SUBJECTS_ENV] = ",".join(client_subjects)  # for the worker processes
+        # for the worker processes
+        os.environ[SUBJECTS_ENV] = ",".join(serving.tls_client_subjects)
         uvicorn.run(
             "hsmkms.bootstrap:app_factory",
             factory=True,
-            workers=workers,
-            host=host,
-            port=port,
-            ssl_certfile=tls_cert,
-            ssl_keyfile=tls_key,
+            workers=serving.workers,
             http="hsmkms.api.server:worker_protocol",
-            ws="none",
-            timeout_keep_alive=limits.keep_alive_seconds,
-            timeout_graceful_shutdown=int(max(1, drain_seconds)),
             log_level="warning",
-            access_log=False,
-            **client_tls_options(client_ca),
+            **_listener_options(serving, limits),
         )
         return
     assert app is not None
-    build_server(
-        app,
-        host=host,
-        port=port,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        limits=limits,
-        client_ca=client_ca,
-        client_subjects=client_subjects,
-        drain_seconds=drain_seconds,
-    ).run()
+    build_server(app, serving, limits).run()
 
 
 SUBJECTS_ENV = "HSMKMS_SERVE_CLIENT_SUBJECTS"
@@ -169,6 +113,6 @@ def __getattr__(name: str) -> object:
         raise AttributeError(name)
     from hsmkms.config import load_settings
 
-    protocol = guarded_protocol(edge_limits(load_settings()))
+    protocol = guarded_protocol(load_settings().edge)
     subjects = [s for s in os.environ.get(SUBJECTS_ENV, "").split(",") if s]
     return subject_checked(protocol, subjects) if subjects else protocol

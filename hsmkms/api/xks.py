@@ -18,7 +18,6 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +34,7 @@ from hsmkms.api.xks_errors import (
     xks_error,
 )
 from hsmkms.audit.log import AuditLog
+from hsmkms.config import XksSettings
 from hsmkms.errors import (
     KMSError,
     KMSInternalException,
@@ -67,18 +67,6 @@ _REQUIRED_METADATA = {
 _OPTIONAL_METADATA = ("awsSourceVpc", "awsSourceVpce", "kmsViaService")
 JSON = b"application/json"
 log = logging.getLogger("hsmkms.api.xks")
-
-
-@dataclass(frozen=True)
-class XksSettings:
-    """The XKS proxy's settings (HSMKMS_XKS_* in the configuration)."""
-
-    uri_prefixes: tuple[str, ...] = ("xks",)  # HSMKMS_XKS_URI_PREFIX, comma-separated
-    regions: tuple[str, ...] = ()  # HSMKMS_XKS_REGIONS: SigV4 regions accepted (any)
-    fleet_size: int = 1  # HSMKMS_XKS_FLEET_SIZE: proxies behind the endpoint
-    max_pending: int = 512  # HSMKMS_XKS_MAX_PENDING: beyond, ThrottlingException
-    health_cache_seconds: float = 1.0  # HSMKMS_XKS_HEALTH_CACHE_SECONDS (at most 60)
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), compare=False)
 
 
 @dataclass(slots=True)
@@ -156,7 +144,6 @@ class XksEndpoint:
                 self.credentials.lookup_for(prefix),
                 service=SERVICE,
                 regions=settings.regions,
-                clock=settings.clock,
             )
             for prefix in {normalize_prefix(p) for p in settings.uri_prefixes}
         }

@@ -42,6 +42,7 @@ from hsmkms.audit.files import (
     trail_id,
 )
 from hsmkms.audit.verify import Verification, verify
+from hsmkms.config import AuditSettings
 
 __all__ = ["AuditLog", "Verification", "request_parameters", "verify"]
 
@@ -86,6 +87,13 @@ def _started(path: Path) -> float:
 
 
 class AuditLog:
+    @classmethod
+    def configured(
+        cls, directory: Path, settings: AuditSettings, anchor: Anchor | None
+    ) -> AuditLog:
+        """The trail as the configuration's audit group says."""
+        return cls(directory, anchor=anchor, **settings.model_dump())
+
     def __init__(
         self,
         directory: Path,

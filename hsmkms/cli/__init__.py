@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hsmkms.bootstrap import build_key_manager
-from hsmkms.config import load_settings
+from hsmkms.config import load_settings, override
 from hsmkms.errors import KMSError
 from hsmkms.library import KeyManager
 
@@ -146,31 +146,29 @@ def _explain(km: KeyManager, args: argparse.Namespace) -> Any:
     return km.authorizer.explain(args.principal, action, args.key, members)
 
 
+SERVE_FLAGS = ("host", "port", "workers", "tls_cert", "tls_key", "tls_client_ca")
+
+
 def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
-    from hsmkms.api.server import edge_limits, serve
+    from hsmkms.api.server import serve
     from hsmkms.bootstrap import build_app
 
     settings = load_settings()
-    workers = settings.workers if args.workers is None else args.workers
+    # A flag given on the command line wins over the setting of the same name.
+    flags = {name: getattr(args, name) for name in SERVE_FLAGS if getattr(args, name) is not None}
+    if args.tls_client_subject:
+        flags["tls_client_subjects"] = tuple(args.tls_client_subject)
+    serving = override(settings.serving, flags, lambda name: "--" + name.replace("_", "-"))
     app = None
-    if workers > 1:
+    if serving.workers > 1:
         km.close()  # each worker process opens its own sessions and connections
     else:
         app = build_app(settings, km, serving=True)
-    scheme = "https" if args.tls_cert else "http"
-    print(f"hsmkms: serving the KMS API on {scheme}://{args.host}:{args.port}", file=sys.stderr)
-    serve(
-        app,
-        host=args.host,
-        port=args.port,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        limits=edge_limits(settings),
-        client_ca=args.tls_client_ca,
-        client_subjects=args.tls_client_subject or (),
-        drain_seconds=settings.shutdown_drain_seconds,
-        workers=workers,
+    print(
+        f"hsmkms: serving the KMS API on {serving.scheme}://{serving.host}:{serving.port}",
+        file=sys.stderr,
     )
+    serve(app, serving, settings.edge)
     return None
 
 
@@ -179,15 +177,21 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("init", help="create the data dir, token (SoftHSM2) and database")
     serve = commands.add_parser("serve", help="serve the AWS KMS API over HTTP")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--tls-cert", default=None)
-    serve.add_argument("--tls-key", default=None)
-    serve.add_argument("--tls-client-ca", default=None, help="require client certificates")
+    serve.add_argument("--host", default=None, help="address to listen on (HSMKMS_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port (HSMKMS_PORT)")
+    serve.add_argument("--tls-cert", default=None, help="PEM certificate (HSMKMS_TLS_CERT)")
+    serve.add_argument("--tls-key", default=None, help="PEM private key (HSMKMS_TLS_KEY)")
     serve.add_argument(
-        "--tls-client-subject", action="append", help="allowed client certificate CN"
+        "--tls-client-ca", default=None, help="require client certificates (HSMKMS_TLS_CLIENT_CA)"
     )
-    serve.add_argument("--workers", type=int, default=None, help="server processes on one port")
+    serve.add_argument(
+        "--tls-client-subject",
+        action="append",
+        help="allowed client certificate CN (HSMKMS_TLS_CLIENT_SUBJECTS)",
+    )
+    serve.add_argument(
+        "--workers", type=int, default=None, help="server processes on one port (HSMKMS_WORKERS)"
+    )
     principal = commands.add_parser("principal", help="API principals").add_subparsers(
         dest="action", required=True
     )
@@ -335,7 +339,7 @@ def _audit(settings: Any, args: argparse.Namespace) -> int:
     from hsmkms.store import open_store
 
     hsm = open_hsm(settings)  # the checkpoints' MACs and the latest checkpoints
-    store = open_store(settings.database_url)
+    store = open_store(settings.store.database_url)
     try:
         return verify_command(directory, audit_anchor(hsm, store))
     finally:

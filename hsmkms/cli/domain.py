@@ -42,7 +42,7 @@ def so_pin(settings: Settings) -> str:
     on the terminal. Never stored by these commands."""
     from hsmkms.init import SO_PIN_FILE_NAME
 
-    for path in (settings.so_pin_file, settings.data_dir / SO_PIN_FILE_NAME):
+    for path in (settings.token.so_pin_file, settings.data_dir / SO_PIN_FILE_NAME):
         if path is not None and path.exists():
             return path.read_text().strip()
     if sys.stdin.isatty():
@@ -64,7 +64,7 @@ def _domain(settings: Settings, args: argparse.Namespace) -> Any:
     from hsmkms.token.domain import create_domain, domain_info, join_domain
 
     prepare_environment(settings)
-    module, label = settings.pkcs11_lib, settings.token_label
+    module, label = settings.token.pkcs11_lib, settings.token.label
     if args.action == "create":
         made = create_domain(
             module, label, so_pin(settings), _user_pin(settings), args.custodians, args.threshold
@@ -118,10 +118,13 @@ def _backup(settings: Settings, args: argparse.Namespace) -> Any:
     try:
         if args.action == "create":
             report = create_backup(
-                hsm, settings.database_url, Path(args.output), allow_partial=args.allow_partial
+                hsm,
+                settings.store.database_url,
+                Path(args.output),
+                allow_partial=args.allow_partial,
             )
         else:
-            report = restore_backup(hsm, settings.database_url, Path(args.input))
+            report = restore_backup(hsm, settings.store.database_url, Path(args.input))
         return asdict(report)
     finally:
         hsm.close()
@@ -140,7 +143,7 @@ def _record(settings: Settings, event: str, failure: KMSError | None) -> None:
     from hsmkms.store import open_store
 
     hsm = open_hsm(settings)
-    store = open_store(settings.database_url)
+    store = open_store(settings.store.database_url)
     try:
         audit = open_audit(settings, hsm, store)
         try:

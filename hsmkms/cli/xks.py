@@ -25,7 +25,7 @@ def _prefix(args: argparse.Namespace) -> str:
         return normalize_prefix(args.uri_prefix)
     from hsmkms.config import load_settings
 
-    return load_settings().xks_uri_prefix[0]
+    return load_settings().xks.uri_prefixes[0]
 
 
 def _uri_path(prefix: str) -> str:
