@@ -23,8 +23,8 @@ from botocore.exceptions import ClientError
 
 from hsmkms.api.app import create_app
 from hsmkms.api.server import build_server
-from hsmkms.config import EdgeLimits, ServingSettings
 from hsmkms.api.sigv4 import SigV4Verifier
+from hsmkms.config import EdgeLimits, ServingSettings
 from hsmkms.library import KeyManager
 from hsmkms.policy.principals import ADMIN_POLICY, CredentialStore
 from hsmkms.store.sqlite import SqliteStore
