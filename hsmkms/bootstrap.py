@@ -15,6 +15,7 @@ from hsmkms.config import Settings, is_softhsm, load_settings
 from hsmkms.errors import KMSInternalException
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.library import KeyManager
+from hsmkms.operations.context import Deployment
 from hsmkms.policy.principals import CredentialStore
 from hsmkms.store import open_store
 from hsmkms.store.base import MetadataStore
@@ -106,18 +107,16 @@ def build_key_manager(
     trail with the operator's identity (`source`: hsmkms.library or hsmkms.cli)."""
     hsm = open_hsm(settings)
     store = open_store(settings.store.database_url, pool_size=settings.store.pool_size)
-    km = KeyManager(
+    deployment = Deployment(
         store,
         hsm,
         account_id=settings.account_id,
-        region=settings.region,
         clock=clock,
-        audit=open_audit(settings, hsm, store) if audited else None,
-        audit_source=source,
         region_tokens=open_region_tokens(settings, hsm),
+        served_regions=frozenset(settings.regions.served),
     )
-    km.context.served_regions = frozenset(settings.regions.served)  # before any region context
-    return km
+    audit = open_audit(settings, hsm, store) if audited else None
+    return KeyManager(deployment, settings.region, audit=audit, audit_source=source)
 
 
 # Seconds past the shutdown drain for closing sessions and the module, then exit.

@@ -1,5 +1,6 @@
-"""hsmkms as a Python library: `KeyManager(store, hsm, ...)` with one method per KMS
-operation, named after it in snake_case (`km.encrypt(key_id=..., plaintext=...)`).
+"""hsmkms as a Python library: `KeyManager(Deployment(store, hsm, account_id=...), region)`
+with one method per KMS operation, named after it in snake_case
+(`km.encrypt(key_id=..., plaintext=...)`).
 
 The methods are the operation table's handlers bound to one OperationContext:
 the same code the HTTP API runs, without SigV4 or policy checks (the library's
@@ -9,17 +10,15 @@ caller is the operator).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from hsmkms.audit.log import AuditLog
 from hsmkms.audit.operator import operator_event
 from hsmkms.errors import KMSError
-from hsmkms.keys.clock import Clock, system_clock
-from hsmkms.keys.material import CrashHook
+from hsmkms.keys.clock import Clock
 from hsmkms.keys.resolved import Resolved
-from hsmkms.keys.resolver import METADATA_CACHE_SECONDS
-from hsmkms.operations.context import OperationContext, Response
+from hsmkms.operations.context import Deployment, Response
 from hsmkms.operations.maintenance import MaintenanceReport, maintain
 from hsmkms.operations.table import BY_METHOD, Operation
 from hsmkms.policy.authorize import Authorizer
@@ -30,30 +29,17 @@ from hsmkms.token import Hsm
 class KeyManager:
     def __init__(
         self,
-        store: MetadataStore,
-        hsm: Hsm,
-        *,
-        account_id: str,
+        deployment: Deployment,
         region: str,
-        clock: Clock = system_clock,
-        crash: CrashHook | None = None,
-        cache_seconds: float = METADATA_CACHE_SECONDS,
-        context: OperationContext | None = None,
-        region_tokens: Mapping[str, Hsm] | None = None,
+        *,
         audit: AuditLog | None = None,
         audit_source: str = "hsmkms.library",
     ) -> None:
-        self.context = context or OperationContext(
-            store,
-            hsm,
-            account_id=account_id,
-            region=region,
-            clock=clock,
-            crash=crash,
-            cache_seconds=cache_seconds,
-            region_tokens=region_tokens,
-        )
-        # Operator actions go to the audit trail when one is given (build_key_manager).
+        """The operations of one region of `deployment`; with `audit`, each call is
+        recorded with the operator's identity (`audit_source`: hsmkms.library or
+        hsmkms.cli)."""
+        self.deployment = deployment
+        self.context = deployment.region(region)
         self.audit = audit
         self._audit_source = audit_source
 
@@ -83,8 +69,7 @@ class KeyManager:
 
     def for_region(self, region: str) -> KeyManager:
         """The manager of another region: same token and database, its own keys."""
-        ctx = self.context.for_region(region)
-        return KeyManager(ctx.store, ctx.hsm, account_id=ctx.account_id, region=region, context=ctx)
+        return KeyManager(self.deployment, region)
 
     def maintain(self) -> MaintenanceReport:
         report = maintain(self.context)
@@ -96,9 +81,7 @@ class KeyManager:
     def close(self) -> None:
         if self.audit is not None:
             self.audit.close()  # before the token: the last checkpoint is signed there
-        self.context.tokens.close_all()
-        self.context.hsm.close()
-        self.context.store.close()
+        self.deployment.close()
 
     def _changed(self) -> None:
         self.context.changed()

@@ -84,6 +84,7 @@ def token_bench(args: argparse.Namespace) -> None:
 
     from hsmkms.config import default_pkcs11_lib
     from hsmkms.library import KeyManager
+    from hsmkms.operations.context import Deployment
     from hsmkms.store.sqlite import SqliteStore
     from hsmkms.token import Hsm, MaterialRef
     from hsmkms.token.library import load_module
@@ -91,7 +92,7 @@ def token_bench(args: argparse.Namespace) -> None:
     pool_size = max(thread_counts) + 1
     hsm = Hsm(default_pkcs11_lib(), label, pin, pool_size)
     km = KeyManager(
-        SqliteStore(workdir / "bench.db"), hsm, account_id="111122223333", region="us-east-1"
+        Deployment(SqliteStore(workdir / "bench.db"), hsm, account_id="111122223333"), "us-east-1"
     )
     key_id = km.create_key(description="bench")["KeyMetadata"]["KeyId"]
     blob = km.encrypt(key_id=key_id, plaintext=PAYLOAD, encryption_context=CONTEXT)[

@@ -31,6 +31,7 @@ from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.audit.log import AuditLog
 from hsmkms.config import default_pkcs11_lib
 from hsmkms.library import KeyManager
+from hsmkms.operations.context import Deployment
 from hsmkms.policy.principals import ADMIN_POLICY, CredentialStore
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
@@ -125,7 +126,7 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 @pytest.fixture
 def km(hsm: Hsm, store: SqliteStore, clock: ManualClock) -> KeyManager:
-    return KeyManager(store, hsm, account_id=ACCOUNT, region=REGION, clock=clock)
+    return KeyManager(Deployment(store, hsm, account_id=ACCOUNT, clock=clock), REGION)
 
 
 @pytest.fixture
@@ -237,7 +238,7 @@ def running(app: Any) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     store = SqliteStore(tmp_path_factory.mktemp("server") / "hsmkms.db")
-    km = KeyManager(store, hsm, account_id=ACCOUNT, region=REGION)
+    km = KeyManager(Deployment(store, hsm, account_id=ACCOUNT), REGION)
     credentials = CredentialStore(store, hsm)
     principal = f"arn:aws:iam::{ACCOUNT}:user/tester"
     credential = credentials.add(principal)
@@ -347,7 +348,7 @@ def xks_server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
     from tests import xks_support
 
     store = SqliteStore(tmp_path_factory.mktemp("xks") / "hsmkms.db")
-    km = KeyManager(store, hsm, account_id=ACCOUNT, region=REGION)
+    km = KeyManager(Deployment(store, hsm, account_id=ACCOUNT), REGION)
     credentials = XksCredentialStore(store, hsm)
     credentials.add("xks", xks_support.ACCESS_KEY_ID, xks_support.SECRET)
     credentials.add("tenant/b", xks_support.OTHER_ACCESS_KEY_ID, xks_support.OTHER_SECRET)

@@ -13,6 +13,7 @@ from hsmkms.api.ratelimit import THROTTLED, RateLimiter
 from hsmkms.config import RateLimits
 from hsmkms.config.groups import Quota, parse_quotas
 from hsmkms.library import KeyManager
+from hsmkms.operations.context import Deployment
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 from tests.conftest import ACCOUNT, REGION, ManualClock
@@ -70,7 +71,7 @@ def test_a_locked_database_times_out_cleanly_and_service_resumes(
 ) -> None:
     path = tmp_path / "hsmkms.db"
     store = SqliteStore(path, busy_timeout=0.5)
-    km = KeyManager(store, hsm, account_id=ACCOUNT, region=REGION, clock=clock)
+    km = KeyManager(Deployment(store, hsm, account_id=ACCOUNT, clock=clock), REGION)
     key_id = km.create_key()["KeyMetadata"]["KeyId"]
     with serving(km, call_timeout=10.0) as (_, clients):
         kms = clients["tester"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.library import KeyManager
+from hsmkms.operations.context import Deployment
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 from tests.conftest import ACCOUNT, REGION, ManualClock, running
@@ -16,7 +17,7 @@ from tests.conftest import ACCOUNT, REGION, ManualClock, running
 def test_maintenance_loop_deletes_and_rotates(hsm: Hsm, tmp_path: Path) -> None:
     clock = ManualClock()
     store = SqliteStore(tmp_path / "db.sqlite")
-    km = KeyManager(store, hsm, account_id=ACCOUNT, region=REGION, clock=clock)
+    km = KeyManager(Deployment(store, hsm, account_id=ACCOUNT, clock=clock), REGION)
     doomed = km.create_key()["KeyMetadata"]["KeyId"]
     rotating = km.create_key()["KeyMetadata"]["KeyId"]
     km.schedule_key_deletion(key_id=doomed, pending_window_in_days=7)

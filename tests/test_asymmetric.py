@@ -23,6 +23,7 @@ from hsmkms.errors import (
 from hsmkms.keys.model import KeySpec
 from hsmkms.keys.specs import SIGNING_ALGORITHMS, SPECS
 from hsmkms.library import KeyManager
+from hsmkms.operations.context import Deployment
 from hsmkms.token import Hsm, MaterialRef
 from tests.conftest import assert_local, skip_unless_supported
 
@@ -49,7 +50,7 @@ def shared_km(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> KeyManager:
     from hsmkms.store.sqlite import SqliteStore
 
     store = SqliteStore(tmp_path_factory.mktemp("asym") / "db.sqlite")
-    return KeyManager(store, hsm, account_id="111122223333", region="us-east-1")
+    return KeyManager(Deployment(store, hsm, account_id="111122223333"), "us-east-1")
 
 
 def key_for(km: KeyManager, spec: str, usage: str) -> str:

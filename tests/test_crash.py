@@ -9,6 +9,7 @@ import pytest
 
 from hsmkms.errors import KMSInvalidStateException, NotFoundException
 from hsmkms.library import KeyManager
+from hsmkms.operations.context import Deployment
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm, MaterialRef
 from tests.conftest import ACCOUNT, REGION, ManualClock
@@ -30,7 +31,7 @@ def manager(
     hsm: Hsm, store: SqliteStore, clock: ManualClock, crash_point: str | None
 ) -> KeyManager:
     hook = None if crash_point is None else crashing_at(crash_point)
-    return KeyManager(store, hsm, account_id=ACCOUNT, region=REGION, clock=clock, crash=hook)
+    return KeyManager(Deployment(store, hsm, account_id=ACCOUNT, clock=clock, crash=hook), REGION)
 
 
 def token_versions(hsm: Hsm, key_id: str) -> set[int]:

@@ -26,6 +26,7 @@ from hsmkms.api.server import build_server
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.config import EdgeLimits, ServingSettings
 from hsmkms.library import KeyManager
+from hsmkms.operations.context import Deployment
 from hsmkms.policy.principals import ADMIN_POLICY, CredentialStore
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
@@ -63,7 +64,7 @@ class Edge:
 @pytest.fixture(scope="module")
 def edge(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     store = SqliteStore(tmp_path_factory.mktemp("edge") / "hsmkms.db")
-    km = KeyManager(store, hsm, account_id=ACCOUNT, region=REGION)
+    km = KeyManager(Deployment(store, hsm, account_id=ACCOUNT), REGION)
     credentials = CredentialStore(store, hsm)
     arn = f"arn:aws:iam::{ACCOUNT}:user/edge"
     credential = credentials.add(arn)

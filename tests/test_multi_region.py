@@ -20,6 +20,7 @@ from hsmkms.errors import (
 )
 from hsmkms.keys import blob
 from hsmkms.library import KeyManager
+from hsmkms.operations.context import Deployment
 from hsmkms.store.postgres import PostgresStore
 from hsmkms.token import Hsm
 from hsmkms.token.templates import MaterialRef
@@ -294,7 +295,7 @@ def test_boto3_over_http_in_two_regions(server: Any) -> None:
 
 
 def test_replicate_key_refuses_a_region_this_hsmkms_does_not_serve(km: KeyManager) -> None:
-    km.context.served_regions = frozenset({"us-east-1", EU})  # as bootstrap sets it
+    km.deployment.served_regions = frozenset({"us-east-1", EU})  # as bootstrap sets it
     key_id = create_mrk(km)
     with pytest.raises(UnsupportedOperationException, match="does not serve ap-south-1"):
         km.replicate_key(key_id=key_id, replica_region="ap-south-1")
@@ -360,7 +361,7 @@ def test_on_postgresql(hsm: Hsm, pg_url: str, clock: ManualClock) -> None:
     """The same flows over the PostgreSQL store (row locks on every row of the key)."""
     store = PostgresStore(pg_url)
     try:
-        km = KeyManager(store, hsm, account_id="111122223333", region="us-east-1", clock=clock)
+        km = KeyManager(Deployment(store, hsm, account_id="111122223333", clock=clock), "us-east-1")
         eu = km.for_region(EU)
         key_id = create_mrk(km)
         km.replicate_key(key_id=key_id, replica_region=EU)

@@ -19,6 +19,7 @@ from hsmkms.errors import (
 )
 from hsmkms.keys import blob
 from hsmkms.library import KeyManager
+from hsmkms.operations.context import Deployment
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 from hsmkms.token.domain import create_domain, custody_for, join_domain
@@ -48,10 +49,10 @@ def tokens(peer_tokens: dict[str, PeerToken]) -> Iterator[tuple[Hsm, Hsm]]:
 def km(tokens: tuple[Hsm, Hsm], tmp_path: Path, clock: ManualClock) -> Iterator[KeyManager]:
     token_d, token_e = tokens
     store = SqliteStore(tmp_path / "hsmkms.db")
-    yield KeyManager(
-        store, token_d, account_id=ACCOUNT, region="us-east-1", clock=clock,
-        region_tokens={EU: token_e},
-    )  # fmt: skip
+    deployment = Deployment(
+        store, token_d, account_id=ACCOUNT, clock=clock, region_tokens={EU: token_e}
+    )
+    yield KeyManager(deployment, "us-east-1")
     store.close()
 
 
@@ -120,8 +121,8 @@ def test_material_that_cannot_leave_its_token_is_refused_not_copied(
     _, token_e = tokens
     store = SqliteStore(tmp_path / "outside.db")
     try:
-        km = KeyManager(store, hsm, account_id=ACCOUNT, region="us-east-1",
-                        region_tokens={EU: token_e})  # fmt: skip
+        deployment = Deployment(store, hsm, account_id=ACCOUNT, region_tokens={EU: token_e})
+        km = KeyManager(deployment, "us-east-1")
         key_id = create_mrk(km)
         with pytest.raises((KMSInvalidStateException, UnsupportedOperationException)):
             km.replicate_key(key_id=key_id, replica_region=EU)

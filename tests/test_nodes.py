@@ -13,6 +13,7 @@ import pytest
 
 from hsmkms.errors import DisabledException, KMSInvalidStateException, NotFoundException
 from hsmkms.library import KeyManager
+from hsmkms.operations.context import Deployment
 from hsmkms.policy.caller import CallerInfo
 from hsmkms.policy.principals import CredentialStore
 from hsmkms.store import open_store
@@ -31,7 +32,8 @@ def nodes(request: pytest.FixtureRequest, hsm: Hsm, tmp_path: Path) -> Iterator[
     stores = [open_store(url), open_store(url)]
     # A long time-to-live: only the store's generation may end a cache entry here.
     managers = [
-        KeyManager(s, hsm, account_id=ACCOUNT, region=REGION, cache_seconds=3600) for s in stores
+        KeyManager(Deployment(s, hsm, account_id=ACCOUNT, cache_seconds=3600), REGION)
+        for s in stores
     ]
     yield managers
     for store in stores:

@@ -18,6 +18,7 @@ import pytest
 from hsmkms.errors import InvalidCiphertextException, KMSError, KMSInternalException
 from hsmkms.keys.material import FINGERPRINTS
 from hsmkms.library import KeyManager
+from hsmkms.operations.context import Deployment
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm, MaterialRef
 from tests.conftest import ACCOUNT, REGION, ROOT, ManualClock, TokenEnv
@@ -36,12 +37,13 @@ import json, sys, threading
 from pathlib import Path
 from hsmkms.errors import KMSError
 from hsmkms.library import KeyManager
+from hsmkms.operations.context import Deployment
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 
 module, label, pin, db, key_id, threads, rounds = sys.argv[1:8]
-km = KeyManager(SqliteStore(Path(db)), Hsm(module, label, pin, 2), account_id="{ACCOUNT}",
-                region="{REGION}")
+deployment = Deployment(SqliteStore(Path(db)), Hsm(module, label, pin, 2), account_id="{ACCOUNT}")
+km = KeyManager(deployment, "{REGION}")
 outcomes = []
 start = threading.Barrier(int(threads))
 print("ready", flush=True)
@@ -99,7 +101,7 @@ def test_two_processes_rotating_one_key_make_one_object_per_version(
     token_env: TokenEnv, hsm: Hsm, tmp_path: Path
 ) -> None:
     db = tmp_path / "shared.db"
-    km = KeyManager(SqliteStore(db), hsm, account_id=ACCOUNT, region=REGION)
+    km = KeyManager(Deployment(SqliteStore(db), hsm, account_id=ACCOUNT), REGION)
     key_id = km.create_key()["KeyMetadata"]["KeyId"]
     before = km.encrypt(key_id=key_id, plaintext=b"v1")["CiphertextBlob"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -191,7 +193,8 @@ def test_a_rotation_failing_in_the_token_gives_its_claim_back(
             raise KMSInternalException("Token error: DeviceError")
 
     failing = KeyManager(
-        store, hsm, account_id=ACCOUNT, region=REGION, clock=clock, crash=token_error_after_generate
+        Deployment(store, hsm, account_id=ACCOUNT, clock=clock, crash=token_error_after_generate),
+        REGION,
     )
     key_id = failing.create_key()["KeyMetadata"]["KeyId"]
     armed.append(True)
@@ -199,7 +202,7 @@ def test_a_rotation_failing_in_the_token_gives_its_claim_back(
         failing.rotate_key_on_demand(key_id=key_id)
     assert store.list_pending() == []
     assert objects_per_version(hsm, key_id) == {1: 1}  # the half-made version is gone
-    km = KeyManager(store, hsm, account_id=ACCOUNT, region=REGION, clock=clock)
+    km = KeyManager(Deployment(store, hsm, account_id=ACCOUNT, clock=clock), REGION)
     started = time.monotonic()
     km.rotate_key_on_demand(key_id=key_id)  # at once, not after the claim's grace period
     assert time.monotonic() - started < 5

@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from hsmkms.errors import KeyUnavailableException, KMSError
 from hsmkms.library import KeyManager
+from hsmkms.operations.context import Deployment
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 from hsmkms.token.library import rescan_tokens
@@ -45,7 +46,7 @@ def own_hsm(token_env: TokenEnv) -> Iterator[Hsm]:
 
 @pytest.fixture
 def own_km(own_hsm: Hsm, tmp_path: Path) -> KeyManager:
-    return KeyManager(SqliteStore(tmp_path / "db"), own_hsm, account_id=ACCOUNT, region=REGION)
+    return KeyManager(Deployment(SqliteStore(tmp_path / "db"), own_hsm, account_id=ACCOUNT), REGION)
 
 
 def error_code(exc: ClientError) -> str:

@@ -1,7 +1,8 @@
-"""The one object every operation runs over: store, token, authorizer, clock, region.
+"""The deployment (what one hsmkms process serves, built once) and the operation context
+(one region of it), the one object every operation runs over.
 
 Operations are plain functions `op(ctx, **members) -> response`; they reach the
-world only through this context, so the same function serves the HTTP API, the
+world only through the context, so the same function serves the HTTP API, the
 CLI and the library.
 """
 
@@ -26,8 +27,10 @@ from hsmkms.token import Hsm
 Response = dict[str, Any]
 
 
-class OperationContext:
-    """Everything an operation may use, for one account and region."""
+class Deployment:
+    """Process-wide state shared by every request and region: the store, the tokens (the
+    main one, regions' own, custom key stores'), the account, the regions served, the
+    clock. Nothing here is per request or per region."""
 
     def __init__(
         self,
@@ -35,69 +38,93 @@ class OperationContext:
         hsm: Hsm,
         *,
         account_id: str,
-        region: str,
         clock: Clock = system_clock,
-        crash: CrashHook | None = None,
-        cache_seconds: float = METADATA_CACHE_SECONDS,
-        tokens: TokenRegistry | None = None,
         region_tokens: Mapping[str, Hsm] | None = None,
+        served_regions: frozenset[str] = frozenset(),
+        cache_seconds: float = METADATA_CACHE_SECONDS,
+        crash: CrashHook | None = None,
     ) -> None:
+        """`region_tokens`: regions whose keys live on a token of their own (as separate
+        HSMs per region would); other regions use `hsm`. `served_regions`: the regions the
+        edge serves (empty: any); ReplicateKey refuses others. `crash`: a test hook that
+        stops key-material work at a chosen step."""
         self.store = store
         self.hsm = hsm
         self.account_id = account_id
-        self.region = region
         self.clock = clock
-        # The main token and custom key stores' tokens, shared by every region.
-        self.tokens = tokens or TokenRegistry(hsm, store)
-        self.material = MaterialKeeper(store, hsm, clock, crash, self.tokens)
-        self.keys = KeyResolver(
-            store, account_id=account_id, region=region, cache_seconds=cache_seconds
-        )
-        self.authorizer = Authorizer(self.keys, clock)
-        self._regions: dict[str, OperationContext] = {region: self}
-        self._regions_lock = threading.Lock()
-        # Regions whose keys live on a token of their own (as separate HSMs per region
-        # would): region -> its token. Other regions use `hsm`.
         self.region_tokens: dict[str, Hsm] = dict(region_tokens or {})
-        self.default_hsm = hsm
-        # The regions the edge serves (HSMKMS_REGIONS); empty: any. ReplicateKey
-        # refuses others: a replica there could never be used.
-        self.served_regions: frozenset[str] = frozenset()
-        self._registries: dict[int, TokenRegistry] = {id(self.tokens.main): self.tokens}
-
-    def for_region(self, region: str) -> OperationContext:
-        """The context of another region: same token and database, its own keys."""
-        context = self._regions.get(region)
-        if context is None:
-            with self._regions_lock:
-                context = self._regions.get(region)
-                if context is None:
-                    hsm = self.token_of_region(region)
-                    tokens = self._registries.get(id(hsm))
-                    if tokens is None:
-                        tokens = self._registries[id(hsm)] = TokenRegistry(hsm, self.store)
-                    context = OperationContext(
-                        self.store,
-                        hsm,
-                        account_id=self.account_id,
-                        region=region,
-                        clock=self.clock,
-                        crash=self.material.crash,
-                        cache_seconds=self.keys.cache_seconds,
-                        tokens=tokens,
-                        region_tokens=self.region_tokens,
-                    )
-                    context.default_hsm = self.default_hsm
-                    context.served_regions = self.served_regions
-                    context._registries = self._registries
-                    context._regions = self._regions
-                    context._regions_lock = self._regions_lock
-                    self._regions[region] = context
-        return context
+        self.served_regions = served_regions
+        self.cache_seconds = cache_seconds
+        self.crash = crash
+        # One registry (a token and the custom key stores it serves) per token.
+        self._registries: dict[int, TokenRegistry] = {}
+        self._regions: dict[str, OperationContext] = {}
+        self._lock = threading.Lock()
 
     def token_of_region(self, region: str) -> Hsm:
         """The token holding the keys of a region (multi-Region replicas included)."""
-        return self.region_tokens.get(region, self.default_hsm)
+        return self.region_tokens.get(region, self.hsm)
+
+    def registry(self, hsm: Hsm) -> TokenRegistry:
+        with self._lock:
+            registry = self._registries.get(id(hsm))
+            if registry is None:
+                registry = self._registries[id(hsm)] = TokenRegistry(hsm, self.store)
+            return registry
+
+    def region(self, region: str) -> OperationContext:
+        """The context of one region, made once (the edge checks region names first)."""
+        context = self._regions.get(region)
+        if context is None:
+            made = OperationContext(self, region)
+            with self._lock:
+                context = self._regions.setdefault(region, made)
+        return context
+
+    def close(self) -> None:
+        """Custom key stores' tokens, region tokens, the main token, then the store."""
+        for registry in list(self._registries.values()):
+            registry.close_all()
+        for token in {id(t): t for t in self.region_tokens.values()}.values():
+            if token is not self.hsm:
+                token.close()
+        self.hsm.close()
+        self.store.close()
+
+
+class OperationContext:
+    """Everything an operation may use, for one region of the deployment."""
+
+    def __init__(self, deployment: Deployment, region: str) -> None:
+        self.deployment = deployment
+        self.region = region
+        self.store = deployment.store
+        self.clock = deployment.clock
+        self.account_id = deployment.account_id
+        self.hsm = deployment.token_of_region(region)
+        # This region's token and custom key stores' tokens.
+        self.tokens = deployment.registry(self.hsm)
+        self.material = MaterialKeeper(
+            self.store, self.hsm, self.clock, deployment.crash, self.tokens
+        )
+        self.keys = KeyResolver(
+            self.store,
+            account_id=self.account_id,
+            region=region,
+            cache_seconds=deployment.cache_seconds,
+        )
+        self.authorizer = Authorizer(self.keys, self.clock)
+
+    def for_region(self, region: str) -> OperationContext:
+        """The context of another region: same token and database, its own keys."""
+        return self.deployment.region(region)
+
+    @property
+    def served_regions(self) -> frozenset[str]:
+        return self.deployment.served_regions
+
+    def token_of_region(self, region: str) -> Hsm:
+        return self.deployment.token_of_region(region)
 
     # -- shorthands the operations use everywhere ---------------------------------------
 
