@@ -20,10 +20,10 @@ from hsmkms.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from hsmkms.keys.model import KeySpec
 from hsmkms.keys.specs import SIGNING_ALGORITHMS, SPECS
 from hsmkms.library import KeyManager
 from hsmkms.operations.context import Deployment
+from hsmkms.store.model import KeySpec
 from hsmkms.token import Hsm, MaterialRef
 from tests.conftest import assert_local, skip_unless_supported
 

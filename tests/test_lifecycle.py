@@ -15,8 +15,8 @@ from hsmkms.errors import (
     NotFoundException,
     ValidationException,
 )
-from hsmkms.keys.model import KeyState
 from hsmkms.library import KeyManager
+from hsmkms.store.model import KeyState
 from hsmkms.token import Hsm, MaterialRef
 from tests.conftest import ManualClock
 

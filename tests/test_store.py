@@ -13,7 +13,9 @@ import psycopg
 import pytest
 
 from hsmkms.errors import KMSInternalException
-from hsmkms.keys.model import (
+from hsmkms.store.base import MetadataStore
+from hsmkms.store.memory import MemoryStore
+from hsmkms.store.model import (
     Alias,
     Grant,
     KeyRecord,
@@ -25,8 +27,6 @@ from hsmkms.keys.model import (
     PendingMaterial,
     RotationType,
 )
-from hsmkms.store.base import MetadataStore
-from hsmkms.store.memory import MemoryStore
 from hsmkms.store.postgres import PostgresStore
 from hsmkms.store.schema import HISTORY, Dialect, statements
 from hsmkms.store.sqlite import MIGRATIONS, SqliteStore

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from hsmkms.errors import DependencyTimeoutException, KMSInternalException
-from hsmkms.keys.model import Alias
 from hsmkms.store import open_store
 from hsmkms.store.base import MetadataStore
+from hsmkms.store.model import Alias
 from hsmkms.store.postgres import PostgresStore
 from hsmkms.store.schema import HISTORY
 from hsmkms.store.sqlite import SqliteStore

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hsmkms.errors import ExpiredImportTokenException, InvalidImportTokenException
-from hsmkms.keys.model import KeyRecord, KeyState, Origin
+from hsmkms.store.model import KeyRecord, KeyState, Origin
 from hsmkms.token.templates import InternalRef
 
 # KeyRecord.extra of an EXTERNAL key: its materials by version ("1", "2", ...), each a

@@ -26,8 +26,8 @@ from hsmkms.errors import (
     KMSInvalidStateException,
     ValidationException,
 )
-from hsmkms.keys.model import KeyRecord, KeyState, Origin
 from hsmkms.store.base import MetadataStore, Writer
+from hsmkms.store.model import KeyRecord, KeyState, Origin
 from hsmkms.token import Hsm
 from hsmkms.token.faults import TokenLoginFailed, TokenNotFound
 from hsmkms.token.library import rescan_tokens

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import Enum
 
 from hsmkms.errors import DisabledException, KMSError, KMSInvalidStateException
-from hsmkms.keys.model import KeyRecord, KeyState
+from hsmkms.store.model import KeyRecord, KeyState
 
 
 class Use(Enum):

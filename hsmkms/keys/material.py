@@ -45,7 +45,9 @@ from hsmkms.keys import lifecycle
 from hsmkms.keys.clock import Clock
 from hsmkms.keys.keystores import TokenRegistry
 from hsmkms.keys.metadata import ENCRYPTION_ALGORITHMS, PUBLIC_KEY
-from hsmkms.keys.model import (
+from hsmkms.keys.specs import RSA_ENCRYPTION, material_for
+from hsmkms.store.base import MetadataStore, Writer
+from hsmkms.store.model import (
     KeyRecord,
     KeyState,
     KeyUsage,
@@ -54,8 +56,6 @@ from hsmkms.keys.model import (
     RotationType,
     VersionState,
 )
-from hsmkms.keys.specs import RSA_ENCRYPTION, material_for
-from hsmkms.store.base import MetadataStore, Writer
 from hsmkms.token import Hsm, MaterialRef
 from hsmkms.token.kinds import Aes, EcPair, EdPair, HmacKey, MaterialKind, RsaPair
 

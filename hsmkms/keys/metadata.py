@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from hsmkms.keys.imported import imported_metadata
-from hsmkms.keys.model import KeyRecord, KeyUsage
 from hsmkms.keys.specs import SPECS
+from hsmkms.store.model import KeyRecord, KeyUsage
 
 # KeyRecord.extra: the CloudHSM cluster of a key in an AWS_CLOUDHSM key store.
 CLUSTER_ID = "cloud_hsm_cluster_id"

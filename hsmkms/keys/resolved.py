@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hsmkms.keys import blob
-from hsmkms.keys.model import KeyRecord, KeySpec, KeyState, KeyUsage
+from hsmkms.store.model import KeyRecord, KeySpec, KeyState, KeyUsage
 from hsmkms.token import MaterialRef
 from hsmkms.token.templates import key_uuid_bytes
 

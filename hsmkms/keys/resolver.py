@@ -15,9 +15,9 @@ from typing import Any, cast
 
 from hsmkms.errors import InvalidCiphertextException, NotFoundException
 from hsmkms.keys import ids
-from hsmkms.keys.model import Grant, KeyRecord
 from hsmkms.keys.resolved import Resolved
 from hsmkms.store.base import MetadataStore
+from hsmkms.store.model import Grant, KeyRecord
 
 # How long a process trusts cached key metadata that another process may change.
 METADATA_CACHE_SECONDS = 1.0

@@ -12,14 +12,14 @@ from hsmkms.errors import (
 )
 from hsmkms.keys import ids, lifecycle
 from hsmkms.keys.lifecycle import Use
-from hsmkms.keys.model import (
-    Alias,
-    KeyRecord,
-)
 from hsmkms.operations.checks import (
     check_limit,
 )
 from hsmkms.operations.context import OperationContext, Response
+from hsmkms.store.model import (
+    Alias,
+    KeyRecord,
+)
 
 
 def _alias_target(ctx: OperationContext, target_key_id: str) -> KeyRecord:

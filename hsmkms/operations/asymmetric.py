@@ -23,9 +23,6 @@ from hsmkms.errors import (
 from hsmkms.keys import lifecycle
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.metadata import PUBLIC_KEY, algorithms
-from hsmkms.keys.model import (
-    KeyUsage,
-)
 from hsmkms.keys.resolved import Resolved
 from hsmkms.keys.specs import (
     DATA_KEY_PAIR_SPECS,
@@ -41,6 +38,9 @@ from hsmkms.operations.checks import (
 )
 from hsmkms.operations.context import OperationContext, Response
 from hsmkms.operations.crypto import wrap_private_key
+from hsmkms.store.model import (
+    KeyUsage,
+)
 from hsmkms.token.kinds import CURVES, EcPair, RsaPair
 
 MAX_MESSAGE = 4096

@@ -14,8 +14,8 @@ from hsmkms.errors import (
 )
 from hsmkms.keys import lifecycle
 from hsmkms.keys.lifecycle import Use
-from hsmkms.keys.model import KeyRecord, KeyUsage
 from hsmkms.keys.resolved import Resolved
+from hsmkms.store.model import KeyRecord, KeyUsage
 
 if TYPE_CHECKING:
     from hsmkms.operations.context import OperationContext

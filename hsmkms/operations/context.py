@@ -17,11 +17,11 @@ from hsmkms.errors import KMSInvalidStateException, NotFoundException
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.keys.keystores import TokenRegistry
 from hsmkms.keys.material import CrashHook, MaterialKeeper
-from hsmkms.keys.model import KeyRecord
 from hsmkms.keys.resolved import Resolved
 from hsmkms.keys.resolver import METADATA_CACHE_SECONDS, KeyResolver
 from hsmkms.policy.authorize import Authorizer
 from hsmkms.store.base import MetadataStore
+from hsmkms.store.model import KeyRecord
 from hsmkms.token import Hsm
 
 Response = dict[str, Any]

@@ -13,11 +13,6 @@ from hsmkms.errors import (
 )
 from hsmkms.keys import blob, context, lifecycle, xks_blob
 from hsmkms.keys.lifecycle import Use
-from hsmkms.keys.model import (
-    KeyRecord,
-    KeySpec,
-    KeyUsage,
-)
 from hsmkms.keys.resolved import Resolved
 from hsmkms.operations import xks_keys
 from hsmkms.operations.checks import (
@@ -28,6 +23,11 @@ from hsmkms.operations.checks import (
 from hsmkms.operations.context import OperationContext, Response
 from hsmkms.operations.keystores import require_connected
 from hsmkms.operations.rsa import rsa_decrypt, rsa_encrypt
+from hsmkms.store.model import (
+    KeyRecord,
+    KeySpec,
+    KeyUsage,
+)
 from hsmkms.token import MaterialRef
 
 MAX_PLAINTEXT = 4096

@@ -15,12 +15,6 @@ from hsmkms.errors import (
 )
 from hsmkms.keys import lifecycle
 from hsmkms.keys.lifecycle import Use
-from hsmkms.keys.model import (
-    Grant,
-    KeyRecord,
-    KeySpec,
-    KeyUsage,
-)
 from hsmkms.operations.checks import (
     check_limit,
     offset_page,
@@ -30,6 +24,12 @@ from hsmkms.policy.caller import current_caller
 from hsmkms.policy.grants import find_grant
 from hsmkms.policy.model import (
     PRINCIPAL_ARN,
+)
+from hsmkms.store.model import (
+    Grant,
+    KeyRecord,
+    KeySpec,
+    KeyUsage,
 )
 
 ALWAYS = {"CreateGrant", "RetireGrant", "DescribeKey"}

@@ -17,15 +17,15 @@ from hsmkms.errors import (
 from hsmkms.keys import imported
 from hsmkms.keys.imported import ImportParameters, Material
 from hsmkms.keys.material import STATE_BEFORE_UNAVAILABLE
-from hsmkms.keys.model import (
+from hsmkms.keys.specs import material_for
+from hsmkms.operations.context import OperationContext
+from hsmkms.store.model import (
     KeyRecord,
     KeyState,
     PendingMaterial,
     RotationType,
     VersionState,
 )
-from hsmkms.keys.specs import material_for
-from hsmkms.operations.context import OperationContext
 from hsmkms.token import MaterialRef
 from hsmkms.token import importing as token_import
 

@@ -24,7 +24,11 @@ from hsmkms.keys.imported import ImportParameters, Material
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.material import STATE_BEFORE_UNAVAILABLE
 from hsmkms.keys.metadata import ENCRYPTION_ALGORITHMS, PUBLIC_KEY
-from hsmkms.keys.model import (
+from hsmkms.keys.specs import RSA_ENCRYPTION, material_for
+from hsmkms.operations import imported as material
+from hsmkms.operations.checks import check_enum
+from hsmkms.operations.context import OperationContext, Response
+from hsmkms.store.model import (
     KeyRecord,
     KeySpec,
     KeyState,
@@ -33,10 +37,6 @@ from hsmkms.keys.model import (
     Origin,
     VersionState,
 )
-from hsmkms.keys.specs import RSA_ENCRYPTION, material_for
-from hsmkms.operations import imported as material
-from hsmkms.operations.checks import check_enum
-from hsmkms.operations.context import OperationContext, Response
 from hsmkms.token import MaterialRef
 from hsmkms.token import importing as token_import
 from hsmkms.token.kinds import EcPair, RsaPair

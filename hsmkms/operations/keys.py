@@ -18,13 +18,6 @@ from hsmkms.keys import ids, lifecycle
 from hsmkms.keys import tags as keytags
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.metadata import CLUSTER_ID, key_metadata
-from hsmkms.keys.model import (
-    KeyRecord,
-    KeySpec,
-    KeyState,
-    KeyUsage,
-    Origin,
-)
 from hsmkms.keys.specs import (
     SPECS,
 )
@@ -41,6 +34,13 @@ from hsmkms.operations.replication import has_replicas
 from hsmkms.operations.xks_keys import external_key_extra
 from hsmkms.policy.model import (
     default_key_policy,
+)
+from hsmkms.store.model import (
+    KeyRecord,
+    KeySpec,
+    KeyState,
+    KeyUsage,
+    Origin,
 )
 
 MAX_DESCRIPTION = 8192

@@ -6,9 +6,6 @@ from hsmkms.errors import (
     InvalidKeyUsageException,
     KMSInvalidMacException,
 )
-from hsmkms.keys.model import (
-    KeyUsage,
-)
 from hsmkms.keys.resolved import Resolved
 from hsmkms.keys.specs import (
     MAC_ALGORITHMS,
@@ -20,6 +17,9 @@ from hsmkms.operations.checks import (
     usable,
 )
 from hsmkms.operations.context import OperationContext, Response
+from hsmkms.store.model import (
+    KeyUsage,
+)
 
 MAX_MESSAGE = 4096
 MAX_MAC = 6144

@@ -7,13 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hsmkms.keys.material import ReconcileReport
-from hsmkms.keys.model import (
-    KeyState,
-    RotationType,
-)
 from hsmkms.operations import imported, imports
 from hsmkms.operations.context import OperationContext
 from hsmkms.operations.replication import delete_replica, share
+from hsmkms.store.model import (
+    KeyState,
+    RotationType,
+)
 
 
 @dataclass

@@ -9,9 +9,6 @@ from hsmkms.errors import (
 )
 from hsmkms.keys import lifecycle
 from hsmkms.keys.lifecycle import Use
-from hsmkms.keys.model import (
-    KeyRecord,
-)
 from hsmkms.operations.checks import (
     check_limit,
 )
@@ -24,6 +21,9 @@ from hsmkms.policy.model import (
     parse_policy,
 )
 from hsmkms.policy.principals import known_principal
+from hsmkms.store.model import (
+    KeyRecord,
+)
 
 
 def check_lockout(ctx: OperationContext, record: KeyRecord, policy: str, bypass: bool) -> None:

@@ -31,12 +31,12 @@ from hsmkms.keys import lifecycle
 from hsmkms.keys import tags as keytags
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.metadata import key_metadata
-from hsmkms.keys.model import KeyRecord, KeyState
 from hsmkms.operations.context import OperationContext, Response
 from hsmkms.operations.policies import check_lockout
 from hsmkms.policy.caller import current_caller
 from hsmkms.policy.model import default_key_policy
 from hsmkms.store.base import Reader, Writer
+from hsmkms.store.model import KeyRecord, KeyState
 from hsmkms.token import Hsm
 from hsmkms.token.backup import unwrap_material, wrap_material
 from hsmkms.token.templates import MaterialRef

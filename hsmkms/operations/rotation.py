@@ -13,13 +13,6 @@ from hsmkms.errors import (
 from hsmkms.keys import imported as key_material
 from hsmkms.keys import lifecycle
 from hsmkms.keys.lifecycle import Use
-from hsmkms.keys.model import (
-    KeyRecord,
-    KeySpec,
-    Origin,
-    RotationType,
-    VersionState,
-)
 from hsmkms.operations import imported
 from hsmkms.operations.checks import (
     check_enum,
@@ -29,6 +22,13 @@ from hsmkms.operations.checks import (
 )
 from hsmkms.operations.context import OperationContext, Response
 from hsmkms.operations.replication import share
+from hsmkms.store.model import (
+    KeyRecord,
+    KeySpec,
+    Origin,
+    RotationType,
+    VersionState,
+)
 
 ROTATION_PERIOD = (90, 2560)
 DEFAULT_ROTATION_DAYS = 365

@@ -10,10 +10,6 @@ from hsmkms.errors import (
 from hsmkms.keys import lifecycle
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.metadata import algorithms
-from hsmkms.keys.model import (
-    KeyRecord,
-    KeyUsage,
-)
 from hsmkms.keys.resolved import Resolved
 from hsmkms.keys.specs import (
     RSA_ENCRYPTION,
@@ -24,6 +20,10 @@ from hsmkms.operations.checks import (
     usage_error,
 )
 from hsmkms.operations.context import OperationContext
+from hsmkms.store.model import (
+    KeyRecord,
+    KeyUsage,
+)
 
 
 def rsa_hash(record: KeyRecord, algorithm: str | None) -> str:

@@ -8,14 +8,14 @@ from hsmkms.errors import (
 from hsmkms.keys import ids, lifecycle
 from hsmkms.keys import tags as keytags
 from hsmkms.keys.lifecycle import Use
-from hsmkms.keys.model import (
-    KeyRecord,
-)
 from hsmkms.operations.checks import (
     check_limit,
     offset_page,
 )
 from hsmkms.operations.context import OperationContext, Response
+from hsmkms.store.model import (
+    KeyRecord,
+)
 
 
 def _tagged_key(ctx: OperationContext, key_id: str) -> KeyRecord:

@@ -35,9 +35,9 @@ from hsmkms.errors import (
     ValidationException,
 )
 from hsmkms.keys.ids import KEY_ID
-from hsmkms.keys.model import KeySpec, KeyState, KeyUsage
 from hsmkms.keys.resolved import Resolved
 from hsmkms.operations.context import OperationContext, Response
+from hsmkms.store.model import KeySpec, KeyState, KeyUsage
 from hsmkms.token import MaterialRef
 from hsmkms.token.templates import InternalRef
 

@@ -23,13 +23,13 @@ from hsmkms.keys import lifecycle, xks_blob
 from hsmkms.keys.keystores import CustomKeyStore
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.metadata import XKS_KEY_ID
-from hsmkms.keys.model import KeyRecord, KeySpec, KeyUsage, Origin
 from hsmkms.keys.resolved import Resolved
 from hsmkms.keys.xks_client import XksProxyFailure
 from hsmkms.operations.context import OperationContext
 from hsmkms.operations.keystores import EXTERNAL, require_connected
 from hsmkms.operations.xks_failures import create_key_error, crypto_error
 from hsmkms.operations.xks_keystores import client_for, connected_store, request_metadata
+from hsmkms.store.model import KeyRecord, KeySpec, KeyUsage, Origin
 from hsmkms.token import MaterialRef
 
 

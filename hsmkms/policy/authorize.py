@@ -18,7 +18,6 @@ from typing import Any
 from hsmkms.errors import AccessDeniedException
 from hsmkms.keys import blob
 from hsmkms.keys.clock import Clock
-from hsmkms.keys.model import KeyRecord
 from hsmkms.keys.resolver import KeyResolver
 from hsmkms.policy import context as conditions
 from hsmkms.policy.caller import CallerInfo
@@ -27,6 +26,7 @@ from hsmkms.policy.grants import constraints_hold, find_grant, may_retire, withi
 from hsmkms.policy.model import Policy, default_key_policy, parse_policy
 from hsmkms.policy.needs import Resource
 from hsmkms.policy.principals import principal_tags
+from hsmkms.store.model import KeyRecord
 
 ROOT_IDENTITY = parse_policy(
     json.dumps({"Version": "2012-10-17", "Statement": [

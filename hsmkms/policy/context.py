@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from hsmkms.keys.model import KeyRecord
 from hsmkms.policy.caller import CallerInfo
 from hsmkms.policy.identity import PRINCIPAL_KEYS, principal_key
+from hsmkms.store.model import KeyRecord
 
 # Condition keys whose value is one request member's value, as KMS names them.
 MEMBER_OF_KEY = {

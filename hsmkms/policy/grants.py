@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from hsmkms.errors import NotFoundException, ValidationException
-from hsmkms.keys.model import Grant
 from hsmkms.keys.resolver import KeyResolver
+from hsmkms.store.model import Grant
 
 # Grant constraints apply only to operations that take an encryption context; "grant
 # constraints are not applied to operations that do not support an encryption context,

@@ -16,11 +16,11 @@ import threading
 from hsmkms.errors import AlreadyExistsException, ValidationException
 from hsmkms.keys import tags as keytags
 from hsmkms.keys.clock import Clock, system_clock
-from hsmkms.keys.model import AccessKey
 from hsmkms.policy.caller import Credential
 from hsmkms.policy.model import parse_policy
 from hsmkms.policy.wrapping import unwrap_secret, wrap_secret
 from hsmkms.store.base import MetadataStore
+from hsmkms.store.model import AccessKey
 from hsmkms.token import Hsm
 
 PRINCIPAL_ARN = re.compile(r"^arn:aws:iam::\d{12}:(root|(user|role)/[\w+=,.@/-]{1,512})$")

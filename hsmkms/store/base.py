@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from hsmkms.keys.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
+from hsmkms.store.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
 
 
 class Reader(Protocol):

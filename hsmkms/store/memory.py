@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-from hsmkms.keys.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
+from hsmkms.store.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
 
 
 @dataclass

@@ -11,7 +11,7 @@ import json
 from datetime import datetime
 from typing import Any, Protocol
 
-from hsmkms.keys.model import (
+from hsmkms.store.model import (
     AccessKey,
     Alias,
     Grant,

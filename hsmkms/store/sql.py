@@ -13,8 +13,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
-from hsmkms.keys.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
 from hsmkms.store import rows
+from hsmkms.store.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
 from hsmkms.store.rows import Params, Row
 from hsmkms.store.schema import Dialect
 
