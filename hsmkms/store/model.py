@@ -1,4 +1,5 @@
-"""The key model: what a KMS key is, independent of where it is stored."""
+"""The metadata records: what a KMS key, its versions, aliases, grants and access keys are,
+as the store keeps them (hsmkms/keys holds what is done with them)."""
 
 from __future__ import annotations
 
