@@ -13,16 +13,12 @@ from functools import cache
 from typing import Any
 
 from hsmkms.api.errors import UnknownOperationException
-from hsmkms.api.shapes import (
-    SerializationException,
-    ignores_ciphertext,
-    operation,
-    validate_request,
-)
+from hsmkms.api.shapes import SerializationException, operation, validate_request
 from hsmkms.errors import UnsupportedOperationException
 from hsmkms.operations.context import OperationContext
 from hsmkms.operations.dryrun import dry_run
 from hsmkms.operations.table import OPERATIONS, Operation, snake
+from hsmkms.policy.needs import ignores_ciphertext
 
 TARGET_PREFIX = "TrentService."
 # Accepted and not acted on: grants take effect at once, so tokens have nothing to do.

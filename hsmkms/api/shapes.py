@@ -15,6 +15,7 @@ import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
 from hsmkms.errors import KMSError, ValidationException
+from hsmkms.policy.needs import ignores_ciphertext
 
 
 class SerializationException(KMSError):
@@ -138,13 +139,6 @@ class _Checker:
 # they may be left out only in a DryRun with the IGNORE_CIPHERTEXT modifier:
 # https://docs.aws.amazon.com/kms/latest/APIReference/API_Decrypt.html#KMS-Decrypt-request-CiphertextBlob
 REQUIRED_UNLESS_IGNORED = {"Decrypt": "CiphertextBlob", "ReEncrypt": "CiphertextBlob"}
-IGNORE_CIPHERTEXT = "IGNORE_CIPHERTEXT"
-
-
-def ignores_ciphertext(request: dict[str, Any]) -> bool:
-    return request.get("DryRun") is True and IGNORE_CIPHERTEXT in (
-        request.get("DryRunModifiers") or ()
-    )
 
 
 def validate_request(op: OperationModel, body: Any) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from hsmkms.errors import AccessDeniedException
-from hsmkms.keys import blob
+from hsmkms.errors import AccessDeniedException, ValidationException
+from hsmkms.keys import blobs
 from hsmkms.keys.clock import Clock
 from hsmkms.keys.model import KeyRecord
 from hsmkms.keys.resolver import KeyResolver
@@ -25,7 +25,7 @@ from hsmkms.policy.caller import CallerInfo
 from hsmkms.policy.engine import Decision, Request, evaluate
 from hsmkms.policy.grants import constraints_hold, find_grant, may_retire, within_parent
 from hsmkms.policy.model import Policy, default_key_policy, parse_policy
-from hsmkms.policy.needs import Resource
+from hsmkms.policy.needs import NO_KEY_NAMED, Resource, ignores_ciphertext
 from hsmkms.policy.principals import principal_tags
 
 ROOT_IDENTITY = parse_policy(
@@ -214,23 +214,19 @@ class Authorizer:
     ) -> list[tuple[Check, str]]:
         action = f"kms:{operation}"
         if resource is Resource.REENCRYPT:
-            source = self._ciphertext_key(members.get("SourceKeyId"), members.get("CiphertextBlob"))
+            # The source first: its ciphertext is read before anything else is looked at.
+            source = self._ciphertext_key(members.get("SourceKeyId"), members)
             destination = self._record(members["DestinationKeyId"])
             # kms:ReEncryptOnSameKey, https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html
-            same = source is not None and source.key_id == destination.key_id
-            extra = {"kms:reencryptonsamekey": ["true" if same else "false"]}
-            checks = [
-                (Check("kms:ReEncryptTo", destination, extra=extra), "DestinationEncryptionContext")
-            ]
-            if source is not None:
-                checks.append(
-                    (Check("kms:ReEncryptFrom", source, extra=extra), "SourceEncryptionContext")
-                )
-            return checks  # fmt: skip
+            extra = {"kms:reencryptonsamekey": [str(source.key_id == destination.key_id).lower()]}
+            return [
+                (Check("kms:ReEncryptFrom", source, extra=extra), "SourceEncryptionContext"),
+                (Check("kms:ReEncryptTo", destination, extra=extra),
+                 "DestinationEncryptionContext"),
+            ]  # fmt: skip
         if resource is Resource.CIPHERTEXT:
-            record = self._ciphertext_key(members.get("KeyId"), members.get("CiphertextBlob"))
-            # An unreadable blob fails as InvalidCiphertextException in the operation.
-            return [] if record is None else [(Check(action, record), "EncryptionContext")]
+            record = self._ciphertext_key(members.get("KeyId"), members)
+            return [(Check(action, record), "EncryptionContext")]
         if resource is Resource.KEYLESS and not members.get("KeyId"):
             return [(Check(action, None), "EncryptionContext")]
         if resource in (Resource.NEW_ALIAS, Resource.TARGET_KEY, Resource.ALIAS):
@@ -248,13 +244,17 @@ class Authorizer:
             return checks
         return [(Check(action, self._record(members["KeyId"])), "EncryptionContext")]
 
-    def _ciphertext_key(self, key_id: Any, ciphertext: bytes | None) -> KeyRecord | None:
-        if key_id is not None:
-            return self._record(key_id)
-        if ciphertext is None:  # DryRun with IGNORE_CIPHERTEXT: the dry run refuses it
-            return None
-        try:
-            parsed = blob.decode(ciphertext)
-            return self._keys.by_uuid(parsed.key_uuid).record
-        except Exception:  # not ours to judge here: Decrypt reports InvalidCiphertext
-            return None
+    def _ciphertext_key(self, key_id: Any, members: Mapping[str, Any]) -> KeyRecord:
+        """The key a ciphertext is checked against: the KeyId given, else the key its blob
+        names. The blob is read by THE decoder (keys/blobs.py) before anything else, so a
+        format it does not know is InvalidCiphertextException, never a check skipped."""
+        named = None if key_id is None else self._keys.cached(str(key_id))
+        if named is not None and (named.rsa or ignores_ciphertext(members)):
+            return named.record  # an RSA ciphertext is no blob; an ignored one is not read
+        ciphertext = members.get("CiphertextBlob")
+        if ciphertext is None:  # only a DryRun with IGNORE_CIPHERTEXT may leave it out
+            raise ValidationException(NO_KEY_NAMED)
+        parsed = blobs.decode(ciphertext)
+        if named is not None:  # a blob of another key: the operation answers IncorrectKey
+            return named.record
+        return self._keys.by_uuid(parsed.key_uuid).record  # no such key: InvalidCiphertext
