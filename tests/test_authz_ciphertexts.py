@@ -95,10 +95,9 @@ def ciphertexts(authz: AuthzServer, xks_server: XksServer) -> dict[int, tuple[st
 def attackers_key(authz: AuthzServer) -> str:
     """A key every attacker may encrypt under: where a ReEncrypt would move the secret."""
     statement = allow(list(ATTACKERS.values()), "kms:ReEncryptTo", "kms:Encrypt")
-    key: str = authz.client().create_key(Policy=policy(ROOT_STATEMENT, statement))["KeyMetadata"][
-        "KeyId"
-    ]
-    return key
+    made = authz.client().create_key(Policy=policy(ROOT_STATEMENT, statement))["KeyMetadata"]
+    arn: str = made["Arn"]  # another account names a key of ours by ARN
+    return arn
 
 
 def requests(op: str, blob: bytes, destination: str) -> dict[str, Any]:

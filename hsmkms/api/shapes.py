@@ -156,3 +156,16 @@ def validate_request(op: OperationModel, body: Any) -> dict[str, Any]:
             f"{count} validation {noun} detected: " + "; ".join(checker.failures)
         )
     return result
+
+
+def empty_listing(op: OperationModel) -> dict[str, Any]:
+    """A listing operation's answer with nothing in it (every list member empty, not
+    truncated), in the model's own member names."""
+    output = op.output_shape
+    assert output is not None
+    empty: dict[str, Any] = {
+        name: [] for name, member in output.members.items() if member.type_name == "list"
+    }
+    if "Truncated" in output.members:
+        empty["Truncated"] = False
+    return empty
