@@ -253,7 +253,7 @@ class Authorizer:
     ) -> Iterator[tuple[Check, str]]:
         action = f"kms:{operation}"
         if resource is Resource.REENCRYPT:
-            # The source first: its ciphertext is read before anything else is looked at.
+            # The source first: its ciphertext is read before anything is authorized.
             source = self._ciphertext_key(caller, members.get("SourceKeyId"), members)
             destination = self._record(members["DestinationKeyId"], caller)
             # kms:ReEncryptOnSameKey, https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html
