@@ -26,7 +26,7 @@ def doc(*statements: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-def world(km: KeyManager, hsm: Hsm) -> dict[str, str]:
+def world(km: KeyManager, hsm: Hsm) -> dict[str, Any]:
     key = km.create_key(
         tags=[{"TagKey": "Project", "TagValue": "Alpha"}],
         policy=doc(
@@ -52,12 +52,14 @@ def world(km: KeyManager, hsm: Hsm) -> dict[str, str]:
     grant = km.create_grant(key_id=key, grantee_principal=USER + "app", operations=["Encrypt", "Decrypt", "GenerateDataKey"],
                             constraints={"EncryptionContextEquals": {"tenant": "7"}})  # fmt: skip
     km.create_grant(key_id=key, grantee_principal=USER + "signer", operations=["DescribeKey"])
-    return {"key": key, "grant": grant["GrantId"]}
+    blob = km.encrypt(key_id=key, plaintext=b"x")["CiphertextBlob"]
+    return {"key": key, "grant": grant["GrantId"], "blob": blob}
 
 
-def members(key: str, **extra: Any) -> dict[str, Any]:
-    # Every Decrypt carries a blob; with KeyId given, the key comes from KeyId.
-    return {"KeyId": key, "CiphertextBlob": b"", **extra}
+def members(world: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    # Every Decrypt carries a blob, read before anything else; with KeyId given, the key
+    # comes from KeyId.
+    return {"KeyId": world["key"], "CiphertextBlob": world["blob"], **extra}
 
 
 T7 = {"EncryptionContext": {"tenant": "7"}}
@@ -121,11 +123,11 @@ CASES = [
 
 @pytest.mark.parametrize(("who", "operation", "extra", "ok", "reason"),
                          [pytest.param(*c[1:], id=c[0]) for c in CASES])  # fmt: skip
-def test_authorizer_table(km: KeyManager, world: dict[str, str], who: str, operation: str,
+def test_authorizer_table(km: KeyManager, world: dict[str, Any], who: str, operation: str,
                           extra: dict[str, Any] | None, ok: bool, reason: str) -> None:  # fmt: skip
     principal = ROOT if who == "root" else USER + who
     caller = CallerInfo(principal)
-    request = {} if extra is None else members(world["key"], **extra)
+    request = {} if extra is None else members(world, **extra)
     action = f"kms:{operation}"
     record = None if extra is None else km._cached(world["key"]).record
     _, decision = km.authorizer.decide(caller, action, record, request)

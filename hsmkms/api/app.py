@@ -48,6 +48,7 @@ from hsmkms.operations.context import OperationContext
 from hsmkms.operations.maintenance import maintain
 from hsmkms.operations.table import OPERATIONS, Operation
 from hsmkms.policy.caller import CallerInfo, current_caller
+from hsmkms.policy.needs import Access
 
 JSON_11 = "application/x-amz-json-1.1"
 log = logging.getLogger("hsmkms.api")
@@ -212,9 +213,9 @@ def create_app(
         call_: _Call,
         op: Operation,
         members: dict[str, Any],
-    ) -> None:
+    ) -> Access:
         call_.members = members
-        regional.authorizer.require(info, op.name, op.resource, members, call_.resources)
+        return regional.authorizer.require(info, op.name, op.resource, members, call_.resources)
 
     async def kms(scope: Scope, receive: Receive, send: Send) -> None:
         """POST / as a bare ASGI handler: the hot path skips routing and

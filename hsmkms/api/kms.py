@@ -13,16 +13,12 @@ from functools import cache
 from typing import Any
 
 from hsmkms.api.errors import UnknownOperationException
-from hsmkms.api.shapes import (
-    SerializationException,
-    ignores_ciphertext,
-    operation,
-    validate_request,
-)
+from hsmkms.api.shapes import SerializationException, empty_listing, operation, validate_request
 from hsmkms.errors import UnsupportedOperationException
 from hsmkms.operations.context import OperationContext
 from hsmkms.operations.dryrun import dry_run
 from hsmkms.operations.table import OPERATIONS, Operation, snake
+from hsmkms.policy.needs import Access, ignores_ciphertext
 
 TARGET_PREFIX = "TrentService."
 # Accepted and not acted on: grants take effect at once, so tokens have nothing to do.
@@ -58,11 +54,12 @@ def call(
     op: Operation,
     ctx: OperationContext,
     body: Any,
-    authorize: Callable[[Operation, dict[str, Any]], None] | None = None,
+    authorize: Callable[[Operation, dict[str, Any]], Access] | None = None,
 ) -> dict[str, Any]:
     """Validate (the model's constraints, then the operation's own checks), authorize
     (when a caller made the request), then run the operation, or only check it when
-    the request says DryRun."""
+    the request says DryRun. A listing by a caller of another account shows that
+    account, which this server does not hold: empty."""
     model = operation(op.name)
     assert model is not None
     request = validate_request(model, body)
@@ -78,8 +75,8 @@ def call(
         arguments[name] = value
     if op.check is not None:
         op.check(arguments)
-    if authorize is not None:
-        authorize(op, request)
+    if authorize is not None and authorize(op, request) is Access.EMPTY_ACCOUNT:
+        return empty_listing(model)
     if request.get("DryRun") is True:
         dry_run(op, ctx, arguments, ignore_ciphertext=ignores_ciphertext(request))
     return op.handler(ctx, **arguments)

@@ -15,6 +15,7 @@ import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
 from hsmkms.errors import KMSError, ValidationException
+from hsmkms.policy.needs import ignores_ciphertext
 
 
 class SerializationException(KMSError):
@@ -138,13 +139,6 @@ class _Checker:
 # they may be left out only in a DryRun with the IGNORE_CIPHERTEXT modifier:
 # https://docs.aws.amazon.com/kms/latest/APIReference/API_Decrypt.html#KMS-Decrypt-request-CiphertextBlob
 REQUIRED_UNLESS_IGNORED = {"Decrypt": "CiphertextBlob", "ReEncrypt": "CiphertextBlob"}
-IGNORE_CIPHERTEXT = "IGNORE_CIPHERTEXT"
-
-
-def ignores_ciphertext(request: dict[str, Any]) -> bool:
-    return request.get("DryRun") is True and IGNORE_CIPHERTEXT in (
-        request.get("DryRunModifiers") or ()
-    )
 
 
 def validate_request(op: OperationModel, body: Any) -> dict[str, Any]:
@@ -162,3 +156,16 @@ def validate_request(op: OperationModel, body: Any) -> dict[str, Any]:
             f"{count} validation {noun} detected: " + "; ".join(checker.failures)
         )
     return result
+
+
+def empty_listing(op: OperationModel) -> dict[str, Any]:
+    """A listing operation's answer with nothing in it (every list member empty, not
+    truncated), in the model's own member names."""
+    output = op.output_shape
+    assert output is not None
+    empty: dict[str, Any] = {
+        name: [] for name, member in output.members.items() if member.type_name == "list"
+    }
+    if "Truncated" in output.members:
+        empty["Truncated"] = False
+    return empty

@@ -77,9 +77,16 @@ class KeyResolver:
     def _good(self, entry: Resolved) -> bool:
         return entry.generation == self.generation and entry.expires > time.monotonic()
 
-    def resolve(self, key_id: str) -> KeyRecord:
-        """Any KeyId form -> the key in this account and region, in any state."""
+    def resolve(self, key_id: str, account: str | None = None) -> KeyRecord:
+        """Any KeyId form -> the key in this account and region, in any state. `account`:
+        the caller's, where a key ID or alias name (not an ARN) is looked up, as AWS does;
+        another account's is not held here."""
         ref = ids.parse_key_ref(key_id)
+        if not ref.account and account not in (None, self.account_id):
+            arn = f"arn:aws:kms:{self.region}:{account}:"
+            if ref.alias is not None:
+                raise NotFoundException(f"Alias {arn}{ref.alias} is not found.")
+            raise NotFoundException(f"Key '{arn}key/{ref.key_id}' does not exist")
         if (ref.region or self.region) != self.region or (
             ref.account or self.account_id
         ) != self.account_id:

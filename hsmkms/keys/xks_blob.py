@@ -9,7 +9,8 @@ header || canonical encryption context as additional data; its IV || ciphertext 
 tag is the plaintext the XKS proxy encrypts (the outer layer) with
 header || SHA-256(canonical encryption context) as additionalAuthenticatedData.
 The outer fields are what the proxy returned and needs back to decrypt. Format
-0xA1 (hsmkms/keys/blob.py) stays the single-layer blob of every other key.
+0xA1 (hsmkms/keys/blob.py) stays the single-layer blob of every other key; both are read
+through the one decoder, hsmkms/keys/blobs.py.
 """
 
 from __future__ import annotations
@@ -54,10 +55,6 @@ def encode(header_bytes: bytes, outer: XksCiphertext) -> bytes:
         + outer.metadata
         + outer.ciphertext
     )
-
-
-def is_xks(data: bytes) -> bool:
-    return len(data) > 0 and data[0] == FORMAT_XKS_DOUBLE_V1
 
 
 def decode(data: bytes) -> XksBlob:

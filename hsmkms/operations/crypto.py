@@ -11,7 +11,7 @@ from hsmkms.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from hsmkms.keys import blob, context, lifecycle, xks_blob
+from hsmkms.keys import blobs, context, lifecycle, xks_blob
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.resolved import Resolved
 from hsmkms.operations import xks_keys
@@ -76,7 +76,7 @@ def _decrypt_blob(
     key_id: str | None,
     operation: str = "Decrypt",
 ) -> tuple[KeyRecord, bytes]:
-    parsed = xks_blob.decode(ciphertext) if xks_blob.is_xks(ciphertext) else blob.decode(ciphertext)
+    parsed = blobs.decode(ciphertext)
     key = ctx.keys.by_uuid(parsed.key_uuid)
     record = key.record
     if key_id is not None and ctx.cached(key_id).record.key_id != record.key_id:

@@ -14,8 +14,9 @@ from hsmkms.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from hsmkms.keys import blob, xks_blob
+from hsmkms.keys import blobs
 from hsmkms.operations.context import OperationContext
+from hsmkms.policy.needs import NO_KEY_NAMED
 
 if TYPE_CHECKING:
     from hsmkms.operations.table import Operation
@@ -38,11 +39,8 @@ def dry_run(
         if len(named) < (2 if op.name == "ReEncrypt" else 1):
             ciphertext = arguments.get("ciphertext_blob")
             if ciphertext is None:
-                raise ValidationException(
-                    "With IGNORE_CIPHERTEXT and no CiphertextBlob, name the KMS key."
-                )
-            decode = xks_blob.decode if xks_blob.is_xks(ciphertext) else blob.decode
-            ctx.keys.by_uuid(decode(ciphertext).key_uuid)
+                raise ValidationException(NO_KEY_NAMED)
+            ctx.keys.by_uuid(blobs.decode(ciphertext).key_uuid)
     else:
         op.dry_run(ctx, **arguments)  # the result (plaintext, signature ...) is dropped
     raise DryRunOperationException(MESSAGE)

@@ -69,15 +69,17 @@ class Operation:
         return snake(self.name)
 
 
-KEY, KEYLESS = Resource.KEY, Resource.KEYLESS
+# Keyless operations act in the caller's own account: ACCOUNT changes or uses it (another
+# account is refused), LISTING lists it (another account sees its own, empty here).
+KEY, ACCOUNT, LISTING = Resource.KEY, Resource.ACCOUNT, Resource.LISTING
 
 ID_ONLY = KEY_ID_OR_ARN  # KeyId takes a key ID or key ARN, never an alias
 
 _OPERATIONS = (
     # keys
-    Operation("CreateKey", keys.create_key, KEYLESS),
+    Operation("CreateKey", keys.create_key, ACCOUNT),
     Operation("DescribeKey", keys.describe_key, KEY, read_only=True),
-    Operation("ListKeys", keys.list_keys, KEYLESS, read_only=True),
+    Operation("ListKeys", keys.list_keys, LISTING, read_only=True),
     Operation("UpdateKeyDescription", keys.update_key_description, KEY, check=ID_ONLY),
     Operation("EnableKey", keys.enable_key, KEY, check=ID_ONLY),
     Operation("DisableKey", keys.disable_key, KEY, check=ID_ONLY),
@@ -98,7 +100,7 @@ _OPERATIONS = (
               check=alias_name(creating=True)),
     Operation("DeleteAlias", aliases.delete_alias, Resource.ALIAS,
               check=alias_name(creating=False)),
-    Operation("ListAliases", aliases.list_aliases, KEYLESS, read_only=True, check=ID_ONLY),
+    Operation("ListAliases", aliases.list_aliases, LISTING, read_only=True, check=ID_ONLY),
     # symmetric cryptography
     Operation("Encrypt", crypto.encrypt, KEY, dry_run=True),
     Operation("Decrypt", crypto.decrypt, Resource.CIPHERTEXT, dry_run=True),
@@ -106,7 +108,7 @@ _OPERATIONS = (
     Operation("GenerateDataKey", crypto.generate_data_key, KEY, dry_run=True),
     Operation("GenerateDataKeyWithoutPlaintext", crypto.generate_data_key_without_plaintext,
               KEY, dry_run=True),
-    Operation("GenerateRandom", crypto.generate_random, KEYLESS),
+    Operation("GenerateRandom", crypto.generate_random, ACCOUNT),
     # asymmetric keys
     Operation("Sign", asymmetric.sign, KEY, dry_run=True),
     Operation("Verify", asymmetric.verify, KEY, dry_run=True),
@@ -130,7 +132,8 @@ _OPERATIONS = (
     Operation("CreateGrant", grants.create_grant, KEY, check=ID_ONLY,
               dry_run=grants.create_grant_dry_run),
     Operation("ListGrants", grants.list_grants, KEY, read_only=True, check=ID_ONLY),
-    Operation("ListRetirableGrants", grants.list_retirable_grants, KEYLESS, read_only=True),
+    Operation("ListRetirableGrants", grants.list_retirable_grants, Resource.RETIRING_PRINCIPAL,
+              read_only=True),
     Operation("RetireGrant", grants.retire_grant, Resource.GRANT, check=ID_ONLY,
               dry_run=grants.find_named_grant),
     Operation("RevokeGrant", grants.revoke_grant, KEY, check=ID_ONLY,
@@ -144,14 +147,13 @@ _OPERATIONS = (
     Operation("ReplicateKey", replication.replicate_key, KEY, check=ID_ONLY),
     Operation("UpdatePrimaryRegion", replication.update_primary_region, KEY, check=ID_ONLY),
     # custom key stores (IAM-only permissions: no key to check)
-    Operation("CreateCustomKeyStore", keystores.create_custom_key_store, KEYLESS),
-    Operation(
-        "DescribeCustomKeyStores", keystores.describe_custom_key_stores, KEYLESS, read_only=True
-    ),
-    Operation("ConnectCustomKeyStore", keystores.connect_custom_key_store, KEYLESS),
-    Operation("DisconnectCustomKeyStore", keystores.disconnect_custom_key_store, KEYLESS),
-    Operation("UpdateCustomKeyStore", keystores.update_custom_key_store, KEYLESS),
-    Operation("DeleteCustomKeyStore", keystores.delete_custom_key_store, KEYLESS),
+    Operation("CreateCustomKeyStore", keystores.create_custom_key_store, ACCOUNT),
+    Operation("DescribeCustomKeyStores", keystores.describe_custom_key_stores, LISTING,
+              read_only=True),
+    Operation("ConnectCustomKeyStore", keystores.connect_custom_key_store, ACCOUNT),
+    Operation("DisconnectCustomKeyStore", keystores.disconnect_custom_key_store, ACCOUNT),
+    Operation("UpdateCustomKeyStore", keystores.update_custom_key_store, ACCOUNT),
+    Operation("DeleteCustomKeyStore", keystores.delete_custom_key_store, ACCOUNT),
 )  # fmt: skip
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in _OPERATIONS}

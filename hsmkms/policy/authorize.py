@@ -1,5 +1,6 @@
 """Authorization of KMS requests: which permission each operation needs on which key,
-evaluated against the key policy and the caller's identity policies.
+evaluated against the key policy and the caller's identity policies; a caller of another
+account is held to AWS's cross-account rules (policy/accounts.py) in every decision.
 
 The account root principal is the account's root user: every action is allowed to
 it by identity, as in AWS (a key policy can still deny it).
@@ -10,21 +11,23 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from hsmkms.errors import AccessDeniedException
-from hsmkms.keys import blob
+from hsmkms.errors import AccessDeniedException, ValidationException
+from hsmkms.keys import blobs
 from hsmkms.keys.clock import Clock
+from hsmkms.keys.resolved import Resolved
 from hsmkms.keys.resolver import KeyResolver
 from hsmkms.policy import context as conditions
+from hsmkms.policy.accounts import across_accounts
 from hsmkms.policy.caller import CallerInfo
 from hsmkms.policy.engine import Decision, Request, evaluate
 from hsmkms.policy.grants import constraints_hold, find_grant, may_retire, within_parent
 from hsmkms.policy.model import Policy, default_key_policy, parse_policy
-from hsmkms.policy.needs import Resource
+from hsmkms.policy.needs import NO_KEY_NAMED, Access, Resource, ignores_ciphertext
 from hsmkms.policy.principals import principal_tags
 from hsmkms.store.model import KeyRecord
 
@@ -47,6 +50,9 @@ class Check:
     record: KeyRecord | None
     resource: str | None = None  # an alias ARN: the alias itself is the resource
     extra: Mapping[str, list[str]] | None = None  # condition keys the authorizer knows
+    # The caller's own account is the resource (its listing): identity policies decide,
+    # whichever account the caller is in.
+    callers_own: bool = False
 
 
 class Authorizer:
@@ -92,6 +98,7 @@ class Authorizer:
         context_member: str = "EncryptionContext",
         resource: str | None = None,
         extra: Mapping[str, list[str]] | None = None,
+        callers_own: bool = False,
     ) -> tuple[Request, Decision]:
         keys = self._keys
         resource = resource or (record.arn if record is not None else "*")
@@ -118,7 +125,10 @@ class Authorizer:
             ),
         )
         policy = key_policy or (self.key_policy(record) if record is not None else None)
-        decision = evaluate(request, policy, self.identity_policies(caller.principal_arn))
+        identities = self.identity_policies(caller.principal_arn)
+        decision = evaluate(request, policy, identities)
+        if self.foreign(caller) and not callers_own:
+            decision = across_accounts(request, decision, policy, identities, keys.account_id)
         if decision.allowed or decision.explicit or record is None or key_policy is not None:
             return request, decision
         operation = action.removeprefix("kms:")
@@ -133,6 +143,10 @@ class Authorizer:
                 return request, Decision(True, f"grant {grant.grant_id} allows it")
         return request, decision
 
+    def foreign(self, caller: CallerInfo) -> bool:
+        """Is the caller of another account than the one served?"""
+        return caller.account != self._keys.account_id
+
     def require(
         self,
         caller: CallerInfo,
@@ -140,27 +154,43 @@ class Authorizer:
         resource: Resource,
         members: Mapping[str, Any],
         resources: list[str] | None = None,
-    ) -> None:
+    ) -> Access:
         """Raise AccessDeniedException unless every permission the call needs is granted.
         `resource` (from the operation table) says which key(s) the call acts on;
         `resources` collects the ARNs of the keys checked (for the audit record)."""
         if resource is Resource.GRANT:
             self._require_retire(caller, members, resources)
-            return
-        for check, context_member in self._checks(operation, resource, members):
+            return Access.GRANTED
+        if resource is Resource.LISTING and self.foreign(caller):
+            # Its own account's listing, which its identity policies allow or not.
+            self._decide(caller, Check(f"kms:{operation}", None, callers_own=True), members)
+            return Access.EMPTY_ACCOUNT
+        # One check at a time: a refusal comes before the next key is even looked up.
+        for check, context_member in self._checks(caller, operation, resource, members):
             if resources is not None and check.record is not None and check.resource is None:
                 resources.append(check.record.arn)
-            request, decision = self.decide(
-                caller,
-                check.action,
-                check.record,
-                members,
-                context_member=context_member,
-                resource=check.resource,
-                extra=check.extra,
-            )
-            if not decision.allowed:
-                raise AccessDeniedException(decision.message(request))
+            self._decide(caller, check, members, context_member)
+        return Access.GRANTED
+
+    def _decide(
+        self,
+        caller: CallerInfo,
+        check: Check,
+        members: Mapping[str, Any],
+        context_member: str = "EncryptionContext",
+    ) -> None:
+        request, decision = self.decide(
+            caller,
+            check.action,
+            check.record,
+            members,
+            context_member=context_member,
+            resource=check.resource,
+            extra=check.extra,
+            callers_own=check.callers_own,
+        )
+        if not decision.allowed:
+            raise AccessDeniedException(decision.message(request))
 
     def _require_retire(
         self, caller: CallerInfo, members: Mapping[str, Any], resources: list[str] | None
@@ -170,6 +200,8 @@ class Authorizer:
         may retire it; so may the account the grant was created in, which can delegate
         kms:RetireGrant to its principals in IAM policies. kms:RetireGrant is not effective
         in a key policy; a Deny in an IAM policy still denies."""
+        if members.get("KeyId") is not None:
+            self._record(members["KeyId"], caller)  # named as the caller's account sees it
         grant = find_grant(
             self._keys, members.get("GrantToken"), members.get("KeyId"), members.get("GrantId")
         )
@@ -206,55 +238,69 @@ class Authorizer:
             explained["Message"] = decision.message(request)
         return explained
 
-    def _record(self, key_id: Any) -> KeyRecord:
-        return self._keys.cached(str(key_id)).record
+    def _resolved(self, key_id: Any, caller: CallerInfo | None) -> Resolved:
+        """The key a request names. A caller of another account names ours by ARN: a key
+        ID or alias name is looked up in its own account (NotFoundException here)."""
+        if caller is not None and self.foreign(caller):
+            self._keys.resolve(str(key_id), account=caller.account)
+        return self._keys.cached(str(key_id))
+
+    def _record(self, key_id: Any, caller: CallerInfo | None = None) -> KeyRecord:
+        return self._resolved(key_id, caller).record
 
     def _checks(
-        self, operation: str, resource: Resource, members: Mapping[str, Any]
-    ) -> list[tuple[Check, str]]:
+        self, caller: CallerInfo, operation: str, resource: Resource, members: Mapping[str, Any]
+    ) -> Iterator[tuple[Check, str]]:
         action = f"kms:{operation}"
         if resource is Resource.REENCRYPT:
-            source = self._ciphertext_key(members.get("SourceKeyId"), members.get("CiphertextBlob"))
-            destination = self._record(members["DestinationKeyId"])
+            # The source first: its ciphertext is read before anything is authorized.
+            source = self._ciphertext_key(caller, members.get("SourceKeyId"), members)
+            destination = self._record(members["DestinationKeyId"], caller)
             # kms:ReEncryptOnSameKey, https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html
-            same = source is not None and source.key_id == destination.key_id
-            extra = {"kms:reencryptonsamekey": ["true" if same else "false"]}
-            checks = [
-                (Check("kms:ReEncryptTo", destination, extra=extra), "DestinationEncryptionContext")
-            ]
-            if source is not None:
-                checks.append(
-                    (Check("kms:ReEncryptFrom", source, extra=extra), "SourceEncryptionContext")
-                )
-            return checks  # fmt: skip
-        if resource is Resource.CIPHERTEXT:
-            record = self._ciphertext_key(members.get("KeyId"), members.get("CiphertextBlob"))
-            # An unreadable blob fails as InvalidCiphertextException in the operation.
-            return [] if record is None else [(Check(action, record), "EncryptionContext")]
-        if resource is Resource.KEYLESS and not members.get("KeyId"):
-            return [(Check(action, None), "EncryptionContext")]
-        if resource in (Resource.NEW_ALIAS, Resource.TARGET_KEY, Resource.ALIAS):
+            extra = {"kms:reencryptonsamekey": [str(source.key_id == destination.key_id).lower()]}
+            yield Check("kms:ReEncryptFrom", source, extra=extra), "SourceEncryptionContext"
+            yield Check("kms:ReEncryptTo", destination, extra=extra), "DestinationEncryptionContext"
+        elif resource is Resource.CIPHERTEXT:
+            record = self._ciphertext_key(caller, members.get("KeyId"), members)
+            yield Check(action, record), "EncryptionContext"
+        elif resource is Resource.RETIRING_PRINCIPAL:
+            # "You must specify a principal in your AWS account":
+            # https://docs.aws.amazon.com/kms/latest/APIReference/API_ListRetirableGrants.html
+            principal = str(members.get("RetiringPrincipal"))
+            if principal.split(":")[4:5] != [caller.account]:
+                request = Request(caller.principal_arn, action, principal)
+                reason = f"{principal} is not a principal of account {caller.account}"
+                raise AccessDeniedException(Decision(False, reason).message(request))
+            yield Check(action, None, callers_own=True), "EncryptionContext"
+        elif resource in (Resource.NEW_ALIAS, Resource.TARGET_KEY, Resource.ALIAS):
             # The alias and every key it affects: the alias's current key (UpdateAlias,
             # DeleteAlias) and its new one (CreateAlias, UpdateAlias).
             # https://docs.aws.amazon.com/kms/latest/developerguide/alias-access.html
             name = members["AliasName"]
-            checks = [(Check(action, None, resource=self._keys.alias_arn(name)),
-                       "EncryptionContext")]  # fmt: skip
+            yield Check(action, None, resource=self._keys.alias_arn(name)), "EncryptionContext"
             if resource is not Resource.NEW_ALIAS:
-                checks.append((Check(action, self._record(name)), "EncryptionContext"))
+                yield Check(action, self._record(name, caller)), "EncryptionContext"
             if resource is not Resource.ALIAS:
-                target = self._record(members["TargetKeyId"])
-                checks.append((Check(action, target), "EncryptionContext"))
-            return checks
-        return [(Check(action, self._record(members["KeyId"])), "EncryptionContext")]
+                target = self._record(members["TargetKeyId"], caller)
+                yield Check(action, target), "EncryptionContext"
+        elif resource is Resource.KEY or members.get("KeyId"):
+            yield Check(action, self._record(members["KeyId"], caller)), "EncryptionContext"
+        else:  # ACCOUNT, LISTING: no key, identity policies decide
+            yield Check(action, None), "EncryptionContext"
 
-    def _ciphertext_key(self, key_id: Any, ciphertext: bytes | None) -> KeyRecord | None:
-        if key_id is not None:
-            return self._record(key_id)
-        if ciphertext is None:  # DryRun with IGNORE_CIPHERTEXT: the dry run refuses it
-            return None
-        try:
-            parsed = blob.decode(ciphertext)
-            return self._keys.by_uuid(parsed.key_uuid).record
-        except Exception:  # not ours to judge here: Decrypt reports InvalidCiphertext
-            return None
+    def _ciphertext_key(
+        self, caller: CallerInfo, key_id: Any, members: Mapping[str, Any]
+    ) -> KeyRecord:
+        """The key a ciphertext is checked against: the KeyId given, else the key its blob
+        names. The blob is read by THE decoder (keys/blobs.py) before anything else, so a
+        format it does not know is InvalidCiphertextException, never a check skipped."""
+        named = None if key_id is None else self._resolved(key_id, caller)
+        if named is not None and (named.rsa or ignores_ciphertext(members)):
+            return named.record  # an RSA ciphertext is no blob; an ignored one is not read
+        ciphertext = members.get("CiphertextBlob")
+        if ciphertext is None:  # only a DryRun with IGNORE_CIPHERTEXT may leave it out
+            raise ValidationException(NO_KEY_NAMED)
+        parsed = blobs.decode(ciphertext)
+        if named is not None:  # a blob of another key: the operation answers IncorrectKey
+            return named.record
+        return self._keys.by_uuid(parsed.key_uuid).record  # no such key: InvalidCiphertext
