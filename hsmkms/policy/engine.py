@@ -109,6 +109,7 @@ def conditions_hold(statement: Statement, request: Request) -> bool:
 
 
 def _matches(statement: Statement, request: Request) -> bool:
+    """Action, Resource, then Condition; the caller's principal is matched before this."""
     return (
         _action_matches(statement, request.action)
         and _resource_matches(statement, request)
@@ -147,12 +148,17 @@ def evaluate(
 
     delegated = key_policy is None
     for statement in key_statements:
-        if statement.effect != "Allow" or not _matches(statement, request):
+        if statement.effect != "Allow":
             continue
-        if _applies_to_principal(statement, request, deny=False):
+        # The principal first: conditions read request values the caller controls.
+        names_caller = _applies_to_principal(statement, request, deny=False)
+        if not (names_caller or _delegates_to_account(statement, request)):
+            continue
+        if not _matches(statement, request):
+            continue
+        if names_caller:
             return Decision(True, f"key policy statement '{statement.name}' allows it")
-        if _delegates_to_account(statement, request):
-            delegated = True
+        delegated = True
     if delegated:
         for policy in identity_policies:
             for statement in policy.statements:
