@@ -122,10 +122,10 @@ class Authorizer:
         if decision.allowed or decision.explicit or record is None or key_policy is not None:
             return request, decision
         operation = action.removeprefix("kms:")
-        for grant in keys.store.list_grants(record.key_id):
+        # By index: the caller's grants on this key only, however many the key has.
+        for grant in keys.store.list_grants_for(record.key_id, caller.principal_arn, record.region):
             if (
-                grant.grantee_principal == caller.principal_arn
-                and operation in grant.operations
+                operation in grant.operations
                 and constraints_hold(grant, members.get(context_member), operation)
                 # CreateGrant from a grant: never more operations or fewer constraints
                 and (operation != "CreateGrant" or within_parent(grant, members))
