@@ -167,9 +167,10 @@ class Authorizer:
     ) -> None:
         """RetireGrant (https://docs.aws.amazon.com/kms/latest/developerguide/grant-delete.html):
         the grant's retiring principal, or its grantee when the grant includes RetireGrant,
-        may retire it; so may the account the grant was created in, which can delegate
-        kms:RetireGrant to its principals in IAM policies. kms:RetireGrant is not effective
-        in a key policy; a Deny in an IAM policy still denies."""
+        may retire it; so may the account the grant was created in, and an account that is
+        the grant's retiring principal, each of which can delegate kms:RetireGrant to its
+        principals in IAM policies. kms:RetireGrant is not effective in a key policy; a Deny
+        in an IAM policy still denies."""
         grant = find_grant(
             self._keys, members.get("GrantToken"), members.get("KeyId"), members.get("GrantId")
         )
@@ -184,9 +185,13 @@ class Authorizer:
             raise AccessDeniedException(decision.message(request))
         if may_retire(caller.principal_arn, grant):
             return
-        if decision.allowed and caller.account == grant.issuing_account:
-            return
-        raise AccessDeniedException(decision.message(request))
+        delegating = (f"arn:aws:iam::{grant.issuing_account}:root", grant.retiring_principal)
+        if request.account_root not in delegating:
+            # The grant gives the caller's account nothing, so no IAM policy can: what
+            # refuses is the grant, the resource's side, never the caller's Allow.
+            decision = Decision(False, "no resource-based policy allows the kms:RetireGrant action")
+        if not decision.allowed:
+            raise AccessDeniedException(decision.message(request))
 
     def explain(
         self, principal_arn: str, action: str, key_id: str | None, members: Mapping[str, Any]

@@ -44,11 +44,12 @@ class Decision:
 
     def message(self, request: Request) -> str:
         """AccessDeniedException's message, in AWS's shape."""
-        why = (
-            "with an explicit deny in a " + self.reason
-            if self.reason.startswith(("resource-based", "identity-based"))
-            else "because " + self.reason
-        )
+        if self.reason.startswith("resource-based"):
+            why = "with an explicit deny in a " + self.reason
+        elif self.reason.startswith("identity-based"):
+            why = "with an explicit deny in an " + self.reason
+        else:
+            why = "because " + self.reason
         return (
             f"User: {request.principal} is not authorized to perform: {request.action} "
             f"on resource: {request.resource} {why}"
