@@ -300,3 +300,36 @@ def test_not_elements_and_set_operators_still_behave(
     policy = parse_policy(json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
     decision = evaluate(Request(user(who), action, resource, keys), policy)
     assert decision.allowed is allowed, decision.reason
+
+
+def test_many_patterns_times_many_values_is_bounded() -> None:
+    """The caller's own key, a 31 KB policy of 4,000 patterns, and 2,700 context keys:
+    10.8 million comparisons (27 s of the GIL) before the request-wide budget. Over it,
+    the request is denied (explicitly: no grant can open it), never allowed."""
+    patterns = [f"{n}*" for n in range(4000)]
+    costly = {"ForAnyValue:StringLike": {"kms:EncryptionContextKeys": patterns}}
+    keys = {"kms:encryptioncontextkeys": [chr(0x100 + n) for n in range(2700)]}
+    key = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    costly_allow = {"Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*",
+                    "Condition": costly}  # fmt: skip
+    # A Deny that would not match, before an Allow that would: over budget, still denied.
+    costly_deny = {**costly_allow, "Effect": "Deny"}
+    for statements in ([costly_allow], [costly_deny, allow()]):
+        document = {"Version": "2012-10-17", "Statement": statements}
+        policy = parse_policy(json.dumps(document, separators=(",", ":")))
+        request = Request(user("alice"), "kms:Decrypt", key, keys)
+        started = time.perf_counter()
+        decision = evaluate(request, policy)
+        assert time.perf_counter() - started < BOUND
+        assert not decision.allowed and decision.explicit
+        assert "too many" in decision.message(request)
+
+
+def test_a_large_but_real_condition_is_still_evaluated() -> None:
+    """A hundred patterns against a context at its 8 KiB cap stays within the budget."""
+    patterns = [f"/data/{n}/*" for n in range(99)] + ["/logs/*"]
+    value = "/logs/" + "x" * (MAX_CONTEXT_BYTES - 10)
+    statement = allow(Condition={"StringLike": {"kms:EncryptionContext:path": patterns}})
+    policy = parse_policy(json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
+    request = Request(user("alice"), "kms:Decrypt", KEY, {"kms:encryptioncontext:path": [value]})
+    assert evaluate(request, policy).allowed

@@ -98,23 +98,51 @@ def _resource_matches(statement: Statement, request: Request) -> bool:
     return not _any_like(not_resources, request.resource, True)
 
 
-def conditions_hold(statement: Statement, request: Request) -> bool:
+# The most matching one request's condition values may cost, in characters compared
+# (x1 per 64 characters of pattern, +16 a comparison): a hundred patterns against a full
+# 8 KiB encryption context is under half of it; 10,000 patterns against 2,700 context keys
+# (a 32 KB policy on the caller's own key) would hold the GIL for a minute.
+CONDITION_BUDGET = 2_000_000
+TOO_COSTLY = "the request carries too many condition values to evaluate against its policies"
+
+
+class _TooCostly(Exception):
+    pass
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.left = CONDITION_BUDGET
+
+    def spend(self, expected: Sequence[str], actual: Sequence[str] | None) -> None:
+        """Charge the worst case before matching: every value against every pattern."""
+        if not actual:
+            return
+        per_char = sum(1 + len(e) // 64 for e in expected)
+        self.left -= per_char * sum(len(v) for v in actual) + 16 * len(expected) * len(actual)
+        if self.left < 0:
+            raise _TooCostly
+
+
+def conditions_hold(statement: Statement, request: Request, budget: _Budget) -> bool:
     for c in statement.conditions:
         values = c.values
         if statement.variables and not c.operator.lower().endswith("null"):
             base = split_operator(c.operator)[1]
             values = substitute_all(values, request.context, glob=base in GLOB_OPERATORS)
-        if not holds(c.operator, values, request.context.get(c.key)):
+        actual = request.context.get(c.key)
+        budget.spend(values, actual)
+        if not holds(c.operator, values, actual):
             return False
     return True
 
 
-def _matches(statement: Statement, request: Request) -> bool:
+def _matches(statement: Statement, request: Request, budget: _Budget) -> bool:
     """Action, Resource, then Condition; the caller's principal is matched before this."""
     return (
         _action_matches(statement, request.action)
         and _resource_matches(statement, request)
-        and conditions_hold(statement, request)
+        and conditions_hold(statement, request, budget)
     )
 
 
@@ -129,20 +157,33 @@ def evaluate(
 ) -> Decision:
     """`key_policy` None: an action on no key (CreateKey, ListKeys, GenerateRandom), which
     identity policies alone decide. Grants are consulted by the caller after a denial
-    that is not explicit."""
+    that is not explicit. A request whose conditions cost more than CONDITION_BUDGET is
+    denied, explicitly: being too costly to evaluate never allows anything."""
+    try:
+        return _evaluate(request, key_policy, identity_policies, _Budget())
+    except _TooCostly:
+        return Decision(False, TOO_COSTLY, explicit=True)
+
+
+def _evaluate(
+    request: Request,
+    key_policy: Policy | None,
+    identity_policies: Sequence[Policy],
+    budget: _Budget,
+) -> Decision:
     key_statements = key_policy.statements if key_policy else ()
     for statement in key_statements:
         if (
             statement.effect == "Deny"
             and _applies_to_principal(statement, request, deny=True)
-            and _matches(statement, request)
+            and _matches(statement, request, budget)
         ):
             return Decision(
                 False, f"resource-based policy (statement '{statement.name}')", explicit=True
             )
     for policy in identity_policies:
         for statement in policy.statements:
-            if statement.effect == "Deny" and _matches(statement, request):
+            if statement.effect == "Deny" and _matches(statement, request, budget):
                 return Decision(
                     False, f"identity-based policy (statement '{statement.name}')", explicit=True
                 )
@@ -155,7 +196,7 @@ def evaluate(
         names_caller = _applies_to_principal(statement, request, deny=False)
         if not (names_caller or _delegates_to_account(statement, request)):
             continue
-        if not _matches(statement, request):
+        if not _matches(statement, request, budget):
             continue
         if names_caller:
             return Decision(True, f"key policy statement '{statement.name}' allows it")
@@ -163,7 +204,7 @@ def evaluate(
     if delegated:
         for policy in identity_policies:
             for statement in policy.statements:
-                if statement.effect == "Allow" and _matches(statement, request):
+                if statement.effect == "Allow" and _matches(statement, request, budget):
                     return Decision(
                         True,
                         f"the key policy enables IAM policies and identity policy statement "
