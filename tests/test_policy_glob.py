@@ -104,7 +104,7 @@ def reference(value: str, tokens: list[str], case_sensitive: bool) -> bool:
     return match(0, 0)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     tokens=st.lists(st.sampled_from(TOKENS), max_size=8),
     value=st.text(alphabet="abAB*?$", max_size=10),
@@ -126,6 +126,7 @@ def test_matches_the_reference(tokens: list[str], value: str, case_sensitive: bo
         ("*a?a?a?a?a?a?a?b*", "a" * 100_000),
         ("*" + "a?" * 2000 + "b*", "a" * 20_000),
     ],
+    ids=["s3-arn", "stars", "holes", "long-holes"],
 )
 def test_pathological_patterns_answer_at_once(raw: str, value: str) -> None:
     """An attack test, not a benchmark: the bound is generous, the old regex took

@@ -333,3 +333,25 @@ def test_a_large_but_real_condition_is_still_evaluated() -> None:
     policy = parse_policy(json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
     request = Request(user("alice"), "kms:Decrypt", KEY, {"kms:encryptioncontext:path": [value]})
     assert evaluate(request, policy).allowed
+
+
+def test_request_values_in_resource_patterns_are_bounded_too() -> None:
+    """Policy variables put request values into Resource patterns: 1,000 of them, each
+    an 8 KiB context value, would be 8 MB of patterns to read per request."""
+    patterns = ["${kms:EncryptionContext:x}?*"] * 1000
+    statement = allow(Resource=patterns)
+    document = {"Version": "2012-10-17", "Statement": [statement]}
+    policy = parse_policy(json.dumps(document, separators=(",", ":")))
+    value = longest_value("x", "", "a")
+    request = Request(user("alice"), "kms:Decrypt", KEY, {"kms:encryptioncontext:x": [value]})
+    started = time.perf_counter()
+    decision = evaluate(request, policy)
+    assert time.perf_counter() - started < BOUND
+    assert not decision.allowed and decision.explicit
+    # One such pattern is an ordinary request: evaluated, and it matches.
+    policy = parse_policy(json.dumps({"Version": "2012-10-17", "Statement": [
+        allow(Resource="arn:aws:kms:*:${kms:EncryptionContext:x}")]}))  # fmt: skip
+    own = Request(
+        user("alice"), "kms:Decrypt", KEY, {"kms:encryptioncontext:x": [KEY.split(":", 4)[4]]}
+    )
+    assert evaluate(own, policy).allowed

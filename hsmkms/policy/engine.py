@@ -77,27 +77,6 @@ def _applies_to_principal(statement: Statement, request: Request, *, deny: bool)
     return True  # identity policy: it is the caller's own
 
 
-@lru_cache(maxsize=16384)
-def _any_like(patterns: tuple[str, ...], value: str, case_sensitive: bool) -> bool:
-    return any(like(value, pattern, case_sensitive=case_sensitive) for pattern in patterns)
-
-
-def _action_matches(statement: Statement, action: str) -> bool:
-    if statement.actions:
-        return _any_like(statement.actions, action.lower(), False)
-    return not _any_like(statement.not_actions, action.lower(), False)
-
-
-def _resource_matches(statement: Statement, request: Request) -> bool:
-    resources, not_resources = statement.resources, statement.not_resources
-    if statement.variables:
-        resources = substitute_all(resources, request.context, glob=True)
-        not_resources = substitute_all(not_resources, request.context, glob=True)
-    if statement.resources:
-        return _any_like(resources, request.resource, True)
-    return not _any_like(not_resources, request.resource, True)
-
-
 # The most matching one request's condition values may cost, in characters compared
 # (x1 per 64 characters of pattern, +16 a comparison): a hundred patterns against a full
 # 8 KiB encryption context is under half of it; 10,000 patterns against 2,700 context keys
@@ -115,13 +94,38 @@ class _Budget:
         self.left = CONDITION_BUDGET
 
     def spend(self, expected: Sequence[str], actual: Sequence[str] | None) -> None:
-        """Charge the worst case before matching: every value against every pattern."""
-        if not actual:
-            return
+        """Charge the worst case before matching: reading every pattern, and every value
+        against every pattern (patterns may hold request values, through variables)."""
+        actual = actual or ()
         per_char = sum(1 + len(e) // 64 for e in expected)
-        self.left -= per_char * sum(len(v) for v in actual) + 16 * len(expected) * len(actual)
+        self.left -= sum(len(e) for e in expected) + per_char * sum(len(v) for v in actual)
+        self.left -= 16 * len(expected) * len(actual)
         if self.left < 0:
             raise _TooCostly
+
+
+@lru_cache(maxsize=16384)
+def _any_like(patterns: tuple[str, ...], value: str, case_sensitive: bool) -> bool:
+    return any(like(value, pattern, case_sensitive=case_sensitive) for pattern in patterns)
+
+
+def _action_matches(statement: Statement, action: str) -> bool:
+    if statement.actions:
+        return _any_like(statement.actions, action.lower(), False)
+    return not _any_like(statement.not_actions, action.lower(), False)
+
+
+def _resource_matches(statement: Statement, request: Request, budget: _Budget) -> bool:
+    resources, not_resources = statement.resources, statement.not_resources
+    if statement.variables:  # then request values are in the patterns: they cost
+        resources = substitute_all(resources, request.context, glob=True)
+        not_resources = substitute_all(not_resources, request.context, glob=True)
+        budget.spend((*resources, *not_resources), (request.resource,))
+    # Patterns holding request values are not cached: each request would add its own.
+    match = _any_like.__wrapped__ if statement.variables else _any_like
+    if statement.resources:
+        return match(resources, request.resource, True)
+    return not match(not_resources, request.resource, True)
 
 
 def conditions_hold(statement: Statement, request: Request, budget: _Budget) -> bool:
@@ -141,7 +145,7 @@ def _matches(statement: Statement, request: Request, budget: _Budget) -> bool:
     """Action, Resource, then Condition; the caller's principal is matched before this."""
     return (
         _action_matches(statement, request.action)
-        and _resource_matches(statement, request)
+        and _resource_matches(statement, request, budget)
         and conditions_hold(statement, request, budget)
     )
 

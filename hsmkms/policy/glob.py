@@ -16,11 +16,11 @@ segment's search starts where the previous one ended, so the value is read about
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 # A literal * or ? in a pattern: what the policy variables ${*} and ${?} become.
 LITERAL_STAR, LITERAL_QUESTION = "\ue000", "\ue001"
-_LITERALS = {LITERAL_STAR: "*", LITERAL_QUESTION: "?"}
+_LITERAL_TABLE = str.maketrans({LITERAL_STAR: "*", LITERAL_QUESTION: "?"})
 # Compiled patterns are cached only up to this length: a long one can come from a policy
 # variable holding a request value, and its Shift-And masks grow with the square.
 _CACHED_CHARS = 512
@@ -40,28 +40,31 @@ class _Segment:
     length: int
     runs: tuple[tuple[int, str], ...]
     text: str  # the whole segment when it has no `?`
-    holes: bool  # it has a `?`: found by Shift-And over these masks
-    masks: dict[str, int]  # character -> bit j set when it may stand at offset j
-    any_bits: int  # the offsets of the `?`
+    holes: bool  # it has a `?`: found by Shift-And (see _shift_and)
 
     @classmethod
     def parse(cls, part: str) -> _Segment:
         runs: list[tuple[int, str]] = []
-        start = 0
-        for index, char in enumerate([*part, "?"]):
-            if char == "?":
-                if index > start:
-                    runs.append((start, "".join(_LITERALS.get(c, c) for c in part[start:index])))
-                start = index + 1
+        offset = 0
+        for piece in part.split("?"):  # str methods throughout: no loop per character
+            if piece:
+                runs.append((offset, piece.translate(_LITERAL_TABLE)))
+            offset += len(piece) + 1
         holes = "?" in part
-        masks: dict[str, int] = {}
-        if holes:
-            for offset, run in runs:
-                for j, char in enumerate(run, offset):
-                    masks[char] = masks.get(char, 0) | 1 << j
-        any_bits = sum(1 << j for j, c in enumerate(part) if c == "?")
         text = "" if holes else "".join(run for _, run in runs)
-        return cls(len(part), tuple(runs), text, holes, masks, any_bits)
+        return cls(len(part), tuple(runs), text, holes)
+
+    @cached_property
+    def _shift_and(self) -> tuple[dict[str, int], int]:
+        """Character -> bit j set where it may stand at offset j; and the `?` offsets.
+        Built when first searched for: first and last segments never are."""
+        masks: dict[str, int] = {}
+        literal = 0
+        for offset, run in self.runs:
+            literal |= ((1 << len(run)) - 1) << offset
+            for j, char in enumerate(run, offset):
+                masks[char] = masks.get(char, 0) | 1 << j
+        return masks, ((1 << self.length) - 1) & ~literal
 
     def at(self, value: str, start: int) -> bool:
         """Does the segment match value[start:start + length]? (The caller checks it fits.)"""
@@ -71,7 +74,7 @@ class _Segment:
         """The leftmost offset >= start where the segment matches inside value[:end], or -1."""
         if not self.holes:
             return value.find(self.text, start, end)
-        masks, any_bits, top = self.masks, self.any_bits, 1 << (self.length - 1)
+        (masks, any_bits), top = self._shift_and, 1 << (self.length - 1)
         state = 0  # bit j: value[index - j:index + 1] matches the segment's first j + 1
         for index in range(start, end):
             state = ((state << 1) | 1) & (masks.get(value[index], 0) | any_bits)
