@@ -15,6 +15,7 @@ import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
 from hsmkms.errors import KMSError, ValidationException
+from hsmkms.keys import context
 from hsmkms.policy.needs import ignores_ciphertext
 
 
@@ -32,6 +33,9 @@ def service_model() -> ServiceModel:
 def operation(name: str) -> OperationModel | None:
     model = service_model()
     return model.operation_model(name) if name in model.operation_names else None
+
+
+CONTEXT_SHAPE = "EncryptionContextType"  # every request member holding an encryption context
 
 
 def _field(name: str) -> str:
@@ -112,10 +116,14 @@ class _Checker:
         if kind == "map":
             if not isinstance(value, dict):
                 raise SerializationException(f"Expected a map at '{path}'")
-            return {
+            checked = {
                 self.check(shape.key, k, f"{path}.key"): self.check(shape.value, v, f"{path}.value")
                 for k, v in value.items()
             }
+            # A limit the model does not carry, checked before authorization reads it.
+            if shape.name == CONTEXT_SHAPE and context.size(checked) > context.MAX_CONTEXT_BYTES:
+                self.fail(path, None, context.SIZE_CONSTRAINT, sensitive=True)
+            return checked
         if kind == "timestamp":
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise SerializationException(f"Expected a timestamp at '{path}'")
@@ -132,7 +140,22 @@ class _Checker:
         for name, member in shape.members.items():
             if value.get(name) is not None:
                 result[name] = self.check(member, value[name], f"{path}{_field(name)}")
+        if shape.name == "GrantConstraints":
+            self._grant_constraints(result, path)
         return result  # members the model does not know are ignored, as AWS does
+
+    def _grant_constraints(self, constraints: dict[str, Any], path: str) -> None:
+        """The limits CreateGrant documents for its Constraints and the model lacks."""
+        most_pairs, longest = context.MAX_CONSTRAINT_PAIRS, context.MAX_CONSTRAINT_VALUE
+        for name, pairs in constraints.items():
+            where = f"{path}{_field(name)}"
+            if len(pairs) > most_pairs:
+                constraint = f"Member must have length less than or equal to {most_pairs}"
+                self.fail(where, None, constraint, sensitive=True)
+            for item in pairs.values():
+                if len(item) > longest:
+                    constraint = f"Member must have length less than or equal to {longest}"
+                    self.fail(f"{where}.value", item, constraint)
 
 
 # Members the API Reference requires that botocore's model leaves optional, because

@@ -10,6 +10,24 @@ from hsmkms.errors import ValidationException
 
 EncryptionContext = Mapping[str, str]
 
+# The most one encryption context may hold: its keys and values, UTF-8. AWS's KMS pages
+# give no figure; 8 KiB is the bound the XKS proxy API sets on the additional data AWS KMS
+# sends, and it caps what a caller can make policy evaluation read (see README).
+MAX_CONTEXT_BYTES = 8192
+SIZE_CONSTRAINT = (
+    f"Member must have keys and values of at most {MAX_CONTEXT_BYTES} bytes in total (UTF-8)"
+)
+# Grant constraints, as CreateGrant's Constraints member documents them: "Each constraint
+# value can include up to 8 encryption context pairs. The encryption context value in
+# each constraint cannot exceed 384 characters."
+MAX_CONSTRAINT_PAIRS = 8
+MAX_CONSTRAINT_VALUE = 384
+
+
+def size(context: Mapping[str, str]) -> int:
+    """The bytes of an encryption context's keys and values, as MAX_CONTEXT_BYTES counts."""
+    return sum(len(key.encode()) + len(value.encode()) for key, value in context.items())
+
 
 def _invalid() -> ValidationException:
     return ValidationException("EncryptionContext must map strings to strings.")
@@ -19,6 +37,8 @@ def _invalid() -> ValidationException:
 def _canonical(items: tuple[tuple[str, str], ...]) -> bytes:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in items):
         raise _invalid()
+    if size(dict(items)) > MAX_CONTEXT_BYTES:
+        raise ValidationException(f"EncryptionContext: {SIZE_CONSTRAINT}.")
     parts = [struct.pack(">H", len(items))]
     for key, value in sorted((k.encode(), v.encode()) for k, v in items):
         parts.append(struct.pack(">I", len(key)) + key + struct.pack(">I", len(value)) + value)

@@ -35,6 +35,9 @@ class _RegionGrants:
     def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
         return self._store.list_grants(key_id, region or self._region)
 
+    def list_grants_for(self, key_id: str, grantee: str, region: str | None = None) -> list[Grant]:
+        return self._store.list_grants_for(key_id, grantee, region or self._region)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from hsmkms.errors import (
+    LimitExceededException,
     ValidationException,
 )
 from hsmkms.keys import lifecycle
@@ -25,6 +26,7 @@ from hsmkms.policy.grants import find_grant
 from hsmkms.policy.model import (
     PRINCIPAL_ARN,
 )
+from hsmkms.store.base import Reader
 from hsmkms.store.model import (
     Grant,
     KeyRecord,
@@ -32,6 +34,9 @@ from hsmkms.store.model import (
     KeyUsage,
 )
 
+# "Grants per KMS key: 50,000", an AWS KMS resource quota:
+# https://docs.aws.amazon.com/kms/latest/developerguide/resource-limits.html
+MAX_GRANTS_PER_KEY = 50_000
 ALWAYS = {"CreateGrant", "RetireGrant", "DescribeKey"}
 OPERATIONS_BY_USAGE = {
     KeyUsage.ENCRYPT_DECRYPT: {"Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo"},
@@ -91,8 +96,8 @@ def _new_grant(
     constraints: dict[str, dict[str, str]] | None = None,
     grant_tokens: list[str] | None = None,
     name: str | None = None,
-) -> Grant:
-    """The grant CreateGrant would store, after every check it makes."""
+) -> tuple[Grant, KeyRecord]:
+    """The grant CreateGrant would store, after every check it makes, and its key."""
     for role, principal in (("GranteePrincipal", grantee_principal),
                             ("RetiringPrincipal", retiring_principal)):  # fmt: skip
         if principal is not None and not PRINCIPAL_ARN.match(principal):
@@ -113,7 +118,7 @@ def _new_grant(
     ):
         raise ValidationException("Encryption context constraints need a symmetric key.")
     caller = current_caller.get()
-    return Grant(
+    grant = Grant(
         grant_id=secrets.token_hex(32),
         key_id=record.key_id,
         grantee_principal=grantee_principal,
@@ -127,10 +132,20 @@ def _new_grant(
         context_equals=equals,
         region=record.region,
     )
+    return grant, record
+
+
+def _check_quota(store: Reader, record: KeyRecord) -> None:
+    limit = MAX_GRANTS_PER_KEY
+    if store.count_grants(record.key_id, record.region) >= limit:
+        raise LimitExceededException(
+            f"{record.arn} has reached the Grants per KMS key quota of {limit:,} grants."
+        )
 
 
 def create_grant_dry_run(ctx: OperationContext, **arguments: Any) -> Response:
-    _new_grant(ctx, **arguments)
+    _, record = _new_grant(ctx, **arguments)
+    _check_quota(ctx.store, record)
     return {}
 
 
@@ -145,7 +160,7 @@ def create_grant(
     grant_tokens: list[str] | None = None,
     name: str | None = None,
 ) -> Response:
-    grant = _new_grant(
+    grant, record = _new_grant(
         ctx,
         key_id=key_id,
         grantee_principal=grantee_principal,
@@ -156,11 +171,12 @@ def create_grant(
     )
     with ctx.store.transaction() as tx:
         if name:  # CreateGrant is idempotent for the same name and parameters
-            for existing in tx.list_grants(grant.key_id, grant.region):
+            for existing in tx.list_grants_for(grant.key_id, grantee_principal, grant.region):
                 same = replace(existing, grant_id=grant.grant_id, token=grant.token,
                                creation_date=grant.creation_date)  # fmt: skip
                 if existing.name == name and same == grant:
                     return {"GrantToken": existing.token, "GrantId": existing.grant_id}
+        _check_quota(tx, record)
         tx.put_grant(grant)
     ctx.changed()
     return {"GrantToken": grant.token, "GrantId": grant.grant_id}

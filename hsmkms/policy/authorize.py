@@ -132,10 +132,10 @@ class Authorizer:
         if decision.allowed or decision.explicit or record is None or key_policy is not None:
             return request, decision
         operation = action.removeprefix("kms:")
-        for grant in keys.store.list_grants(record.key_id):
+        # By index: the caller's grants on this key only, however many the key has.
+        for grant in keys.store.list_grants_for(record.key_id, caller.principal_arn, record.region):
             if (
-                grant.grantee_principal == caller.principal_arn
-                and operation in grant.operations
+                operation in grant.operations
                 and constraints_hold(grant, members.get(context_member), operation)
                 # CreateGrant from a grant: never more operations or fewer constraints
                 and (operation != "CreateGrant" or within_parent(grant, members))
@@ -197,9 +197,10 @@ class Authorizer:
     ) -> None:
         """RetireGrant (https://docs.aws.amazon.com/kms/latest/developerguide/grant-delete.html):
         the grant's retiring principal, or its grantee when the grant includes RetireGrant,
-        may retire it; so may the account the grant was created in, which can delegate
-        kms:RetireGrant to its principals in IAM policies. kms:RetireGrant is not effective
-        in a key policy; a Deny in an IAM policy still denies."""
+        may retire it; so may the account the grant was created in, and an account that is
+        the grant's retiring principal, each of which can delegate kms:RetireGrant to its
+        principals in IAM policies. kms:RetireGrant is not effective in a key policy; a Deny
+        in an IAM policy still denies."""
         if members.get("KeyId") is not None:
             self._record(members["KeyId"], caller)  # named as the caller's account sees it
         grant = find_grant(
@@ -208,17 +209,22 @@ class Authorizer:
         record = self._record(grant.key_id)
         if resources is not None:
             resources.append(record.arn)
-        # No record: IAM policies alone decide, on the key's ARN.
+        # No record: IAM policies alone decide, on the key's ARN; whose account may
+        # delegate is the grant's to say (below), not the key policy's.
         request, decision = self.decide(
-            caller, "kms:RetireGrant", None, members, resource=record.arn
+            caller, "kms:RetireGrant", None, members, resource=record.arn, callers_own=True
         )
         if decision.explicit:
             raise AccessDeniedException(decision.message(request))
         if may_retire(caller.principal_arn, grant):
             return
-        if decision.allowed and caller.account == grant.issuing_account:
-            return
-        raise AccessDeniedException(decision.message(request))
+        delegating = (f"arn:aws:iam::{grant.issuing_account}:root", grant.retiring_principal)
+        if request.account_root not in delegating:
+            # The grant gives the caller's account nothing, so no IAM policy can: what
+            # refuses is the grant, the resource's side, never the caller's Allow.
+            decision = Decision(False, "no resource-based policy allows the kms:RetireGrant action")
+        if not decision.allowed:
+            raise AccessDeniedException(decision.message(request))
 
     def explain(
         self, principal_arn: str, action: str, key_id: str | None, members: Mapping[str, Any]

@@ -9,30 +9,12 @@ tests presence.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from functools import lru_cache
+
+from hsmkms.policy.glob import like
 
 Match = Callable[[str, str], bool]
-
-
-# A literal * or ? in a pattern: what the policy variables ${*} and ${?} become.
-LITERAL_STAR, LITERAL_QUESTION = "\ue000", "\ue001"
-_LITERALS = {LITERAL_STAR: re.escape("*"), LITERAL_QUESTION: re.escape("?")}
-
-
-@lru_cache(maxsize=4096)
-def _glob(pattern: str, case_sensitive: bool) -> re.Pattern[str]:
-    # * and ? only; everything else literal (fnmatch would also treat [] specially).
-    regex = "".join(
-        ".*" if c == "*" else "." if c == "?" else _LITERALS.get(c) or re.escape(c) for c in pattern
-    )
-    return re.compile(f"^{regex}$", 0 if case_sensitive else re.IGNORECASE | re.DOTALL)
-
-
-def like(value: str, pattern: str, *, case_sensitive: bool = True) -> bool:
-    return _glob(pattern, case_sensitive).match(value) is not None
 
 
 def _number(value: str) -> float:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from hsmkms.policy.conditions import LITERAL_QUESTION, LITERAL_STAR
+from hsmkms.policy.glob import LITERAL_QUESTION, LITERAL_STAR
 
 VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _DEFAULT = re.compile(r"^\s*([^,\s]+)\s*,\s*'([^']*)'\s*$")

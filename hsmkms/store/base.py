@@ -43,6 +43,15 @@ class Reader(Protocol):
         region, only the grants of the key's row in that region."""
         ...
 
+    def list_grants_for(self, key_id: str, grantee: str, region: str | None = None) -> list[Grant]:
+        """One grantee's grants on a key (every region's when region is None), oldest
+        first: what authorization reads, by index, however many grants the key has."""
+        ...
+
+    def count_grants(self, key_id: str, region: str) -> int:
+        """How many grants the key's row in `region` has (the grants-per-key quota)."""
+        ...
+
     def get_document(self, kind: str, doc_id: str) -> str | None:
         """A small JSON document of an area that needs no table of its own (custom key
         stores, XKS credentials, import parameters, ...), by kind and id."""

@@ -20,6 +20,8 @@ class _State:
     identity_policies: dict[tuple[str, str], str] = field(default_factory=dict)
     grants: dict[str, Grant] = field(default_factory=dict)
     documents: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (key id, grantee) -> grant ids, as the SQL stores' grants_by_grantee index
+    grants_by_grantee: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
     def copy(self) -> _State:
         return _State(
@@ -31,6 +33,7 @@ class _State:
             dict(self.identity_policies),
             dict(self.grants),
             dict(self.documents),
+            dict(self.grants_by_grantee),
         )
 
 
@@ -96,6 +99,15 @@ class _View:
             key=lambda g: g.creation_date,  # stable: insertion order breaks ties
         )
 
+    def list_grants_for(self, key_id: str, grantee: str, region: str | None = None) -> list[Grant]:
+        found = (self._s.grants[g] for g in self._s.grants_by_grantee.get((key_id, grantee), ()))
+        return sorted(
+            (g for g in found if region in (None, g.region)), key=lambda g: g.creation_date
+        )
+
+    def count_grants(self, key_id: str, region: str) -> int:
+        return len(self.list_grants(key_id, region))
+
     def identity_policies(self, principal_arn: str) -> dict[str, str]:
         return {
             name: document
@@ -130,7 +142,7 @@ class _MemoryWriter(_View):
         for alias in [r for r, a in self._s.aliases.items() if ours(a.key_id, a.region)]:
             del self._s.aliases[alias]
         for grant in [g for g, v in self._s.grants.items() if ours(v.key_id, v.region)]:
-            del self._s.grants[grant]
+            self.delete_grant(grant)
         if not any(i == key_id for i, _ in self._s.keys):
             for version in [r for r in self._s.versions if r[0] == key_id]:
                 del self._s.versions[version]
@@ -164,11 +176,23 @@ class _MemoryWriter(_View):
         if not grant.region:  # made without one: the grant is on the key's primary row
             record = self.get_key(grant.key_id)
             grant = replace(grant, region=record.region if record else "")
-        self._s.grants[grant.grant_id] = grant
+        old = self._s.grants.get(grant.grant_id)
+        self._s.grants[grant.grant_id] = grant  # a rewritten grant keeps its place
+        where = (grant.key_id, grant.grantee_principal)
+        if old is None or (old.key_id, old.grantee_principal) != where:
+            self._unindex(old)
+            index = self._s.grants_by_grantee
+            index[where] = (*index.get(where, ()), grant.grant_id)
 
     def delete_grant(self, grant_id: str) -> None:
         self.wrote = True
-        self._s.grants.pop(grant_id, None)
+        self._unindex(self._s.grants.pop(grant_id, None))
+
+    def _unindex(self, grant: Grant | None) -> None:
+        if grant is not None:
+            where = (grant.key_id, grant.grantee_principal)
+            index = self._s.grants_by_grantee
+            index[where] = tuple(g for g in index.get(where, ()) if g != grant.grant_id)
 
     def put_access_key(self, access_key: AccessKey) -> None:
         self.wrote = True

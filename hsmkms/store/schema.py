@@ -230,6 +230,11 @@ HISTORY: tuple[Migration, ...] = (
     CREATE INDEX grants_by_key ON grants (key_id, region);
     CREATE INDEX grants_by_seq ON grants (seq);
     """),
+    # Authorization reads only the caller's grants on a key, by index: a key may hold
+    # 50,000 grants (AWS's quota), and listing them all on every request was the cost.
+    Migration("""
+    CREATE INDEX grants_by_grantee ON grants (key_id, grantee_principal, region);
+    """),
 )
 
 # PostgreSQL names SQLite's BLOB type BYTEA; nothing else in the DDL differs.

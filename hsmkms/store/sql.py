@@ -61,6 +61,14 @@ class Statements:
         "AND (CAST(:region AS TEXT) IS NULL OR region = :region) "
         "ORDER BY creation_date, seq, grant_id"
     )
+    list_grants_for: str = (
+        "SELECT * FROM grants WHERE key_id = :key_id AND grantee_principal = :grantee_principal "
+        "AND (CAST(:region AS TEXT) IS NULL OR region = :region) "
+        "ORDER BY creation_date, seq, grant_id"
+    )
+    count_grants: str = (
+        "SELECT COUNT(*) AS n FROM grants WHERE key_id = :key_id AND region = :region"
+    )
     identity_policies: str = (
         "SELECT name, document FROM identity_policies WHERE principal_arn = :principal_arn "
         "ORDER BY name"
@@ -190,6 +198,14 @@ class SqlReader:
         params = {"key_id": key_id, "region": region}
         return [rows.grant(r) for r in self._db.rows(self._sql.list_grants, params)]
 
+    def list_grants_for(self, key_id: str, grantee: str, region: str | None = None) -> list[Grant]:
+        params = {"key_id": key_id, "grantee_principal": grantee, "region": region}
+        return [rows.grant(r) for r in self._db.rows(self._sql.list_grants_for, params)]
+
+    def count_grants(self, key_id: str, region: str) -> int:
+        row = self._one(self._sql.count_grants, {"key_id": key_id, "region": region})
+        return 0 if row is None else int(row["n"])
+
     def identity_policies(self, principal_arn: str) -> dict[str, str]:
         found = self._db.rows(self._sql.identity_policies, {"principal_arn": principal_arn})
         return {r["name"]: r["document"] for r in found}
@@ -240,6 +256,14 @@ class SqlWriter(SqlReader):
         if key_id is not None:
             self._lock_key(key_id)
         return super().list_grants(key_id, region)
+
+    def list_grants_for(self, key_id: str, grantee: str, region: str | None = None) -> list[Grant]:
+        self._lock_key(key_id)
+        return super().list_grants_for(key_id, grantee, region)
+
+    def count_grants(self, key_id: str, region: str) -> int:
+        self._lock_key(key_id)  # a quota check and the grant it lets in, one at a time
+        return super().count_grants(key_id, region)
 
     def get_alias(self, region: str, name: str) -> Alias | None:
         # The alias may not exist yet, so there is no row to lock: lock its name.
@@ -352,6 +376,14 @@ class ReadThrough:
     def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
         with self._reading() as reader:
             return reader.list_grants(key_id, region)
+
+    def list_grants_for(self, key_id: str, grantee: str, region: str | None = None) -> list[Grant]:
+        with self._reading() as reader:
+            return reader.list_grants_for(key_id, grantee, region)
+
+    def count_grants(self, key_id: str, region: str) -> int:
+        with self._reading() as reader:
+            return reader.count_grants(key_id, region)
 
     def get_document(self, kind: str, doc_id: str) -> str | None:
         with self._reading() as reader:
