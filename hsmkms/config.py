@@ -9,6 +9,7 @@ program with one line naming the setting (`HSMKMS_ACCOUNT_ID: ...`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -68,6 +69,11 @@ def known_regions() -> frozenset[str]:
     return frozenset(
         region for partition in endpoints["partitions"] for region in partition["regions"]
     )
+
+
+def is_known_region(region: str) -> bool:
+    """A region name botocore knows (the one check for configured and signed regions)."""
+    return _REGION_SHAPE.fullmatch(region) is not None and region in known_regions()
 
 
 # The environment a load_settings() call reads (tests pass their own mapping).
@@ -130,7 +136,11 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     body_timeout_seconds: float = Field(default=20.0, gt=0)
     max_connections: int = Field(default=512, ge=1)
+    max_connections_per_client: int = Field(default=128, ge=1)  # per peer address
     keep_alive_seconds: int = Field(default=5, ge=1)
+    # Reverse proxies whose X-Forwarded-For/-Proto are believed (addresses or CIDRs,
+    # comma-separated); none: those headers are ignored.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     # The security domain (hsmkms/token/domain.py): with a domain, new material is
     # wrappable under the domain key only; true keeps it never-extractable (for HSMs
     # whose own cloning is preferred). The SO PIN file is read by `hsmkms domain`.
@@ -178,8 +188,23 @@ class Settings(BaseSettings):
     @classmethod
     def _known_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for region in value:
-            if not _REGION_SHAPE.match(region) or region not in known_regions():
+            if not is_known_region(region):
                 raise ValueError(f"unknown region {region!r}")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        return cls._split_regions(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address or network") from None
         return value
 
     @field_validator("pkcs11_lib")

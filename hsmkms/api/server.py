@@ -7,11 +7,17 @@ What each limit guards against, and where it is enforced:
   counts chunked bodies; uvicorn itself stops reading a connection once 64 KiB of
   body wait unread, so nothing larger is ever held.
 - `max_header_count`, `max_header_bytes`, `header_timeout_seconds`,
-  `body_timeout_seconds`, `max_connections`: slow or oversized clients, enforced
-  per connection by the protocol in `hsmkms.api.protocol` (uvicorn has none).
+  `body_timeout_seconds`, `max_connections`, `max_connections_per_client`: slow or
+  oversized clients, and one client holding every connection, enforced per
+  connection by the protocol in `hsmkms.api.protocol` (uvicorn has none).
   Worst case held in bodies: `max_connections` x `max_request_bytes` (150 MiB).
 - `keep_alive_seconds`: how long an idle kept-alive connection stays open
   (uvicorn's `timeout_keep_alive`).
+
+`trusted_proxies` (HSMKMS_TRUSTED_PROXIES): X-Forwarded-For / X-Forwarded-Proto are
+believed only from these peers (uvicorn's proxy headers, off without them), so a
+client cannot claim another address (`aws:SourceIp`, the audit trail) or TLS
+(`aws:SecureTransport`); they are exempt from the per-client connection cap.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 import resource
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -40,6 +47,7 @@ class EdgeLimits:
     header_timeout_seconds: float = 10.0  # connect (or a later request's first byte) to headers end
     body_timeout_seconds: float = 20.0  # headers end to body end
     max_connections: int = 512
+    max_connections_per_client: int = 128  # per peer address; trusted proxies exempt
     keep_alive_seconds: int = 5
 
     def __post_init__(self) -> None:
@@ -57,6 +65,14 @@ def edge_limits(settings: object) -> EdgeLimits:
         if getattr(settings, field.name, None) is not None
     }
     return EdgeLimits(**given)
+
+
+def proxy_options(trusted_proxies: Sequence[str]) -> dict[str, Any]:
+    """uvicorn's proxy-header settings: forwarded headers believed from these peers
+    only, and not at all without any (uvicorn's own default trusts 127.0.0.1)."""
+    if not trusted_proxies:
+        return {"proxy_headers": False, "forwarded_allow_ips": []}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(trusted_proxies)}
 
 
 def _allow_descriptors(connections: int) -> None:
@@ -83,12 +99,13 @@ def build_server(
     client_ca: str | None = None,
     client_subjects: Sequence[str] = (),
     drain_seconds: float = 10.0,
+    trusted_proxies: Sequence[str] = (),
 ) -> uvicorn.Server:
     """A uvicorn server for `app` with `limits`, not yet started (`.run()`).
     `client_ca`: require client certificates from that CA (mutual TLS); `client_subjects`:
-    and one of these subject CNs (api/mtls.py)."""
+    and one of these subject CNs (api/mtls.py); `trusted_proxies`: see the module."""
     _allow_descriptors(limits.max_connections)
-    protocol = guarded_protocol(limits)
+    protocol = guarded_protocol(limits, trusted_proxies)
     if client_subjects:
         protocol = subject_checked(protocol, client_subjects)
     config = uvicorn.Config(
@@ -104,6 +121,7 @@ def build_server(
         access_log=False,
         timeout_graceful_shutdown=int(max(1, drain_seconds)),
         **client_tls_options(client_ca),
+        **proxy_options(trusted_proxies),
     )
     return uvicorn.Server(config)
 
@@ -120,6 +138,7 @@ def serve(
     client_subjects: Sequence[str] = (),
     drain_seconds: float = 10.0,
     workers: int = 1,
+    trusted_proxies: Sequence[str] = (),
 ) -> None:
     """Serve `app` until interrupted; in-flight requests get `drain_seconds` after
     SIGTERM. With `workers` > 1, uvicorn runs that many processes on one socket, each
@@ -143,6 +162,7 @@ def serve(
             log_level="warning",
             access_log=False,
             **client_tls_options(client_ca),
+            **proxy_options(trusted_proxies),
         )
         return
     assert app is not None
@@ -156,6 +176,7 @@ def serve(
         client_ca=client_ca,
         client_subjects=client_subjects,
         drain_seconds=drain_seconds,
+        trusted_proxies=trusted_proxies,
     ).run()
 
 
@@ -169,6 +190,7 @@ def __getattr__(name: str) -> object:
         raise AttributeError(name)
     from hsmkms.config import load_settings
 
-    protocol = guarded_protocol(edge_limits(load_settings()))
+    settings = load_settings()
+    protocol = guarded_protocol(edge_limits(settings), settings.trusted_proxies)
     subjects = [s for s in os.environ.get(SUBJECTS_ENV, "").split(",") if s]
     return subject_checked(protocol, subjects) if subjects else protocol

@@ -170,6 +170,7 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
         client_subjects=args.tls_client_subject or (),
         drain_seconds=settings.shutdown_drain_seconds,
         workers=workers,
+        trusted_proxies=settings.trusted_proxies,
     )
     return None
 
