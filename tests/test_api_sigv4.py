@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from botocore.awsrequest import AWSRequest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
+from hsmkms.token import Hsm
 from tests.conftest import Server
+from tests.edge_support import edge_server
 
 BODY = '{"NumberOfBytes": 8}'
 
@@ -187,3 +195,112 @@ def test_other_unsigned_headers_are_allowed(server: Server) -> None:
     # User-Agent, X-Amzn-Trace-Id and the like are never signed by the SDKs.
     response = _sign_then_add(server, "GenerateRandom", {"X-Amzn-Trace-Id": "Root=1-abc"})
     assert response.status_code == 200, response.text
+
+
+# -- garbage in the Authorization header and X-Amz-Date: a KMS error, never a 500 ------
+
+AUTHENTICATION_ERRORS = {
+    "IncompleteSignatureException",
+    "InvalidSignatureException",
+    "MissingAuthenticationTokenException",
+    "UnrecognizedClientException",
+}
+
+
+def signed_headers(server: Server) -> dict[str, str]:
+    """The headers of a good GenerateRandom request (Authorization parts by name)."""
+    from botocore.auth import SigV4Auth
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(
+        method="POST",
+        url=server.url + "/",
+        data=BODY.encode(),
+        headers={
+            "X-Amz-Target": "TrentService.GenerateRandom",
+            "Content-Type": "application/x-amz-json-1.1",
+        },
+    )
+    credentials = Credentials(server.access_key_id, server.secret_access_key)
+    SigV4Auth(credentials, "kms", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+
+def with_part(headers: dict[str, str], part: str, value: bytes) -> dict[bytes, bytes]:
+    """`headers` as bytes, with one part of the Authorization header (or X-Amz-Date)
+    replaced by `value`."""
+    authorization = headers["Authorization"].encode()
+    algorithm, _, rest = authorization.partition(b" ")
+    parts = dict(p.strip().split(b"=", 1) for p in rest.split(b","))
+    scope = parts[b"Credential"].split(b"/")
+    raw = {k.encode(): v.encode() for k, v in headers.items()}
+    if part == "X-Amz-Date":
+        raw[b"X-Amz-Date"] = value
+        return raw
+    if part == "algorithm":
+        algorithm = value
+    elif part.startswith("scope"):
+        scope[int(part[-1])] = value
+        parts[b"Credential"] = b"/".join(scope)
+    else:
+        parts[part.encode()] = value
+    raw[b"Authorization"] = algorithm + b" " + b", ".join(k + b"=" + v for k, v in parts.items())
+    return raw
+
+
+def send_raw(url: str, headers: dict[bytes, bytes], body: bytes) -> tuple[int, dict[str, Any]]:
+    """POST / with exactly these header bytes (HTTP clients refuse some of them);
+    the status and, for a KMS error, its JSON body."""
+    host, port = url.removeprefix("http://").split(":")
+    head = b"".join(k + b": " + v + b"\r\n" for k, v in headers.items() if k.lower() != b"host")
+    request = (
+        b"POST / HTTP/1.1\r\nHost: " + headers.get(b"host", host.encode()) + b"\r\n" + head
+        + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+    )  # fmt: skip
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    head_bytes, _, payload = response.partition(b"\r\n\r\n")
+    status = int(head_bytes.split()[1])
+    is_json = b"application/x-amz-json-1.1" in head_bytes.lower()
+    return status, json.loads(payload) if is_json and status != 200 else {}
+
+
+def test_a_non_ascii_signature_is_a_bad_signature(server: Server) -> None:
+    raw = with_part(signed_headers(server), "Signature", "éé".encode())
+    status, error = send_raw(server.url, raw, BODY.encode())
+    assert (status, error["__type"]) == (400, "InvalidSignatureException")
+
+
+@pytest.fixture(scope="module")
+def garbage_server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of its own: the refusals below must not use up the shared server's
+    budget of audit records for refusals from 127.0.0.1."""
+    with edge_server(hsm, tmp_path_factory.mktemp("sigv4-garbage")) as server:
+        yield server
+
+
+PARTS = ["algorithm", "Signature", "SignedHeaders", "Credential", "X-Amz-Date"] + [
+    f"scope{n}" for n in range(5)
+]
+# Any byte HTTP carries in a header value (not CR, LF or NUL), ASCII or not.
+HEADER_BYTES = st.binary(max_size=40).map(
+    lambda b: bytes(c for c in b if c not in b"\r\n\x00").strip(b" \t")
+) | st.text(max_size=20).map(lambda t: t.encode(errors="ignore"))
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(part=st.sampled_from(PARTS), value=HEADER_BYTES)
+def test_garbage_in_any_part_gets_an_authentication_error(
+    garbage_server: Server, part: str, value: bytes
+) -> None:
+    assume(all(c not in value for c in b"\r\n\x00"))
+    raw = with_part(signed_headers(garbage_server), part, value)
+    status, error = send_raw(garbage_server.url, raw, BODY.encode())
+    assert status < 500, (part, value, error)
+    if error:  # not the HTTP parser's own 400, nor a value that happens to be right
+        assert error["__type"] in AUTHENTICATION_ERRORS, (part, value, error)

@@ -24,7 +24,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from hsmkms.api.server import EdgeLimits
+from hsmkms.config import EdgeLimits
 from hsmkms.policy.principals import ADMIN_POLICY
 from tests.test_cli import Cli, serve, stop, wait_healthy
 

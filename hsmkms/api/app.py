@@ -38,7 +38,8 @@ from hsmkms.api.errors import error_body
 from hsmkms.api.health import HealthProbe, arm_exit_deadline
 from hsmkms.api.kms import call, encode_response, parse_body, resolve_operation
 from hsmkms.api.ratelimit import RateLimiter
-from hsmkms.api.sigv4 import SigV4Verifier
+from hsmkms.api.refusals import STATE_KEY, EdgeRefusals, Refusal
+from hsmkms.api.sigv4 import SigV4Verifier, claimed_access_key_id
 from hsmkms.api.workers import LaneChooser, WorkerPool
 from hsmkms.api.xks import XksEndpoint
 from hsmkms.audit.log import AuditLog, request_parameters
@@ -105,6 +106,17 @@ def _error_json(error: KMSError) -> bytes:
     return json.dumps(error_body(error)).encode()
 
 
+def _operation_named(target: str) -> str:
+    """The operation an X-Amz-Target names, as the audit trail shows it (unverified)."""
+    return target.removeprefix("TrentService.")[:64] or "Unknown"
+
+
+def _metric_label(operation: str) -> str:
+    """Metric labels name known operations only: a made-up name is "Unknown", so
+    clients cannot add series without bound."""
+    return operation if operation in OPERATIONS else "Unknown"
+
+
 def _audit_event(
     call_: _Call, operation: str, request_id: str, failure: KMSError | None
 ) -> dict[str, Any]:
@@ -143,6 +155,9 @@ def _audit_event(
     if failure is not None:
         event["errorCode"] = failure.code
         event["errorMessage"] = failure.message
+        claimed = None if caller is not None else claimed_access_key_id(call_.headers)
+        if claimed is not None:  # refused before the signature was checked
+            event["additionalEventData"] = {"claimedAccessKeyId": claimed}
     return event
 
 
@@ -166,9 +181,20 @@ def create_app(
     workers = WorkerPool(ctx.hsm.pool.size, deadline=call_timeout)
     lanes = LaneChooser()
     health = HealthProbe(ctx, timeout=min(call_timeout or 5.0, 5.0))
-    xks_endpoint = None if xks is None else XksEndpoint(ctx, workers, xks, audit)
     # Request ids: unique per server run without a random draw per request.
     run_id, request_numbers = str(uuid.uuid4())[:23], itertools.count()
+
+    def refusal_event(refusal: Refusal) -> dict[str, Any]:
+        """The record of a request refused below the app: the KMS calls' own shape."""
+        headers = {name: list(values) for name, values in refusal.headers.items()}
+        call_ = _Call(
+            refusal.path, "", refusal.target, headers, b"", refusal.source, refusal.secure
+        )
+        request_id = f"{run_id}-{next(request_numbers):012x}"
+        return _audit_event(call_, _operation_named(refusal.target), request_id, refusal.error)
+
+    refusals = EdgeRefusals(audit, refusal_event)
+    xks_endpoint = None if xks is None else XksEndpoint(ctx, workers, xks, audit, refusals)
     metrics = Metrics(ctx)
     Gauge(
         "hsmkms_token_calls_overdue",
@@ -243,7 +269,7 @@ def create_app(
             client[0] if client else None,
             scope.get("scheme") == "https",
         )
-        operation = target.removeprefix("TrentService.")[:64] or "Unknown"
+        operation = _operation_named(target)
         failure: KMSError | None = None
         try:
             operation, payload = await workers.run(
@@ -255,7 +281,7 @@ def create_app(
             log.exception("internal error in %s", operation)
             failure = KMSInternalException("An internal error occurred.")
         request_id = f"{run_id}-{next(request_numbers):012x}".encode()
-        if audit is not None:
+        if audit is not None and refusals.should_record(call_.client, failure):
             # Durability `sync`: the record is on disk before the response goes out.
             durable = audit.submit(_audit_event(call_, operation, request_id.decode(), failure))
             if durable is not None:
@@ -281,8 +307,9 @@ def create_app(
         await send({"type": "http.response.body", "body": payload})
         if status >= 500:
             metrics.token_errors.labels(error).inc()
-        metrics.requests.labels(operation, error).inc()
-        metrics.latency.labels(operation).observe(time.perf_counter() - started)
+        label = _metric_label(operation)
+        metrics.requests.labels(label, error).inc()
+        metrics.latency.labels(label).observe(time.perf_counter() - started)
 
     async def healthz(request: Request) -> Response:
         status = await health.check()
@@ -305,16 +332,24 @@ def create_app(
             except Exception:  # keep the loop alive; the next pass retries
                 log.exception("maintenance pass failed")
 
+    async def refusal_summaries() -> None:
+        while True:  # due summaries get written even when the refusals stop
+            await anyio.sleep(5.0)
+            refusals.summarise()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with anyio.create_task_group() as tasks:
             if maintenance_seconds > 0:
                 tasks.start_soon(maintenance_loop)
-            yield {}
+            tasks.start_soon(refusal_summaries)
+            # The protocol and body limit below the app find the recorder here.
+            yield {STATE_KEY: refusals}
             tasks.cancel_scope.cancel()
         if exit_deadline is not None:
             arm_exit_deadline(exit_deadline)
         workers.shutdown()
+        refusals.summarise(now=True)
         if audit is not None:
             audit.close()  # the last records, then a final checkpoint while the token is open
 

@@ -13,6 +13,7 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hsmkms.api.errors import RequestEntityTooLargeException, error_body
+from hsmkms.api.refusals import refusals_of, scope_refusal
 
 # The largest KMS request (PutKeyPolicy/CreateKey with a 32 KiB policy and 50 tags,
 # or 6 KiB ciphertexts and 4 KiB messages base64-encoded) is far below this.
@@ -44,7 +45,11 @@ def declared_length(scope: Scope) -> int | None:
     return None
 
 
-async def send_too_large(send: Send, error: RequestEntityTooLargeException) -> None:
+async def send_too_large(scope: Scope, send: Send, error: RequestEntityTooLargeException) -> None:
+    """Answer 413 and record the refusal (the app's recorder, in the lifespan state)."""
+    recorder = refusals_of(scope.get("state"))
+    if recorder is not None:
+        recorder.record(scope_refusal(scope, error))
     payload = json.dumps(error_body(error)).encode()
     await send(
         {
@@ -71,7 +76,7 @@ def limit_body(app: ASGIApp, max_bytes: int) -> ASGIApp:
             return
         declared = declared_length(scope)
         if declared is not None and declared > max_bytes:
-            await send_too_large(send, too_large(max_bytes, scope))
+            await send_too_large(scope, send, too_large(max_bytes, scope))
             return
         received = 0
         started = False
@@ -94,6 +99,6 @@ def limit_body(app: ASGIApp, max_bytes: int) -> ASGIApp:
             await app(scope, counting_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await send_too_large(send, too_large(max_bytes, scope))
+                await send_too_large(scope, send, too_large(max_bytes, scope))
 
     return guarded

@@ -38,5 +38,27 @@ class RequestEntityTooLargeException(KMSError):
     status = 413
 
 
+class RequestHeaderFieldsTooLarge(KMSError):
+    """Too many headers, or too many header bytes (HTTP 431), refused as they arrive."""
+
+    code = "RequestHeaderFieldsTooLarge"
+    status = 431
+
+
+class RequestTimeoutException(KMSError):
+    """A client too slow with its headers (HTTP 408) or its body (the connection is
+    just closed then)."""
+
+    code = "RequestTimeoutException"
+    status = 408
+
+
+class ServiceUnavailableException(KMSError):
+    """A connection over the server's cap, or over one client's share of it (HTTP 503)."""
+
+    code = "ServiceUnavailableException"
+    status = 503
+
+
 def error_body(error: KMSError) -> dict[str, str]:
     return {"__type": error.code, "message": error.message}

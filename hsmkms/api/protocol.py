@@ -5,7 +5,8 @@ headers of any size) nor the time a client may take to send it, and it accepts
 connections without limit. This subclass adds, at the transport level where a
 request is still just bytes:
 
-- a cap on open connections: one over the cap is answered 503 and closed at once;
+- a cap on open connections, and one per client address (trusted proxies exempt),
+  so one client cannot take them all: one over a cap is answered 503 and closed;
 - a header-section deadline, from the connection's start (or a later request's
   first byte) to the end of its headers, and a body deadline from there to the end
   of the body: a client too slow for either is disconnected (slowloris);
@@ -15,20 +16,31 @@ request is still just bytes:
 Only the parser callbacks and asyncio's protocol methods are overridden; each
 one calls uvicorn's own, so requests that stay within the limits are untouched.
 Idle keep-alive connections are closed by uvicorn's own `timeout_keep_alive`.
+Each refusal goes to the app's refusal recorder (hsmkms.api.refusals), found in the
+ASGI lifespan state, which keeps floods of them out of the audit trail.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from hsmkms.api.errors import (
+    RequestHeaderFieldsTooLarge,
+    RequestTimeoutException,
+    ServiceUnavailableException,
+)
+from hsmkms.api.refusals import RECORDED_HEADERS, Refusal, client_of, refusals_of
 from hsmkms.config import EdgeLimits
+from hsmkms.errors import KMSError
 
 log = logging.getLogger("hsmkms.api")
 
@@ -36,6 +48,7 @@ log = logging.getLogger("hsmkms.api")
 @dataclass
 class _Connections:
     open: int = 0
+    by_client: dict[str, int] = field(default_factory=dict)  # client_of(peer) -> open ones
     warned_at: float = float("-inf")  # the last "cap reached" warning, loop time
 
 
@@ -49,9 +62,22 @@ def refusal(status: int, code: str, message: str) -> bytes:
     ).encode() + body
 
 
+def is_trusted_proxy(
+    host: str | None, proxies: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> bool:
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    return any(address in network for network in proxies)
+
+
 def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
-    """A protocol class for `uvicorn.Config(http=...)` enforcing `limits`."""
+    """A protocol class for `uvicorn.Config(http=...)` enforcing `limits`. Its trusted
+    proxies (reverse proxies, whose connections carry many clients' requests) are exempt
+    from the per-client connection cap."""
     connections = _Connections()
+    proxies = [ipaddress.ip_network(p, strict=False) for p in limits.trusted_proxies]
 
     class EdgeProtocol(HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -64,6 +90,15 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
             self._header_bytes = 0
             self._header_count = 0
             self._timer: asyncio.TimerHandle | None = None
+            self._client: str | None = None  # the peer's address
+            self._client_key = ""  # who the peer counts as (client_of)
+            self._seen: dict[str, list[str]] = {}  # what a refusal's record reads
+
+        def _record(self, error: KMSError) -> None:
+            recorder = refusals_of(self.app_state)
+            if recorder is not None:
+                target = (self._seen.get("x-amz-target") or [""])[0]
+                recorder.record(Refusal(self._client, error, target, self._seen))
 
         # -- deadlines and refusals -------------------------------------------------
 
@@ -79,14 +114,17 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
         def _expired(self) -> None:
             self._timer = None
             if self._in_headers:
-                self._refuse(408, "RequestTimeoutException", "The headers came too slowly.")
+                self._refuse(RequestTimeoutException("The headers came too slowly."))
             else:  # mid-body: the app is reading it, or already answered; just hang up
                 self._refused = True
                 if self._edge_transport is not None:
                     self._edge_transport.close()
+                cycle = self.cycle
+                if cycle is None or not cycle.response_complete:
+                    self._record(RequestTimeoutException("The body came too slowly."))
 
-        def _refuse(self, status: int, code: str, message: str) -> None:
-            """Answer (unless a response is already under way) and close."""
+        def _refuse(self, error: KMSError) -> None:
+            """Answer (unless a response is already under way), close, and record it."""
             self._refused = True
             self._disarm()
             transport = self._edge_transport
@@ -94,22 +132,23 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
                 return
             cycle = self.cycle
             if cycle is None or cycle.response_complete:
-                transport.write(refusal(status, code, message))
+                transport.write(refusal(error.status, error.code, error.message))
             transport.close()
+            self._record(error)
 
         def _check_headers(self, received: int = 0) -> None:
             """`received`: raw bytes of a header section not yet complete."""
             if self._header_count > limits.max_header_count:
                 self._refuse(
-                    431,
-                    "RequestHeaderFieldsTooLarge",
-                    f"A request may carry at most {limits.max_header_count} headers.",
+                    RequestHeaderFieldsTooLarge(
+                        f"A request may carry at most {limits.max_header_count} headers."
+                    )
                 )
             elif max(self._header_bytes, received) > limits.max_header_bytes:
                 self._refuse(
-                    431,
-                    "RequestHeaderFieldsTooLarge",
-                    f"A request's headers may take at most {limits.max_header_bytes} bytes.",
+                    RequestHeaderFieldsTooLarge(
+                        f"A request's headers may take at most {limits.max_header_bytes} bytes."
+                    )
                 )
 
         # -- asyncio protocol -------------------------------------------------------
@@ -117,22 +156,42 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._edge_transport = transport
+            peer = transport.get_extra_info("peername")
+            self._client = str(peer[0]) if isinstance(peer, tuple) and peer else None
+            self._client_key = client_of(self._client)
             self._counted = True
             connections.open += 1
+            mine = connections.by_client[self._client_key] = (
+                connections.by_client.get(self._client_key, 0) + 1
+            )
             if connections.open > limits.max_connections:
-                now = asyncio.get_running_loop().time()
-                if now - connections.warned_at > 60:  # once a minute, not per connection
-                    connections.warned_at = now
-                    log.warning("%d connections open: refusing more", limits.max_connections)
-                self._refuse(503, "ServiceUnavailableException", "Too many open connections.")
+                self._warn(f"{limits.max_connections} connections open: refusing more")
+                self._refuse(ServiceUnavailableException("Too many open connections."))
+                return
+            if mine > limits.max_connections_per_client and not is_trusted_proxy(
+                self._client, proxies
+            ):
+                self._warn(f"{self._client_key} has {mine - 1} connections open: refusing more")
+                self._refuse(
+                    ServiceUnavailableException("Too many open connections from this client.")
+                )
                 return
             self._arm(limits.header_timeout_seconds)
+
+        def _warn(self, message: str) -> None:
+            now = asyncio.get_running_loop().time()
+            if now - connections.warned_at > 60:  # once a minute, not per connection
+                connections.warned_at = now
+                log.warning("%s", message)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             if self._counted:
                 self._counted = False
                 connections.open -= 1
+                connections.by_client[self._client_key] -= 1
+                if not connections.by_client[self._client_key]:
+                    del connections.by_client[self._client_key]
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -150,6 +209,7 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
             if self._refused:
                 return
             self._in_headers, self._header_bytes, self._header_count = True, 0, 0
+            self._seen = {}
             if self._timer is None:  # a later request on a kept-alive connection
                 self._raw_bytes = 0
                 self._arm(limits.header_timeout_seconds)
@@ -168,6 +228,9 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
                 return
             self._header_count += 1
             self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+            lower = name.decode("latin-1").lower()
+            if lower in RECORDED_HEADERS:
+                self._seen.setdefault(lower, []).append(value.decode("latin-1"))
             self._check_headers()
             if not self._refused:
                 super().on_header(name, value)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from hsmkms.config import Quota, RateLimits
 from hsmkms.errors import ThrottlingException
 
+MAX_BUCKETS = 10_000  # beyond, buckets refilled to their burst are dropped (they are as new)
 THROTTLED = (
     "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls."
 )
@@ -40,7 +41,9 @@ class RateLimiter:
         self._default = default
         self._per_operation = dict(per_operation or {})
         self._clock = clock
+        # Keyed by authenticated principals only, so bounded by them; pruned beyond MAX_BUCKETS.
         self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._pruned_at = float("-inf")
         self._lock = threading.Lock()
 
     @classmethod
@@ -64,9 +67,22 @@ class RateLimiter:
         with self._lock:
             bucket = self._buckets.get((principal, scope))
             if bucket is None:
+                if len(self._buckets) >= MAX_BUCKETS and now - self._pruned_at >= 1.0:
+                    self._pruned_at = now  # a scan a second at most
+                    self._forget_full_buckets(now)
                 bucket = self._buckets[(principal, scope)] = _Bucket(quota.burst, now)
             bucket.tokens = min(quota.burst, bucket.tokens + (now - bucket.updated) * quota.rate)
             bucket.updated = now
             if bucket.tokens < 1:
                 raise ThrottlingException(THROTTLED)
             bucket.tokens -= 1
+
+    @property
+    def buckets(self) -> int:
+        return len(self._buckets)
+
+    def _forget_full_buckets(self, now: float) -> None:
+        for (principal, scope), bucket in list(self._buckets.items()):
+            quota = self._per_operation.get(scope) if scope else self._default
+            if quota is None or bucket.tokens + (now - bucket.updated) * quota.rate >= quota.burst:
+                del self._buckets[(principal, scope)]

@@ -7,11 +7,17 @@ What each limit guards against, and where it is enforced:
   counts chunked bodies; uvicorn itself stops reading a connection once 64 KiB of
   body wait unread, so nothing larger is ever held.
 - `max_header_count`, `max_header_bytes`, `header_timeout_seconds`,
-  `body_timeout_seconds`, `max_connections`: slow or oversized clients, enforced
-  per connection by the protocol in `hsmkms.api.protocol` (uvicorn has none).
+  `body_timeout_seconds`, `max_connections`, `max_connections_per_client`: slow or
+  oversized clients, and one client holding every connection, enforced per
+  connection by the protocol in `hsmkms.api.protocol` (uvicorn has none).
   Worst case held in bodies: `max_connections` x `max_request_bytes` (150 MiB).
 - `keep_alive_seconds`: how long an idle kept-alive connection stays open
   (uvicorn's `timeout_keep_alive`).
+
+`trusted_proxies` (HSMKMS_TRUSTED_PROXIES): X-Forwarded-For / X-Forwarded-Proto are
+believed only from these peers (uvicorn's proxy headers, off without them), so a
+client cannot claim another address (`aws:SourceIp`, the audit trail) or TLS
+(`aws:SecureTransport`); they are exempt from the per-client connection cap.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
@@ -30,6 +37,14 @@ from hsmkms.api.protocol import guarded_protocol
 from hsmkms.config import EdgeLimits, ServingSettings
 
 log = logging.getLogger("hsmkms.api")
+
+
+def proxy_options(trusted_proxies: Sequence[str]) -> dict[str, Any]:
+    """uvicorn's proxy-header settings: forwarded headers believed from these peers
+    only, and not at all without any (uvicorn's own default trusts 127.0.0.1)."""
+    if not trusted_proxies:
+        return {"proxy_headers": False, "forwarded_allow_ips": []}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(trusted_proxies)}
 
 
 def _allow_descriptors(connections: int) -> None:
@@ -57,6 +72,7 @@ def _listener_options(serving: ServingSettings, limits: EdgeLimits) -> dict[str,
         "timeout_graceful_shutdown": int(max(1, serving.shutdown_drain_seconds)),
         "access_log": False,
         **client_tls_options(None if ca is None else str(ca)),
+        **proxy_options(limits.trusted_proxies),
     }
 
 

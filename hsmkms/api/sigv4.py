@@ -2,7 +2,9 @@
 
 Follows the SigV4 spec: canonical request (method, URI, query, signed headers,
 SHA-256 of the body we received), string to sign, HMAC chain signing key, and a
-constant-time comparison. Signing keys are cached per key, date and region.
+constant-time comparison. Signing keys are cached per key, date and region; the
+region is checked first (one botocore knows, and one served), so nothing a client
+makes up is cached. Whatever bytes a header holds, the answer is a KMS error.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from hsmkms.api.errors import (
     MissingAuthenticationTokenException,
     UnrecognizedClientException,
 )
+from hsmkms.config import is_known_region
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.policy.caller import Credential
+from hsmkms.policy.principals import ACCESS_KEY_ID  # XKS credentials' ids fit it too
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW = timedelta(minutes=5)
 _AUTH_PART = re.compile(r"(\w+)=([^,\s]+)")
 _SPACES = re.compile(r"\s+")
+MAX_SIGNING_KEYS = 10_000
 
 
 @dataclass(frozen=True)
@@ -93,10 +98,23 @@ class SigV4Verifier:
             for part in (region, self._service, "aws4_request"):
                 key = _hmac(key, part)
             with self._lock:
-                if len(self._keys) > 10_000:
+                if len(self._keys) >= MAX_SIGNING_KEYS:
                     self._keys.clear()
                 self._keys[cache_key] = key
         return key
+
+    @property
+    def cached_signing_keys(self) -> int:
+        return len(self._keys)
+
+    def _check_region(self, region: str) -> None:
+        """A region served (HSMKMS_REGIONS), or else one botocore knows: AWS's answer
+        for any other, before anything is looked up or cached for it."""
+        allowed = region in self._regions if self._regions else is_known_region(region)
+        if not allowed:
+            raise InvalidSignatureException(
+                f"Credential should be scoped to a valid region, not '{region[:64]}'."
+            )
 
     def verify(self, method: str, path: str, query: str, headers: Headers, body: bytes) -> Caller:
         authorization = headers.get("authorization")
@@ -124,8 +142,7 @@ class SigV4Verifier:
             raise InvalidSignatureException(
                 f"Credential should be scoped to correct service: '{self._service}'."
             )
-        if self._regions and region not in self._regions:
-            raise InvalidSignatureException("Credential should be scoped to a valid region.")
+        self._check_region(region)
         signed = parts["SignedHeaders"].split(";")
         if "host" not in signed:
             raise InvalidSignatureException("'Host' must be a signed header.")
@@ -159,7 +176,7 @@ class SigV4Verifier:
             raise UnrecognizedClientException(
                 "The security token included in the request is invalid."
             )
-        credential = self._lookup(access_key_id)
+        credential = self._lookup(access_key_id) if ACCESS_KEY_ID.match(access_key_id) else None
         if credential is None:
             raise UnrecognizedClientException(
                 "The security token included in the request is invalid."
@@ -190,10 +207,21 @@ class SigV4Verifier:
         expected = hmac.new(
             self._signing_key(credential, date, region), string_to_sign.encode(), hashlib.sha256
         ).hexdigest()
-        if not hmac.compare_digest(expected, parts["Signature"]):
+        # Bytes: compare_digest refuses str with non-ASCII characters (headers are latin-1).
+        if not hmac.compare_digest(expected.encode(), parts["Signature"].encode()):
             raise InvalidSignatureException(
                 "The request signature we calculated does not match the signature you provided. "
                 "Check your AWS Secret Access Key and signing method. Consult the service "
                 "documentation for details."
             )
         return Caller(credential.principal_arn, access_key_id, region)
+
+
+def claimed_access_key_id(headers: Headers) -> str | None:
+    """The access key id an Authorization header names, unverified (for the audit
+    record of a request refused before its signature could be checked); None unless
+    it has the shape of one."""
+    authorization = (headers.get("authorization") or [""])[0]
+    credential = dict(_AUTH_PART.findall(authorization)).get("Credential", "")
+    access_key_id = credential.partition("/")[0]
+    return access_key_id if ACCESS_KEY_ID.match(access_key_id) else None

@@ -24,6 +24,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from hsmkms.api.refusals import EdgeRefusals
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.api.workers import WorkerPool
 from hsmkms.api.xks_errors import (
@@ -131,11 +132,14 @@ class XksEndpoint:
         workers: WorkerPool,
         settings: XksSettings,
         audit: AuditLog | None = None,
+        refusals: EdgeRefusals | None = None,
     ) -> None:
+        """refusals: the app's recorder, which keeps floods of refusals out of the trail."""
         self._ctx = ctx
         self._workers = workers
         self._settings = settings
         self._audit = audit
+        self._refusals = refusals
         self.credentials = XksCredentialStore(ctx.store, ctx.hsm)
         self.policies = XksPolicies(ctx.store)
         self._health = xks.HealthCheck(min(settings.health_cache_seconds, 60.0))
@@ -277,7 +281,9 @@ class XksEndpoint:
             response_headers.append((b"allow", b"POST"))
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": payload})
-        if self._audit is not None:
+        if self._audit is not None and (
+            self._refusals is None or self._refusals.should_record(call.client, failure)
+        ):
             self._audit.record(self._event(call, request_id, failure, started))
 
     def _event(

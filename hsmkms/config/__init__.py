@@ -36,6 +36,7 @@ from hsmkms.config.groups import (
     StoreSettings,
     TokenSettings,
     XksSettings,
+    is_known_region,
     uri_prefix,
 )
 from hsmkms.config.sources import ENV_PREFIX, ConfigError, Value, gather
@@ -58,6 +59,7 @@ __all__ = [
     "XksSettings",
     "default_pkcs11_lib",
     "flat_names",
+    "is_known_region",
     "is_softhsm",
     "known_regions",
     "load_settings",

@@ -8,6 +8,7 @@ know stay as they were when the settings were one flat list.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,13 @@ def _split(value: Any) -> Any:
     return value
 
 
+def is_known_region(region: str) -> bool:
+    """A region name botocore knows (the one check for configured and signed regions)."""
+    return _REGION_SHAPE.fullmatch(region) is not None and region in known_regions()
+
+
 def check_region(region: str) -> str:
-    if not _REGION_SHAPE.match(region) or region not in known_regions():
+    if not is_known_region(region):
         raise ValueError(f"unknown region {region!r}")
     return region
 
@@ -148,8 +154,8 @@ class AuditSettings(Group):
 
 
 class EdgeLimits(Group):
-    """What one request or client may take at the HTTP edge (hsmkms/api/server.py says
-    where each limit is enforced)."""
+    """What one request or client may take at the HTTP edge, and which proxies it believes
+    (hsmkms/api/server.py says where each limit is enforced)."""
 
     max_request_bytes: int = Field(
         default=300 * 1024, gt=0, le=64 * 1024 * 1024, alias="max_request_bytes"
@@ -162,7 +168,23 @@ class EdgeLimits(Group):
         default=20.0, gt=0, alias="body_timeout_seconds"
     )  # headers to body
     max_connections: int = Field(default=512, gt=0, alias="max_connections")
+    # per peer address (an IPv6 /64 counts as one); trusted proxies are exempt
+    max_connections_per_client: int = Field(default=128, gt=0, alias="max_connections_per_client")
     keep_alive_seconds: int = Field(default=5, gt=0, alias="keep_alive_seconds")
+    # Reverse proxies whose X-Forwarded-For/-Proto are believed (addresses or CIDRs,
+    # comma-separated); none: those headers are ignored.
+    trusted_proxies: tuple[str, ...] = Field(default=(), alias="trusted_proxies")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        proxies = _split(value)
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address or network") from None
+        return proxies
 
 
 class ServingSettings(Group):

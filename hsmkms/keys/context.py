@@ -33,8 +33,11 @@ def _invalid() -> ValidationException:
     return ValidationException("EncryptionContext must map strings to strings.")
 
 
-@lru_cache(maxsize=4096)
-def _canonical(items: tuple[tuple[str, str], ...]) -> bytes:
+# Contexts come from requests: only small ones are cached, so the cache stays small.
+CACHED_CONTEXT_CHARS = 1024
+
+
+def _encode(items: tuple[tuple[str, str], ...]) -> bytes:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in items):
         raise _invalid()
     if size(dict(items)) > MAX_CONTEXT_BYTES:
@@ -43,6 +46,13 @@ def _canonical(items: tuple[tuple[str, str], ...]) -> bytes:
     for key, value in sorted((k.encode(), v.encode()) for k, v in items):
         parts.append(struct.pack(">I", len(key)) + key + struct.pack(">I", len(value)) + value)
     return b"".join(parts)
+
+
+_canonical = lru_cache(maxsize=4096)(_encode)
+
+
+def _chars(items: tuple[tuple[object, object], ...]) -> int:
+    return sum(len(part) for item in items for part in item if isinstance(part, str))
 
 
 def canonical(context: object) -> bytes:
@@ -54,7 +64,10 @@ def canonical(context: object) -> bytes:
         raise _invalid()
     if not isinstance(context, Mapping):
         raise _invalid()
+    items = tuple(context.items())
+    if _chars(items) > CACHED_CONTEXT_CHARS:
+        return _encode(items)
     try:
-        return _canonical(tuple(context.items()))
+        return _canonical(items)
     except TypeError:  # an unhashable value: certainly not a string
         raise _invalid() from None

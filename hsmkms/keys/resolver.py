@@ -21,6 +21,9 @@ from hsmkms.store.model import Grant, KeyRecord
 
 # How long a process trusts cached key metadata that another process may change.
 METADATA_CACHE_SECONDS = 1.0
+# KeyIds are cached as given, and one key has endless spellings (ARN partitions):
+# beyond this many entries the cache starts afresh.
+MAX_CACHED_KEY_IDS = 10_000
 
 
 class _RegionGrants:
@@ -66,6 +69,10 @@ class KeyResolver:
         if generation != self.generation:
             self.generation = generation
             self._cache.clear()
+
+    @property
+    def cached_key_ids(self) -> int:
+        return len(self._cache)
 
     def changed(self) -> None:
         """Something was written: forget what was cached."""
@@ -114,6 +121,8 @@ class KeyResolver:
             return entry
         generation = self.generation  # before the read: a write after it outdates the entry
         entry = Resolved(self.resolve(key_id), time.monotonic() + self.cache_seconds, generation)
+        if len(self._cache) >= MAX_CACHED_KEY_IDS:
+            self._cache.clear()
         self._cache[key_id] = entry
         self._cache[entry.key_uuid] = entry
         return entry
