@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields, replace
+from datetime import datetime
 from typing import Protocol
 
 from hsmkms.keys.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
@@ -56,6 +57,13 @@ class Statements:
     list_pending: str = "SELECT * FROM pending_material ORDER BY created_at, key_id, version"
     get_access_key: str = "SELECT * FROM access_keys WHERE access_key_id = :access_key_id"
     list_access_keys: str = "SELECT * FROM access_keys ORDER BY access_key_id"
+    principal_access_keys: str = (
+        "SELECT * FROM access_keys WHERE principal_arn = :principal_arn "
+        "ORDER BY created_at, access_key_id"
+    )
+    policy_principals: str = (
+        "SELECT DISTINCT principal_arn FROM identity_policies ORDER BY principal_arn"
+    )
     list_grants: str = (
         "SELECT * FROM grants WHERE (CAST(:key_id AS TEXT) IS NULL OR key_id = :key_id) "
         "AND (CAST(:region AS TEXT) IS NULL OR region = :region) "
@@ -95,12 +103,17 @@ class Statements:
     remove_pending: str = (
         "DELETE FROM pending_material WHERE key_id = :key_id AND version = :version"
     )
-    put_access_key: str = (
-        f"INSERT INTO access_keys ({', '.join(rows.ACCESS_KEY_COLUMNS)}) "
-        f"VALUES ({', '.join(':' + c for c in rows.ACCESS_KEY_COLUMNS)})"
+    put_access_key: str = _upsert("access_keys", rows.ACCESS_KEY_COLUMNS, ["access_key_id"])
+    delete_access_key: str = "DELETE FROM access_keys WHERE access_key_id = :access_key_id"
+    record_access_key_use: str = (
+        "UPDATE access_keys SET last_used_at = :when, last_used_region = :region "
+        "WHERE access_key_id = :access_key_id"
     )
     put_identity_policy: str = _upsert(
         "identity_policies", ["principal_arn", "name", "document"], ["principal_arn", "name"]
+    )
+    delete_identity_policy: str = (
+        "DELETE FROM identity_policies WHERE principal_arn = :principal_arn AND name = :name"
     )
     # seq keeps insertion order among grants made in the same instant.
     put_grant: str = _upsert(
@@ -186,6 +199,13 @@ class SqlReader:
     def list_access_keys(self) -> list[AccessKey]:
         return [rows.access_key(r) for r in self._db.rows(self._sql.list_access_keys, {})]
 
+    def principal_access_keys(self, principal_arn: str) -> list[AccessKey]:
+        found = self._db.rows(self._sql.principal_access_keys, {"principal_arn": principal_arn})
+        return [rows.access_key(r) for r in found]
+
+    def policy_principals(self) -> list[str]:
+        return [r["principal_arn"] for r in self._db.rows(self._sql.policy_principals, {})]
+
     def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
         params = {"key_id": key_id, "region": region}
         return [rows.grant(r) for r in self._db.rows(self._sql.list_grants, params)]
@@ -250,6 +270,10 @@ class SqlWriter(SqlReader):
         self._lock_name(f"access-key:{access_key_id}")
         return super().get_access_key(access_key_id)
 
+    def principal_access_keys(self, principal_arn: str) -> list[AccessKey]:
+        self._lock_name(f"principal:{principal_arn}")
+        return super().principal_access_keys(principal_arn)
+
     def get_document(self, kind: str, doc_id: str) -> str | None:
         self._lock_name(f"document:{kind}:{doc_id}")
         return super().get_document(kind, doc_id)
@@ -291,9 +315,20 @@ class SqlWriter(SqlReader):
     def put_access_key(self, access_key: AccessKey) -> None:
         self._run(self._sql.put_access_key, rows.access_key_params(access_key))
 
+    def delete_access_key(self, access_key_id: str) -> None:
+        self._run(self._sql.delete_access_key, {"access_key_id": access_key_id})
+
+    def record_access_key_use(self, access_key_id: str, when: datetime, region: str) -> None:
+        params = {"access_key_id": access_key_id, "when": when.isoformat(), "region": region}
+        self._db.run(self._sql.record_access_key_use, params)  # not _run: no generation
+
     def put_identity_policy(self, principal_arn: str, name: str, document: str) -> None:
         params = {"principal_arn": principal_arn, "name": name, "document": document}
         self._run(self._sql.put_identity_policy, params)
+
+    def delete_identity_policy(self, principal_arn: str, name: str) -> None:
+        params = {"principal_arn": principal_arn, "name": name}
+        self._run(self._sql.delete_identity_policy, params)
 
     def put_grant(self, grant: Grant) -> None:
         if not grant.region:  # made without one: the grant is on the key's primary row
@@ -345,9 +380,17 @@ class ReadThrough:
         with self._reading() as reader:
             return reader.list_access_keys()
 
+    def principal_access_keys(self, principal_arn: str) -> list[AccessKey]:
+        with self._reading() as reader:
+            return reader.principal_access_keys(principal_arn)
+
     def identity_policies(self, principal_arn: str) -> dict[str, str]:
         with self._reading() as reader:
             return reader.identity_policies(principal_arn)
+
+    def policy_principals(self) -> list[str]:
+        with self._reading() as reader:
+            return reader.policy_principals()
 
     def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
         with self._reading() as reader:
