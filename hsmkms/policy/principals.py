@@ -175,17 +175,12 @@ class CredentialStore:
         return sorted(named)
 
     def describe(self, principal_arn: str) -> PrincipalInfo:
-        info = PrincipalInfo(
-            principal_arn,
-            self._store.principal_access_keys(principal_arn),
-            self._store.identity_policies(principal_arn),
-            principal_tags(self._store, principal_arn),
-        )
-        if not (info.access_keys or info.policies) and (
-            self._store.get_document(PRINCIPAL_TAGS, principal_arn) is None
-        ):
+        keys = self._store.principal_access_keys(principal_arn)
+        policies = self._store.identity_policies(principal_arn)
+        tags = self._store.get_document(PRINCIPAL_TAGS, principal_arn)
+        if not keys and not policies and tags is None:
             raise no_such_principal(principal_arn)
-        return info
+        return PrincipalInfo(principal_arn, keys, policies, json.loads(tags) if tags else {})
 
     def attach_policy(self, principal_arn: str, name: str, document: str) -> None:
         """Attach (or replace) a named identity policy of a principal."""
