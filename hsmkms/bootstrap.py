@@ -128,7 +128,9 @@ def build_app(settings: Settings, km: KeyManager, *, serving: bool = False) -> A
     quotas, the XKS proxy. `serving`: a real `hsmkms serve` process, which must end
     within the drain time after SIGTERM (never set in tests: it ends the process)."""
     credentials = CredentialStore(km.store, km.hsm, km.clock)
-    verifier = SigV4Verifier(credentials.lookup, regions=settings.regions.served)
+    verifier = SigV4Verifier(
+        credentials.lookup, regions=settings.regions.served, on_verified=credentials.record_use
+    )
     return create_app(
         km.context,
         verifier,

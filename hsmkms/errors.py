@@ -93,6 +93,16 @@ class LimitExceededException(_ClientError):
     code = "LimitExceededException"
 
 
+# IAM's codes for the same meanings, where the CLI manages principals and access keys in
+# IAM's shapes (`hsmkms principal ...`).
+class NoSuchEntityException(NotFoundException):
+    code = "NoSuchEntity"
+
+
+class IamLimitExceededException(LimitExceededException):
+    code = "LimitExceeded"
+
+
 class UnsupportedOperationException(_ClientError):
     code = "UnsupportedOperationException"
 

@@ -160,3 +160,33 @@ def test_a_node_killed_mid_work_leaves_nothing_half_made(cluster: tuple[Cli, lis
     assert report["MaterialMissing"] == [] and report["UnknownObjectsLeftAlone"] == []
     verified = cli.ok("audit", "verify")  # the killed node's uncovered tail is a note
     assert verified["Valid"] is True
+
+
+def test_a_key_disabled_through_the_cli_is_refused_by_both_nodes(
+    cluster: tuple[Cli, list[Any]],
+) -> None:
+    """Each node caches the credential; the CLI's write moves the shared generation."""
+    cli, (a, b, *_) = cluster
+    for client in (a, b):
+        client.generate_random(NumberOfBytes=8)
+    (key,) = cli.ok("principal", "access-key", "list", ARN)["AccessKeyMetadata"]
+    cli.ok("principal", "access-key", "disable", key["AccessKeyId"])
+    for client in (b, a):
+        assert refused_within(client, 3.0) == "UnrecognizedClientException"
+    cli.ok("principal", "access-key", "enable", key["AccessKeyId"])
+    for client in (a, b):
+        assert len(client.generate_random(NumberOfBytes=8)["Plaintext"]) == 8
+
+
+def refused_within(client: Any, seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            client.generate_random(NumberOfBytes=8)
+        except ClientError as exc:
+            assert exc.response["Error"]["Message"] == (
+                "The security token included in the request is invalid."
+            )
+            return str(exc.response["Error"]["Code"])
+        assert time.monotonic() < deadline, "a disabled access key still authenticates"
+        time.sleep(0.1)

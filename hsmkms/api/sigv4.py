@@ -82,8 +82,12 @@ class SigV4Verifier:
         service: str = "kms",
         regions: Sequence[str] = (),
         clock: Clock = system_clock,
+        on_verified: Callable[[str, str], None] | None = None,
     ) -> None:
+        """`on_verified(access_key_id, region)`: told of each verified signature (a key's
+        last use); never of a request whose signature did not verify."""
         self._lookup = lookup
+        self._on_verified = on_verified
         self._service = service
         self._regions = frozenset(regions)
         self._clock = clock
@@ -214,6 +218,8 @@ class SigV4Verifier:
                 "Check your AWS Secret Access Key and signing method. Consult the service "
                 "documentation for details."
             )
+        if self._on_verified is not None:
+            self._on_verified(access_key_id, region)
         return Caller(credential.principal_arn, access_key_id, region)
 
 

@@ -65,6 +65,8 @@ LOGGED_PARAMETERS = frozenset({
     # imported material: never ImportToken or EncryptedKeyMaterial
     "WrappingAlgorithm", "WrappingKeySpec", "ExpirationModel", "ImportType",
     "KeyMaterialId", "IncludeKeyMaterial",
+    # principals and access keys (`hsmkms principal ...`): ids and names, never a secret
+    "PrincipalArn", "AccessKeyId", "Status", "AccessKeyIds", "PolicyNames", "GrantIds",
 })  # fmt: skip
 
 _Item = tuple[dict[str, Any] | None, "Future[None] | None"]

@@ -206,6 +206,9 @@ def _parser() -> argparse.ArgumentParser:
     tag = principal.add_parser("tag", help="set a principal's tags (aws:PrincipalTag/<key>)")
     tag.add_argument("arn")
     tag.add_argument("tags", nargs="*", metavar="KEY=VALUE")
+    from hsmkms.cli import principals as cli_principals
+
+    cli_principals.add_parsers(principal)
     commands.add_parser("maintain", help="run due rotations and deletions, then reconcile")
     keystore = commands.add_parser(
         "keystore", help="PKCS#11 tokens for custom key stores"
@@ -327,6 +330,15 @@ def _xks_handlers() -> dict[tuple[str, str | None], Handler]:
 
 
 HANDLERS.update(_xks_handlers())
+
+
+def _principal_handlers() -> dict[tuple[str, str | None], Handler]:
+    from hsmkms.cli.principals import HANDLERS as PRINCIPAL_HANDLERS
+
+    return dict(PRINCIPAL_HANDLERS)
+
+
+HANDLERS.update(_principal_handlers())
 
 
 def _audit(settings: Any, args: argparse.Namespace) -> int:

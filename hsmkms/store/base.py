@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Protocol
 
 from hsmkms.store.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
@@ -34,8 +35,17 @@ class Reader(Protocol):
 
     def list_access_keys(self) -> list[AccessKey]: ...
 
+    def principal_access_keys(self, principal_arn: str) -> list[AccessKey]:
+        """One principal's access keys, oldest first (in a write transaction, the
+        principal is locked until it ends: its quota of keys holds on every node)."""
+        ...
+
     def identity_policies(self, principal_arn: str) -> dict[str, str]:
         """Policy name -> document, for one principal."""
+        ...
+
+    def policy_principals(self) -> list[str]:
+        """Every principal with an identity policy, ordered."""
         ...
 
     def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
@@ -82,9 +92,20 @@ class Writer(Reader, Protocol):
 
     def remove_pending(self, key_id: str, version: int) -> None: ...
 
-    def put_access_key(self, access_key: AccessKey) -> None: ...
+    def put_access_key(self, access_key: AccessKey) -> None:
+        """Insert, or replace the key of that id (a status change)."""
+        ...
+
+    def delete_access_key(self, access_key_id: str) -> None: ...
+
+    def record_access_key_use(self, access_key_id: str, when: datetime, region: str) -> None:
+        """Stamp a key's last use. Moves no generation: it changes nobody's permissions,
+        so no node need drop its caches for it."""
+        ...
 
     def put_identity_policy(self, principal_arn: str, name: str, document: str) -> None: ...
+
+    def delete_identity_policy(self, principal_arn: str, name: str) -> None: ...
 
     def put_grant(self, grant: Grant) -> None: ...
 

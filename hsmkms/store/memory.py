@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from hsmkms.store.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
 
@@ -88,6 +89,15 @@ class _View:
 
     def list_access_keys(self) -> list[AccessKey]:
         return sorted(self._s.access_keys.values(), key=lambda k: k.access_key_id)
+
+    def principal_access_keys(self, principal_arn: str) -> list[AccessKey]:
+        return sorted(
+            (k for k in self._s.access_keys.values() if k.principal_arn == principal_arn),
+            key=lambda k: (k.created_at, k.access_key_id),
+        )
+
+    def policy_principals(self) -> list[str]:
+        return sorted({arn for arn, _ in self._s.identity_policies})
 
     def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
         return sorted(
@@ -198,10 +208,27 @@ class _MemoryWriter(_View):
         self.wrote = True
         self._s.access_keys[access_key.access_key_id] = access_key
 
+    def delete_access_key(self, access_key_id: str) -> None:
+        self.wrote = True
+        self._s.access_keys.pop(access_key_id, None)
+
+    def record_access_key_use(self, access_key_id: str, when: datetime, region: str) -> None:
+        found = self._s.access_keys.get(access_key_id)  # no generation: nobody's permissions
+        if found is not None:
+            self._s.access_keys[access_key_id] = replace(
+                found, last_used_at=when, last_used_region=region
+            )
+
+    def delete_identity_policy(self, principal_arn: str, name: str) -> None:
+        self.wrote = True
+        self._s.identity_policies.pop((principal_arn, name), None)
+
     def put_document(self, kind: str, doc_id: str, body: str) -> None:
+        self.wrote = True
         self._s.documents[(kind, doc_id)] = body
 
     def delete_document(self, kind: str, doc_id: str) -> None:
+        self.wrote = True
         self._s.documents.pop((kind, doc_id), None)
 
 

@@ -163,6 +163,12 @@ class AccessKey:
     principal_arn: str
     wrapped_secret: bytes
     created_at: datetime
+    status: str = "Active"  # IAM's Active | Inactive: an inactive key authenticates nothing
+    last_used_at: datetime | None = None  # the last verified request it signed (coarse)
+    last_used_region: str | None = None
 
     def __repr__(self) -> str:
-        return f"AccessKey({self.access_key_id!r}, principal={self.principal_arn!r})"
+        return (
+            f"AccessKey({self.access_key_id!r}, principal={self.principal_arn!r}, "
+            f"status={self.status!r})"
+        )

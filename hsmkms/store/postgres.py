@@ -28,7 +28,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from hsmkms.errors import DependencyTimeoutException, KMSInternalException
 from hsmkms.store.rows import Params, Row
 from hsmkms.store.schema import HISTORY, Dialect, newer_schema_message, statements
-from hsmkms.store.sql import ReadThrough, SqlReader, SqlWriter, Statements
+from hsmkms.store.sql import ReadThrough, SqlReader, SqlWriter
+from hsmkms.store.statements import Statements
 
 SQL = Statements.for_dialect(Dialect.POSTGRES)
 

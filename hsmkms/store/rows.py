@@ -45,7 +45,10 @@ ALIAS_COLUMNS = (
     "region", "name", "key_id", "account_id", "creation_date", "last_updated_date",
 )  # fmt: skip
 PENDING_COLUMNS = ("key_id", "version", "created_at")
-ACCESS_KEY_COLUMNS = ("access_key_id", "principal_arn", "wrapped_secret", "created_at")
+ACCESS_KEY_COLUMNS = (
+    "access_key_id", "principal_arn", "wrapped_secret", "created_at", "status", "last_used_at",
+    "last_used_region",
+)  # fmt: skip
 GRANT_COLUMNS = (
     "grant_id", "key_id", "grantee_principal", "operations", "creation_date",
     "issuing_account", "token", "name", "retiring_principal", "context_subset",
@@ -163,6 +166,8 @@ def access_key_params(k: AccessKey) -> Params:
     return {
         "access_key_id": k.access_key_id, "principal_arn": k.principal_arn,
         "wrapped_secret": k.wrapped_secret, "created_at": k.created_at.isoformat(),
+        "status": k.status, "last_used_at": _ts(k.last_used_at),
+        "last_used_region": k.last_used_region,
     }  # fmt: skip
 
 
@@ -172,6 +177,9 @@ def access_key(row: Row) -> AccessKey:
         row["principal_arn"],
         bytes(row["wrapped_secret"]),
         datetime.fromisoformat(row["created_at"]),
+        row["status"],
+        _dt(row["last_used_at"]),
+        row["last_used_region"],
     )
 
 

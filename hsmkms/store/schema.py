@@ -235,6 +235,13 @@ HISTORY: tuple[Migration, ...] = (
     Migration("""
     CREATE INDEX grants_by_grantee ON grants (key_id, grantee_principal, region);
     """),
+    # Access keys get IAM's status (revocable without deleting) and when and where each
+    # was last used; existing keys stay Active.
+    Migration("""
+    ALTER TABLE access_keys ADD COLUMN status TEXT NOT NULL DEFAULT 'Active';
+    ALTER TABLE access_keys ADD COLUMN last_used_at TEXT;
+    ALTER TABLE access_keys ADD COLUMN last_used_region TEXT;
+    """),
 )
 
 # PostgreSQL names SQLite's BLOB type BYTEA; nothing else in the DDL differs.

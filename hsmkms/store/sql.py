@@ -1,150 +1,21 @@
-"""The SQL both stores run, and the reader/writer built on it, written once.
+"""The reader and writer both stores run, written once over their SQL.
 
-Statements use `:name` parameters (SQLite's named style); PostgreSQL gets them rewritten
-to psycopg's `%(name)s`. Each engine supplies an Executor (run a statement, fetch rows)
-and its own way to lock what a read-modify-write reads (see Statements.lock_*).
+The statements are in statements.py; each engine supplies an Executor (run a statement,
+fetch rows).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
+from datetime import datetime
 from typing import Protocol
 
 from hsmkms.store import rows
 from hsmkms.store.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
 from hsmkms.store.rows import Params, Row
-from hsmkms.store.schema import Dialect
-
-
-def _upsert(table: str, columns: Sequence[str], conflict: Sequence[str], **insert: str) -> str:
-    """INSERT ... ON CONFLICT DO UPDATE (both engines): never a delete + insert, which
-    would cascade to the row's children. `insert` gives columns set on insert only."""
-    names = [*columns, *insert]
-    values = [f":{c}" for c in columns] + list(insert.values())
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in conflict)
-    return (
-        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(values)}) "
-        f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {updates}"
-    )
-
-
-@dataclass(frozen=True)
-class Statements:
-    # Without a region: the key's primary (or only) row.
-    get_key: str = (
-        "SELECT * FROM keys WHERE key_id = :key_id "
-        "AND (CAST(:region AS TEXT) IS NULL OR region = :region) "
-        "ORDER BY replica, region LIMIT 1"
-    )
-    # `limit` key ids, each with all its rows (regions): a page never splits a key.
-    list_keys: str = (
-        "SELECT * FROM keys WHERE (CAST(:region AS TEXT) IS NULL OR region = :region) "
-        "AND key_id IN (SELECT DISTINCT key_id FROM keys "
-        "WHERE (CAST(:region AS TEXT) IS NULL OR region = :region) AND key_id > :after "
-        "ORDER BY key_id LIMIT :limit) ORDER BY key_id, region"
-    )
-    get_alias: str = "SELECT * FROM aliases WHERE region = :region AND name = :name"
-    list_aliases: str = (
-        "SELECT * FROM aliases WHERE region = :region "
-        "AND (CAST(:key_id AS TEXT) IS NULL OR key_id = :key_id) "
-        "AND name > :after ORDER BY name LIMIT :limit"
-    )
-    list_versions: str = "SELECT * FROM key_versions WHERE key_id = :key_id ORDER BY version"
-    list_pending: str = "SELECT * FROM pending_material ORDER BY created_at, key_id, version"
-    get_access_key: str = "SELECT * FROM access_keys WHERE access_key_id = :access_key_id"
-    list_access_keys: str = "SELECT * FROM access_keys ORDER BY access_key_id"
-    list_grants: str = (
-        "SELECT * FROM grants WHERE (CAST(:key_id AS TEXT) IS NULL OR key_id = :key_id) "
-        "AND (CAST(:region AS TEXT) IS NULL OR region = :region) "
-        "ORDER BY creation_date, seq, grant_id"
-    )
-    list_grants_for: str = (
-        "SELECT * FROM grants WHERE key_id = :key_id AND grantee_principal = :grantee_principal "
-        "AND (CAST(:region AS TEXT) IS NULL OR region = :region) "
-        "ORDER BY creation_date, seq, grant_id"
-    )
-    count_grants: str = (
-        "SELECT COUNT(*) AS n FROM grants WHERE key_id = :key_id AND region = :region"
-    )
-    identity_policies: str = (
-        "SELECT name, document FROM identity_policies WHERE principal_arn = :principal_arn "
-        "ORDER BY name"
-    )
-    generation: str = "SELECT value FROM store_generation WHERE id = 1"
-    get_document: str = "SELECT body FROM documents WHERE kind = :kind AND doc_id = :doc_id"
-    list_documents: str = "SELECT doc_id, body FROM documents WHERE kind = :kind ORDER BY doc_id"
-
-    put_key: str = _upsert("keys", rows.KEY_COLUMNS, ["key_id", "region"])
-    # A region removes one region's row of a key (a replica); None removes every row.
-    delete_aliases_of: str = (
-        "DELETE FROM aliases WHERE key_id = :key_id "
-        "AND (CAST(:region AS TEXT) IS NULL OR region = :region)"
-    )
-    delete_grants_of: str = (
-        "DELETE FROM grants WHERE key_id = :key_id "
-        "AND (CAST(:region AS TEXT) IS NULL OR region = :region)"
-    )
-    delete_key: str = (
-        "DELETE FROM keys WHERE key_id = :key_id "
-        "AND (CAST(:region AS TEXT) IS NULL OR region = :region)"
-    )
-    # Versions are shared by a key's rows: they go with the last one.
-    delete_versions_of: str = (
-        "DELETE FROM key_versions WHERE key_id = :key_id "
-        "AND NOT EXISTS (SELECT 1 FROM keys WHERE key_id = :key_id)"
-    )
-    put_version: str = _upsert("key_versions", rows.VERSION_COLUMNS, ["key_id", "version"])
-    put_alias: str = _upsert("aliases", rows.ALIAS_COLUMNS, ["region", "name"])
-    delete_alias: str = "DELETE FROM aliases WHERE region = :region AND name = :name"
-    add_pending: str = _upsert("pending_material", rows.PENDING_COLUMNS, ["key_id", "version"])
-    remove_pending: str = (
-        "DELETE FROM pending_material WHERE key_id = :key_id AND version = :version"
-    )
-    put_access_key: str = (
-        f"INSERT INTO access_keys ({', '.join(rows.ACCESS_KEY_COLUMNS)}) "
-        f"VALUES ({', '.join(':' + c for c in rows.ACCESS_KEY_COLUMNS)})"
-    )
-    put_identity_policy: str = _upsert(
-        "identity_policies", ["principal_arn", "name", "document"], ["principal_arn", "name"]
-    )
-    # seq keeps insertion order among grants made in the same instant.
-    put_grant: str = _upsert(
-        "grants", rows.GRANT_COLUMNS, ["grant_id"],
-        seq="(SELECT COALESCE(MAX(seq), 0) + 1 FROM grants)",
-    )  # fmt: skip
-    delete_grant: str = "DELETE FROM grants WHERE grant_id = :grant_id"
-    put_document: str = _upsert("documents", ["kind", "doc_id", "body"], ["kind", "doc_id"])
-    delete_document: str = "DELETE FROM documents WHERE kind = :kind AND doc_id = :doc_id"
-    bump_generation: str = "UPDATE store_generation SET value = value + 1 WHERE id = 1"
-
-    # Locks a write transaction takes on what it reads. SQLite needs none: its writers
-    # hold the whole database (BEGIN IMMEDIATE). "" means no statement.
-    get_key_locked: str = get_key  # ... and, on PostgreSQL, lock the row it returns
-    lock_key: str = ""  # the key row itself (also guards its versions and grants)
-    lock_name: str = ""  # a row that may not exist yet (an alias, an access key)
-
-    @classmethod
-    def for_dialect(cls, dialect: Dialect) -> Statements:
-        if dialect is Dialect.SQLITE:
-            return cls()
-        text = {f.name: _pyformat(getattr(cls(), f.name)) for f in fields(cls)}
-        return replace(
-            cls(**text),
-            get_key_locked=text["get_key"] + " FOR UPDATE",
-            lock_key="SELECT key_id FROM keys WHERE key_id = %(key_id)s ORDER BY region FOR UPDATE",
-            # Transaction-scoped, so it is released by COMMIT/ROLLBACK like a row lock.
-            lock_name="SELECT pg_advisory_xact_lock(hashtextextended(%(name)s, 0))",
-        )
-
-
-_NAMED = re.compile(r"(?<![:\w]):(\w+)")
-
-
-def _pyformat(sql: str) -> str:
-    return _NAMED.sub(r"%(\1)s", sql)
+from hsmkms.store.statements import Statements
 
 
 class Executor(Protocol):
@@ -193,6 +64,13 @@ class SqlReader:
 
     def list_access_keys(self) -> list[AccessKey]:
         return [rows.access_key(r) for r in self._db.rows(self._sql.list_access_keys, {})]
+
+    def principal_access_keys(self, principal_arn: str) -> list[AccessKey]:
+        found = self._db.rows(self._sql.principal_access_keys, {"principal_arn": principal_arn})
+        return [rows.access_key(r) for r in found]
+
+    def policy_principals(self) -> list[str]:
+        return [r["principal_arn"] for r in self._db.rows(self._sql.policy_principals, {})]
 
     def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
         params = {"key_id": key_id, "region": region}
@@ -274,6 +152,10 @@ class SqlWriter(SqlReader):
         self._lock_name(f"access-key:{access_key_id}")
         return super().get_access_key(access_key_id)
 
+    def principal_access_keys(self, principal_arn: str) -> list[AccessKey]:
+        self._lock_name(f"principal:{principal_arn}")
+        return super().principal_access_keys(principal_arn)
+
     def get_document(self, kind: str, doc_id: str) -> str | None:
         self._lock_name(f"document:{kind}:{doc_id}")
         return super().get_document(kind, doc_id)
@@ -315,9 +197,20 @@ class SqlWriter(SqlReader):
     def put_access_key(self, access_key: AccessKey) -> None:
         self._run(self._sql.put_access_key, rows.access_key_params(access_key))
 
+    def delete_access_key(self, access_key_id: str) -> None:
+        self._run(self._sql.delete_access_key, {"access_key_id": access_key_id})
+
+    def record_access_key_use(self, access_key_id: str, when: datetime, region: str) -> None:
+        params = {"access_key_id": access_key_id, "when": when.isoformat(), "region": region}
+        self._db.run(self._sql.record_access_key_use, params)  # not _run: no generation
+
     def put_identity_policy(self, principal_arn: str, name: str, document: str) -> None:
         params = {"principal_arn": principal_arn, "name": name, "document": document}
         self._run(self._sql.put_identity_policy, params)
+
+    def delete_identity_policy(self, principal_arn: str, name: str) -> None:
+        params = {"principal_arn": principal_arn, "name": name}
+        self._run(self._sql.delete_identity_policy, params)
 
     def put_grant(self, grant: Grant) -> None:
         if not grant.region:  # made without one: the grant is on the key's primary row
@@ -369,9 +262,17 @@ class ReadThrough:
         with self._reading() as reader:
             return reader.list_access_keys()
 
+    def principal_access_keys(self, principal_arn: str) -> list[AccessKey]:
+        with self._reading() as reader:
+            return reader.principal_access_keys(principal_arn)
+
     def identity_policies(self, principal_arn: str) -> dict[str, str]:
         with self._reading() as reader:
             return reader.identity_policies(principal_arn)
+
+    def policy_principals(self) -> list[str]:
+        with self._reading() as reader:
+            return reader.policy_principals()
 
     def list_grants(self, key_id: str | None, region: str | None = None) -> list[Grant]:
         with self._reading() as reader:

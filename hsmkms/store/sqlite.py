@@ -20,7 +20,8 @@ from pathlib import Path
 from hsmkms.errors import DependencyTimeoutException, KMSError, KMSInternalException
 from hsmkms.store.rows import Params, Row
 from hsmkms.store.schema import HISTORY, Dialect, newer_schema_message, statements
-from hsmkms.store.sql import ReadThrough, SqlReader, SqlWriter, Statements
+from hsmkms.store.sql import ReadThrough, SqlReader, SqlWriter
+from hsmkms.store.statements import Statements
 
 SQL = Statements.for_dialect(Dialect.SQLITE)
 
