@@ -13,6 +13,7 @@ from hsmkms.api.xks import XksSettings
 from hsmkms.audit.log import AuditLog
 from hsmkms.audit.shelf import DatabaseShelf
 from hsmkms.config import Settings, is_softhsm, load_settings
+from hsmkms.deployment import check_or_bind
 from hsmkms.errors import KMSInternalException
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.library import KeyManager
@@ -54,6 +55,24 @@ def open_hsm(settings: Settings) -> Hsm:
     if not settings.keep_never_extractable:
         hsm.custody = custody_for(hsm)
     return hsm
+
+
+def open_deployment(settings: Settings) -> tuple[Hsm, MetadataStore]:
+    """The data dir's token and database, once they are known to belong together
+    (deployment.py). Every entry point that works with both opens them here."""
+    hsm = open_hsm(settings)
+    try:
+        store = open_store(settings.database_url, pool_size=settings.database_pool_size)
+    except BaseException:
+        hsm.close()
+        raise
+    try:
+        check_or_bind(store, hsm)
+    except BaseException:
+        store.close()
+        hsm.close()
+        raise
+    return hsm, store
 
 
 def open_region_tokens(settings: Settings, main: Hsm) -> dict[str, Hsm]:
@@ -112,8 +131,7 @@ def build_key_manager(
 ) -> KeyManager:
     """The library over the configured token and database. Its actions go to the audit
     trail with the operator's identity (`source`: hsmkms.library or hsmkms.cli)."""
-    hsm = open_hsm(settings)
-    store = open_store(settings.database_url, pool_size=settings.database_pool_size)
+    hsm, store = open_deployment(settings)
     km = KeyManager(
         store,
         hsm,

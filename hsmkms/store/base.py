@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from hsmkms.keys.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
+
+
+@dataclass(frozen=True)
+class TokenBinding:
+    """The token a database belongs to: named by label and serial, and proven by a
+    marker key (its CKA_ID, hex) that only that token holds."""
+
+    label: str
+    serial: str
+    marker: str
+    bound_at: datetime
+
+    def describe(self) -> str:
+        return f"token {self.label!r} (serial {self.serial or '?'}, marker {self.marker[:12]})"
 
 
 class Reader(Protocol):
@@ -52,6 +68,10 @@ class Reader(Protocol):
         """Every document of one kind: id -> body, ordered by id."""
         ...
 
+    def token_binding(self) -> TokenBinding | None:
+        """The token this database belongs to; None until one is bound."""
+        ...
+
 
 class Writer(Reader, Protocol):
     """Reads inside a transaction see its own writes."""
@@ -84,6 +104,10 @@ class Writer(Reader, Protocol):
     def put_document(self, kind: str, doc_id: str, body: str) -> None: ...
 
     def delete_document(self, kind: str, doc_id: str) -> None: ...
+
+    def bind_token(self, binding: TokenBinding) -> None:
+        """Record the database's token; only while token_binding() is None."""
+        ...
 
 
 class MetadataStore(Reader, Protocol):

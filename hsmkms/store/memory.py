@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from hsmkms.keys.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
+from hsmkms.store.base import TokenBinding
 
 
 @dataclass
@@ -20,6 +21,7 @@ class _State:
     identity_policies: dict[tuple[str, str], str] = field(default_factory=dict)
     grants: dict[str, Grant] = field(default_factory=dict)
     documents: dict[tuple[str, str], str] = field(default_factory=dict)
+    binding: TokenBinding | None = None
 
     def copy(self) -> _State:
         return _State(
@@ -31,6 +33,7 @@ class _State:
             dict(self.identity_policies),
             dict(self.grants),
             dict(self.documents),
+            self.binding,
         )
 
 
@@ -109,6 +112,9 @@ class _View:
     def list_documents(self, kind: str) -> dict[str, str]:
         return {d: body for (k, d), body in sorted(self._s.documents.items()) if k == kind}
 
+    def token_binding(self) -> TokenBinding | None:
+        return self._s.binding
+
 
 class _MemoryWriter(_View):
     def __init__(self, state: _State) -> None:
@@ -179,6 +185,12 @@ class _MemoryWriter(_View):
 
     def delete_document(self, kind: str, doc_id: str) -> None:
         self._s.documents.pop((kind, doc_id), None)
+
+    def bind_token(self, binding: TokenBinding) -> None:
+        if self._s.binding is not None:
+            raise ValueError("the store is bound to a token already")
+        self.wrote = True
+        self._s.binding = binding
 
 
 class MemoryStore(_View):

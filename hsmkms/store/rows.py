@@ -25,6 +25,7 @@ from hsmkms.keys.model import (
     RotationType,
     VersionState,
 )
+from hsmkms.store.base import TokenBinding
 
 
 class Row(Protocol):
@@ -51,6 +52,19 @@ GRANT_COLUMNS = (
     "issuing_account", "token", "name", "retiring_principal", "context_subset",
     "context_equals", "region",
 )  # fmt: skip
+
+
+def token_binding(row: Row) -> TokenBinding:
+    return TokenBinding(
+        row["label"], row["serial"], row["marker"], datetime.fromisoformat(row["bound_at"])
+    )
+
+
+def token_binding_params(binding: TokenBinding) -> Params:
+    return {
+        "label": binding.label, "serial": binding.serial, "marker": binding.marker,
+        "bound_at": binding.bound_at.isoformat(),
+    }  # fmt: skip
 
 
 def _ts(value: datetime | None) -> str | None:
