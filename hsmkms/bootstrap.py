@@ -175,6 +175,7 @@ def app_factory() -> ASGIApp:
     """Each `hsmkms serve --workers N` process builds its app here (uvicorn's
     `hsmkms.bootstrap:app_factory`, factory=True): its own sessions and connections,
     its own audit chain."""
+    os.umask(0o077)  # files this process makes (database, audit) are the owner's only
     settings = load_settings()
     return build_app(settings, build_key_manager(settings, audited=False), serving=True)
 

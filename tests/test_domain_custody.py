@@ -6,9 +6,12 @@ session objects and compared with what hsmkms finds and refuses."""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import PKCS11Error
@@ -18,7 +21,8 @@ from hsmkms.token.arrays import ArrayAttributes
 from hsmkms.token.domain import DOMAIN_LABEL, create_domain, join_domain
 from hsmkms.token.enforcement import unenforced_protections
 from hsmkms.token.library import find_token, load_module
-from tests.conftest import PeerToken, TokenEnv
+from tests.conftest import PeerToken, TokenEnv, nss_token_env
+from tests.test_cli import Cli
 
 KW = Mechanism.AES_KEY_WRAP  # RFC 3394: the same mechanism number on every token
 CUSTODY = {
@@ -146,3 +150,33 @@ def test_what_the_token_enforces_is_measured_and_hsmkms_finds_the_same(
         found = unenforced_protections(session)
     assert gaps == EXPECTED[os.environ.get("HSMKMS_TEST_TOKEN", "softhsm")]
     assert set(found) == gaps
+
+
+# -- the CLI on a token that does not enforce them (a fresh NSS softokn database) --------
+
+
+def test_domain_create_is_refused_where_the_token_does_not_enforce_it(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    nss = nss_token_env(tmp_path_factory)
+    cli = Cli(tmp_path / "data")
+    so_pin = tmp_path / "so.pin"
+    so_pin.write_text("NSS softokn has no SO once its database has a password\n")
+    cli.env.update({
+        "HSMKMS_PKCS11_LIB": nss.module, "HSMKMS_PKCS11_INIT_ARGS": nss.init_params or "",
+        "HSMKMS_TOKEN_LABEL": nss.label, "HSMKMS_PIN": nss.pin,
+        "HSMKMS_SO_PIN_FILE": str(so_pin),
+    })  # fmt: skip
+    cli.ok("init")
+    create = ("domain", "create", "--custodians", "2", "--threshold", "2")
+    refused = cli.fails(*create)
+    for gap in EXPECTED["nss"]:
+        assert gap in refused
+    assert "--accept-unenforced-templates" in refused and "UnsupportedOperation" in refused
+    # Accepted: the command goes on, and stops where NSS has no security officer.
+    assert "security officer" in cli.fails(*create, "--accept-unenforced-templates")
+    assert cli.ok("domain", "status")["domain"] is None
+    lines = cli.run("audit", "query", "--event", "CreateSecurityDomain").stdout.splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["requestParameters"]["AcceptUnenforcedTemplates"] for r in records] == [False, True]
+    assert all(r["errorCode"] for r in records)

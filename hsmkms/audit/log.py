@@ -64,6 +64,8 @@ LOGGED_PARAMETERS = frozenset({
     # imported material: never ImportToken or EncryptedKeyMaterial
     "WrappingAlgorithm", "WrappingKeySpec", "ExpirationModel", "ImportType",
     "KeyMaterialId", "IncludeKeyMaterial",
+    # security domain commands: never a share
+    "Custodians", "Threshold", "AcceptUnenforcedTemplates", "UnenforcedProtections",
 })  # fmt: skip
 
 _Item = tuple[dict[str, Any] | None, "Future[None] | None"]

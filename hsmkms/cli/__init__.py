@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -343,6 +344,7 @@ def _audit(settings: Any, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(0o077)  # every file this process makes (database, audit, output) is ours only
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
