@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +182,49 @@ def test_domain_create_is_refused_where_the_token_does_not_enforce_it(
     records = [json.loads(line) for line in lines]
     assert [r["requestParameters"]["AcceptUnenforcedTemplates"] for r in records] == [False, True]
     assert all(r["errorCode"] for r in records)
+
+
+# -- a domain key installed by an older release ---------------------------------------
+
+# How releases before this one installed the domain key: modifiable, without templates.
+_OLD_INSTALL = """
+import os, sys
+from pkcs11 import Attribute, KeyType, ObjectClass
+from hsmkms.config import load_settings
+from hsmkms.token.domain import DOMAIN_LABEL
+from hsmkms.token.library import find_token, load_module
+settings = load_settings()
+os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf.resolve())
+token = find_token(load_module(settings.pkcs11_lib), settings.token_label)
+holder = token.open(rw=True)
+with token.open(rw=True, so_pin=(settings.data_dir / "so.pin").read_text().strip()):
+    holder.create_object({
+        Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES,
+        Attribute.VALUE: os.urandom(32), Attribute.TOKEN: False, Attribute.PRIVATE: False,
+        Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.TRUSTED: True,
+        Attribute.WRAP: True, Attribute.UNWRAP: True, Attribute.LABEL: "old-staging",
+    })
+with token.open(rw=True, user_pin=settings.read_pin()) as user:
+    (staged,) = list(user.get_objects({Attribute.LABEL: "old-staging"}))
+    staged.copy({Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.LABEL: DOMAIN_LABEL,
+                 Attribute.ID: os.urandom(32)})
+    staged.destroy()
+holder.close()
+"""
+
+
+@pytest.mark.skipif(
+    os.environ.get("HSMKMS_TEST_TOKEN", "softhsm") != "softhsm",
+    reason="the CLI creates and uses its own SoftHSM2 token (hsmkms init)",
+)
+def test_a_domain_key_from_an_older_release_is_reported(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "data")
+    cli.ok("init", "--keep-so-pin")
+    assert cli.ok("domain", "status")["domain_key_modifiable"] is None  # no domain
+    subprocess.run(
+        [sys.executable, "-c", _OLD_INSTALL], env=cli.env, cwd=cli.cwd, check=True, timeout=60
+    )
+    status = cli.run("domain", "status")
+    assert json.loads(status.stdout)["domain_key_modifiable"] is True
+    assert "modifiable and has no unwrap template" in status.stderr
+    assert "modifiable and has no unwrap template" in cli.run("maintain").stderr
