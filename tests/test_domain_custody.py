@@ -70,6 +70,14 @@ def set_decrypt(key: Any) -> None:
     key[Attribute.DECRYPT] = True
 
 
+def copy_with_decrypt(key: Any) -> None:
+    copy = key.copy({Attribute.TOKEN: False, Attribute.DECRYPT: True})
+    decrypts = copy[Attribute.DECRYPT]
+    copy.destroy()
+    if not decrypts:
+        raise PKCS11Error("the token made the copy without CKA_DECRYPT")
+
+
 # -- the domain key hsmkms installs (SoftHSM2 peers f and g) ------------------------------
 
 
@@ -85,6 +93,7 @@ def test_the_domain_key_gives_a_user_pin_holder_no_plaintext(
             key = session.get_key(object_class=ObjectClass.SECRET_KEY, label=DOMAIN_LABEL)
             assert key[Attribute.TRUSTED] and not key[Attribute.MODIFIABLE], peer.label
             assert refuses(lambda k=key: set_decrypt(k)), peer.label  # no C_Decrypt of blobs
+            assert refuses(lambda k=key: copy_with_decrypt(k)), peer.label  # nor on a copy
             target = session_key(session, **{a.name.lower(): v for a, v in CUSTODY.items()})
             blob = bytes(key.wrap_key(target, mechanism=KW))
             # The attack: unwrap a domain-custody key as readable. Refused by the template.
@@ -116,7 +125,7 @@ def measured_gaps(session: Any) -> set[str]:
         Attribute.DECRYPT: False, Attribute.UNWRAP_TEMPLATE: CUSTODY,
         Attribute.WRAP_TEMPLATE: CUSTODY,
     })  # fmt: skip
-    if not refuses(lambda: set_decrypt(kek)):
+    if not refuses(lambda: set_decrypt(kek)) or not refuses(lambda: copy_with_decrypt(kek)):
         gaps.add("CKA_MODIFIABLE")
     secret = os.urandom(32)
     blob = aes_key_wrap(value, secret)  # kek's value is ours: wrap in software
@@ -138,7 +147,13 @@ def measured_gaps(session: Any) -> set[str]:
 # Measured with the tokens the suite runs on (see README "Token compatibility").
 EXPECTED = {
     "softhsm": set(),
-    "nss": {"CKA_UNWRAP_TEMPLATE", "CKA_WRAP_TEMPLATE", "CKA_WRAP_WITH_TRUSTED", "CKA_TRUSTED"},
+    "nss": {
+        "CKA_MODIFIABLE",
+        "CKA_UNWRAP_TEMPLATE",
+        "CKA_WRAP_TEMPLATE",
+        "CKA_WRAP_WITH_TRUSTED",
+        "CKA_TRUSTED",
+    },
 }
 
 

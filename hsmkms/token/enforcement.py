@@ -3,8 +3,8 @@ the token itself before a domain key is installed, and checked again on the key 
 
 A holder of the user PIN (user.pin, not the SO PIN) must not get domain-custody material
 out in plaintext. That holds only if the token enforces all of these:
-- CKA_MODIFIABLE=false on the domain key (else CKA_DECRYPT can be set, and any blob
-  wrapped under it decrypted);
+- CKA_MODIFIABLE=false on the domain key (else CKA_DECRYPT can be set, on it or on a
+  copy of it, and any blob wrapped under it decrypted);
 - its CKA_UNWRAP_TEMPLATE (else a wrapped key unwraps as non-sensitive and readable);
 - its CKA_WRAP_TEMPLATE (it wraps domain-custody material only);
 - CKA_WRAP_WITH_TRUSTED (else any key of the user's making wraps the material out);
@@ -69,6 +69,17 @@ def _set_decrypt(key: Any) -> None:
     key[Attribute.DECRYPT] = True
 
 
+def _copies_with_decrypt(scratch: _Scratch, key: Any) -> bool:
+    """Whether a (session) copy of key can be made with CKA_DECRYPT: NSS softokn lets a
+    copy of a non-modifiable key change its usages."""
+    try:
+        copy = key.copy({Attribute.TOKEN: False, Attribute.DECRYPT: True})
+    except PKCS11Error:
+        return False
+    scratch.made.append(copy)
+    return bool(copy[Attribute.DECRYPT])
+
+
 def _unwraps_readable(scratch: _Scratch, kek: Any, blob: bytes) -> bool:
     """Whether blob unwraps under kek into a key whose value can be read."""
     try:
@@ -97,7 +108,7 @@ def unenforced_protections(session: Any) -> list[str]:
         except PKCS11Error:
             gaps += [UNWRAP_TEMPLATE, WRAP_TEMPLATE]  # not even accepted
         else:
-            if not _refused(lambda: _set_decrypt(kek)):
+            if not _refused(lambda: _set_decrypt(kek)) or _copies_with_decrypt(scratch, kek):
                 gaps.append(MODIFIABLE)
             if _unwraps_readable(scratch, kek, aes_key_wrap(value, os.urandom(32))):
                 gaps.append(UNWRAP_TEMPLATE)
@@ -120,7 +131,8 @@ def domain_key_gaps(session: Any, key: Any) -> list[str]:
     scratch = _Scratch(session)
     gaps: list[str] = []
     try:
-        if key[Attribute.MODIFIABLE]:  # read only: never try to change the real key
+        # Never try to change the real key: read it, and try a session copy.
+        if key[Attribute.MODIFIABLE] or _copies_with_decrypt(scratch, key):
             gaps.append(MODIFIABLE)
         material = scratch.key(custody_attributes(Custody.DOMAIN))
         if _unwraps_readable(scratch, key, bytes(key.wrap_key(material, mechanism=_KW))):
