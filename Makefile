@@ -25,7 +25,7 @@ PORT ?= 8080
 export HOST PORT
 
 run: install
-	$(PYTHON) -m hsmkms.cli init
+	$(PYTHON) -m hsmkms.cli init --keep-so-pin
 	$(PYTHON) scripts/dev_principal.py
 	$(PYTHON) -m hsmkms.cli serve --host $(HOST) --port $(PORT)
 

@@ -11,6 +11,7 @@ from hsmkms.api.ratelimit import RateLimiter
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.audit.log import AuditLog
 from hsmkms.audit.shelf import DatabaseShelf
+from hsmkms.binding import check_or_bind
 from hsmkms.config import Settings, is_softhsm, load_settings
 from hsmkms.errors import KMSInternalException
 from hsmkms.keys.clock import Clock, system_clock
@@ -54,6 +55,24 @@ def open_hsm(settings: Settings) -> Hsm:
     if not settings.token.keep_never_extractable:
         hsm.custody = custody_for(hsm)
     return hsm
+
+
+def open_deployment(settings: Settings) -> tuple[Hsm, MetadataStore]:
+    """The data dir's token and database, once they are known to belong together
+    (binding.py). Every entry point that works with both opens them here."""
+    hsm = open_hsm(settings)
+    try:
+        store = open_store(settings.store.database_url, pool_size=settings.store.pool_size)
+    except BaseException:
+        hsm.close()
+        raise
+    try:
+        check_or_bind(store, hsm)
+    except BaseException:
+        store.close()
+        hsm.close()
+        raise
+    return hsm, store
 
 
 def open_region_tokens(settings: Settings, main: Hsm) -> dict[str, Hsm]:
@@ -105,8 +124,7 @@ def build_key_manager(
 ) -> KeyManager:
     """The library over the configured token and database. Its actions go to the audit
     trail with the operator's identity (`source`: hsmkms.library or hsmkms.cli)."""
-    hsm = open_hsm(settings)
-    store = open_store(settings.store.database_url, pool_size=settings.store.pool_size)
+    hsm, store = open_deployment(settings)
     deployment = Deployment(
         store,
         hsm,
@@ -148,5 +166,6 @@ def app_factory() -> ASGIApp:
     """Each `hsmkms serve --workers N` process builds its app here (uvicorn's
     `hsmkms.bootstrap:app_factory`, factory=True): its own sessions and connections,
     its own audit chain."""
+    os.umask(0o077)  # files this process makes (database, audit) are the owner's only
     settings = load_settings()
     return build_app(settings, build_key_manager(settings, audited=False), serving=True)

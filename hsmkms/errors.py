@@ -39,6 +39,11 @@ class KMSInvalidStateException(_ClientError):
     code = "KMSInvalidStateException"
 
 
+class DeploymentMismatch(KMSInvalidStateException):
+    """The database belongs to another token than the configured one: hsmkms refuses to
+    use the two together (hsmkms/binding.py)."""
+
+
 class InvalidCiphertextException(_ClientError):
     code = "InvalidCiphertextException"
 

@@ -65,7 +65,7 @@ class Node(Cli):
 
 def node(tmp: Path, name: str, database_url: str | None = None) -> Node:
     made = Node(tmp / name, database_url)
-    assert made.ok("init")["token_created"] is True
+    assert made.ok("init", "--keep-so-pin")["token_created"] is True  # domain commands
     return made
 
 

@@ -20,7 +20,7 @@ RANKS = {
     "operations": 5,
     "xks": 4, "keystores": 4, "backup": 4,
     "policy": 3, "audit": 3,
-    "keys": 2,
+    "keys": 2, "binding": 2,
     "store": 1,
     "token": 0, "config": 0, "errors": 0, "version": 0,
 }  # fmt: skip

@@ -67,6 +67,8 @@ LOGGED_PARAMETERS = frozenset({
     "KeyMaterialId", "IncludeKeyMaterial",
     # principals and access keys (`hsmkms principal ...`): ids and names, never a secret
     "PrincipalArn", "AccessKeyId", "Status", "AccessKeyIds", "PolicyNames", "GrantIds",
+    # security domain commands: never a share
+    "Custodians", "Threshold", "AcceptUnenforcedTemplates", "UnenforcedProtections",
 })  # fmt: skip
 
 _Item = tuple[dict[str, Any] | None, "Future[None] | None"]

@@ -22,6 +22,7 @@ from hsmkms.errors import KMSInvalidStateException, ValidationException
 from hsmkms.token.domain import domain_key
 from hsmkms.token.hsm import Hsm
 from hsmkms.token.pool import PooledSession
+from hsmkms.token.templates import Custody, custody_attributes
 
 _CONTEXT = b"hsmkms backup seal v1\0"
 _WRAP = Mechanism.AES_KEY_WRAP
@@ -86,9 +87,10 @@ def verify(hsm: Hsm, payload: bytes, found: Seal) -> None:
             key = kek.unwrap_key(
                 ObjectClass.SECRET_KEY, KeyType.GENERIC_SECRET, found.wrapped_key,
                 mechanism=_WRAP,
+                # Domain custody: what the domain key's CKA_UNWRAP_TEMPLATE makes of it.
                 template={
-                    Attribute.TOKEN: False, Attribute.SENSITIVE: True,
-                    Attribute.EXTRACTABLE: False, Attribute.SIGN: True,
+                    Attribute.TOKEN: False, Attribute.SIGN: True,
+                    **custody_attributes(Custody.DOMAIN),
                 },
             )  # fmt: skip
         except (p11.WrappedKeyInvalid, p11.WrappedKeyLenRange, p11.GeneralError) as exc:

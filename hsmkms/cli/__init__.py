@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -175,7 +175,9 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hsmkms", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("init", help="create the data dir, token (SoftHSM2) and database")
+    from hsmkms.cli import deployment
+
+    deployment.add_init_parser(commands)
     serve = commands.add_parser("serve", help="serve the AWS KMS API over HTTP")
     serve.add_argument("--host", default=None, help="address to listen on (HSMKMS_HOST)")
     serve.add_argument("--port", type=int, default=None, help="port (HSMKMS_PORT)")
@@ -347,11 +349,9 @@ def _audit(settings: Any, args: argparse.Namespace) -> int:
     directory = settings.data_dir / "audit"
     if args.action == "query":
         return query_command(directory, args.key, args.since, args.event, args.principal)
-    from hsmkms.bootstrap import audit_anchor, open_hsm
-    from hsmkms.store import open_store
+    from hsmkms.bootstrap import audit_anchor, open_deployment
 
-    hsm = open_hsm(settings)  # the checkpoints' MACs and the latest checkpoints
-    store = open_store(settings.store.database_url)
+    hsm, store = open_deployment(settings)  # the checkpoints' MACs and latest checkpoints
     try:
         return verify_command(directory, audit_anchor(hsm, store))
     finally:
@@ -360,6 +360,7 @@ def _audit(settings: Any, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(0o077)  # every file this process makes (database, audit, output) is ours only
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
@@ -371,14 +372,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print(cli_domain.run(settings, args))
             return 0
         if args.command == "init":
-            from hsmkms.init import initialize
+            from hsmkms.cli.deployment import run_init
 
-            _print(asdict(initialize(settings)))
+            _print(run_init(settings, args))
             return 0
         # Every CLI action is audited with the operator's identity; `serve` audits
         # its API calls itself.
         km = build_key_manager(settings, audited=args.command != "serve", source="hsmkms.cli")
         try:
+            if args.command in ("serve", "maintain"):
+                from hsmkms.cli.deployment import warn_about_domain_key
+
+                warn_about_domain_key(km.hsm)
             _print(HANDLERS[(args.command, getattr(args, "action", None))](km, args))
         finally:
             km.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -23,8 +25,19 @@ def add_parsers(commands: Any) -> None:
     create = actions.add_parser("create", help="make the domain key; prints custodian shares")
     create.add_argument("--custodians", type=int, required=True, metavar="N")
     create.add_argument("--threshold", type=int, required=True, metavar="M")
+    create.add_argument(
+        "--out-dir", type=Path, default=None, metavar="DIR",
+        help="write one share file per custodian (0600) into this new or empty directory "
+        "instead of printing the shares",
+    )  # fmt: skip
     join = actions.add_parser("join", help="install the domain key from M shares")
     join.add_argument("--share", action="append", required=True, metavar="SHARE")
+    for action in (create, join):
+        action.add_argument(
+            "--accept-unenforced-templates", action="store_true",
+            help="go on where the token does not enforce what protects the domain key "
+            "(recorded in the audit trail)",
+        )  # fmt: skip
     actions.add_parser("status", help="the token's domain and the custody of new keys")
     backup = commands.add_parser("backup", help="sealed backups under the domain key")
     actions = backup.add_subparsers(dest="action", required=True)
@@ -60,30 +73,94 @@ def _user_pin(settings: Settings) -> str:
 
 
 def _domain(settings: Settings, args: argparse.Namespace) -> Any:
-    from hsmkms.bootstrap import open_hsm, prepare_environment
-    from hsmkms.token.domain import create_domain, domain_info, join_domain
+    from hsmkms.bootstrap import open_deployment
+    from hsmkms.token.domain import join_domain
 
-    prepare_environment(settings)
-    module, label = settings.token.pkcs11_lib, settings.token.label
+    if args.action in ("create", "join"):
+        # This data dir's token and database must belong together before anything
+        # changes; then every session closes, so the SO can log in.
+        hsm, store = open_deployment(settings)
+        store.close()
+        hsm.close()
     if args.action == "create":
-        made = create_domain(
-            module, label, so_pin(settings), _user_pin(settings), args.custodians, args.threshold
-        )
-        _warn_about_earlier_material(settings)
-        return {
-            "domain": made.domain_id, "check_value": made.check_value,
-            "threshold": made.threshold, "shares": made.shares,
-        }  # fmt: skip
+        return _create(settings, args)
     if args.action == "join":
-        joined = join_domain(module, label, so_pin(settings), _user_pin(settings), args.share)
-        return {"domain": joined.domain_id, "check_value": joined.check_value}
-    hsm = open_hsm(settings)
+        joined = join_domain(
+            settings.token.pkcs11_lib, settings.token.label, so_pin(settings), _user_pin(settings),
+            args.share, accept_unenforced=args.accept_unenforced_templates,
+            init_params=settings.token.init_params,
+        )  # fmt: skip
+        return {"domain": joined.domain_id, "check_value": joined.check_value} | _unenforced(
+            joined.unenforced
+        )
+    return _status(settings)
+
+
+def _create(settings: Settings, args: argparse.Namespace) -> Any:
+    from hsmkms.token.domain import create_domain
+
+    if args.out_dir is not None and args.out_dir.exists() and any(args.out_dir.iterdir()):
+        raise KMSInvalidStateException(
+            f"--out-dir {args.out_dir} is not empty: share files are never overwritten."
+        )
+    made = create_domain(
+        settings.token.pkcs11_lib, settings.token.label, so_pin(settings), _user_pin(settings),
+        args.custodians, args.threshold, accept_unenforced=args.accept_unenforced_templates,
+        init_params=settings.token.init_params,
+    )  # fmt: skip
+    _warn_about_earlier_material(settings)
+    result = {
+        "domain": made.domain_id, "check_value": made.check_value,
+        "threshold": made.threshold, "custodians": args.custodians,
+    } | _unenforced(made.unenforced)  # fmt: skip
+    if args.out_dir is None:
+        return result | {"shares": made.shares}
+    try:
+        return result | {"share_files": _write_shares(args.out_dir, made.shares)}
+    except OSError as exc:  # the domain exists now: its shares must not be lost
+        print(
+            f"hsmkms: warning: the shares could not be written to {args.out_dir} ({exc}); "
+            "they are printed here instead, once",
+            file=sys.stderr,
+        )
+        return result | {"shares": made.shares}
+
+
+def _write_shares(directory: Path, shares: list[str]) -> list[str]:
+    """One file per custodian, readable by the owner only, never over an existing one."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    written = []
+    for share in shares:
+        fields = json.loads(share)
+        path = directory / f"share-{fields['index']}-of-{fields['custodians']}.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(share + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        written.append(str(path))
+    return written
+
+
+def _unenforced(gaps: tuple[str, ...]) -> dict[str, Any]:
+    return {"unenforced_protections": list(gaps)} if gaps else {}
+
+
+def _status(settings: Settings) -> Any:
+    from hsmkms.bootstrap import open_deployment
+    from hsmkms.cli.deployment import warn_about_domain_key
+    from hsmkms.token.domain import domain_info
+
+    hsm, store = open_deployment(settings)
+    store.close()
     try:
         info = domain_info(hsm)
+        modifiable = warn_about_domain_key(hsm)
         return {
             "domain": info.domain_id if info else None,
             "check_value": info.check_value if info else None,
             "custody": hsm.custody.value,
+            "domain_key_modifiable": modifiable,
         }
     finally:
         hsm.close()
@@ -112,9 +189,10 @@ def _warn_about_earlier_material(settings: Settings) -> None:
 
 def _backup(settings: Settings, args: argparse.Namespace) -> Any:
     from hsmkms.backup.archive import create_backup, restore_backup
-    from hsmkms.bootstrap import open_hsm
+    from hsmkms.bootstrap import open_deployment
 
-    hsm = open_hsm(settings)
+    hsm, store = open_deployment(settings)
+    store.close()  # the backup reads and writes over connections of its own
     try:
         if args.action == "create":
             report = create_backup(
@@ -136,20 +214,20 @@ _EVENTS = {
 }  # fmt: skip
 
 
-def _record(settings: Settings, event: str, failure: KMSError | None) -> None:
+def _record(
+    settings: Settings, event: str, parameters: dict[str, Any], failure: KMSError | None
+) -> None:
     """Into the audit trail, like every CLI action; after the SO session has ended."""
     from hsmkms.audit.operator import operator_event
-    from hsmkms.bootstrap import open_audit, open_hsm
-    from hsmkms.store import open_store
+    from hsmkms.bootstrap import open_audit, open_deployment
 
-    hsm = open_hsm(settings)
-    store = open_store(settings.store.database_url)
+    hsm, store = open_deployment(settings)
     try:
         audit = open_audit(settings, hsm, store)
         try:
             audit.record(
                 operator_event(
-                    event, region=settings.region,
+                    event, region=settings.region, parameters=parameters,
                     error_code=None if failure is None else failure.code,
                     error_message=None if failure is None else failure.message,
                 )
@@ -161,6 +239,18 @@ def _record(settings: Settings, event: str, failure: KMSError | None) -> None:
         hsm.close()
 
 
+def _parameters(args: argparse.Namespace, result: Any) -> dict[str, Any]:
+    """What the audit record keeps of the command (never a share)."""
+    if args.command != "domain" or args.action not in ("create", "join"):
+        return {}
+    chosen: dict[str, Any] = {"AcceptUnenforcedTemplates": args.accept_unenforced_templates}
+    if args.action == "create":
+        chosen |= {"Custodians": args.custodians, "Threshold": args.threshold}
+    if isinstance(result, dict) and "unenforced_protections" in result:
+        chosen["UnenforcedProtections"] = result["unenforced_protections"]
+    return chosen
+
+
 def run(settings: Settings, args: argparse.Namespace) -> Any:
     """The command's JSON result (these commands need no KeyManager)."""
     event = _EVENTS.get((args.command, args.action))
@@ -168,8 +258,8 @@ def run(settings: Settings, args: argparse.Namespace) -> Any:
         result = _domain(settings, args) if args.command == "domain" else _backup(settings, args)
     except KMSError as exc:
         if event is not None:
-            _record(settings, event, exc)
+            _record(settings, event, _parameters(args, None), exc)
         raise
     if event is not None:
-        _record(settings, event, None)
+        _record(settings, event, _parameters(args, result), None)
     return result

@@ -107,8 +107,12 @@ def decrypt_stream(
 
 
 def _atomic_write(target: Path) -> tuple[Path, BinaryIO]:
+    """The partial file the output is renamed from: the owner's only (a decrypted file
+    is plaintext), whatever the umask."""
     partial = target.with_name(f".{target.name}.partial")
-    return partial, partial.open("wb")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a partial file left by an earlier run keeps its old mode
+    return partial, os.fdopen(fd, "wb")
 
 
 def encrypt_file(

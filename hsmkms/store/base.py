@@ -6,7 +6,15 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
-from hsmkms.store.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
+from hsmkms.store.model import (
+    AccessKey,
+    Alias,
+    Grant,
+    KeyRecord,
+    KeyVersion,
+    PendingMaterial,
+    TokenBinding,
+)
 
 
 class Reader(Protocol):
@@ -71,6 +79,10 @@ class Reader(Protocol):
         """Every document of one kind: id -> body, ordered by id."""
         ...
 
+    def token_binding(self) -> TokenBinding | None:
+        """The token this database belongs to; None until one is bound."""
+        ...
+
 
 class Writer(Reader, Protocol):
     """Reads inside a transaction see its own writes."""
@@ -114,6 +126,10 @@ class Writer(Reader, Protocol):
     def put_document(self, kind: str, doc_id: str, body: str) -> None: ...
 
     def delete_document(self, kind: str, doc_id: str) -> None: ...
+
+    def bind_token(self, binding: TokenBinding) -> None:
+        """Record the database's token; only while token_binding() is None."""
+        ...
 
 
 class MetadataStore(Reader, Protocol):

@@ -8,7 +8,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from hsmkms.store.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
+from hsmkms.store.model import (
+    AccessKey,
+    Alias,
+    Grant,
+    KeyRecord,
+    KeyVersion,
+    PendingMaterial,
+    TokenBinding,
+)
 
 
 @dataclass
@@ -23,6 +31,7 @@ class _State:
     documents: dict[tuple[str, str], str] = field(default_factory=dict)
     # (key id, grantee) -> grant ids, as the SQL stores' grants_by_grantee index
     grants_by_grantee: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    binding: TokenBinding | None = None
 
     def copy(self) -> _State:
         return _State(
@@ -35,6 +44,7 @@ class _State:
             dict(self.grants),
             dict(self.documents),
             dict(self.grants_by_grantee),
+            self.binding,
         )
 
 
@@ -130,6 +140,9 @@ class _View:
 
     def list_documents(self, kind: str) -> dict[str, str]:
         return {d: body for (k, d), body in sorted(self._s.documents.items()) if k == kind}
+
+    def token_binding(self) -> TokenBinding | None:
+        return self._s.binding
 
 
 class _MemoryWriter(_View):
@@ -230,6 +243,12 @@ class _MemoryWriter(_View):
     def delete_document(self, kind: str, doc_id: str) -> None:
         self.wrote = True
         self._s.documents.pop((kind, doc_id), None)
+
+    def bind_token(self, binding: TokenBinding) -> None:
+        if self._s.binding is not None:
+            raise ValueError("the store is bound to a token already")
+        self.wrote = True
+        self._s.binding = binding
 
 
 class MemoryStore(_View):

@@ -172,3 +172,17 @@ class AccessKey:
             f"AccessKey({self.access_key_id!r}, principal={self.principal_arn!r}, "
             f"status={self.status!r})"
         )
+
+
+@dataclass(frozen=True)
+class TokenBinding:
+    """The token a database belongs to: named by label and serial, and proven by a
+    marker key (its CKA_ID, hex) that only that token holds."""
+
+    label: str
+    serial: str
+    marker: str
+    bound_at: datetime
+
+    def describe(self) -> str:
+        return f"token {self.label!r} (serial {self.serial or '?'}, marker {self.marker[:12]})"

@@ -23,6 +23,7 @@ from hsmkms.store.model import (
     Origin,
     PendingMaterial,
     RotationType,
+    TokenBinding,
     VersionState,
 )
 
@@ -54,6 +55,19 @@ GRANT_COLUMNS = (
     "issuing_account", "token", "name", "retiring_principal", "context_subset",
     "context_equals", "region",
 )  # fmt: skip
+
+
+def token_binding(row: Row) -> TokenBinding:
+    return TokenBinding(
+        row["label"], row["serial"], row["marker"], datetime.fromisoformat(row["bound_at"])
+    )
+
+
+def token_binding_params(binding: TokenBinding) -> Params:
+    return {
+        "label": binding.label, "serial": binding.serial, "marker": binding.marker,
+        "bound_at": binding.bound_at.isoformat(),
+    }  # fmt: skip
 
 
 def _ts(value: datetime | None) -> str | None:

@@ -242,6 +242,18 @@ HISTORY: tuple[Migration, ...] = (
     ALTER TABLE access_keys ADD COLUMN last_used_at TEXT;
     ALTER TABLE access_keys ADD COLUMN last_used_region TEXT;
     """),
+    # The token the database belongs to (one row): its label and serial, and the CKA_ID
+    # of a marker key only that token holds (hsmkms/binding.py). Not carried by
+    # backups: a restored database belongs to the token it was restored next to.
+    Migration("""
+    CREATE TABLE token_binding (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        label TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        marker TEXT NOT NULL,
+        bound_at TEXT NOT NULL
+    );
+    """),
 )
 
 # PostgreSQL names SQLite's BLOB type BYTEA; nothing else in the DDL differs.

@@ -13,7 +13,15 @@ from datetime import datetime
 from typing import Protocol
 
 from hsmkms.store import rows
-from hsmkms.store.model import AccessKey, Alias, Grant, KeyRecord, KeyVersion, PendingMaterial
+from hsmkms.store.model import (
+    AccessKey,
+    Alias,
+    Grant,
+    KeyRecord,
+    KeyVersion,
+    PendingMaterial,
+    TokenBinding,
+)
 from hsmkms.store.rows import Params, Row
 from hsmkms.store.statements import Statements
 
@@ -96,6 +104,10 @@ class SqlReader:
         found = self._db.rows(self._sql.list_documents, {"kind": kind})
         return {r["doc_id"]: r["body"] for r in found}
 
+    def token_binding(self) -> TokenBinding | None:
+        row = self._one(self._sql.token_binding, {})
+        return None if row is None else rows.token_binding(row)
+
     def generation(self) -> int:
         row = self._one(self._sql.generation, {})
         assert row is not None, "store_generation has one row from its migration on"
@@ -165,6 +177,13 @@ class SqlWriter(SqlReader):
 
     def delete_document(self, kind: str, doc_id: str) -> None:
         self._run(self._sql.delete_document, {"kind": kind, "doc_id": doc_id})
+
+    def token_binding(self) -> TokenBinding | None:
+        self._lock_name("token-binding")  # two nodes binding at once: one waits
+        return super().token_binding()
+
+    def bind_token(self, binding: TokenBinding) -> None:
+        self._run(self._sql.bind_token, rows.token_binding_params(binding))
 
     def put_key(self, record: KeyRecord) -> None:
         self._run(self._sql.put_key, rows.key_params(record))
@@ -293,6 +312,10 @@ class ReadThrough:
     def list_documents(self, kind: str) -> dict[str, str]:
         with self._reading() as reader:
             return reader.list_documents(kind)
+
+    def token_binding(self) -> TokenBinding | None:
+        with self._reading() as reader:
+            return reader.token_binding()
 
     def generation(self) -> int:
         with self._reading() as reader:

@@ -11,7 +11,9 @@ back, so nothing is ever half written.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -51,9 +53,26 @@ def _kms_error(exc: sqlite3.Error) -> KMSError:
     return KMSInternalException(f"Database error: {type(exc).__name__}")
 
 
+def _make_private(path: Path) -> None:
+    """The database readable by its owner only, whatever the umask: SQLite makes its
+    -wal and -shm files with the database file's mode. Files of an older release (0644)
+    are narrowed too."""
+    for name, create in ((path, True), (Path(f"{path}-wal"), False), (Path(f"{path}-shm"), False)):
+        if not create and not name.exists():
+            continue
+        with contextlib.suppress(PermissionError):  # not ours: leave it as its owner set it
+            fd = os.open(name, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
+            try:
+                if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+                    os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
+
+
 class SqliteStore(ReadThrough):
     def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(path)
         self._conn = sqlite3.connect(
             str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout
         )

@@ -76,6 +76,11 @@ class Statements:
     generation: str = "SELECT value FROM store_generation WHERE id = 1"
     get_document: str = "SELECT body FROM documents WHERE kind = :kind AND doc_id = :doc_id"
     list_documents: str = "SELECT doc_id, body FROM documents WHERE kind = :kind ORDER BY doc_id"
+    token_binding: str = "SELECT * FROM token_binding WHERE id = 1"
+    bind_token: str = (
+        "INSERT INTO token_binding (id, label, serial, marker, bound_at) "
+        "VALUES (1, :label, :serial, :marker, :bound_at)"
+    )
 
     put_key: str = _upsert("keys", rows.KEY_COLUMNS, ["key_id", "region"])
     # A region removes one region's row of a key (a replica); None removes every row.

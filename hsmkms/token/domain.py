@@ -9,7 +9,12 @@ objects only (CKA_PRIVATE=true: CKR_USER_NOT_LOGGED_IN) and refuses CKA_TRUSTED 
 an existing object (CKR_ATTRIBUTE_READ_ONLY). A public token object would sit
 unencrypted in SoftHSM2's store, so the SO makes a *session* object, and the user
 copies it into a private token object (the copy keeps CKA_TRUSTED) and destroys the
-session object: the key value never reaches the disk in plaintext.
+session object: the key value never reaches the disk in plaintext. The copy is made
+non-modifiable (its usages are fixed: no CKA_DECRYPT), and the SO gives the key
+CKA_UNWRAP_TEMPLATE and CKA_WRAP_TEMPLATE (templates.domain_key_templates), so a holder
+of the user PIN can neither unwrap material under it as readable nor wrap other keys.
+Before the SO logs in, the token is probed (token/enforcement.py) for whether it
+enforces all that; a token that does not is refused unless the caller accepts it.
 
 The key value passes through Python twice only: at creation (it must be split) and
 at join (reassembled). It is dropped as soon as the token holds it and is never
@@ -24,7 +29,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from Crypto.Protocol.SecretSharing import Shamir
@@ -33,11 +38,18 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 from pkcs11.exceptions import PKCS11Error
 
-from hsmkms.errors import AccessDeniedException, KMSInvalidStateException, ValidationException
+from hsmkms.errors import (
+    AccessDeniedException,
+    KMSInvalidStateException,
+    UnsupportedOperationException,
+    ValidationException,
+)
+from hsmkms.token.arrays import ArrayAttributes
+from hsmkms.token.enforcement import domain_key_gaps, unenforced_protections
 from hsmkms.token.faults import to_kms_error
 from hsmkms.token.library import find_token, load_module
 from hsmkms.token.pool import PooledSession
-from hsmkms.token.templates import Custody
+from hsmkms.token.templates import Custody, custody_attributes, domain_key_templates
 
 if TYPE_CHECKING:
     from hsmkms.token.hsm import Hsm
@@ -58,6 +70,8 @@ _CHECK_PLAINTEXT = hashlib.sha256(b"hsmkms security domain check value").digest(
 class DomainInfo:
     domain_id: str
     check_value: str
+    # Protections the token does not enforce, accepted when the key was installed.
+    unenforced: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,7 @@ class NewDomain:
     check_value: str
     threshold: int
     shares: list[str]  # one per custodian; shown once, never stored by hsmkms
+    unenforced: tuple[str, ...] = ()  # accepted protections the token does not enforce
 
 
 def check_value_of(value: bytes) -> str:
@@ -165,42 +180,47 @@ def combine_shares(shares: Sequence[str]) -> tuple[DomainInfo, bytes]:
 
 def create_domain(
     module_path: str, token_label: str, so_pin: str, user_pin: str, custodians: int,
-    threshold: int,
+    threshold: int, *, accept_unenforced: bool = False, init_params: str | None = None,
 ) -> NewDomain:  # fmt: skip
-    """Make a domain key from the token's RNG, install it in the token and split it."""
+    """Make a domain key from the token's RNG, install it in the token and split it.
+    accept_unenforced: go on where the token does not enforce what protects the key
+    (listed in the result); otherwise such a token is refused before anything changes."""
     check_quorum(custodians, threshold)
-    with _token_sessions(module_path, token_label) as (token, holder):
+    with _token_sessions(module_path, token_label, init_params) as (token, holder):
         domain_id = bytes(holder.generate_random(64)).hex()
         value = bytes(holder.generate_random(KEY_BYTES * 8))
         shares = split_key(value, domain_id, custodians, threshold)
         info = DomainInfo(domain_id, check_value_of(value))
-        _install(token, holder, so_pin, user_pin, value, info)
+        gaps = _install(token, holder, so_pin, user_pin, value, info, accept_unenforced)
         del value
-    return NewDomain(info.domain_id, info.check_value, threshold, shares)
+    return NewDomain(info.domain_id, info.check_value, threshold, shares, gaps)
 
 
 def join_domain(
-    module_path: str, token_label: str, so_pin: str, user_pin: str, shares: Sequence[str]
-) -> DomainInfo:
+    module_path: str, token_label: str, so_pin: str, user_pin: str, shares: Sequence[str],
+    *, accept_unenforced: bool = False, init_params: str | None = None,
+) -> DomainInfo:  # fmt: skip
     """Install the domain key reassembled from M shares in another token."""
     info, value = combine_shares(shares)
     try:
-        with _token_sessions(module_path, token_label) as (token, holder):
-            _install(token, holder, so_pin, user_pin, value, info)
+        with _token_sessions(module_path, token_label, init_params) as (token, holder):
+            gaps = _install(token, holder, so_pin, user_pin, value, info, accept_unenforced)
     finally:
         del value
-    return info
+    return DomainInfo(info.domain_id, info.check_value, gaps)
 
 
 @contextmanager
-def _token_sessions(module_path: str, token_label: str) -> Iterator[tuple[Any, Any]]:
+def _token_sessions(
+    module_path: str, token_label: str, init_params: str | None
+) -> Iterator[tuple[Any, Any]]:
     """The token and a session without login that holds the staging object: closing it
     destroys the session object whatever happens."""
-    token = find_token(load_module(module_path), token_label)
+    token = find_token(load_module(module_path, init_params), token_label)
     if token is None:
         raise KMSInvalidStateException(f"No PKCS#11 token labelled {token_label!r}.")
     try:
-        holder = token.open(rw=True)
+        holder = token.open(rw=True, attribute_mapper=ArrayAttributes())
     except PKCS11Error as exc:
         raise to_kms_error(exc) from exc
     try:
@@ -213,8 +233,9 @@ def _token_sessions(module_path: str, token_label: str) -> Iterator[tuple[Any, A
 
 
 def _login(token: Any, **pin: str) -> Any:
+    """A logged-in session that packs attribute arrays (ArrayAttributes)."""
     try:
-        return token.open(rw=True, **pin)
+        return token.open(rw=True, attribute_mapper=ArrayAttributes(), **pin)
     except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange, p11.PinLocked) as exc:
         who = "security officer" if "so_pin" in pin else "user"
         raise AccessDeniedException(f"The token refused the {who} PIN.") from exc
@@ -223,11 +244,30 @@ def _login(token: Any, **pin: str) -> Any:
             "This process already has a session logged in to the token; security domain "
             "commands must run before hsmkms opens the token."
         ) from exc
+    except PKCS11Error as exc:
+        # python-pkcs11 reports CKR_USER_TYPE_INVALID as a bare PKCS11Error with this text.
+        if type(exc) is PKCS11Error and str(exc).startswith("User type invalid"):
+            raise UnsupportedOperationException(
+                "The token has no security officer login (CKR_USER_TYPE_INVALID), so it "
+                "cannot hold a trusted domain key."
+            ) from exc
+        raise
+
+
+def _refuse_unless_accepted(gaps: Sequence[str], accepted: bool, what: str) -> None:
+    if gaps and not accepted:
+        raise UnsupportedOperationException(
+            f"{what} does not enforce {', '.join(gaps)}: a holder of the user PIN could take "
+            "domain-custody key material out of it in plaintext. Refused; "
+            "--accept-unenforced-templates accepts this (recorded in the audit trail)."
+        )
 
 
 def _install(
-    token: Any, holder: Any, so_pin: str, user_pin: str, value: bytes, info: DomainInfo
-) -> None:
+    token: Any, holder: Any, so_pin: str, user_pin: str, value: bytes, info: DomainInfo,
+    accept_unenforced: bool,
+) -> tuple[str, ...]:  # fmt: skip
+    """Install the key; returns the protections the token does not enforce (accepted)."""
     user = _login(token, user_pin=user_pin)
     try:
         existing = _find_domain_key(user)
@@ -236,8 +276,10 @@ def _install(
             raise KMSInvalidStateException(
                 f"The token already belongs to security domain {current}."
             )
+        gaps = unenforced_protections(user)  # before the SO logs in or anything is made
     finally:
         user.close()
+    _refuse_unless_accepted(gaps, accept_unenforced, "This token")
     so = _login(token, so_pin=so_pin)
     try:
         holder.create_object({
@@ -246,7 +288,7 @@ def _install(
             Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.TRUSTED: True,
             Attribute.WRAP: True, Attribute.UNWRAP: True, Attribute.ENCRYPT: False,
             Attribute.DECRYPT: False, Attribute.SIGN: False, Attribute.VERIFY: False,
-            Attribute.DERIVE: False, Attribute.LABEL: _STAGING_LABEL,
+            Attribute.DERIVE: False, Attribute.LABEL: _STAGING_LABEL, **domain_key_templates(),
         })  # fmt: skip
     finally:
         so.close()
@@ -254,15 +296,22 @@ def _install(
     try:
         (staged,) = list(user.get_objects({Attribute.LABEL: _STAGING_LABEL}))
         try:
+            # MODIFIABLE last: SoftHSM2 applies the copy template in order, and refuses
+            # the label and id once the copy is no longer modifiable.
             key = staged.copy({
                 Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.LABEL: DOMAIN_LABEL,
-                Attribute.ID: bytes.fromhex(info.domain_id),
+                Attribute.ID: bytes.fromhex(info.domain_id), Attribute.MODIFIABLE: False,
             })  # fmt: skip
         finally:
             staged.destroy()
         if not key[Attribute.TRUSTED] or _token_check_value(user, key) != info.check_value:
             key.destroy()
             raise KMSInvalidStateException("The token did not install the domain key as given.")
+        late = [gap for gap in domain_key_gaps(user, key) if gap not in gaps]
+        if late and not accept_unenforced:
+            key.destroy()
+        _refuse_unless_accepted(late, accept_unenforced, "The installed domain key")
+        return (*gaps, *late)
     finally:
         user.close()
 
@@ -277,10 +326,11 @@ def _find_domain_key(session: Any) -> Any | None:
 
 
 def _token_check_value(session: Any, key: Any) -> str:
+    # Domain custody: the only kind of key the domain key's CKA_WRAP_TEMPLATE lets it wrap.
     probe = session.create_object({
         Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
-        Attribute.VALUE: _CHECK_PLAINTEXT, Attribute.TOKEN: False, Attribute.SENSITIVE: False,
-        Attribute.EXTRACTABLE: True,
+        Attribute.VALUE: _CHECK_PLAINTEXT, Attribute.TOKEN: False,
+        **custody_attributes(Custody.DOMAIN),
     })  # fmt: skip
     try:
         return _check_digest(bytes(key.wrap_key(probe, mechanism=Mechanism.AES_KEY_WRAP)))
@@ -307,6 +357,17 @@ def domain_info(hsm: Hsm) -> DomainInfo | None:
             return None
         key, domain_id = domain_key(pooled)  # refuses an object that is not trusted
         return DomainInfo(domain_id, _token_check_value(pooled.session, key))
+
+    return hsm.run(read)
+
+
+def domain_key_modifiable(hsm: Hsm) -> bool | None:
+    """Whether the token's domain key can still be changed: installed by an hsmkms from
+    before keys were made non-modifiable and template-bound (None: no domain)."""
+
+    def read(pooled: PooledSession) -> bool | None:
+        key = _find_domain_key(pooled.session)
+        return None if key is None else bool(key[Attribute.MODIFIABLE])
 
     return hsm.run(read)
 

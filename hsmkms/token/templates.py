@@ -80,6 +80,15 @@ def custody_attributes(custody: Custody = Custody.NEVER_EXTRACTABLE) -> dict[Any
     return {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False}
 
 
+def domain_key_templates() -> dict[Any, Any]:
+    """The security domain key's CKA_UNWRAP_TEMPLATE and CKA_WRAP_TEMPLATE: whatever it
+    unwraps becomes domain-custody material (sensitive, out of the token only wrapped
+    under a trusted key), and it wraps only such material. Pack them with
+    token/arrays.py's ArrayAttributes."""
+    custody = custody_attributes(Custody.DOMAIN)
+    return {Attribute.UNWRAP_TEMPLATE: custody, Attribute.WRAP_TEMPLATE: custody}
+
+
 def secret_key_template(
     ref: ObjectName,
     *,

@@ -1,0 +1,47 @@
+"""`hsmkms init`, and what the CLI says about the deployment it opens."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from hsmkms.config import Settings
+from hsmkms.token import Hsm
+
+
+def add_init_parser(commands: Any) -> None:
+    init = commands.add_parser("init", help="create the data dir, token (SoftHSM2) and database")
+    init.add_argument(
+        "--keep-so-pin", action="store_true",
+        help="development: keep a new token's SO PIN in the data dir (else printed once)",
+    )  # fmt: skip
+
+
+def run_init(settings: Settings, args: argparse.Namespace) -> Any:
+    from hsmkms.init import initialize
+
+    report = initialize(settings, keep_so_pin=args.keep_so_pin)
+    if report.so_pin is not None:
+        print(
+            "hsmkms: the new token's SO PIN (so_pin) is shown in this output only and is not "
+            "kept: store it offline (see README: PINs in production)",
+            file=sys.stderr,
+        )
+    return report.as_dict()
+
+
+def warn_about_domain_key(hsm: Hsm) -> bool | None:
+    """Warn when the domain key predates non-modifiable, template-bound domain keys;
+    returns whether it is modifiable (None: no domain)."""
+    from hsmkms.token.domain import domain_key_modifiable
+
+    modifiable = domain_key_modifiable(hsm)
+    if modifiable:
+        print(
+            "hsmkms: warning: the security domain key was installed by an older hsmkms: it "
+            "is modifiable and has no unwrap template, so a holder of the user PIN can take "
+            "key material out in plaintext (see README: Security domain, backup and restore)",
+            file=sys.stderr,
+        )
+    return modifiable
