@@ -1,0 +1,45 @@
+"""A key whose material is not where its metadata says it is.
+
+One rule for every place that finds out: the maintenance pass over the main token, a
+restore that could not carry some material, and connecting a custom key store's token.
+Versions whose object is absent are marked Missing (Active again once it is back); a
+key whose current version is absent becomes Unavailable, AWS's state for a KMS key whose
+material cannot be reached, remembering the state it had, which it gets back when the
+material returns. An Unavailable key refuses cryptography and EnableKey with
+KMSInvalidStateException, so a key without its material is never Enabled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from dataclasses import replace
+
+from hsmkms.keys.model import KeyRecord, KeyState, KeyVersion, VersionState
+
+# Written into KeyRecord.extra while material is missing, to restore the state later.
+STATE_BEFORE_UNAVAILABLE = "state_before_unavailable"
+
+
+def material_state(
+    record: KeyRecord, versions: list[KeyVersion], present: Container[int]
+) -> tuple[KeyRecord, list[KeyVersion]]:
+    """The key and the versions whose state changes, given which version numbers have
+    their object in the token (`present`). Nothing changes unless a version does."""
+    changed: list[KeyVersion] = []
+    for version in versions:
+        here = version.version in present
+        if not here and version.state is VersionState.ACTIVE:
+            changed.append(replace(version, state=VersionState.MISSING))
+        elif here and version.state is VersionState.MISSING:
+            changed.append(replace(version, state=VersionState.ACTIVE))
+    if not changed:
+        return record, changed
+    current_missing = record.current_version not in present
+    if current_missing and record.state is not KeyState.UNAVAILABLE:
+        extra = {**record.extra, STATE_BEFORE_UNAVAILABLE: record.state.value}
+        return replace(record, state=KeyState.UNAVAILABLE, extra=extra), changed
+    if not current_missing and record.state is KeyState.UNAVAILABLE:
+        extra = dict(record.extra)
+        previous = KeyState(extra.pop(STATE_BEFORE_UNAVAILABLE, KeyState.ENABLED.value))
+        return replace(record, state=previous, extra=extra), changed
+    return record, changed
