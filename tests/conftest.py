@@ -318,12 +318,13 @@ class PeerToken:
 
 @pytest.fixture(scope="session", autouse=True)
 def peer_tokens(token_env: TokenEnv) -> dict[str, PeerToken]:
-    """Five more tokens in the session's token directory, with known SO PINs. Autouse:
+    """Seven more tokens in the session's token directory, with known SO PINs. Autouse:
     SoftHSM2 reads its token directory once, when the module is first loaded, so they
     must exist before any test loads it."""
     peers = {}
     env = dict(os.environ)  # SOFTHSM2_CONF: the session's SoftHSM2 token directory
-    for name in ("peer-a", "peer-b", "peer-c", "peer-d", "peer-e"):  # d, e: multi-Region
+    # d, e: multi-Region; f, g: a deployment's backup restored onto a second token
+    for name in ("peer-a", "peer-b", "peer-c", "peer-d", "peer-e", "peer-f", "peer-g"):
         peer = PeerToken(token_env.cluster_module, f"hsmkms-{name}", secrets.token_hex(8),
                          secrets.token_hex(8))  # fmt: skip
         subprocess.run(

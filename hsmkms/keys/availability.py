@@ -11,10 +11,17 @@ KMSInvalidStateException, so a key without its material is never Enabled.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Container
 from dataclasses import replace
 
 from hsmkms.keys.model import KeyRecord, KeyState, KeyVersion, VersionState
+from hsmkms.token import Hsm, MaterialRef
+from hsmkms.token.backup import carry_refusal
+from hsmkms.token.kinds import MaterialKind
+from hsmkms.token.templates import Custody
+
+log = logging.getLogger("hsmkms.keys")
 
 # Written into KeyRecord.extra while material is missing, to restore the state later.
 STATE_BEFORE_UNAVAILABLE = "state_before_unavailable"
@@ -43,3 +50,18 @@ def material_state(
         previous = KeyState(extra.pop(STATE_BEFORE_UNAVAILABLE, KeyState.ENABLED.value))
         return replace(record, state=previous, extra=extra), changed
     return record, changed
+
+
+def warn_if_not_carried(hsm: Hsm, record: KeyRecord, ref: MaterialRef, kind: MaterialKind) -> None:
+    """In a deployment with a security domain, say when a new key is made whose material
+    backups cannot carry (the key is made all the same: it works, but a restore brings
+    it back Unavailable). The server log; the CLI prints it on stderr."""
+    if hsm.custody is not Custody.DOMAIN:
+        return  # no domain, or new material kept never-extractable on purpose
+    reason = carry_refusal(hsm, ref, kind)
+    if reason is not None:
+        log.warning(
+            "%s: backups cannot carry this key's material (%s); after a restore the key "
+            "would be Unavailable",
+            record.arn, reason,
+        )  # fmt: skip

@@ -42,7 +42,7 @@ from hsmkms.errors import (
     NotFoundException,
 )
 from hsmkms.keys import lifecycle
-from hsmkms.keys.availability import material_state
+from hsmkms.keys.availability import material_state, warn_if_not_carried
 from hsmkms.keys.clock import Clock
 from hsmkms.keys.keystores import TokenRegistry, in_main_token
 from hsmkms.keys.metadata import ENCRYPTION_ALGORITHMS, PUBLIC_KEY
@@ -149,6 +149,8 @@ class MaterialKeeper:
             tx.put_version(KeyVersion(ref.key_id, ref.version, record.creation_date, None))
             self._remember(tx, ref, fingerprint)
             tx.remove_pending(ref.key_id, ref.version)
+        if hsm is self.tokens.main:
+            warn_if_not_carried(hsm, record, ref, kind)
         return record
 
     def _key_lock(self, key_id: str) -> threading.Lock:
