@@ -243,6 +243,28 @@ def test_cloudhsm_keys_come_back_unavailable_until_their_store_finds_their_mater
         km.decrypt(ciphertext_blob=made["cloudhsm_blob"])
 
 
+def test_an_external_key_store_key_without_its_inner_layer_is_not_enabled_by_connecting(
+    deployment: Deployment,
+) -> None:
+    km = deployment.km_b
+    store_id = km.describe_key(key_id=deployment.made["xks"])["KeyMetadata"]["CustomKeyStoreId"]
+    key_id = km.create_key(
+        origin="EXTERNAL_KEY_STORE", custom_key_store_id=store_id, xks_key_id="external-2"
+    )["KeyMetadata"]["KeyId"]
+    blob = km.encrypt(key_id=key_id, plaintext=b"inner layer")["CiphertextBlob"]
+    assert deployment.b.destroy(MaterialRef(key_id, 1)) == 1
+    with pytest.raises(KMSInvalidStateException, match="not in the token"):
+        km.decrypt(ciphertext_blob=blob)
+    km.disconnect_custom_key_store(custom_key_store_id=store_id)
+    km.connect_custom_key_store(custom_key_store_id=store_id)
+    assert _state(km, key_id) == "Unavailable"  # connecting checked the main token
+    km.maintain()
+    assert _state(km, key_id) == "Unavailable"
+    with pytest.raises(KMSInvalidStateException, match="unavailable"):
+        km.decrypt(ciphertext_blob=blob)
+    assert _state(km, deployment.made["xks"]) == "Enabled"  # its material is there
+
+
 def test_the_old_trail_verifies_on_the_restored_token(
     deployment: Deployment, tmp_path: Path
 ) -> None:

@@ -45,10 +45,12 @@ def material_state(
     if current_missing and record.state is not KeyState.UNAVAILABLE:
         extra = {**record.extra, STATE_BEFORE_UNAVAILABLE: record.state.value}
         return replace(record, state=KeyState.UNAVAILABLE, extra=extra), changed
-    if not current_missing and record.state is KeyState.UNAVAILABLE:
+    if not current_missing and STATE_BEFORE_UNAVAILABLE in record.extra:
+        # Only this rule's own Unavailable: a key of a disconnected store stays so.
         extra = dict(record.extra)
-        previous = KeyState(extra.pop(STATE_BEFORE_UNAVAILABLE, KeyState.ENABLED.value))
-        return replace(record, state=previous, extra=extra), changed
+        previous = KeyState(extra.pop(STATE_BEFORE_UNAVAILABLE))
+        state = previous if record.state is KeyState.UNAVAILABLE else record.state
+        return replace(record, state=state, extra=extra), changed
     return record, changed
 
 

@@ -192,7 +192,9 @@ def connect_custom_key_store(ctx: OperationContext, *, custom_key_store_id: str)
         return {}
     if store.store_type == EXTERNAL:
         code = xks_keystores.connect_code(ctx, store)
-        _set_state(ctx, store.store_id, "FAILED" if code else "CONNECTED", code)
+        # Its keys' inner layer is material in the main token: checked there.
+        in_token = None if code else ctx.hsm.material_refs()
+        _set_state(ctx, store.store_id, "FAILED" if code else "CONNECTED", code, in_token)
         return {}
     cluster = get_cluster(ctx.store, store.cluster_id or "")
     try:
@@ -204,7 +206,7 @@ def connect_custom_key_store(ctx: OperationContext, *, custom_key_store_id: str)
         _set_state(ctx, store.store_id, "FAILED", exc.code)
         return {}
     # Keys whose material this token lacks (a restore, a cluster that lost it) stay
-    # Unavailable.
+    # Unavailable (hsmkms.keys.availability).
     _set_state(ctx, store.store_id, "CONNECTED", None, token.material_refs())
     return {}
 
