@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from hsmkms.audit.checkpoint import Checkpoint
+from hsmkms.audit.checkpoint import latest_in_token
 from hsmkms.audit.shelf import DatabaseShelf
 from hsmkms.errors import KMSError, KMSInternalException, UnsupportedOperationException
 from hsmkms.store import open_store
@@ -59,19 +59,6 @@ class TrailPart:
         }
 
 
-def _latest(anchor: TokenAuditAnchor, values: list[bytes]) -> Checkpoint | None:
-    """The newest authentic checkpoint among a chain's stored values."""
-    best: Checkpoint | None = None
-    for value in values:
-        try:
-            found = Checkpoint.parse(value)
-        except ValueError:
-            continue
-        if (best is None or found.number > best.number) and found.authentic(anchor):
-            best = found
-    return best
-
-
 def carry_trail(hsm: Hsm, database_url: str) -> tuple[TrailPart, list[dict[str, str]]]:
     """The trail's part of a backup, and what of it cannot be carried."""
     store = open_store(database_url)
@@ -90,7 +77,8 @@ def carry_trail(hsm: Hsm, database_url: str) -> tuple[TrailPart, list[dict[str, 
         checkpoints: dict[str, str] = {}
         handed_over: list[str] = []
         for name, values in sorted(anchor.load_all().items()):
-            latest = _latest(anchor, values)
+            trail_id, _, chain = name.partition("/")
+            latest = latest_in_token(anchor, trail_id, chain, values)
             if latest is None or (latest.key_id not in carried and successor is None):
                 continue
             if latest.key_id not in carried:

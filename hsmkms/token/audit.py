@@ -26,7 +26,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 from pkcs11.exceptions import PKCS11Error
 
-from hsmkms.errors import KMSError, KMSInvalidStateException
+from hsmkms.errors import KMSError, KMSInternalException, KMSInvalidStateException
 from hsmkms.token import lookup
 from hsmkms.token.faults import to_kms_error
 from hsmkms.token.hsm import Hsm
@@ -111,11 +111,15 @@ class TokenAuditAnchor:
             if not usable:
                 self._hsm.mechanisms.require(Mechanism.GENERIC_SECRET_KEY_GEN, MECHANISM)
                 template = _key_template(os.urandom(16), self._hsm.custody)
-                pooled.session.generate_key(KeyType.GENERIC_SECRET, 256, store=True,
-                                            template=template)  # fmt: skip
+                pooled.session.generate_key(
+                    KeyType.GENERIC_SECRET, 256, store=True, template=template
+                )
                 usable = self._usable(pooled)  # another process may have made one: smallest wins
             self._signing_id = min(usable)
-        return self._signing_id, self._key(pooled, self._signing_id)
+        key = self._key(pooled, self._signing_id)
+        if key is None:
+            raise KMSInternalException("The token no longer holds the audit key it signs with.")
+        return self._signing_id, key
 
     def _key(self, pooled: PooledSession, key_id: bytes) -> Any | None:
         cached = pooled.objects.get(("audit-key", key_id))
