@@ -324,8 +324,19 @@ def peer_tokens(token_env: TokenEnv) -> dict[str, PeerToken]:
     must exist before any test loads it."""
     peers = {}
     env = dict(os.environ)  # SOFTHSM2_CONF: the session's SoftHSM2 token directory
-    # d, e: multi-Region; f, g: the domain key against a user-PIN holder
-    for name in ("peer-a", "peer-b", "peer-c", "peer-d", "peer-e", "peer-f", "peer-g"):
+    # d, e: multi-Region; f, g: the domain key against a user-PIN holder; h, i: a
+    # deployment's backup restored onto a second token
+    for name in (
+        "peer-a",
+        "peer-b",
+        "peer-c",
+        "peer-d",
+        "peer-e",
+        "peer-f",
+        "peer-g",
+        "peer-h",
+        "peer-i",
+    ):
         peer = PeerToken(token_env.cluster_module, f"hsmkms-{name}", secrets.token_hex(8),
                          secrets.token_hex(8))  # fmt: skip
         subprocess.run(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -190,6 +191,19 @@ def test_backup_restores_into_a_fresh_token_that_joined_the_domain(
     assert seen["custody"] == [[True, True, False], [True, True, False]]
     assert "not empty" in b.fails("backup", "restore", str(out))
 
+    # A's trail (kept elsewhere, as an operator would) verifies against B's token: the
+    # backup carried A's audit keys and latest checkpoints.
+    archive = tmp_path / "a-trail"
+    shutil.copytree(a.data_dir / "audit", archive / "audit")
+    checker = Node(archive, databases[1])
+    checker.env["HSMKMS_PIN_FILE"] = str(b.data_dir / "user.pin")
+    checker.env["SOFTHSM2_CONF"] = str(b.data_dir / "softhsm2.conf")
+    if databases[1] is None:
+        checker.env["HSMKMS_DATABASE_URL"] = f"sqlite:///{b.data_dir / 'hsmkms.db'}"
+    verified = checker.run("audit", "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["Valid"] is True
+
 
 def test_keys_made_before_the_domain_are_not_carried(tmp_path: Path) -> None:
     a = node(tmp_path, "a")
@@ -206,11 +220,20 @@ def test_keys_made_before_the_domain_are_not_carried(tmp_path: Path) -> None:
     assert "1 key material version(s) made before the domain" in created.stderr
     assert not (a.data_dir / "so.pin").exists()
     after = a.ok("key", "create")["KeyMetadata"]["KeyId"]
+    # SoftHSM2 cannot wrap Ed25519 private keys: made all the same, with a warning.
+    spec = ("--key-spec", "ECC_NIST_EDWARDS25519", "--key-usage", "SIGN_VERIFY")
+    made = a.run("key", "create", *spec)
+    assert made.returncode == 0, made.stderr
+    ed = json.loads(made.stdout)["KeyMetadata"]["KeyId"]
+    assert made.stderr.startswith("hsmkms: warning: ") and ed in made.stderr
+    assert "backups cannot carry" in made.stderr
     out = tmp_path / "partial.json"
     refused = a.fails("backup", "create", str(out))
     assert "never-extractable" in refused and before in refused and not out.exists()
     report = a.ok("backup", "create", str(out), "--allow-partial")
-    assert [m["label"] for m in report["not_carried"]] == [f"hsmkms/{before}/v1"]
+    reasons = {m["key_id"]: m["reason"] for m in report["not_carried"]}
+    assert set(reasons) == {before, ed}
+    assert "never-extractable" in reasons[before] and "EC_EDWARDS" in reasons[ed]
     assert report["versions_carried"] == 1
     payload = json.loads(json.loads(out.read_text())["payload"])
     assert [m["label"] for m in payload["materials"]] == [f"hsmkms/{after}/v1"]

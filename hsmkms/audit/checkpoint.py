@@ -32,6 +32,8 @@ class Anchor(Protocol):
 
     def check(self, key_id: str, message: bytes, mac: bytes) -> bool: ...
 
+    def holds(self, key_id: str) -> bool: ...
+
     def store(self, chain: str, value: bytes) -> None: ...
 
     def load_all(self) -> dict[str, list[bytes]]: ...
@@ -72,6 +74,11 @@ class Checkpoint:
             )  # fmt: skip
         except (KeyError, TypeError) as exc:
             raise ValueError(f"missing or bad member: {exc}") from exc
+
+    def claims(self) -> Checkpoint:
+        """What it says about the chain, without who signed it (a checkpoint handed over
+        to another key by a backup says the same)."""
+        return dataclasses.replace(self, key_id="", mac="")
 
     def authentic(self, anchor: Anchor) -> bool:
         try:

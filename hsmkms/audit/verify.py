@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +62,11 @@ def verify(directory: Path, anchor: Anchor | None = None) -> Verification:
         missing = f"{TRAIL_ID} is missing: the trail's checkpoints cannot be found"
         return Verification(False, 0, missing, (missing,))
     held = in_token(anchor, trail) if anchor is not None and trail is not None else {}
+    known_until = _known_until(anchor, trail or "", held)
     results = []
     for name in sorted(names | set(held)):
         chain = _Chain(name)
-        _read_checkpoints(directory, trail or "", chain, anchor, held.get(name, []))
+        _read_checkpoints(directory, trail or "", chain, anchor, held.get(name, []), known_until)
         _walk(chain, files.get(name, []))
         results.append(chain)
     legacy = _legacy(directory / LEGACY_FILE)
@@ -95,14 +97,31 @@ def verify(directory: Path, anchor: Anchor | None = None) -> Verification:
     )
 
 
+def _known_until(anchor: Anchor | None, trail: str, held: dict[str, list[bytes]]) -> str | None:
+    """The time of the newest checkpoint of this trail the token holds (None: none)."""
+    times = [
+        point.time for chain, values in held.items()
+        if anchor is not None and (point := latest_in_token(anchor, trail, chain, values))
+    ]  # fmt: skip
+    return max(times, key=datetime.fromisoformat, default=None)
+
+
 def _read_checkpoints(
-    directory: Path, trail: str, chain: _Chain, anchor: Anchor | None, token_values: list[bytes]
+    directory: Path,
+    trail: str,
+    chain: _Chain,
+    anchor: Anchor | None,
+    token_values: list[bytes],
+    known_until: str | None = None,
 ) -> None:
     name = checkpoints_name(chain.name)
     history = read_history(directory, chain.name)
     if history and anchor is None:
         chain.notes.append(f"{name}: checkpoint MACs not checked (no token)")
     previous: Checkpoint | None = None
+    first: Checkpoint | None = None
+    checked = 0  # the newest checkpoint number whose MAC the token could check
+    unchecked: list[Checkpoint] = []  # signed by a key the token does not hold
     for line, raw in history:
         where = f"{name} line {line}"
         try:
@@ -110,14 +129,19 @@ def _read_checkpoints(
         except ValueError:
             chain.problems.append(f"{where}: not a checkpoint")
             return
+        signed = anchor is None or point.authentic(anchor)
         if (point.trail, point.chain) != (trail, chain.name) or (
-            anchor is not None and not point.authentic(anchor)
+            not signed and anchor is not None and anchor.holds(point.key_id)
         ):
             chain.problems.append(
                 f"{where}: checkpoint {point.number} is not signed by the "
                 "audit key for this chain (forged or altered)"
             )
             return
+        if signed:
+            checked = point.number
+        else:
+            unchecked.append(point)
         expected = previous.number + 1 if previous else 1
         if point.number != expected:
             chain.problems.append(
@@ -129,14 +153,23 @@ def _read_checkpoints(
             chain.problems.append(f"{where}: checkpoint {point.number} goes back in the chain")
             return
         chain.checkpoints[point.sequence] = point
-        previous = point
+        previous, first = point, first or point
     chain.latest = previous
     if anchor is None:
         return
     held = latest_in_token(anchor, trail, chain.name, token_values)
+    if held is not None:
+        checked = max(checked, held.number)
+    _vouch(chain, name, unchecked, checked)
     if held is None:
         if token_values:
             chain.problems.append(f"{chain.name}: the token's checkpoint is not authentic")
+        elif first is not None and _later(first.time, known_until):
+            chain.notes.append(
+                f"{chain.name}: begun after the newest checkpoint this token holds for the "
+                f"trail ({known_until}; was the token restored from a backup?): its "
+                "checkpoints are authentic, but a cut-off tail cannot be detected"
+            )
         elif previous is not None:
             chain.problems.append(f"{name}: the token holds no checkpoint for this chain")
         return
@@ -150,7 +183,7 @@ def _read_checkpoints(
             f"{name} ends at checkpoint {previous.number}, but the token "
             f"holds checkpoint {held.number}: the file was cut"
         )
-    elif held.number == previous.number and held != previous:
+    elif held.number == previous.number and held.claims() != previous.claims():
         chain.problems.append(f"{name} line {history[-1][0]}: differs from the token's copy")
     elif held.number < previous.number - 1:
         chain.notes.append(
@@ -160,6 +193,35 @@ def _read_checkpoints(
     if chain.latest is None or held.number > chain.latest.number:
         chain.checkpoints[held.sequence] = held
         chain.latest = held
+
+
+def _vouch(chain: _Chain, name: str, unchecked: list[Checkpoint], checked: int) -> None:
+    """Checkpoints signed by a key this token does not hold (one that stayed on the
+    token a backup came from) count only below one it can check: that one pins the
+    chain's head, and the hash chain every record before it."""
+    if not unchecked:
+        return
+    last = unchecked[-1]
+    if last.number > checked:
+        chain.problems.append(
+            f"{name}: checkpoint {last.number} is signed by audit key {last.key_id}, which "
+            "this token does not hold, and no later checkpoint signed by a key it holds "
+            "covers it"
+        )
+        return
+    keys = ", ".join(sorted({p.key_id for p in unchecked}))
+    chain.notes.append(
+        f"{name}: checkpoints {unchecked[0].number}-{last.number} are signed by audit key "
+        f"{keys}, which this token does not hold; checkpoint {checked}, signed by a key "
+        "it holds, covers them"
+    )
+
+
+def _later(time: str, than: str | None) -> bool:
+    try:
+        return than is not None and datetime.fromisoformat(time) > datetime.fromisoformat(than)
+    except ValueError:
+        return False
 
 
 def _walk(chain: _Chain, files: list[tuple[int, Path]]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +67,18 @@ class Snapshot:
         return (
             [] if found is None else [dict(zip(found.columns, r, strict=True)) for r in found.rows]
         )
+
+    def update(self, table: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+        """Change rows in place: `change` gets a row and returns new values for some of its
+        columns (others are ignored: an older schema's rows keep their columns), or None."""
+        found = self.tables.get(table)
+        if found is None:
+            return
+        for index, row in enumerate(found.rows):
+            values = dict(zip(found.columns, row, strict=True))
+            new = change(values)
+            if new is not None:
+                found.rows[index] = tuple(new.get(c, values[c]) for c in found.columns)
 
 
 def _out(value: Any) -> Any:

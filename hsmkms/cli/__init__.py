@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -359,9 +360,22 @@ def _audit(settings: Any, args: argparse.Namespace) -> int:
         hsm.close()
 
 
+class _StderrLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"hsmkms: {record.levelname.lower()}: {super().format(record)}"
+
+
+def _log_warnings_to_stderr() -> None:
+    """The package's warnings (e.g. a new key that backups cannot carry) as stderr lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_StderrLine())
+    logging.getLogger("hsmkms").addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)  # every file this process makes (database, audit, output) is ours only
     args = _parser().parse_args(argv)
+    _log_warnings_to_stderr()
     try:
         settings = load_settings()
         if args.command == "audit":

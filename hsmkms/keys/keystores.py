@@ -26,9 +26,10 @@ from hsmkms.errors import (
     KMSInvalidStateException,
     ValidationException,
 )
+from hsmkms.keys.availability import material_state
 from hsmkms.store.base import MetadataStore, Writer
 from hsmkms.store.model import KeyRecord, KeyState, Origin
-from hsmkms.token import Hsm
+from hsmkms.token import Hsm, MaterialRef
 from hsmkms.token.faults import TokenLoginFailed, TokenNotFound
 from hsmkms.token.library import rescan_tokens
 from hsmkms.token.templates import CREDENTIALS_KEY
@@ -146,9 +147,13 @@ def put_store(tx: Writer, store: CustomKeyStore) -> None:
     tx.put_document(STORES, store.store_id, store.to_json())
 
 
-def set_keys_available(tx: Writer, store_id: str, available: bool) -> list[str]:
+def set_keys_available(
+    tx: Writer, store_id: str, available: bool, in_token: set[MaterialRef] | None = None
+) -> list[str]:
     """Keys of a store turn Unavailable while it is disconnected (AWS's rule) and get
-    their state back when it connects; returns the key ids changed."""
+    their state back when it connects; returns the key ids changed. `in_token`: what
+    the store's token holds, when connecting to it: a key whose material it lacks
+    stays Unavailable (hsmkms.keys.availability), e.g. after a restore elsewhere."""
     changed: list[str] = []
     after: str | None = None
     while page := tx.list_keys(None, after, 500):
@@ -157,6 +162,14 @@ def set_keys_available(tx: Writer, store_id: str, available: bool) -> list[str]:
             if record.custom_key_store_id != store_id:
                 continue
             updated = _availability(record, available)
+            if available and in_token is not None:
+                versions = tx.list_versions(record.key_id)
+                present = {
+                    v.version for v in versions if MaterialRef(v.key_id, v.version) in in_token
+                }
+                updated, marked = material_state(updated, versions, present)
+                for version in marked:
+                    tx.put_version(version)
             if updated is not record:
                 tx.put_key(updated)
                 changed.append(record.key_id)
@@ -173,6 +186,12 @@ def _availability(record: KeyRecord, available: bool) -> KeyRecord:
         state = previous if record.state is KeyState.UNAVAILABLE else record.state
         return replace(record, state=state, extra=extra)
     return record
+
+
+def in_main_token(record: KeyRecord) -> bool:
+    """Whether the main token holds the key's material: every key but an AWS_CLOUDHSM
+    store's (an external key store's keys keep their inner layer there)."""
+    return record.custom_key_store_id is None or record.origin is Origin.EXTERNAL_KEY_STORE
 
 
 class ConnectFailed(Exception):
@@ -259,7 +278,7 @@ class TokenRegistry:
     def for_record(self, record: KeyRecord) -> Hsm:
         """The token holding a key's material (an external key store's keys keep
         their own layer in the main token)."""
-        if record.custom_key_store_id is None or record.origin is Origin.EXTERNAL_KEY_STORE:
+        if in_main_token(record) or record.custom_key_store_id is None:
             return self.main
         try:
             return self.for_store(record.custom_key_store_id)

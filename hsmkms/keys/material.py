@@ -42,14 +42,14 @@ from hsmkms.errors import (
     NotFoundException,
 )
 from hsmkms.keys import lifecycle
+from hsmkms.keys.availability import material_state, warn_if_not_carried
 from hsmkms.keys.clock import Clock
-from hsmkms.keys.keystores import TokenRegistry
+from hsmkms.keys.keystores import TokenRegistry, in_main_token
 from hsmkms.keys.metadata import ENCRYPTION_ALGORITHMS, PUBLIC_KEY
 from hsmkms.keys.specs import RSA_ENCRYPTION, material_for
 from hsmkms.store.base import MetadataStore, Writer
 from hsmkms.store.model import (
     KeyRecord,
-    KeyState,
     KeyUsage,
     KeyVersion,
     PendingMaterial,
@@ -63,8 +63,6 @@ CrashHook = Callable[[str], None]
 DEFAULT_GRACE = timedelta(minutes=10)
 ROTATION_WAIT_SECONDS = 10.0  # for another process's rotation of the same key
 FINGERPRINTS = "material-fingerprint"  # store documents: label -> {"check_value": hex}
-# Written into KeyRecord.extra while material is missing, to restore the state later.
-STATE_BEFORE_UNAVAILABLE = "state_before_unavailable"
 
 
 def _no_crash(point: str) -> None:
@@ -151,6 +149,8 @@ class MaterialKeeper:
             tx.put_version(KeyVersion(ref.key_id, ref.version, record.creation_date, None))
             self._remember(tx, ref, fingerprint)
             tx.remove_pending(ref.key_id, ref.version)
+        if hsm is self.tokens.main:
+            warn_if_not_carried(hsm, record, ref, kind)
         return record
 
     def _key_lock(self, key_id: str) -> threading.Lock:
@@ -313,8 +313,8 @@ class MaterialKeeper:
         for record in self._all_keys():
             versions = self._store.list_versions(record.key_id)
             named.update(MaterialRef(v.key_id, v.version) for v in versions)
-            # This pass checks the main token only.
-            if record.custom_key_store_id is None and (on_token is None or on_token(record)):
+            # This pass checks the main token only (connecting a store checks its own).
+            if in_main_token(record) and (on_token is None or on_token(record)):
                 self._check_versions(record, versions, in_token, report)
 
         for ref in sorted(named & in_token - fresh_intents, key=lambda r: r.label):
@@ -354,27 +354,14 @@ class MaterialKeeper:
     ) -> None:
         """Mark versions whose object vanished (or came back); a key whose current
         material is missing becomes Unavailable until it returns."""
-        changed: list[KeyVersion] = []
-        for version in versions:
-            ref = MaterialRef(version.key_id, version.version)
-            present = ref in in_token
-            if not present and version.state is VersionState.ACTIVE:
-                changed.append(replace(version, state=VersionState.MISSING))
-                report.material_missing.append(ref.label)
-            elif present and version.state is VersionState.MISSING:
-                changed.append(replace(version, state=VersionState.ACTIVE))
-                report.material_restored.append(ref.label)
+        present = {v.version for v in versions if MaterialRef(v.key_id, v.version) in in_token}
+        updated, changed = material_state(record, versions, present)
+        for version in changed:
+            label = MaterialRef(version.key_id, version.version).label
+            gone = version.state is VersionState.MISSING
+            (report.material_missing if gone else report.material_restored).append(label)
         if not changed:
             return
-        current_missing = MaterialRef(record.key_id, record.current_version) not in in_token
-        updated = record
-        if current_missing and record.state is not KeyState.UNAVAILABLE:
-            extra = {**record.extra, STATE_BEFORE_UNAVAILABLE: record.state.value}
-            updated = replace(record, state=KeyState.UNAVAILABLE, extra=extra)
-        elif not current_missing and record.state is KeyState.UNAVAILABLE:
-            extra = dict(record.extra)
-            previous = KeyState(extra.pop(STATE_BEFORE_UNAVAILABLE, KeyState.ENABLED.value))
-            updated = replace(record, state=previous, extra=extra)
         with self._store.transaction() as tx:
             for version in changed:
                 tx.put_version(version)

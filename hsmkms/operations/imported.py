@@ -15,8 +15,8 @@ from hsmkms.errors import (
     UnsupportedOperationException,
 )
 from hsmkms.keys import imported
+from hsmkms.keys.availability import STATE_BEFORE_UNAVAILABLE
 from hsmkms.keys.imported import ImportParameters, Material
-from hsmkms.keys.material import STATE_BEFORE_UNAVAILABLE
 from hsmkms.keys.specs import material_for
 from hsmkms.operations.context import OperationContext
 from hsmkms.store.model import (

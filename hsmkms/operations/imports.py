@@ -20,9 +20,9 @@ from hsmkms.errors import (
     ValidationException,
 )
 from hsmkms.keys import imported, lifecycle
+from hsmkms.keys.availability import STATE_BEFORE_UNAVAILABLE
 from hsmkms.keys.imported import ImportParameters, Material
 from hsmkms.keys.lifecycle import Use
-from hsmkms.keys.material import STATE_BEFORE_UNAVAILABLE
 from hsmkms.keys.metadata import ENCRYPTION_ALGORITHMS, PUBLIC_KEY
 from hsmkms.keys.specs import RSA_ENCRYPTION, material_for
 from hsmkms.operations import imported as material

@@ -41,6 +41,7 @@ from hsmkms.keys.keystores import (
 from hsmkms.operations import xks_keystores
 from hsmkms.operations.checks import check_limit, offset_page
 from hsmkms.operations.context import OperationContext, Response
+from hsmkms.token import MaterialRef
 
 CLOUDHSM = "AWS_CLOUDHSM"
 EXTERNAL = "EXTERNAL_KEY_STORE"
@@ -191,18 +192,22 @@ def connect_custom_key_store(ctx: OperationContext, *, custom_key_store_id: str)
         return {}
     if store.store_type == EXTERNAL:
         code = xks_keystores.connect_code(ctx, store)
-        _set_state(ctx, store.store_id, "FAILED" if code else "CONNECTED", code)
+        # Its keys' inner layer is material in the main token: checked there.
+        in_token = None if code else ctx.hsm.material_refs()
+        _set_state(ctx, store.store_id, "FAILED" if code else "CONNECTED", code, in_token)
         return {}
     cluster = get_cluster(ctx.store, store.cluster_id or "")
     try:
         if cluster is None:
             raise ConnectFailed("CLUSTER_NOT_FOUND")
-        ctx.tokens.open(store, cluster)
+        token = ctx.tokens.open(store, cluster)
     except ConnectFailed as exc:
         # As in AWS the call succeeds; the store shows FAILED and why.
         _set_state(ctx, store.store_id, "FAILED", exc.code)
         return {}
-    _set_state(ctx, store.store_id, "CONNECTED", None)
+    # Keys whose material this token lacks (a restore, a cluster that lost it) stay
+    # Unavailable (hsmkms.keys.availability).
+    _set_state(ctx, store.store_id, "CONNECTED", None, token.material_refs())
     return {}
 
 
@@ -217,13 +222,19 @@ def disconnect_custom_key_store(ctx: OperationContext, *, custom_key_store_id: s
     return {}
 
 
-def _set_state(ctx: OperationContext, store_id: str, state: str, error: str | None) -> None:
+def _set_state(
+    ctx: OperationContext,
+    store_id: str,
+    state: str,
+    error: str | None,
+    in_token: set[MaterialRef] | None = None,
+) -> None:
     with ctx.store.transaction() as tx:
         current = get_store(tx, store_id)
         if current is None:
             raise CustomKeyStoreNotFoundException(f"Custom key store {store_id} does not exist.")
         put_store(tx, replace(current, connection_state=state, error_code=error))
-        set_keys_available(tx, store_id, state == "CONNECTED")
+        set_keys_available(tx, store_id, state == "CONNECTED", in_token)
     ctx.changed()
 
 

@@ -1,10 +1,16 @@
 """What the audit trail keeps in the token: its HMAC key and the latest checkpoints.
 
 The key (label `hsmkms-internal/audit`) is a generic secret that never leaves the
-token (sensitive, not extractable); checkpoints are MACed inside the token. Two
-processes may create the key at the same moment, so each key gets a random CKA_ID,
-every process signs with the smallest id it finds, and a checkpoint names the id of
-the key that signed it. The latest checkpoint of each chain is a private CKO_DATA
+token in plaintext (sensitive); checkpoints are MACed inside the token. It has the
+custody of other new material: never extractable, or, once the token is in a
+security domain, extractable only wrapped under the domain key, so that a backup can
+carry it and the trail still verifies after a restore onto another token of the domain
+(docs/token-wrapping.md). A process that must give domain custody and finds only
+never-extractable keys (made before the domain) makes a successor. Two processes may
+create a key at the same moment, so each key gets a random CKA_ID, every process signs
+with the smallest id among the keys it may use, and a checkpoint names the id of the
+key that signed it. Older keys stay, for the checkpoints they signed. The latest
+checkpoint of each chain is a private CKO_DATA
 object (label `hsmkms-internal/audit-checkpoint/<chain>`) whose value is updated in
 place where the token allows it, else replaced (SoftHSM2 2.6 keeps CKA_VALUE of data
 objects read-only): the new object is made before the old one goes.
@@ -20,10 +26,12 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 from pkcs11.exceptions import PKCS11Error
 
-from hsmkms.errors import KMSError
+from hsmkms.errors import KMSError, KMSInternalException, KMSInvalidStateException
+from hsmkms.token import lookup
 from hsmkms.token.faults import to_kms_error
 from hsmkms.token.hsm import Hsm
 from hsmkms.token.pool import PooledSession
+from hsmkms.token.templates import Custody, InternalRef, custody_attributes
 
 KEY_LABEL = "hsmkms-internal/audit"
 CHECKPOINT_PREFIX = "hsmkms-internal/audit-checkpoint/"
@@ -31,12 +39,11 @@ APPLICATION = "hsmkms audit"
 MECHANISM = Mechanism.SHA256_HMAC
 
 
-def _key_template(cka_id: bytes) -> dict[Any, Any]:
+def _key_template(cka_id: bytes, custody: Custody) -> dict[Any, Any]:
     return {
         Attribute.TOKEN: True,
         Attribute.PRIVATE: True,
-        Attribute.SENSITIVE: True,
-        Attribute.EXTRACTABLE: False,
+        **custody_attributes(custody),
         Attribute.MODIFIABLE: False,
         Attribute.LABEL: KEY_LABEL,
         Attribute.ID: cka_id,
@@ -51,10 +58,23 @@ def _key_template(cka_id: bytes) -> dict[Any, Any]:
 
 
 def _keys(pooled: PooledSession) -> dict[bytes, Any]:
-    found = pooled.session.get_objects(
-        {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: KEY_LABEL}
+    found = lookup.find_all(
+        pooled.session, {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: KEY_LABEL}
     )
     return {bytes(key[Attribute.ID]): key for key in found}
+
+
+def _leaves_wrapped(key: Any) -> bool:
+    """Domain custody: a backup can carry it (wrapped under the domain key)."""
+    try:
+        return bool(key[Attribute.EXTRACTABLE]) and bool(key[Attribute.WRAP_WITH_TRUSTED])
+    except p11.AttributeTypeInvalid:  # a token without CKA_WRAP_WITH_TRUSTED
+        return False
+
+
+def key_ref(key_id: bytes) -> InternalRef:
+    """The name of one audit key (all share the label; the CKA_ID tells them apart)."""
+    return InternalRef(KEY_LABEL, key_id)
 
 
 class CheckpointShelf(Protocol):
@@ -78,21 +98,60 @@ class TokenAuditAnchor:
 
     # -- the key -------------------------------------------------------------------
 
+    def _usable(self, pooled: PooledSession) -> set[bytes]:
+        """The keys this process may sign with: those of the custody it gives new keys."""
+        keys = _keys(pooled)
+        if self._hsm.custody is Custody.DOMAIN:
+            return {key_id for key_id, key in keys.items() if _leaves_wrapped(key)}
+        return set(keys)
+
     def _signing_key(self, pooled: PooledSession) -> tuple[bytes, Any]:
         if self._signing_id is None:
-            keys = _keys(pooled)
-            if not keys:
+            usable = self._usable(pooled)
+            if not usable:
                 self._hsm.mechanisms.require(Mechanism.GENERIC_SECRET_KEY_GEN, MECHANISM)
+                template = _key_template(os.urandom(16), self._hsm.custody)
                 pooled.session.generate_key(
-                    KeyType.GENERIC_SECRET, 256, store=True, template=_key_template(os.urandom(16))
+                    KeyType.GENERIC_SECRET, 256, store=True, template=template
                 )
-                keys = _keys(pooled)  # another process may have made one too: smallest wins
-            self._signing_id = min(keys)
-        cached = pooled.objects.get(("audit-key", self._signing_id))
+                usable = self._usable(pooled)  # another process may have made one: smallest wins
+            self._signing_id = min(usable)
+        key = self._key(pooled, self._signing_id)
+        if key is None:
+            raise KMSInternalException("The token no longer holds the audit key it signs with.")
+        return self._signing_id, key
+
+    def _key(self, pooled: PooledSession, key_id: bytes) -> Any | None:
+        cached = pooled.objects.get(("audit-key", key_id))
         if cached is None:
-            cached = _keys(pooled)[self._signing_id]
-            pooled.objects[("audit-key", self._signing_id)] = cached
-        return self._signing_id, cached
+            cached = _keys(pooled).get(key_id)
+            if cached is not None:
+                pooled.objects[("audit-key", key_id)] = cached
+        return cached
+
+    def key_ids(self) -> list[bytes]:
+        """Every audit key the token holds (a backup carries those it can wrap)."""
+        return sorted(self._hsm._call(_keys))
+
+    def holds(self, key_id: str) -> bool:
+        """Whether the token holds the named key (else its MACs cannot be checked here)."""
+        try:
+            wanted = bytes.fromhex(key_id)
+        except ValueError:
+            return False
+        return self._hsm._call(lambda pooled: self._key(pooled, wanted) is not None)
+
+    def sign_with(self, key_id: bytes, message: bytes) -> bytes:
+        """HMAC-SHA256 under one named key (a backup's hand-over to a key it carries)."""
+
+        def sign(pooled: PooledSession) -> bytes:
+            key = self._key(pooled, key_id)
+            if key is None:
+                raise KMSInvalidStateException(f"The token holds no audit key {key_id.hex()}.")
+            mac: bytes = key.sign(message, mechanism=MECHANISM)
+            return mac
+
+        return self._hsm._call(sign)
 
     def key_id(self) -> str:
         """The CKA_ID (hex) of the key sign() uses; made on first use."""
@@ -117,12 +176,9 @@ class TokenAuditAnchor:
             return False
 
         def compute(pooled: PooledSession) -> bytes | None:
-            key = pooled.objects.get(("audit-key", wanted))
+            key = self._key(pooled, wanted)
             if key is None:
-                key = _keys(pooled).get(wanted)
-                if key is None:
-                    return None
-                pooled.objects[("audit-key", wanted)] = key
+                return None
             expected: bytes = key.sign(message, mechanism=MECHANISM)
             return expected
 

@@ -9,6 +9,9 @@ as their public values. Plaintext material never passes through Python.
 from __future__ import annotations
 
 import base64
+import threading
+import weakref
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,14 +20,21 @@ from pkcs11 import exceptions as p11
 
 from hsmkms.errors import (
     AlreadyExistsException,
+    KMSError,
     KMSInvalidStateException,
     UnsupportedOperationException,
 )
-from hsmkms.token import asymmetric
+from hsmkms.token import asymmetric, lookup
 from hsmkms.token.domain import domain_key
 from hsmkms.token.pool import PooledSession
 from hsmkms.token.publics import create_public
-from hsmkms.token.templates import Custody, MaterialRef, ObjectName, custody_attributes
+from hsmkms.token.templates import (
+    Custody,
+    InternalRef,
+    MaterialRef,
+    ObjectName,
+    custody_attributes,
+)
 from hsmkms.token.wrapping import key_template, rfc5649
 
 if TYPE_CHECKING:
@@ -76,6 +86,28 @@ class WrappedMaterial:
         )  # fmt: skip
 
 
+def _name(named: ObjectName | WrappedMaterial) -> dict[Attribute, Any]:
+    """Label and CKA_ID: internal objects may share a label (the audit keys do)."""
+    return {Attribute.LABEL: named.label, Attribute.ID: named.cka_id}
+
+
+def holds(hsm: Hsm, material: WrappedMaterial) -> bool:
+    """Whether the token has an object with this material's label and CKA_ID."""
+    return bool(hsm.run(lambda pooled: lookup.find_all(pooled.session, _name(material))))
+
+
+def discard(hsm: Hsm, material: WrappedMaterial) -> None:
+    """Destroy what unwrap_material made of it (a restore that fails half-way)."""
+
+    def destroy(pooled: PooledSession) -> None:
+        for obj in lookup.find_all(pooled.session, _name(material)):
+            obj.destroy()
+
+    hsm.run(destroy)
+    name = MaterialRef.from_label(material.label)
+    hsm.pool.forget_object(name or InternalRef(material.label, material.cka_id))
+
+
 def _usages(obj: Any, object_class: ObjectClass) -> tuple[str, ...]:
     return tuple(u for u in _USAGES[object_class] if obj[Attribute[u.upper()]])
 
@@ -97,7 +129,7 @@ def wrap_material(hsm: Hsm, ref: ObjectName) -> WrappedMaterial:
     def wrap(pooled: PooledSession) -> WrappedMaterial:
         kek, domain_id = domain_key(pooled)
         found = [
-            obj for obj in pooled.session.get_objects({Attribute.LABEL: ref.label})
+            obj for obj in lookup.find_all(pooled.session, _name(ref))
             if obj[Attribute.CLASS] in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY)
         ]  # fmt: skip
         if len(found) != 1:
@@ -147,7 +179,7 @@ def unwrap_material(hsm: Hsm, material: WrappedMaterial) -> None:
                 f"The material was wrapped in security domain {material.domain_id}; "
                 f"this token belongs to {domain_id}."
             )
-        if list(pooled.session.get_objects({Attribute.LABEL: material.label})):
+        if lookup.find_all(pooled.session, _name(material)):
             raise AlreadyExistsException(f"The token already holds {material.label}.")
         template = {
             **key_template(object_class, token=True, private=True, label=material.label,
@@ -173,3 +205,28 @@ def unwrap_material(hsm: Hsm, material: WrappedMaterial) -> None:
             raise
 
     hsm.run(unwrap)
+
+
+_refusals: weakref.WeakKeyDictionary[Hsm, dict[Hashable, str | None]] = weakref.WeakKeyDictionary()
+_refusals_lock = threading.Lock()
+
+
+def carry_refusal(hsm: Hsm, ref: MaterialRef, kind: Hashable) -> str | None:
+    """Why a backup could not carry this material (None: it could). Found out by
+    wrapping the first object of each kind under the domain key (the wrapped copy is
+    dropped: it is what a backup would hold) and kept for the token. SoftHSM2 2.6, for
+    one, cannot wrap Ed25519 private keys."""
+    with _refusals_lock:
+        known = _refusals.setdefault(hsm, {})
+        if kind in known:
+            return known[kind]
+    try:
+        wrap_material(hsm, ref)
+        reason = None
+    except UnsupportedOperationException as exc:
+        reason = exc.message
+    except KMSError:
+        return None  # not an answer about the kind (the token had a fault): ask again
+    with _refusals_lock:
+        known[kind] = reason
+    return reason

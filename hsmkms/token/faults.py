@@ -9,6 +9,7 @@ from hsmkms.errors import (
     KeyUnavailableException,
     KMSError,
     KMSInternalException,
+    KMSInvalidStateException,
     UnsupportedOperationException,
 )
 
@@ -22,8 +23,9 @@ TRANSIENT: tuple[type[Exception], ...] = (
 )
 
 
-class MaterialMissing(KMSInternalException):
-    """A key-material object the metadata names is not in the token."""
+class MaterialMissing(KMSInvalidStateException):
+    """A key-material object the metadata names is not in the token: the key cannot be
+    used (AWS's answer for a KMS key whose material is unusable), never a server fault."""
 
 
 class TokenNotFound(KMSInternalException):
@@ -52,7 +54,10 @@ def to_kms_error(exc: Exception) -> KMSError:
     if isinstance(exc, p11.PinLocked):
         return TokenLoginFailed("The token's PIN is locked.", locked=True)
     if isinstance(exc, p11.NoSuchKey):
-        return MaterialMissing("Key material is missing from the token.")
+        return MaterialMissing(
+            "The key material this request needs is not in the token; the KMS key is "
+            "unusable until it is restored (`hsmkms maintain` marks it Unavailable)."
+        )
     if isinstance(exc, TRANSIENT):
         return KeyUnavailableException("The token is not reachable.")
     # Never leak a message from the module: name the fault only.

@@ -1,0 +1,128 @@
+"""The audit trail's part of a backup: what lets the old trail verify on the token the
+backup is restored onto (docs/token-wrapping.md, "The audit trail across a restore").
+
+Carried: every audit key the token can wrap under the domain key, and the latest
+checkpoint of each chain the token (or, for a token without data objects, the
+database) holds. A checkpoint signed by a key that cannot leave the token (one made
+before the domain existed) is handed over: its MAC is checked in the token, then the
+checkpoint is signed again, in the token, by a key the backup carries. On the new
+token `audit verify` accepts that old key's checkpoints of the chain up to the one
+handed over: they can no longer be checked one by one, but that checkpoint and the
+hash chain pin every record they cover.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hsmkms.audit.checkpoint import latest_in_token
+from hsmkms.audit.shelf import DatabaseShelf
+from hsmkms.errors import KMSError, KMSInternalException, UnsupportedOperationException
+from hsmkms.store import open_store
+from hsmkms.token import Hsm
+from hsmkms.token.audit import KEY_LABEL, TokenAuditAnchor, key_ref
+from hsmkms.token.backup import WrappedMaterial, holds, unwrap_material, wrap_material
+from hsmkms.token.templates import Custody
+
+
+@dataclass(frozen=True)
+class TrailPart:
+    keys: list[WrappedMaterial] = field(default_factory=list)
+    checkpoints: dict[str, str] = field(default_factory=dict)  # "<trail>/<chain>" -> line
+    handed_over: list[str] = field(default_factory=list)  # re-signed by a carried key
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "keys": [k.to_json() for k in self.keys],
+            "checkpoints": self.checkpoints,
+            "handed_over": self.handed_over,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrailPart:
+        checkpoints = data["checkpoints"]
+        if not isinstance(checkpoints, dict):
+            raise ValueError("checkpoints is not an object")
+        return cls(
+            [WrappedMaterial.from_json(k) for k in data["keys"]],
+            {str(name): str(line) for name, line in checkpoints.items()},
+            [str(name) for name in data["handed_over"]],
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "keys": len(self.keys),
+            "checkpoints": len(self.checkpoints),
+            "handed_over": self.handed_over,
+        }
+
+
+def carry_trail(hsm: Hsm, database_url: str) -> tuple[TrailPart, list[dict[str, str]]]:
+    """The trail's part of a backup, and what of it cannot be carried."""
+    store = open_store(database_url)
+    try:
+        anchor = TokenAuditAnchor(hsm, DatabaseShelf(store))
+        if hsm.custody is Custody.DOMAIN:
+            anchor.key_id()  # makes a key a backup can carry, if there is none yet
+        keys: list[WrappedMaterial] = []
+        for key_id in anchor.key_ids():
+            try:
+                keys.append(wrap_material(hsm, key_ref(key_id)))
+            except UnsupportedOperationException:
+                continue  # never-extractable: its checkpoints are handed over below
+        carried = {k.cka_id.hex() for k in keys}
+        successor = min(carried, default=None)
+        checkpoints: dict[str, str] = {}
+        handed_over: list[str] = []
+        for name, values in sorted(anchor.load_all().items()):
+            trail_id, _, chain = name.partition("/")
+            latest = latest_in_token(anchor, trail_id, chain, values)
+            if latest is None or (latest.key_id not in carried and successor is None):
+                continue
+            if latest.key_id not in carried:
+                assert successor is not None
+                unsigned = dataclasses.replace(latest, key_id=successor, mac="")
+                mac = anchor.sign_with(bytes.fromhex(successor), unsigned.body())
+                latest = dataclasses.replace(unsigned, mac=mac.hex())
+                handed_over.append(name)
+            checkpoints[name] = latest.line().decode()
+    finally:
+        store.close()
+    left_out = []
+    if successor is None:
+        left_out.append({
+            "label": KEY_LABEL,
+            "reason": "no audit key of this token can leave it (the token cannot wrap it, "
+            "or new keys are kept never-extractable): the trail will not verify on a "
+            "restored token",
+        })  # fmt: skip
+    return TrailPart(keys, checkpoints, handed_over), left_out
+
+
+def restore_keys(hsm: Hsm, part: TrailPart) -> list[WrappedMaterial]:
+    """Unwrap the carried audit keys the token does not hold yet; returns those made."""
+    made = []
+    for key in part.keys:
+        if holds(hsm, key):
+            continue  # the same key (a random 16-byte id), e.g. from an earlier restore
+        unwrap_material(hsm, key)
+        made.append(key)
+    return made
+
+
+def restore_checkpoints(hsm: Hsm, database_url: str, part: TrailPart) -> None:
+    """Where the token keeps the latest checkpoints (or the database, for a token that
+    holds no data objects); after the rows are written."""
+    store = open_store(database_url)
+    try:
+        anchor = TokenAuditAnchor(hsm, DatabaseShelf(store))
+        for name, line in part.checkpoints.items():
+            anchor.store(name, line.encode())
+    except KMSError as exc:
+        raise KMSInternalException(
+            f"The keys and metadata are restored, but not the audit checkpoints ({exc.message})"
+        ) from exc
+    finally:
+        store.close()
