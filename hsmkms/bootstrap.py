@@ -83,17 +83,18 @@ def open_region_tokens(settings: Settings, main: Hsm) -> dict[str, Hsm]:
     return {region: by_label[label] for region, label in settings.region_tokens.items()}
 
 
-def audit_anchor(hsm: Hsm, store: MetadataStore) -> TokenAuditAnchor:
-    """The token's audit key; the latest checkpoints in the token, or in the database
-    where the token holds no data objects."""
-    return TokenAuditAnchor(hsm, DatabaseShelf(store))
+def audit_anchor(hsm: Hsm, store: MetadataStore, scope: str) -> TokenAuditAnchor:
+    """The token's audit key; the latest checkpoints and the trails' records in the
+    token, or in the database where the token holds no data objects; `scope`: which of
+    the trails the token knows are this deployment's (HSMKMS_AUDIT_SCOPE)."""
+    return TokenAuditAnchor(hsm, DatabaseShelf(store), scope)
 
 
 def open_audit(settings: Settings, hsm: Hsm, store: MetadataStore) -> AuditLog:
     """The audit trail, checkpointed with the token's audit key."""
     return AuditLog(
         settings.data_dir / "audit",
-        anchor=audit_anchor(hsm, store),
+        anchor=audit_anchor(hsm, store, settings.audit_scope),
         node_id=settings.audit_node_id,
         durability=settings.audit_durability,
         rotate_bytes=settings.audit_rotate_bytes,

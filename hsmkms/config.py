@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     audit_rotate_seconds: float = Field(default=86400.0, gt=0)
     audit_checkpoint_records: int = Field(default=1000, ge=1)
     audit_checkpoint_seconds: float = Field(default=60.0, gt=0)
+    # Deployments sharing one token name their trails apart (hsmkms.audit.trails).
+    audit_scope: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Serving: deadlines, shutdown, quotas, processes.
     token_call_timeout_seconds: float = Field(default=30.0, ge=0)  # 0: no deadline
     shutdown_drain_seconds: float = Field(default=10.0, ge=0)

@@ -23,8 +23,14 @@ from hsmkms.audit.files import canonical, checkpoints_name, sync_directory
 
 
 class Anchor(Protocol):
-    """The token side: an HMAC key that never leaves it, and a place per chain for the
-    latest checkpoint (hsmkms.token.audit.TokenAuditAnchor)."""
+    """The token side: an HMAC key that never leaves it, a place per chain for the
+    latest checkpoint and one per trail for its record (hsmkms.audit.trails)
+    (hsmkms.token.audit.TokenAuditAnchor)."""
+
+    @property
+    def scope(self) -> str:
+        """Which of the trails the token knows are this deployment's (hsmkms.audit.trails)."""
+        ...
 
     def key_id(self) -> str: ...
 
@@ -35,6 +41,20 @@ class Anchor(Protocol):
     def store(self, chain: str, value: bytes) -> None: ...
 
     def load_all(self) -> dict[str, list[bytes]]: ...
+
+    def store_trail(self, trail: str, value: bytes) -> None: ...
+
+    def load_trails(self) -> dict[str, list[bytes]]: ...
+
+
+def mac_matches(anchor: Anchor, key_id: str, body: bytes, mac: str) -> bool:
+    """Whether `mac` (hex) is the audit key's MAC of `body`: checkpoints and trail
+    records alike."""
+    try:
+        raw = bytes.fromhex(mac)
+    except ValueError:
+        return False
+    return anchor.check(key_id, body, raw)
 
 
 @dataclass(frozen=True)
@@ -74,11 +94,7 @@ class Checkpoint:
             raise ValueError(f"missing or bad member: {exc}") from exc
 
     def authentic(self, anchor: Anchor) -> bool:
-        try:
-            mac = bytes.fromhex(self.mac)
-        except ValueError:
-            return False
-        return anchor.check(self.key_id, self.body(), mac)
+        return mac_matches(anchor, self.key_id, self.body(), self.mac)
 
 
 def read_history(directory: Path, chain: str) -> list[tuple[int, bytes]]:

@@ -41,6 +41,7 @@ from hsmkms.audit.files import (
     sync_directory,
     trail_id,
 )
+from hsmkms.audit.trails import open_trail
 from hsmkms.audit.verify import Verification, verify
 
 __all__ = ["AuditLog", "Verification", "request_parameters", "verify"]
@@ -64,6 +65,12 @@ LOGGED_PARAMETERS = frozenset({
     # imported material: never ImportToken or EncryptedKeyMaterial
     "WrappingAlgorithm", "WrappingKeySpec", "ExpirationModel", "ImportType",
     "KeyMaterialId", "IncludeKeyMaterial",
+    # policies are not secrets, and say who may do what (CloudTrail records them too)
+    "Policy", "PolicyDocument",
+    # operator commands (hsmkms.cli.registry): never a secret access key or a PIN
+    "PrincipalArn", "AccessKeyId", "Status", "Tags", "XksProxyUriPath", "CloudHsmClusterId",
+    "TokenLabel", "Module", "Host", "Url", "TokenCreated", "Database", "Scope", "Trail",
+    "RetiredTrails", "Reason", "Custodians", "Threshold", "Domain", "CheckValue", "File",
 })  # fmt: skip
 
 _Item = tuple[dict[str, Any] | None, "Future[None] | None"]
@@ -98,6 +105,8 @@ class AuditLog:
         checkpoint_records: int = DEFAULT_CHECKPOINT_RECORDS,
         checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
     ) -> None:
+        """With an anchor, refuses (AuditTrailConflictException) to write a trail the
+        token does not hold as the anchor's scope's active one (hsmkms.audit.trails)."""
         if durability not in ("sync", "async"):
             raise ValueError(f"audit durability must be 'sync' or 'async', not {durability!r}")
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -106,12 +115,24 @@ class AuditLog:
         self._rotate_bytes, self._rotate_seconds = rotate_bytes, rotate_seconds
         self._checkpoint_records, self._checkpoint_seconds = checkpoint_records, checkpoint_seconds
         self.chain, self._lock = claim_chain(directory, node_name(node_id))
+        try:
+            self.trail = (
+                open_trail(directory, anchor) if anchor
+                else trail_id(directory, create=True) or ""
+            )  # fmt: skip
+        except BaseException:
+            self._lock.close()
+            raise
         tail = open_tail(directory, self.chain)
         self._index, self._sequence, self._head = tail.index, tail.sequence, tail.head
-        self.trail = trail_id(directory, create=True) or ""
         self._checkpoints = (
             CheckpointWriter(directory, self.trail, self.chain, anchor) if anchor else None
         )
+        if self._checkpoints is not None and self._checkpoints.number == 0:
+            # The token learns of the chain before its first record: verify knows a
+            # chain without any checkpoint for a forgery.
+            first_file = segment_name(self.chain, self._index)
+            self._checkpoints.write(self._sequence, self._head, first_file)
         self._checkpoint_at = time.monotonic()
         self._open_segment()
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()

@@ -4,8 +4,12 @@ What is found and where: an altered record (its hash), a removed, inserted or mo
 record (the chain breaks there), a missing file (the sequence jumps), a chain rewritten
 from some record on (it no longer meets a signed checkpoint), a cut-off tail (the chain
 ends before its last checkpoint), a removed, cut or forged checkpoints file (gaps,
-MACs, and the latest checkpoint kept in the token). What is not a problem: records after
-the last checkpoint that a crash lost or tore (noted, never covered by a checkpoint).
+MACs, and the latest checkpoint kept in the token), a chain the token was never told of
+(forged). Around the data dir's trail (hsmkms.audit.trails): a trail the token knows
+that is missing, a trail.id that changed, a retired or another scope's trail put back;
+trails an operator retired are listed, and their archives checked like the live one.
+What is not a problem: records after the last checkpoint that a crash lost or tore
+(noted, never covered by a checkpoint).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hsmkms.audit.checkpoint import Anchor, Checkpoint, in_token, latest_in_token, read_history
+from hsmkms.audit.checkpoint import Anchor, Checkpoint, latest_in_token, read_history
 from hsmkms.audit.files import (
     TORN,
     TRAIL_ID,
@@ -27,8 +31,10 @@ from hsmkms.audit.files import (
     segments,
     trail_id,
 )
+from hsmkms.audit.trails import DEFAULT_SCOPE, Registry, TrailRecord, trail_problems
 
 LEGACY_FILE = "hsmkms-audit.jsonl"
+ARCHIVE = "retired"  # audit new-trail moves a retired trail's files to retired/<trail>/
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,22 @@ class Verification:
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     chains: dict[str, dict[str, int]] = field(default_factory=dict)
+    trail: str | None = None  # the data dir's trail id
+    scope: str = DEFAULT_SCOPE
+    retired: tuple[dict[str, str], ...] = ()  # trails retired by an operator
+
+    def verdict(self) -> dict[str, Any]:
+        """What `hsmkms audit verify` prints, valid or not."""
+        return {
+            "Valid": self.ok,
+            "Records": self.records,
+            "Scope": self.scope,
+            "Trail": self.trail,
+            "Chains": self.chains,
+            "RetiredTrails": list(self.retired),
+            "Problems": list(self.problems),
+            "Notes": list(self.notes),
+        }
 
 
 @dataclass
@@ -51,48 +73,145 @@ class _Chain:
     records: int = 0
 
 
+@dataclass
+class _Trail:
+    """One trail directory's chains, and what was found about the directory itself."""
+
+    chains: list[_Chain] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def all_problems(self) -> list[str]:
+        return self.problems + [p for c in self.chains for p in c.problems]
+
+    def all_notes(self) -> list[str]:
+        return [n for c in self.chains for n in c.notes] + self.notes
+
+    def records(self) -> int:
+        return sum(c.records for c in self.chains)
+
+
 def verify(directory: Path, anchor: Anchor | None = None) -> Verification:
-    """Check every chain in the directory. Without an anchor (the token) checkpoint
-    MACs cannot be checked, and the result says so in its notes."""
+    """Check the trail in the directory and every trail of the anchor's scope the token
+    knows. Without an anchor (the token) neither checkpoint MACs nor the token's trails
+    can be checked, and the result says so in its notes."""
     trail = trail_id(directory, create=False)
-    files = segments(directory)
-    names = chains(directory)
-    if trail is None and names:
-        missing = f"{TRAIL_ID} is missing: the trail's checkpoints cannot be found"
-        return Verification(False, 0, missing, (missing,))
-    held = in_token(anchor, trail) if anchor is not None and trail is not None else {}
-    results = []
-    for name in sorted(names | set(held)):
-        chain = _Chain(name)
-        _read_checkpoints(directory, trail or "", chain, anchor, held.get(name, []))
-        _walk(chain, files.get(name, []))
-        results.append(chain)
-    legacy = _legacy(directory / LEGACY_FILE)
-    if legacy is not None:
-        results.append(legacy)
-    notes = [n for c in results for n in c.notes]
-    if directory.is_dir():
-        notes += [
-            f"{p.name}: a torn record moved aside at start-up (a crash while writing)"
-            for p in sorted(directory.iterdir())
-            if TORN.match(p.name)
-        ]
-    problems = tuple(p for c in results for p in c.problems)
+    if anchor is None:
+        found = _check_directory(directory, trail, None, {}, registered=False)
+        return _result(found, [], [], [], trail, DEFAULT_SCOPE)
+    scope = anchor.scope
+    registry = Registry.load(anchor)
+    found = _check_directory(
+        directory,
+        trail,
+        anchor,
+        registry.checkpoints.get(trail or "", {}),
+        registered=trail in registry.records,
+    )
+    problems, notes = trail_problems(registry, trail, directory, anchor)
+    retired = []
+    for record in registry.retired(scope):
+        entry, archive_problems = _retired(directory, record, registry, anchor)
+        retired.append(entry)
+        problems += archive_problems
+        where = entry["Records"].split(":", 1)[0]  # "archived in ..." or "no longer on disk"
+        notes.append(f"trail {record.trail} was {record.describe()}; its records are {where}")
+    return _result(found, problems, notes, retired, trail, scope)
+
+
+def _result(
+    found: _Trail,
+    problems: list[str],
+    notes: list[str],
+    retired: list[dict[str, str]],
+    trail: str | None,
+    scope: str,
+) -> Verification:
+    every = tuple(found.all_problems() + problems)
     return Verification(
-        ok=not problems,
-        records=sum(c.records for c in results),
-        problem=problems[0] if problems else "",
-        problems=problems,
-        notes=tuple(notes),
+        ok=not every,
+        records=found.records(),
+        problem=every[0] if every else "",
+        problems=every,
+        notes=tuple(found.all_notes() + notes),
         chains={
             c.name: {
                 "records": c.records,
                 "checkpoints": len(c.checkpoints),
                 "covered": c.latest.sequence if c.latest else 0,
             }
-            for c in results
+            for c in found.chains
         },
+        trail=trail,
+        scope=scope,
+        retired=tuple(retired),
     )
+
+
+def _retired(
+    directory: Path, record: TrailRecord, registry: Registry, anchor: Anchor
+) -> tuple[dict[str, str], list[str]]:
+    """A retired trail as the verdict shows it; its archive, where kept, checked whole."""
+    entry = {
+        "Trail": record.trail,
+        "Retired": record.retired,
+        "RetiredBy": record.retired_by,
+        "Reason": record.retired_reason,
+        "ReplacedBy": record.replaced_by,
+    }
+    archive = directory / ARCHIVE / record.trail
+    if not archive.is_dir():
+        entry["Records"] = (
+            "no longer on disk: the token's last checkpoints covered "
+            f"{registry.coverage(record.trail, anchor)}"
+        )
+        return entry, []
+    where = f"{ARCHIVE}/{record.trail}"
+    kept = trail_id(archive, create=False)
+    found = _check_directory(
+        archive, kept, anchor, registry.checkpoints.get(record.trail, {}), registered=True
+    )
+    problems = [f"{where}/{p}" for p in found.all_problems()]
+    if kept != record.trail:
+        problems.insert(0, f"{where}/{TRAIL_ID} says {kept}, not {record.trail}")
+    entry["Records"] = f"archived in {where}: {found.records()} records verified" + (
+        f", {len(problems)} problems" if problems else ""
+    )
+    return entry, problems
+
+
+def _check_directory(
+    directory: Path,
+    trail: str | None,
+    anchor: Anchor | None,
+    held: dict[str, list[bytes]],
+    registered: bool,
+) -> _Trail:
+    """Every chain of one trail directory against its checkpoints (and the token's
+    latest ones, `held`). `registered`: the token knows the trail, so each of its chains
+    was announced to the token before its first record (a chain without is forged)."""
+    files = segments(directory)
+    names = chains(directory)
+    found = _Trail()
+    if trail is None and names:
+        missing = f"{TRAIL_ID} is missing: the trail's checkpoints cannot be found"
+        found.problems.append(missing)
+        return found
+    for name in sorted(names | set(held)):
+        chain = _Chain(name)
+        _read_checkpoints(directory, trail or "", chain, anchor, held.get(name, []))
+        _walk(chain, files.get(name, []), strict=registered)
+        found.chains.append(chain)
+    legacy = _legacy(directory / LEGACY_FILE)
+    if legacy is not None:
+        found.chains.append(legacy)
+    if directory.is_dir():
+        found.notes += [
+            f"{p.name}: a torn record moved aside at start-up (a crash while writing)"
+            for p in sorted(directory.iterdir())
+            if TORN.match(p.name)
+        ]
+    return found
 
 
 def _read_checkpoints(
@@ -162,7 +281,7 @@ def _read_checkpoints(
         chain.latest = held
 
 
-def _walk(chain: _Chain, files: list[tuple[int, Path]]) -> None:
+def _walk(chain: _Chain, files: list[tuple[int, Path]], strict: bool) -> None:
     if chain.problems:
         return
     covered = chain.latest.sequence if chain.latest else 0
@@ -212,6 +331,12 @@ def _walk(chain: _Chain, files: list[tuple[int, Path]]) -> None:
             f"{chain.name}: the chain ends at {end}, but checkpoint {latest} "
             f"covers records up to {covered}: records {sequence + 1}-{covered} "
             "were removed (the tail was cut)"
+        )
+    elif chain.latest is None and sequence and strict:
+        chain.problems.append(
+            f"{chain.name}: unknown to the token (no checkpoint, while every chain of this "
+            "trail gets one before its first record): forged, or written without the "
+            "token's audit key"
         )
     elif chain.latest is None and sequence:
         chain.notes.append(

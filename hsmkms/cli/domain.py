@@ -1,7 +1,8 @@
 """`hsmkms domain ...` and `hsmkms backup ...`: the security domain and its backups.
 
 The domain commands log in to the token as its SO, which PKCS#11 allows only while this
-process has no user session on it, so they run before anything opens the token.
+process has no user session on it, so they run without the token open (key_manager=False:
+the CLI checks the audit trail before and records them after, hsmkms.cli.registry).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from hsmkms.cli.registry import Outcome, command
 from hsmkms.config import Settings
-from hsmkms.errors import KMSError, KMSInvalidStateException
+from hsmkms.errors import KMSInvalidStateException
 
 
 def add_parsers(commands: Any) -> None:
@@ -59,24 +61,54 @@ def _user_pin(settings: Settings) -> str:
     return pin
 
 
-def _domain(settings: Settings, args: argparse.Namespace) -> Any:
-    from hsmkms.bootstrap import open_hsm, prepare_environment
-    from hsmkms.token.domain import create_domain, domain_info, join_domain
+@command(
+    "domain",
+    "create",
+    records="CreateSecurityDomain",
+    key_manager=False,
+    request={"Custodians": "custodians", "Threshold": "threshold"},
+)
+def _domain_create(settings: Settings, args: argparse.Namespace) -> Any:
+    from hsmkms.bootstrap import prepare_environment
+    from hsmkms.token.domain import create_domain
 
     prepare_environment(settings)
-    module, label = settings.pkcs11_lib, settings.token_label
-    if args.action == "create":
-        made = create_domain(
-            module, label, so_pin(settings), _user_pin(settings), args.custodians, args.threshold
-        )
-        _warn_about_earlier_material(settings)
-        return {
-            "domain": made.domain_id, "check_value": made.check_value,
-            "threshold": made.threshold, "shares": made.shares,
-        }  # fmt: skip
-    if args.action == "join":
-        joined = join_domain(module, label, so_pin(settings), _user_pin(settings), args.share)
-        return {"domain": joined.domain_id, "check_value": joined.check_value}
+    made = create_domain(
+        settings.pkcs11_lib,
+        settings.token_label,
+        so_pin(settings),
+        _user_pin(settings),
+        args.custodians,
+        args.threshold,
+    )
+    _warn_about_earlier_material(settings)
+    output = {
+        "domain": made.domain_id,
+        "check_value": made.check_value,
+        "threshold": made.threshold,
+        "shares": made.shares,
+    }
+    return Outcome(output, response={"Domain": made.domain_id, "CheckValue": made.check_value})
+
+
+@command("domain", "join", records="JoinSecurityDomain", key_manager=False)  # never the shares
+def _domain_join(settings: Settings, args: argparse.Namespace) -> Any:
+    from hsmkms.bootstrap import prepare_environment
+    from hsmkms.token.domain import join_domain
+
+    prepare_environment(settings)
+    joined = join_domain(
+        settings.pkcs11_lib, settings.token_label, so_pin(settings), _user_pin(settings), args.share
+    )
+    output = {"domain": joined.domain_id, "check_value": joined.check_value}
+    return Outcome(output, response={"Domain": joined.domain_id, "CheckValue": joined.check_value})
+
+
+@command("domain", "status", key_manager=False)
+def _domain_status(settings: Settings, _: argparse.Namespace) -> Any:
+    from hsmkms.bootstrap import open_hsm
+    from hsmkms.token.domain import domain_info
+
     hsm = open_hsm(settings)
     try:
         info = domain_info(hsm)
@@ -110,63 +142,28 @@ def _warn_about_earlier_material(settings: Settings) -> None:
         )
 
 
-def _backup(settings: Settings, args: argparse.Namespace) -> Any:
-    from hsmkms.backup.archive import create_backup, restore_backup
+@command("backup", "create", records="CreateBackup", key_manager=False, request={"File": "output"})
+def _backup_create(settings: Settings, args: argparse.Namespace) -> Any:
+    from hsmkms.backup.archive import create_backup
     from hsmkms.bootstrap import open_hsm
 
     hsm = open_hsm(settings)
     try:
-        if args.action == "create":
-            report = create_backup(
-                hsm, settings.database_url, Path(args.output), allow_partial=args.allow_partial
-            )
-        else:
-            report = restore_backup(hsm, settings.database_url, Path(args.input))
+        report = create_backup(
+            hsm, settings.database_url, Path(args.output), allow_partial=args.allow_partial
+        )
         return asdict(report)
     finally:
         hsm.close()
 
 
-_EVENTS = {
-    ("domain", "create"): "CreateSecurityDomain", ("domain", "join"): "JoinSecurityDomain",
-    ("backup", "create"): "CreateBackup", ("backup", "restore"): "RestoreBackup",
-}  # fmt: skip
-
-
-def _record(settings: Settings, event: str, failure: KMSError | None) -> None:
-    """Into the audit trail, like every CLI action; after the SO session has ended."""
-    from hsmkms.audit.operator import operator_event
-    from hsmkms.bootstrap import open_audit, open_hsm
-    from hsmkms.store import open_store
+@command("backup", "restore", records="RestoreBackup", key_manager=False, request={"File": "input"})
+def _backup_restore(settings: Settings, args: argparse.Namespace) -> Any:
+    from hsmkms.backup.archive import restore_backup
+    from hsmkms.bootstrap import open_hsm
 
     hsm = open_hsm(settings)
-    store = open_store(settings.database_url)
     try:
-        audit = open_audit(settings, hsm, store)
-        try:
-            audit.record(
-                operator_event(
-                    event, region=settings.region,
-                    error_code=None if failure is None else failure.code,
-                    error_message=None if failure is None else failure.message,
-                )
-            )  # fmt: skip
-        finally:
-            audit.close()
+        return asdict(restore_backup(hsm, settings.database_url, Path(args.input)))
     finally:
-        store.close()
         hsm.close()
-
-
-def run(settings: Settings, args: argparse.Namespace) -> Any:
-    """The command's JSON result (these commands need no KeyManager)."""
-    event = _EVENTS.get((args.command, args.action))
-    try:
-        result = _domain(settings, args) if args.command == "domain" else _backup(settings, args)
-    except KMSError as exc:
-        if event is not None:
-            _record(settings, event, exc)
-        raise
-    if event is not None:
-        _record(settings, event, None)
-    return result

@@ -1,0 +1,85 @@
+"""`hsmkms audit ...`: verify and query the trail, and start a new one on the record."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from hsmkms.audit.checkpoint import Anchor
+from hsmkms.cli.registry import Outcome, command
+from hsmkms.config import Settings
+
+
+def add_parsers(commands: Any) -> None:
+    audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="action", required=True
+    )
+    audit.add_parser(
+        "verify", help="check every chain, its checkpoints and the trails the token knows"
+    )
+    audit_query = audit.add_parser("query", help="matching records as JSON lines")
+    audit_query.add_argument("--key", default=None)
+    audit_query.add_argument("--since", default=None, help="ISO 8601 time")
+    audit_query.add_argument("--event", default=None)
+    audit_query.add_argument("--principal", default=None)
+    new_trail = audit.add_parser(
+        "new-trail", help="retire the trails the token knows and start a new one, on the record"
+    )
+    new_trail.add_argument("--reason", required=True, help="why (kept in the token and trail)")
+
+
+@contextmanager
+def _anchor(settings: Settings) -> Iterator[Anchor]:
+    """The token's audit key and the trails and checkpoints it (or the database) keeps."""
+    from hsmkms.bootstrap import audit_anchor, open_hsm
+    from hsmkms.store import open_store
+
+    hsm = open_hsm(settings)
+    try:
+        store = open_store(settings.database_url)
+        try:
+            yield audit_anchor(hsm, store, settings.audit_scope)
+        finally:
+            store.close()
+    finally:
+        hsm.close()
+
+
+@command("audit", "verify", key_manager=False)
+def _verify(settings: Settings, _: argparse.Namespace) -> Outcome:
+    from hsmkms.audit.commands import verify_command
+
+    with _anchor(settings) as anchor:
+        code = verify_command(settings.data_dir / "audit", anchor)
+    return Outcome(None, exit_code=code)
+
+
+@command("audit", "query", key_manager=False)
+def _query(settings: Settings, args: argparse.Namespace) -> Outcome:
+    from hsmkms.audit.commands import query_command
+
+    code = query_command(
+        settings.data_dir / "audit", args.key, args.since, args.event, args.principal
+    )
+    return Outcome(None, exit_code=code)
+
+
+@command(
+    "audit",
+    "new-trail",
+    records="StartAuditTrail",
+    request={"Reason": "reason"},
+    key_manager=False,
+    makes_trail=True,
+)
+def _new_trail(settings: Settings, args: argparse.Namespace) -> Any:
+    """Its record (the dispatcher's) is the first of the new trail."""
+    from hsmkms.audit.operator import operator_name
+    from hsmkms.audit.retire import start_new_trail
+
+    with _anchor(settings) as anchor:
+        directory = settings.data_dir / "audit"
+        started = start_new_trail(directory, anchor, args.reason, operator_name())
+    return started.as_dict()
