@@ -68,7 +68,9 @@ def test_deployments_sharing_a_token_keep_apart(
     ours, theirs = deployment(hsm, shelf), deployment(hsm, shelf)
     write(tmp_path / "ours", ours)
     write(tmp_path / "theirs", theirs)
-    assert verify(tmp_path / "ours", ours).ok  # their trail is not ours to miss
+    ours_alone = verify(tmp_path / "ours", ours)
+    assert ours_alone.ok  # their trail is not ours to miss, but it is mentioned
+    assert any("other scope(s)" in note for note in ours_alone.notes), ours_alone.notes
     assert verify(tmp_path / "theirs", theirs).ok
 
     shutil.rmtree(tmp_path / "ours")

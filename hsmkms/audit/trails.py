@@ -267,6 +267,10 @@ def trail_problems(
             f"(scope {scope!r}{since}; {registry.coverage(missing, anchor)}); "
             "deleted or replaced?"
         )
+    elsewhere = sorted({r.scope for r in registry.records.values() if r.scope != scope})
+    if elsewhere:  # a changed HSMKMS_AUDIT_SCOPE would hide a trail: say what else is there
+        shown = ", ".join(elsewhere[:5]) + (", ..." if len(elsewhere) > 5 else "")
+        notes.append(f"the token also keeps trails of {len(elsewhere)} other scope(s): {shown}")
     for forged in sorted(registry.forged):
         problems.append(f"the stored record of trail {forged} is not signed by the audit key")
     return problems, notes
