@@ -44,7 +44,9 @@ class Anchor(Protocol):
 
     def store_trail(self, trail: str, value: bytes) -> None: ...
 
-    def load_trails(self) -> dict[str, list[bytes]]: ...
+    def load_everything(self) -> tuple[dict[str, list[bytes]], dict[str, list[bytes]]]:
+        """(every chain's checkpoint values, every trail's record values), in one scan."""
+        ...
 
 
 def mac_matches(anchor: Anchor, key_id: str, body: bytes, mac: str) -> bool:
@@ -135,7 +137,14 @@ def latest_in_token(
 class CheckpointWriter:
     """Signs and keeps the checkpoints of one chain; used by the writer thread only."""
 
-    def __init__(self, directory: Path, trail: str, chain: str, anchor: Anchor) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        trail: str,
+        chain: str,
+        anchor: Anchor,
+        token_values: list[bytes] | None = None,  # the chain's, when already read
+    ) -> None:
         self.directory = directory
         self.trail = trail
         self.chain = chain
@@ -148,7 +157,7 @@ class CheckpointWriter:
                 self.number, self.sequence = last.number, last.sequence
             except ValueError:
                 pass  # verify reports it; numbering continues from the token's
-        token = latest_in_token(anchor, trail, chain)
+        token = latest_in_token(anchor, trail, chain, token_values)
         if token is not None and token.number > self.number:
             self.number, self.sequence = token.number, token.sequence
 

@@ -115,19 +115,21 @@ class AuditLog:
         self._rotate_bytes, self._rotate_seconds = rotate_bytes, rotate_seconds
         self._checkpoint_records, self._checkpoint_seconds = checkpoint_records, checkpoint_seconds
         self.chain, self._lock = claim_chain(directory, node_name(node_id))
+        self._checkpoints: CheckpointWriter | None = None
         try:
-            self.trail = (
-                open_trail(directory, anchor) if anchor
-                else trail_id(directory, create=True) or ""
-            )  # fmt: skip
+            if anchor is None:
+                self.trail = trail_id(directory, create=True) or ""
+            else:
+                self.trail, held = open_trail(directory, anchor)
+                in_token = held.checkpoints.get(self.trail, {}).get(self.chain, [])
+                self._checkpoints = CheckpointWriter(
+                    directory, self.trail, self.chain, anchor, in_token
+                )
         except BaseException:
             self._lock.close()
             raise
         tail = open_tail(directory, self.chain)
         self._index, self._sequence, self._head = tail.index, tail.sequence, tail.head
-        self._checkpoints = (
-            CheckpointWriter(directory, self.trail, self.chain, anchor) if anchor else None
-        )
         if self._checkpoints is not None and self._checkpoints.number == 0:
             # The token learns of the chain before its first record: verify knows a
             # chain without any checkpoint for a forgery.

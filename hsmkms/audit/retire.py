@@ -85,8 +85,8 @@ def start_new_trail(directory: Path, anchor: Anchor, reason: str, operator: str)
         raise ValidationException(f"A new trail needs a reason of 1 to {MAX_REASON} characters.")
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _every_chain_held(directory):
-        registry = Registry.load(anchor)
         disk = trail_id(directory, create=False)
+        registry = Registry.load(anchor, disk)
         retiring = registry.known(scope)
         record = registry.records.get(disk or "")
         if disk is not None and disk not in retiring and record is None:

@@ -116,31 +116,38 @@ def register(anchor: Anchor, record: TrailRecord) -> TrailRecord:
 
 @dataclass
 class Registry:
-    """Everything the token (and database) holds about trails, read once."""
+    """What the token (and database) holds about trails, read in one scan. Only the
+    records that matter here have their MAC checked: the scope's, and the data dir's
+    trail's; the others are just counted by the scope they claim."""
 
     records: dict[str, TrailRecord] = field(default_factory=dict)  # authentic only
     forged: set[str] = field(default_factory=set)  # a stored record that is not authentic
+    elsewhere: dict[str, str] = field(default_factory=dict)  # other scopes' trails (unchecked)
     checkpoints: dict[str, dict[str, list[bytes]]] = field(default_factory=dict)
     legacy: set[str] = field(default_factory=set)  # checkpoints, no record (older releases)
 
     @classmethod
-    def load(cls, anchor: Anchor) -> Registry:
-        registry = cls()
-        for trail, values in anchor.load_trails().items():
+    def load(cls, anchor: Anchor, disk: str | None = None) -> Registry:
+        registry, scope = cls(), anchor.scope
+        checkpoints, trails = anchor.load_everything()
+        for trail, values in trails.items():
             found = [r for r in map(_parse, values) if r is not None and r.trail == trail]
+            if trail != disk and found and all(r.scope != scope for r in found):
+                registry.elsewhere[trail] = found[0].scope
+                continue
             genuine = [r for r in found if r.authentic(anchor)]
             if genuine:  # a retirement wins: two values exist for a moment while one replaces
                 genuine.sort(key=lambda r: r.state == RETIRED)
                 registry.records[trail] = genuine[-1]
             else:
                 registry.forged.add(trail)
-        for name, values in anchor.load_all().items():
+        for name, values in checkpoints.items():
             trail, _, chain = name.partition("/")
             registry.checkpoints.setdefault(trail, {})[chain] = values
         for trail, by_chain in registry.checkpoints.items():
-            unregistered = trail not in registry.records and trail not in registry.forged
+            relevant = trail not in trails and (scope == DEFAULT_SCOPE or trail == disk)
             signed = (_signed_checkpoint(anchor, trail, v) for v in by_chain.values())
-            if unregistered and any(signed):
+            if relevant and any(signed):  # lazily: the MACs are checked only when relevant
                 registry.legacy.add(trail)
         return registry
 
@@ -267,7 +274,7 @@ def trail_problems(
             f"(scope {scope!r}{since}; {registry.coverage(missing, anchor)}); "
             "deleted or replaced?"
         )
-    elsewhere = sorted({r.scope for r in registry.records.values() if r.scope != scope})
+    elsewhere = sorted(set(registry.elsewhere.values()))
     if elsewhere:  # a changed HSMKMS_AUDIT_SCOPE would hide a trail: say what else is there
         shown = ", ".join(elsewhere[:5]) + (", ..." if len(elsewhere) > 5 else "")
         notes.append(f"the token also keeps trails of {len(elsewhere)} other scope(s): {shown}")
@@ -276,12 +283,15 @@ def trail_problems(
     return problems, notes
 
 
-def open_trail(directory: Path, anchor: Anchor) -> str:
+def open_trail(directory: Path, anchor: Anchor) -> tuple[str, Registry]:
     """The id of the trail this directory holds, made and registered if there is none
-    and the token knows none of the anchor's scope; raises AuditTrailConflictException
-    otherwise."""
-    registry, scope = Registry.load(anchor), anchor.scope
-    disk = trail_id(directory, create=False)  # after the registry: a trail is on disk first
+    and the token knows none of the anchor's scope (and what the token holds, for the
+    chain's checkpoints); raises AuditTrailConflictException otherwise."""
+    scope, disk = anchor.scope, trail_id(directory, create=False)
+    registry = Registry.load(anchor, disk)
+    again = trail_id(directory, create=False)
+    if again != disk:  # made meanwhile: a trail is on disk before the token knows it
+        disk, registry = again, Registry.load(anchor, again)
     problem = conflict(registry, scope, disk, directory)
     if problem is not None:
         raise AuditTrailConflictException(problem)
@@ -289,4 +299,4 @@ def open_trail(directory: Path, anchor: Anchor) -> str:
         disk = trail_id(directory, create=True) or ""
     if disk not in registry.records:  # new, or made before it could be registered
         register(anchor, TrailRecord(disk, scope, ACTIVE, now()))
-    return disk
+    return disk, registry

@@ -100,7 +100,7 @@ def verify(directory: Path, anchor: Anchor | None = None) -> Verification:
         found = _check_directory(directory, trail, None, {}, registered=False)
         return _result(found, [], [], [], trail, DEFAULT_SCOPE)
     scope = anchor.scope
-    registry = Registry.load(anchor)
+    registry = Registry.load(anchor, trail)
     found = _check_directory(
         directory,
         trail,

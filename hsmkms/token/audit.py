@@ -145,14 +145,15 @@ class TokenAuditAnchor:
 
     def load_all(self) -> dict[str, list[bytes]]:
         """Every chain's stored checkpoint values (normally one per chain)."""
-        return self._load(CHECKPOINT_PREFIX)
+        return self._load()[CHECKPOINT_PREFIX]
 
     def store_trail(self, trail: str, value: bytes) -> None:
         self._put(TRAIL_PREFIX, trail, value)
 
-    def load_trails(self) -> dict[str, list[bytes]]:
-        """Every trail's stored record values (normally one per trail)."""
-        return self._load(TRAIL_PREFIX)
+    def load_everything(self) -> tuple[dict[str, list[bytes]], dict[str, list[bytes]]]:
+        """(every chain's checkpoint values, every trail's record values), in one scan."""
+        found = self._load()
+        return found[CHECKPOINT_PREFIX], found[TRAIL_PREFIX]
 
     def _put(self, prefix: str, name: str, value: bytes) -> None:
         if not self._token_holds_data and self._shelf is not None:
@@ -188,15 +189,18 @@ class TokenAuditAnchor:
 
         self._hsm._call(store)
 
-    def _load(self, prefix: str) -> dict[str, list[bytes]]:
-        def scan(pooled: PooledSession) -> dict[str, list[bytes]]:
-            found: dict[str, list[bytes]] = {}
+    def _load(self) -> dict[str, dict[str, list[bytes]]]:
+        """The values of the audit's data objects, by prefix, then by name."""
+
+        def scan(pooled: PooledSession) -> dict[str, dict[str, list[bytes]]]:
+            found: dict[str, dict[str, list[bytes]]] = {prefix: {} for prefix in SHELF_KINDS}
             for obj in pooled.session.get_objects({Attribute.CLASS: ObjectClass.DATA}):
                 try:
                     label = obj[Attribute.LABEL]
-                    if isinstance(label, str) and label.startswith(prefix):
+                    prefix = _prefix_of(label)
+                    if prefix is not None:
                         name = label[len(prefix) :]
-                        found.setdefault(name, []).append(bytes(obj[Attribute.VALUE]))
+                        found[prefix].setdefault(name, []).append(bytes(obj[Attribute.VALUE]))
                 except PKCS11Error:
                     continue
             return found
@@ -206,6 +210,15 @@ class TokenAuditAnchor:
         except PKCS11Error as exc:
             raise to_kms_error(exc) from exc
         if self._shelf is not None:
-            for name, values in self._shelf.all(SHELF_KINDS[prefix]).items():
-                found.setdefault(name, []).extend(values)
+            for prefix, kind in SHELF_KINDS.items():
+                for name, values in self._shelf.all(kind).items():
+                    found[prefix].setdefault(name, []).extend(values)
         return found
+
+
+def _prefix_of(label: object) -> str | None:
+    if isinstance(label, str):
+        for prefix in SHELF_KINDS:
+            if label.startswith(prefix):
+                return prefix
+    return None
