@@ -3,10 +3,13 @@
 Each record carries `auditSequence` (1, 2, 3, ... along its chain), `previousHash` and
 its own `hash` (SHA-256 over the canonical JSON of the record without `hash`), so
 editing, dropping, inserting or reordering records breaks the chain; token-signed
-checkpoints (hsmkms.audit.checkpoint) stop the tail being cut or the chain rewritten.
-Each process writes its own chain (hsmkms.audit.files), so servers sharing a data dir
-never interleave. Files rotate by size and age; a new file's first record chains to
-the last record of the one before.
+checkpoints (hsmkms.audit.checkpoint) stop the tail being cut or the chain rewritten,
+and with the token's record of each trail (hsmkms.audit.trails) a log with a token
+never writes a trail other than the one the token holds as active: a deleted, swapped
+or replaced trail stops every writer until an operator retires it. Each process writes
+its own chain (hsmkms.audit.files), so servers sharing a data dir never interleave.
+Files rotate by size and age; a new file's first record chains to the last record of
+the one before.
 
 A writer thread appends. Durability `sync`: `record` returns (and `submit`'s future
 completes) only once the record is fsync'd; records that arrive while one fsync runs
