@@ -7,16 +7,17 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from hsmkms.audit.checkpoint import CheckpointWriter
-from hsmkms.audit.files import genesis
+from hsmkms.audit.files import genesis, trail_id
 from hsmkms.audit.log import AuditLog, verify
 from hsmkms.audit.retire import start_new_trail
 from hsmkms.audit.shelf import DatabaseShelf
-from hsmkms.audit.trails import Registry
+from hsmkms.audit.trails import ACTIVE, Registry, TrailRecord, now, register
 from hsmkms.errors import (
     AuditTrailConflictException,
     KMSInvalidStateException,
@@ -159,3 +160,34 @@ def test_a_trail_of_an_older_release_is_adopted(
     write(tmp_path, anchor)  # starts: registers the trail it found
     assert Registry.load(anchor).records[trail].scope == anchor.scope
     assert verify(tmp_path, anchor).ok
+
+
+class Interleaved(TokenAuditAnchor):
+    """The real anchor, with another process's next steps run right after its first
+    scan of the token: the interleaving of two processes starting on one data dir."""
+
+    def __init__(self, hsm: Hsm, shelf: DatabaseShelf, then: Callable[[], None]) -> None:
+        super().__init__(hsm, shelf, scope=uuid.uuid4().hex)
+        self._then: Callable[[], None] | None = then
+
+    def load_everything(self) -> tuple[dict[str, list[bytes]], dict[str, list[bytes]]]:
+        seen = super().load_everything()
+        then, self._then = self._then, None
+        if then is not None:
+            then()
+        return seen
+
+
+def test_a_process_starting_beside_another_is_not_refused(
+    tmp_path: Path, hsm: Hsm, shelf: DatabaseShelf
+) -> None:
+    """The other process made trail.id; between our scan of the token and our look at
+    the directory it registers the trail and writes its chain's first file."""
+    trail = trail_id(tmp_path, create=True) or ""
+
+    def other_process_goes_on() -> None:
+        register(anchor, TrailRecord(trail, anchor.scope, ACTIVE, now()))
+        (tmp_path / "other.w0.checkpoints.jsonl").write_text("")
+
+    anchor = Interleaved(hsm, shelf, other_process_goes_on)
+    AuditLog(tmp_path, anchor=anchor, node_id="n").close()

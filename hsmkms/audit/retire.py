@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from hsmkms.audit.checkpoint import Anchor
 from hsmkms.audit.files import sync_directory, trail_id
-from hsmkms.audit.trails import ACTIVE, RETIRED, Registry, TrailRecord, now, register
+from hsmkms.audit.trails import ACTIVE, RETIRED, Snapshot, TrailRecord, now, register
 from hsmkms.audit.verify import ARCHIVE
 from hsmkms.errors import KMSInvalidStateException, ValidationException
 
@@ -85,8 +85,8 @@ def start_new_trail(directory: Path, anchor: Anchor, reason: str, operator: str)
         raise ValidationException(f"A new trail needs a reason of 1 to {MAX_REASON} characters.")
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _every_chain_held(directory):
-        disk = trail_id(directory, create=False)
-        registry = Registry.load(anchor, disk)
+        snapshot = Snapshot.take(directory, anchor)
+        disk, registry = snapshot.disk, snapshot.registry
         retiring = registry.known(scope)
         record = registry.records.get(disk or "")
         if disk is not None and disk not in retiring and record is None:

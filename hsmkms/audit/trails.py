@@ -200,11 +200,31 @@ def _checkpoint(raw: bytes) -> Checkpoint | None:
 # -- starting to write: the one check every AuditLog with a token makes ----------------
 
 
-def conflict(registry: Registry, scope: str, disk: str | None, directory: Path) -> str | None:
+@dataclass(frozen=True)
+class Snapshot:
+    """The directory's trail id and chains, and the token's registry, read in an order
+    that holds while other processes start: trail.id is made before the trail's record,
+    and a chain's files after it, so whatever is seen on disk here is in the registry."""
+
+    disk: str | None
+    names: frozenset[str]
+    registry: Registry
+
+    @classmethod
+    def take(cls, directory: Path, anchor: Anchor) -> Snapshot:
+        while True:
+            disk, names = trail_id(directory, create=False), frozenset(chains(directory))
+            registry = Registry.load(anchor, disk)
+            if trail_id(directory, create=False) == disk:
+                return cls(disk, names, registry)
+
+
+def conflict(snapshot: Snapshot, scope: str, directory: Path) -> str | None:
     """Why no process may write this directory's trail, or None."""
+    registry, disk = snapshot.registry, snapshot.disk
     known = registry.known(scope)
     if disk is None:
-        names = sorted(chains(directory))
+        names = sorted(snapshot.names)
         if names:
             return (
                 f"{directory} holds audit records ({', '.join(names)}) but no {TRAIL_ID}: "
@@ -237,7 +257,7 @@ def conflict(registry: Registry, scope: str, disk: str | None, directory: Path) 
             f"is {', '.join(others)}: the trail in {directory} was swapped or replaced; "
             f"restore it, or start a new trail on the record: `{NEW_TRAIL}`"
         )
-    if chains(directory):  # never sign a first checkpoint over records nobody vouched for
+    if snapshot.names:  # never sign a first checkpoint over records nobody vouched for
         return (
             f"audit trail {disk} in {directory} holds records the token never saw (no "
             f"record of the trail, no checkpoint): they cannot be trusted; `{NEW_TRAIL}`"
@@ -246,12 +266,13 @@ def conflict(registry: Registry, scope: str, disk: str | None, directory: Path) 
 
 
 def trail_problems(
-    registry: Registry, disk: str | None, directory: Path, anchor: Anchor
+    snapshot: Snapshot, directory: Path, anchor: Anchor
 ) -> tuple[list[str], list[str]]:
     """(problems, notes) about which trail the data dir holds, for `verify`."""
     problems, notes, scope = [], [], anchor.scope
+    registry, disk = snapshot.registry, snapshot.disk
     if disk is not None:
-        problem = conflict(registry, scope, disk, directory)
+        problem = conflict(snapshot, scope, directory)
         if problem is not None:
             problems.append(problem)
         if disk in registry.legacy:
@@ -259,7 +280,7 @@ def trail_problems(
                 f"trail {disk}: not registered in the token yet (written by an "
                 "earlier release); the next start registers it"
             )
-        elif disk not in registry.records and chains(directory):
+        elif disk not in registry.records and snapshot.names:
             problems.append(
                 f"trail {disk} is unknown to the token: its records were not "
                 "written with this token's audit key"
@@ -287,12 +308,9 @@ def open_trail(directory: Path, anchor: Anchor) -> tuple[str, Registry]:
     """The id of the trail this directory holds, made and registered if there is none
     and the token knows none of the anchor's scope (and what the token holds, for the
     chain's checkpoints); raises AuditTrailConflictException otherwise."""
-    scope, disk = anchor.scope, trail_id(directory, create=False)
-    registry = Registry.load(anchor, disk)
-    again = trail_id(directory, create=False)
-    if again != disk:  # made meanwhile: a trail is on disk before the token knows it
-        disk, registry = again, Registry.load(anchor, again)
-    problem = conflict(registry, scope, disk, directory)
+    scope, snapshot = anchor.scope, Snapshot.take(directory, anchor)
+    registry, disk = snapshot.registry, snapshot.disk
+    problem = conflict(snapshot, scope, directory)
     if problem is not None:
         raise AuditTrailConflictException(problem)
     if disk is None:

@@ -31,7 +31,7 @@ from hsmkms.audit.files import (
     segments,
     trail_id,
 )
-from hsmkms.audit.trails import DEFAULT_SCOPE, Registry, TrailRecord, trail_problems
+from hsmkms.audit.trails import DEFAULT_SCOPE, Registry, Snapshot, TrailRecord, trail_problems
 
 LEGACY_FILE = "hsmkms-audit.jsonl"
 ARCHIVE = "retired"  # audit new-trail moves a retired trail's files to retired/<trail>/
@@ -99,8 +99,8 @@ def verify(directory: Path, anchor: Anchor | None = None) -> Verification:
     if anchor is None:
         found = _check_directory(directory, trail, None, {}, registered=False)
         return _result(found, [], [], [], trail, DEFAULT_SCOPE)
-    scope = anchor.scope
-    registry = Registry.load(anchor, trail)
+    scope, snapshot = anchor.scope, Snapshot.take(directory, anchor)
+    trail, registry = snapshot.disk, snapshot.registry
     found = _check_directory(
         directory,
         trail,
@@ -108,7 +108,7 @@ def verify(directory: Path, anchor: Anchor | None = None) -> Verification:
         registry.checkpoints.get(trail or "", {}),
         registered=trail in registry.records,
     )
-    problems, notes = trail_problems(registry, trail, directory, anchor)
+    problems, notes = trail_problems(snapshot, directory, anchor)
     retired = []
     for record in registry.retired(scope):
         entry, archive_problems = _retired(directory, record, registry, anchor)
