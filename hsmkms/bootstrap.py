@@ -102,16 +102,19 @@ def open_region_tokens(settings: Settings, main: Hsm) -> dict[str, Hsm]:
     return {region: by_label[label] for region, label in settings.regions.tokens.items()}
 
 
-def audit_anchor(hsm: Hsm, store: MetadataStore) -> TokenAuditAnchor:
-    """The token's audit key; the latest checkpoints in the token, or in the database
-    where the token holds no data objects."""
-    return TokenAuditAnchor(hsm, DatabaseShelf(store))
+def audit_anchor(hsm: Hsm, store: MetadataStore, scope: str) -> TokenAuditAnchor:
+    """The token's audit key; the latest checkpoints and the trails' records in the
+    token, or in the database where the token holds no data objects; `scope`: which of
+    the trails the token knows are this deployment's (HSMKMS_AUDIT_SCOPE)."""
+    return TokenAuditAnchor(hsm, DatabaseShelf(store), scope)
 
 
 def open_audit(settings: Settings, hsm: Hsm, store: MetadataStore) -> AuditLog:
     """The audit trail, checkpointed with the token's audit key."""
     return AuditLog.configured(
-        settings.data_dir / "audit", settings.audit, audit_anchor(hsm, store)
+        settings.data_dir / "audit",
+        settings.audit,
+        audit_anchor(hsm, store, settings.audit.scope),
     )
 
 

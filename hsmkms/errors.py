@@ -183,6 +183,12 @@ class KMSInternalException(KMSError):
     status = 500
 
 
+class AuditTrailConflictException(KMSInternalException):
+    """The data dir does not hold the audit trail the token knows (deleted, replaced,
+    swapped, retired, or another deployment's): nothing writes a trail until an operator
+    runs `hsmkms audit new-trail --reason ...`. No API client sees it: no server starts."""
+
+
 class KeyUnavailableException(KMSError):
     code = "KeyUnavailableException"
     status = 500

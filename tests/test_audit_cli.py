@@ -41,15 +41,15 @@ def test_verify_checks_checkpoints_with_the_token(cli: Cli) -> None:
     env = {**cli.env, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-c", WRITE], env=env, check=True, timeout=120)
     verified = cli.ok("audit", "verify")
-    assert verified["Valid"] is True and verified["Records"] == 5
-    assert verified["Chains"] == {"ops.w0": {"records": 5, "checkpoints": 1, "covered": 5}}
+    assert verified["Valid"] is True and verified["Records"] == 6  # with init's record
+    assert verified["Chains"]["ops.w0"] == {"records": 5, "checkpoints": 2, "covered": 5}
     found = cli.run("audit", "query", "--key", "key-3").stdout.splitlines()
     assert [json.loads(line)["requestParameters"] for line in found] == [{"KeyId": "key-3"}]
 
     audit = Path(cli.env["HSMKMS_DATA_DIR"]) / "audit"
     (audit / "ops.w0.checkpoints.jsonl").unlink()
     stderr = cli.fails("audit", "verify")
-    assert "ops.w0.checkpoints.jsonl is missing or empty: the token holds checkpoint 1" in stderr
+    assert "ops.w0.checkpoints.jsonl is missing or empty: the token holds checkpoint 2" in stderr
 
 
 def test_cli_actions_are_audited_with_the_operator(

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import boto3
@@ -35,11 +36,17 @@ CHAIN = f"{NODE}.w0"
 FILE = f"{CHAIN}.000001.jsonl"
 
 
-@pytest.fixture(scope="module")
-def anchor(hsm: Hsm) -> TokenAuditAnchor:
+@pytest.fixture
+def anchor(hsm: Hsm, shelf: DatabaseShelf) -> TokenAuditAnchor:
     """The token's audit key; checkpoints in the token, or (a token without data
-    objects) in a database shared with the writer processes below."""
-    return TokenAuditAnchor(hsm, DatabaseShelf(SqliteStore(SHELF)))
+    objects) in a database shared with the writer processes below. Each test is its
+    own deployment (scope) on the session's token."""
+    return TokenAuditAnchor(hsm, shelf, scope=uuid.uuid4().hex)
+
+
+@pytest.fixture(scope="module")
+def shelf() -> DatabaseShelf:
+    return DatabaseShelf(SqliteStore(SHELF))
 
 
 SHELF = Path(tempfile.mkdtemp(prefix="hsmkms-audit-shelf-")) / "shelf.db"
@@ -84,7 +91,8 @@ def test_the_audit_key_never_leaves_the_token(hsm: Hsm, anchor: TokenAuditAnchor
 def test_checkpoints_cover_the_chain(tmp_path: Path, anchor: TokenAuditAnchor) -> None:
     trail(tmp_path, anchor)
     history = [json.loads(line) for line in lines_of(tmp_path / f"{CHAIN}.checkpoints.jsonl")]
-    assert [(c["number"], c["sequence"]) for c in history] == [(1, 4), (2, 8), (3, 10)]
+    # the first announces the chain to the token, before its first record
+    assert [(c["number"], c["sequence"]) for c in history] == [(1, 0), (2, 4), (3, 8), (4, 10)]
     result = verify(tmp_path, anchor)
     assert result.ok, result.problems
     assert result.records == 10 and result.chains[CHAIN]["covered"] == 10
@@ -96,11 +104,11 @@ def test_idle_records_get_a_timed_checkpoint(tmp_path: Path, anchor: TokenAuditA
         log.record({"eventName": "Encrypt", "n": n})
     history = tmp_path / f"{CHAIN}.checkpoints.jsonl"
     deadline = time.monotonic() + 10
-    while not (history.exists() and history.read_text()) and time.monotonic() < deadline:
+    while len(lines_of(history)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [json.loads(line)["sequence"] for line in lines_of(history)] == [3]
-    log.close()  # nothing new since: no second checkpoint
-    assert len(lines_of(history)) == 1
+    assert [json.loads(line)["sequence"] for line in lines_of(history)] == [0, 3]
+    log.close()  # nothing new since: no further checkpoint
+    assert len(lines_of(history)) == 2
 
 
 @pytest.mark.parametrize(
@@ -110,8 +118,8 @@ def test_idle_records_get_a_timed_checkpoint(tmp_path: Path, anchor: TokenAuditA
         ("delete", f"{FILE} record 5: the chain is broken"),
         ("insert", f"{FILE} record 7: the chain is broken"),
         ("reorder", f"{FILE} record 6: the chain is broken"),
-        ("rewrite", f"{FILE} record 4 (sequence 4) does not match signed checkpoint 1"),
-        ("cut", f"the chain ends at {FILE} record 7 (sequence 7), but checkpoint 3 covers "
+        ("rewrite", f"{FILE} record 4 (sequence 4) does not match signed checkpoint 2"),
+        ("cut", f"the chain ends at {FILE} record 7 (sequence 7), but checkpoint 4 covers "
                 "records up to 10: records 8-10 were removed"),
         ("cut-rehashed", f"the chain ends at {FILE} record 7 (sequence 7)"),
     ],
@@ -150,7 +158,7 @@ def test_a_deleted_checkpoints_file_is_found(tmp_path: Path, anchor: TokenAuditA
     result = verify(tmp_path, anchor)
     assert not result.ok
     assert result.problem == (f"{CHAIN}.checkpoints.jsonl is missing or empty: the token holds "
-                              "checkpoint 3 (records up to 10)")  # fmt: skip
+                              "checkpoint 4 (records up to 10)")  # fmt: skip
 
 
 def test_a_trimmed_trail_with_trimmed_checkpoints_is_found(
@@ -159,30 +167,30 @@ def test_a_trimmed_trail_with_trimmed_checkpoints_is_found(
     path = trail(tmp_path, anchor)
     write_lines(path, lines_of(path)[:8])  # records 9 and 10 gone ...
     history = tmp_path / f"{CHAIN}.checkpoints.jsonl"
-    write_lines(history, lines_of(history)[:2])  # ... and the checkpoint covering them
+    write_lines(history, lines_of(history)[:3])  # ... and the checkpoint covering them
     result = verify(tmp_path, anchor)
     assert not result.ok
-    assert "ends at checkpoint 2, but the token holds checkpoint 3: the file was cut" in (
+    assert "ends at checkpoint 3, but the token holds checkpoint 4: the file was cut" in (
         result.problem
     )
 
 
 @pytest.mark.parametrize("forgery", ["altered", "removed", "foreign"])
 def test_a_forged_checkpoints_file_is_found(
-    tmp_path: Path, anchor: TokenAuditAnchor, forgery: str
+    tmp_path: Path, hsm: Hsm, shelf: DatabaseShelf, anchor: TokenAuditAnchor, forgery: str
 ) -> None:
     trail(tmp_path, anchor)
     history = tmp_path / f"{CHAIN}.checkpoints.jsonl"
     lines = lines_of(history)
-    if forgery == "altered":  # points checkpoint 2 at another head
-        lines[1] = lines[1].replace('"sequence":8', '"sequence":7')
-        expected = "line 2: checkpoint 2 is not signed by the audit key"
+    if forgery == "altered":  # points checkpoint 3 at another head
+        lines[2] = lines[2].replace('"sequence":8', '"sequence":7')
+        expected = "line 3: checkpoint 3 is not signed by the audit key"
     elif forgery == "removed":
         del lines[1]
         expected = "line 2: checkpoint 3 where 2 was due (checkpoints 2-2 were removed)"
-    else:  # a genuine checkpoint of another trail on the same token
+    else:  # a genuine checkpoint of another deployment's trail on the same token
         other = tmp_path / "other"
-        trail(other, anchor)
+        trail(other, TokenAuditAnchor(hsm, shelf, scope=uuid.uuid4().hex))
         lines[0] = lines_of(other / f"{CHAIN}.checkpoints.jsonl")[0]
         expected = "line 1: checkpoint 1 is not signed by the audit key for this chain"
     write_lines(history, lines)
@@ -236,7 +244,8 @@ WRITER = textwrap.dedent("""
     hsm = Hsm(sys.argv[2], sys.argv[3], os.environ["TEST_PIN"], 2,
               init_params=os.environ.get("TEST_INIT") or None)
     shelf = DatabaseShelf(SqliteStore(Path(os.environ["TEST_SHELF"])))
-    log = AuditLog(Path(sys.argv[1]), anchor=TokenAuditAnchor(hsm, shelf), node_id="shared",
+    anchor = TokenAuditAnchor(hsm, shelf, scope=os.environ["TEST_SCOPE"])
+    log = AuditLog(Path(sys.argv[1]), anchor=anchor, node_id="shared",
                    checkpoint_records=50)
     print(log.chain, flush=True)
     sys.stdin.readline()  # start together
@@ -249,10 +258,12 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def writer(directory: Path, env: TokenEnv, count: int, end: str = "close") -> subprocess.Popen[str]:
+def writer(
+    directory: Path, env: TokenEnv, anchor: TokenAuditAnchor, count: int, end: str = "close"
+) -> subprocess.Popen[str]:
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "SOFTHSM2_CONF": env.conf,
                    "TEST_PIN": env.pin, "TEST_INIT": env.init_params or "",
-                   "TEST_SHELF": str(SHELF)}  # fmt: skip
+                   "TEST_SHELF": str(SHELF), "TEST_SCOPE": anchor.scope}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-c", WRITER, str(directory), env.module, env.label, str(count), end],
         env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -262,7 +273,7 @@ def writer(directory: Path, env: TokenEnv, count: int, end: str = "close") -> su
 def test_two_processes_write_their_own_chains(
     tmp_path: Path, token_env: TokenEnv, anchor: TokenAuditAnchor
 ) -> None:
-    processes = [writer(tmp_path, token_env, 300) for _ in range(2)]
+    processes = [writer(tmp_path, token_env, anchor, 300) for _ in range(2)]
     chains = {process.stdout.readline().strip() for process in processes}  # type: ignore[union-attr]
     assert chains == {"shared.w0", "shared.w1"}
     for process in processes:
@@ -279,8 +290,8 @@ def test_two_processes_write_their_own_chains(
 # -- crashes ------------------------------------------------------------------------
 
 
-def crash_after(directory: Path, env: TokenEnv, count: int) -> None:
-    process = writer(directory, env, count, end="crash")
+def crash_after(directory: Path, env: TokenEnv, anchor: TokenAuditAnchor, count: int) -> None:
+    process = writer(directory, env, anchor, count, end="crash")
     process.communicate("go\n", timeout=120)
     assert process.returncode == 0
 
@@ -288,7 +299,7 @@ def crash_after(directory: Path, env: TokenEnv, count: int) -> None:
 def test_a_torn_last_record_is_moved_aside_and_recorded(
     tmp_path: Path, token_env: TokenEnv, anchor: TokenAuditAnchor
 ) -> None:
-    crash_after(tmp_path, token_env, 60)  # checkpoint at 50; 10 records uncovered
+    crash_after(tmp_path, token_env, anchor, 60)  # checkpoint at 50; 10 records uncovered
     path = tmp_path / "shared.w0.000001.jsonl"
     with path.open("ab") as out:  # the power cut: half a record
         out.write(b'{"eventName":"Encrypt","n":6')
@@ -312,7 +323,7 @@ def test_a_torn_last_record_is_moved_aside_and_recorded(
 def test_lost_uncovered_records_are_a_crash_lost_covered_ones_are_not(
     tmp_path: Path, token_env: TokenEnv, anchor: TokenAuditAnchor
 ) -> None:
-    crash_after(tmp_path, token_env, 60)
+    crash_after(tmp_path, token_env, anchor, 60)
     path = tmp_path / "shared.w0.000001.jsonl"
     write_lines(path, lines_of(path)[:55])  # records after the checkpoint at 50: a crash
     result = verify(tmp_path, anchor)
@@ -349,7 +360,7 @@ def test_a_server_with_checkpoints_ends_with_a_covered_trail(
             kms.encrypt(KeyId=key, Plaintext=b"x")
     result = verify(tmp_path / "audit", anchor)  # shutdown closed the log: all covered
     assert result.ok, result.problems
-    assert result.chains == {"web.w0": {"records": 6, "checkpoints": 1, "covered": 6}}
+    assert result.chains == {"web.w0": {"records": 6, "checkpoints": 2, "covered": 6}}
 
 
 def test_no_response_without_its_record(tmp_path: Path, km: KeyManager) -> None:

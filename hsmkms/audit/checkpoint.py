@@ -23,8 +23,14 @@ from hsmkms.audit.files import canonical, checkpoints_name, sync_directory
 
 
 class Anchor(Protocol):
-    """The token side: an HMAC key that never leaves it, and a place per chain for the
-    latest checkpoint (hsmkms.token.audit.TokenAuditAnchor)."""
+    """The token side: an HMAC key that never leaves it, a place per chain for the
+    latest checkpoint and one per trail for its record (hsmkms.audit.trails)
+    (hsmkms.token.audit.TokenAuditAnchor)."""
+
+    @property
+    def scope(self) -> str:
+        """Which of the trails the token knows are this deployment's (hsmkms.audit.trails)."""
+        ...
 
     def key_id(self) -> str: ...
 
@@ -37,6 +43,22 @@ class Anchor(Protocol):
     def store(self, chain: str, value: bytes) -> None: ...
 
     def load_all(self) -> dict[str, list[bytes]]: ...
+
+    def store_trail(self, trail: str, value: bytes) -> None: ...
+
+    def load_everything(self) -> tuple[dict[str, list[bytes]], dict[str, list[bytes]]]:
+        """(every chain's checkpoint values, every trail's record values), in one scan."""
+        ...
+
+
+def mac_matches(anchor: Anchor, key_id: str, body: bytes, mac: str) -> bool:
+    """Whether `mac` (hex) is the audit key's MAC of `body`: checkpoints and trail
+    records alike."""
+    try:
+        raw = bytes.fromhex(mac)
+    except ValueError:
+        return False
+    return anchor.check(key_id, body, raw)
 
 
 @dataclass(frozen=True)
@@ -81,11 +103,7 @@ class Checkpoint:
         return dataclasses.replace(self, key_id="", mac="")
 
     def authentic(self, anchor: Anchor) -> bool:
-        try:
-            mac = bytes.fromhex(self.mac)
-        except ValueError:
-            return False
-        return anchor.check(self.key_id, self.body(), mac)
+        return mac_matches(anchor, self.key_id, self.body(), self.mac)
 
 
 def read_history(directory: Path, chain: str) -> list[tuple[int, bytes]]:
@@ -126,7 +144,14 @@ def latest_in_token(
 class CheckpointWriter:
     """Signs and keeps the checkpoints of one chain; used by the writer thread only."""
 
-    def __init__(self, directory: Path, trail: str, chain: str, anchor: Anchor) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        trail: str,
+        chain: str,
+        anchor: Anchor,
+        token_values: list[bytes] | None = None,  # the chain's, when already read
+    ) -> None:
         self.directory = directory
         self.trail = trail
         self.chain = chain
@@ -139,7 +164,7 @@ class CheckpointWriter:
                 self.number, self.sequence = last.number, last.sequence
             except ValueError:
                 pass  # verify reports it; numbering continues from the token's
-        token = latest_in_token(anchor, trail, chain)
+        token = latest_in_token(anchor, trail, chain, token_values)
         if token is not None and token.number > self.number:
             self.number, self.sequence = token.number, token.sequence
 

@@ -8,21 +8,24 @@ from pathlib import Path
 
 from hsmkms.audit.checkpoint import Anchor
 from hsmkms.audit.query import Query, parse_since, query
-from hsmkms.audit.verify import verify
+from hsmkms.audit.verify import verify, verify_archive
 
 
-def verify_command(directory: Path, anchor: Anchor | None) -> int:
-    """Exit 0 with a summary (and notes: crashes, uncovered records) on stdout, or 1
-    naming every problem on stderr."""
-    result = verify(directory, anchor)
-    if not result.ok:
-        for problem in result.problems:
-            print(f"hsmkms: audit log is not intact: {problem}", file=sys.stderr)
-        return 1
-    summary = {"Valid": True, "Records": result.records, "Chains": result.chains,
-               "Notes": list(result.notes)}  # fmt: skip
-    print(json.dumps(summary, indent=4))
-    return 0
+def verify_command(directory: Path, anchor: Anchor | None, *, archive: bool = False) -> int:
+    """The verdict as JSON on stdout, valid or not (problems, notes: crashes, uncovered
+    records, retired trails); exit 1 when anything is wrong, with one line on stderr
+    naming the first problem. `archive`: one trail kept outside the data dir."""
+    if archive and anchor is not None:
+        result = verify_archive(directory, anchor)
+    else:
+        result = verify(directory, anchor)
+    print(json.dumps(result.verdict(), indent=4))
+    if result.ok:
+        return 0
+    more = len(result.problems) - 1
+    also = f" (and {more} more: see the verdict on stdout)" if more else ""
+    print(f"hsmkms: audit log is not intact: {result.problem}{also}", file=sys.stderr)
+    return 1
 
 
 def query_command(

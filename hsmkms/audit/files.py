@@ -87,14 +87,16 @@ def chains(directory: Path) -> set[str]:
 TRAIL_ID = "trail.id"
 
 
-def trail_id(directory: Path, create: bool) -> str | None:
-    """The trail's random id: it scopes the trail's checkpoints in a token that other
-    deployments may share. Made once, by whichever process gets there first."""
+def trail_id(directory: Path, create: bool, new_id: str | None = None) -> str | None:
+    """The trail's random id: it names the trail's checkpoints and record in a token
+    that other deployments may share. Made once, by whichever process gets there first
+    (`new_id`: the id to make, else a random one)."""
     path = directory / TRAIL_ID
     if create and not path.exists():
         draft = directory / f".{TRAIL_ID}.{uuid.uuid4().hex}"
         with draft.open("x") as out:  # complete before it gets its name: never half-written
-            out.write(uuid.uuid4().hex + "\n")
+            os.chmod(draft, 0o600)
+            out.write((new_id or uuid.uuid4().hex) + "\n")
             out.flush()
             os.fsync(out.fileno())
         try:

@@ -3,10 +3,13 @@
 Each record carries `auditSequence` (1, 2, 3, ... along its chain), `previousHash` and
 its own `hash` (SHA-256 over the canonical JSON of the record without `hash`), so
 editing, dropping, inserting or reordering records breaks the chain; token-signed
-checkpoints (hsmkms.audit.checkpoint) stop the tail being cut or the chain rewritten.
-Each process writes its own chain (hsmkms.audit.files), so servers sharing a data dir
-never interleave. Files rotate by size and age; a new file's first record chains to
-the last record of the one before.
+checkpoints (hsmkms.audit.checkpoint) stop the tail being cut or the chain rewritten,
+and with the token's record of each trail (hsmkms.audit.trails) a log with a token
+never writes a trail other than the one the token holds as active: a deleted, swapped
+or replaced trail stops every writer until an operator retires it. Each process writes
+its own chain (hsmkms.audit.files), so servers sharing a data dir never interleave.
+Files rotate by size and age; a new file's first record chains to the last record of
+the one before.
 
 A writer thread appends. Durability `sync`: `record` returns (and `submit`'s future
 completes) only once the record is fsync'd; records that arrive while one fsync runs
@@ -41,6 +44,7 @@ from hsmkms.audit.files import (
     sync_directory,
     trail_id,
 )
+from hsmkms.audit.trails import open_trail
 from hsmkms.audit.verify import Verification, verify
 from hsmkms.config import AuditSettings
 
@@ -65,10 +69,14 @@ LOGGED_PARAMETERS = frozenset({
     # imported material: never ImportToken or EncryptedKeyMaterial
     "WrappingAlgorithm", "WrappingKeySpec", "ExpirationModel", "ImportType",
     "KeyMaterialId", "IncludeKeyMaterial",
-    # principals and access keys (`hsmkms principal ...`): ids and names, never a secret
-    "PrincipalArn", "AccessKeyId", "Status", "AccessKeyIds", "PolicyNames", "GrantIds",
-    # security domain commands: never a share
-    "Custodians", "Threshold", "AcceptUnenforcedTemplates", "UnenforcedProtections",
+    # policies are not secrets, and say who may do what (CloudTrail records them too)
+    "Policy", "PolicyDocument",
+    # operator commands (hsmkms.cli.registry): never a secret access key or a PIN
+    "PrincipalArn", "AccessKeyId", "Status", "Tags", "XksProxyUriPath", "CloudHsmClusterId",
+    "TokenLabel", "Module", "Host", "Url", "TokenCreated", "Database", "Scope", "Trail",
+    "RetiredTrails", "Reason", "Custodians", "Threshold", "Domain", "CheckValue", "File",
+    "AccessKeyIds", "PolicyNames", "GrantIds", "AcceptUnenforcedTemplates",
+    "UnenforcedProtections",
 })  # fmt: skip
 
 _Item = tuple[dict[str, Any] | None, "Future[None] | None"]
@@ -96,7 +104,7 @@ class AuditLog:
         cls, directory: Path, settings: AuditSettings, anchor: Anchor | None
     ) -> AuditLog:
         """The trail as the configuration's audit group says."""
-        return cls(directory, anchor=anchor, **settings.model_dump())
+        return cls(directory, anchor=anchor, **settings.model_dump(exclude={"scope"}))
 
     def __init__(
         self,
@@ -110,6 +118,8 @@ class AuditLog:
         checkpoint_records: int = DEFAULT_CHECKPOINT_RECORDS,
         checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
     ) -> None:
+        """With an anchor, refuses (AuditTrailConflictException) to write a trail the
+        token does not hold as the anchor's scope's active one (hsmkms.audit.trails)."""
         if durability not in ("sync", "async"):
             raise ValueError(f"audit durability must be 'sync' or 'async', not {durability!r}")
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -118,12 +128,26 @@ class AuditLog:
         self._rotate_bytes, self._rotate_seconds = rotate_bytes, rotate_seconds
         self._checkpoint_records, self._checkpoint_seconds = checkpoint_records, checkpoint_seconds
         self.chain, self._lock = claim_chain(directory, node_name(node_id))
+        self._checkpoints: CheckpointWriter | None = None
+        try:
+            if anchor is None:
+                self.trail = trail_id(directory, create=True) or ""
+            else:
+                self.trail, held = open_trail(directory, anchor)
+                in_token = held.checkpoints.get(self.trail, {}).get(self.chain, [])
+                self._checkpoints = CheckpointWriter(
+                    directory, self.trail, self.chain, anchor, in_token
+                )
+        except BaseException:
+            self._lock.close()
+            raise
         tail = open_tail(directory, self.chain)
         self._index, self._sequence, self._head = tail.index, tail.sequence, tail.head
-        self.trail = trail_id(directory, create=True) or ""
-        self._checkpoints = (
-            CheckpointWriter(directory, self.trail, self.chain, anchor) if anchor else None
-        )
+        if self._checkpoints is not None and self._checkpoints.number == 0:
+            # The token learns of the chain before its first record: verify knows a
+            # chain without any checkpoint for a forgery.
+            first_file = segment_name(self.chain, self._index)
+            self._checkpoints.write(self._sequence, self._head, first_file)
         self._checkpoint_at = time.monotonic()
         self._open_segment()
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()

@@ -1,7 +1,8 @@
 """Operator actions (CLI and library) in the same trail as API calls.
 
 The integrator records each operator action with `AuditLog.record(operator_event(...))`;
-the record names the OS user and host instead of an IAM principal.
+the record names the OS user and host instead of an IAM principal. The CLI does it for
+every command that changes something (hsmkms.cli.registry), the library per operation.
 """
 
 from __future__ import annotations
@@ -27,19 +28,26 @@ def operator_identity() -> dict[str, Any]:
             "pid": os.getpid()}  # fmt: skip
 
 
+def operator_name() -> str:
+    """user@host, as a retired trail's record names who retired it."""
+    identity = operator_identity()
+    return f"{identity['userName']}@{identity['host']}"
+
+
 def operator_event(
     event_name: str,
     *,
     parameters: Mapping[str, Any] | None = None,
+    response: Mapping[str, Any] | None = None,
     resources: Iterable[str] = (),
     error_code: str | None = None,
     error_message: str | None = None,
     region: str | None = None,
     source: str = "hsmkms.cli",
 ) -> dict[str, Any]:
-    """A CloudTrail-shaped record of one operator action. `parameters` pass the same
-    allow-list as API calls (no plaintext, ciphertext or secrets); `resources` are key
-    ids or ARNs."""
+    """A CloudTrail-shaped record of one operator action. `parameters` (what was asked)
+    and `response` (what it made: ids, never secrets) pass the same allow-list as API
+    calls (no plaintext, ciphertext or secrets); `resources` are key ids or ARNs."""
     event: dict[str, Any] = {
         "eventVersion": "1.08",
         "eventSource": source,
@@ -50,6 +58,8 @@ def operator_event(
         "requestParameters": request_parameters(parameters or {}),
         "readOnly": event_name.startswith(("Describe", "List", "Get")),
     }
+    if response:
+        event["responseElements"] = request_parameters(response)
     keys = list(resources)
     if keys:
         event["resources"] = [{"ARN": k, "type": "AWS::KMS::Key"} for k in keys]

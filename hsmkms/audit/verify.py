@@ -4,32 +4,26 @@ What is found and where: an altered record (its hash), a removed, inserted or mo
 record (the chain breaks there), a missing file (the sequence jumps), a chain rewritten
 from some record on (it no longer meets a signed checkpoint), a cut-off tail (the chain
 ends before its last checkpoint), a removed, cut or forged checkpoints file (gaps,
-MACs, and the latest checkpoint kept in the token). What is not a problem: records after
-the last checkpoint that a crash lost or tore (noted, never covered by a checkpoint).
+MACs, and the latest checkpoint kept in the token), a chain the token was never told of
+(forged). Around the data dir's trail (hsmkms.audit.trails): a trail the token knows
+that is missing, a trail.id that changed, a retired or another scope's trail put back;
+trails an operator retired are listed, and their archives checked like the live one.
+What is not a problem: records after the last checkpoint that a crash lost or tore
+(noted, never covered by a checkpoint).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hsmkms.audit.checkpoint import Anchor, Checkpoint, in_token, latest_in_token, read_history
-from hsmkms.audit.files import (
-    TORN,
-    TRAIL_ID,
-    chains,
-    checkpoints_name,
-    digest,
-    genesis,
-    read_lines,
-    segments,
-    trail_id,
-)
+from hsmkms.audit.checkpoint import Anchor
+from hsmkms.audit.files import TRAIL_ID, trail_id
+from hsmkms.audit.trail_check import TrailCheck, check_directory
+from hsmkms.audit.trails import DEFAULT_SCOPE, Registry, Snapshot, TrailRecord, trail_problems
 
-LEGACY_FILE = "hsmkms-audit.jsonl"
+ARCHIVE = "retired"  # audit new-trail moves a retired trail's files to retired/<trail>/
 
 
 @dataclass(frozen=True)
@@ -40,282 +34,131 @@ class Verification:
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     chains: dict[str, dict[str, int]] = field(default_factory=dict)
+    trail: str | None = None  # the data dir's trail id
+    scope: str = DEFAULT_SCOPE
+    retired: tuple[dict[str, str], ...] = ()  # trails retired by an operator
 
-
-@dataclass
-class _Chain:
-    name: str
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    checkpoints: dict[int, Checkpoint] = field(default_factory=dict)  # by sequence
-    latest: Checkpoint | None = None
-    records: int = 0
+    def verdict(self) -> dict[str, Any]:
+        """What `hsmkms audit verify` prints, valid or not."""
+        return {
+            "Valid": self.ok,
+            "Records": self.records,
+            "Scope": self.scope,
+            "Trail": self.trail,
+            "Chains": self.chains,
+            "RetiredTrails": list(self.retired),
+            "Problems": list(self.problems),
+            "Notes": list(self.notes),
+        }
 
 
 def verify(directory: Path, anchor: Anchor | None = None) -> Verification:
-    """Check every chain in the directory. Without an anchor (the token) checkpoint
-    MACs cannot be checked, and the result says so in its notes."""
+    """Check the trail in the directory and every trail of the anchor's scope the token
+    knows. Without an anchor (the token) neither checkpoint MACs nor the token's trails
+    can be checked, and the result says so in its notes."""
     trail = trail_id(directory, create=False)
-    files = segments(directory)
-    names = chains(directory)
-    if trail is None and names:
-        missing = f"{TRAIL_ID} is missing: the trail's checkpoints cannot be found"
-        return Verification(False, 0, missing, (missing,))
-    held = in_token(anchor, trail) if anchor is not None and trail is not None else {}
-    known_until = _known_until(anchor, trail or "", held)
-    results = []
-    for name in sorted(names | set(held)):
-        chain = _Chain(name)
-        _read_checkpoints(directory, trail or "", chain, anchor, held.get(name, []), known_until)
-        _walk(chain, files.get(name, []))
-        results.append(chain)
-    legacy = _legacy(directory / LEGACY_FILE)
-    if legacy is not None:
-        results.append(legacy)
-    notes = [n for c in results for n in c.notes]
-    if directory.is_dir():
-        notes += [
-            f"{p.name}: a torn record moved aside at start-up (a crash while writing)"
-            for p in sorted(directory.iterdir())
-            if TORN.match(p.name)
-        ]
-    problems = tuple(p for c in results for p in c.problems)
+    if anchor is None:
+        found = check_directory(directory, trail, None, {}, registered=False)
+        return _result(found, [], [], [], trail, DEFAULT_SCOPE)
+    scope, snapshot = anchor.scope, Snapshot.take(directory, anchor)
+    trail, registry = snapshot.disk, snapshot.registry
+    found = check_directory(
+        directory,
+        trail,
+        anchor,
+        registry.checkpoints.get(trail or "", {}),
+        registered=trail in registry.records,
+    )
+    problems, notes = trail_problems(snapshot, directory, anchor)
+    retired = []
+    for record in registry.retired(scope):
+        entry, archive_problems = _retired(directory, record, registry, anchor)
+        retired.append(entry)
+        problems += archive_problems
+        where = entry["Records"].split(":", 1)[0]  # "archived in ..." or "no longer on disk"
+        notes.append(f"trail {record.trail} was {record.describe()}; its records are {where}")
+    return _result(found, problems, notes, retired, trail, scope)
+
+
+def _result(
+    found: TrailCheck,
+    problems: list[str],
+    notes: list[str],
+    retired: list[dict[str, str]],
+    trail: str | None,
+    scope: str,
+) -> Verification:
+    every = tuple(found.all_problems() + problems)
     return Verification(
-        ok=not problems,
-        records=sum(c.records for c in results),
-        problem=problems[0] if problems else "",
-        problems=problems,
-        notes=tuple(notes),
+        ok=not every,
+        records=found.records(),
+        problem=every[0] if every else "",
+        problems=every,
+        notes=tuple(found.all_notes() + notes),
         chains={
             c.name: {
                 "records": c.records,
                 "checkpoints": len(c.checkpoints),
                 "covered": c.latest.sequence if c.latest else 0,
             }
-            for c in results
+            for c in found.chains
         },
+        trail=trail,
+        scope=scope,
+        retired=tuple(retired),
     )
 
 
-def _known_until(anchor: Anchor | None, trail: str, held: dict[str, list[bytes]]) -> str | None:
-    """The time of the newest checkpoint of this trail the token holds (None: none)."""
-    times = [
-        point.time for chain, values in held.items()
-        if anchor is not None and (point := latest_in_token(anchor, trail, chain, values))
-    ]  # fmt: skip
-    return max(times, key=datetime.fromisoformat, default=None)
-
-
-def _read_checkpoints(
-    directory: Path,
-    trail: str,
-    chain: _Chain,
-    anchor: Anchor | None,
-    token_values: list[bytes],
-    known_until: str | None = None,
-) -> None:
-    name = checkpoints_name(chain.name)
-    history = read_history(directory, chain.name)
-    if history and anchor is None:
-        chain.notes.append(f"{name}: checkpoint MACs not checked (no token)")
-    previous: Checkpoint | None = None
-    first: Checkpoint | None = None
-    checked = 0  # the newest checkpoint number whose MAC the token could check
-    unchecked: list[Checkpoint] = []  # signed by a key the token does not hold
-    for line, raw in history:
-        where = f"{name} line {line}"
-        try:
-            point = Checkpoint.parse(raw)
-        except ValueError:
-            chain.problems.append(f"{where}: not a checkpoint")
-            return
-        signed = anchor is None or point.authentic(anchor)
-        if (point.trail, point.chain) != (trail, chain.name) or (
-            not signed and anchor is not None and anchor.holds(point.key_id)
-        ):
-            chain.problems.append(
-                f"{where}: checkpoint {point.number} is not signed by the "
-                "audit key for this chain (forged or altered)"
-            )
-            return
-        if signed:
-            checked = point.number
-        else:
-            unchecked.append(point)
-        expected = previous.number + 1 if previous else 1
-        if point.number != expected:
-            chain.problems.append(
-                f"{where}: checkpoint {point.number} where {expected} was due "
-                f"(checkpoints {expected}-{point.number - 1} were removed)"
-            )
-            return
-        if previous is not None and point.sequence < previous.sequence:
-            chain.problems.append(f"{where}: checkpoint {point.number} goes back in the chain")
-            return
-        chain.checkpoints[point.sequence] = point
-        previous, first = point, first or point
-    chain.latest = previous
-    if anchor is None:
-        return
-    held = latest_in_token(anchor, trail, chain.name, token_values)
-    if held is not None:
-        checked = max(checked, held.number)
-    _vouch(chain, name, unchecked, checked)
-    if held is None:
-        if token_values:
-            chain.problems.append(f"{chain.name}: the token's checkpoint is not authentic")
-        elif first is not None and _later(first.time, known_until):
-            chain.notes.append(
-                f"{chain.name}: begun after the newest checkpoint this token holds for the "
-                f"trail ({known_until}; was the token restored from a backup?): its "
-                "checkpoints are authentic, but a cut-off tail cannot be detected"
-            )
-        elif previous is not None:
-            chain.problems.append(f"{name}: the token holds no checkpoint for this chain")
-        return
-    if previous is None:
-        chain.problems.append(
-            f"{name} is missing or empty: the token holds checkpoint "
-            f"{held.number} (records up to {held.sequence})"
+def _retired(
+    directory: Path, record: TrailRecord, registry: Registry, anchor: Anchor
+) -> tuple[dict[str, str], list[str]]:
+    """A retired trail as the verdict shows it; its archive, where kept, checked whole."""
+    entry = {
+        "Trail": record.trail,
+        "Retired": record.retired,
+        "RetiredBy": record.retired_by,
+        "Reason": record.retired_reason,
+        "ReplacedBy": record.replaced_by,
+    }
+    archive = directory / ARCHIVE / record.trail
+    if not archive.is_dir():
+        entry["Records"] = (
+            "no longer on disk: the token's last checkpoints covered "
+            f"{registry.coverage(record.trail, anchor)}"
         )
-    elif held.number > previous.number:
-        chain.problems.append(
-            f"{name} ends at checkpoint {previous.number}, but the token "
-            f"holds checkpoint {held.number}: the file was cut"
-        )
-    elif held.number == previous.number and held.claims() != previous.claims():
-        chain.problems.append(f"{name} line {history[-1][0]}: differs from the token's copy")
-    elif held.number < previous.number - 1:
-        chain.notes.append(
-            f"{chain.name}: the token's checkpoint ({held.number}) is older than "
-            f"the file's ({previous.number}); was the token restored?"
-        )
-    if chain.latest is None or held.number > chain.latest.number:
-        chain.checkpoints[held.sequence] = held
-        chain.latest = held
-
-
-def _vouch(chain: _Chain, name: str, unchecked: list[Checkpoint], checked: int) -> None:
-    """Checkpoints signed by a key this token does not hold (one that stayed on the
-    token a backup came from) count only below one it can check: that one pins the
-    chain's head, and the hash chain every record before it."""
-    if not unchecked:
-        return
-    last = unchecked[-1]
-    if last.number > checked:
-        chain.problems.append(
-            f"{name}: checkpoint {last.number} is signed by audit key {last.key_id}, which "
-            "this token does not hold, and no later checkpoint signed by a key it holds "
-            "covers it"
-        )
-        return
-    keys = ", ".join(sorted({p.key_id for p in unchecked}))
-    chain.notes.append(
-        f"{name}: checkpoints {unchecked[0].number}-{last.number} are signed by audit key "
-        f"{keys}, which this token does not hold; checkpoint {checked}, signed by a key "
-        "it holds, covers them"
+        return entry, []
+    where = f"{ARCHIVE}/{record.trail}"
+    kept = trail_id(archive, create=False)
+    found = check_directory(
+        archive, kept, anchor, registry.checkpoints.get(record.trail, {}), registered=True
     )
+    problems = [f"{where}/{p}" for p in found.all_problems()]
+    if kept != record.trail:
+        problems.insert(0, f"{where}/{TRAIL_ID} says {kept}, not {record.trail}")
+    entry["Records"] = f"archived in {where}: {found.records()} records verified" + (
+        f", {len(problems)} problems" if problems else ""
+    )
+    return entry, problems
 
 
-def _later(time: str, than: str | None) -> bool:
-    try:
-        return than is not None and datetime.fromisoformat(time) > datetime.fromisoformat(than)
-    except ValueError:
-        return False
-
-
-def _walk(chain: _Chain, files: list[tuple[int, Path]]) -> None:
-    if chain.problems:
-        return
-    covered = chain.latest.sequence if chain.latest else 0
-    previous, sequence, where = genesis(chain.name), 0, ""
-    last_file = files[-1][1] if files else None
-    for _, path in files:
-        for line, raw in read_lines(path):
-            where = f"{path.name} record {line}"
-            record = _parse(raw)
-            if record is None:
-                if path == last_file and not raw.endswith(b"\n") and sequence >= covered:
-                    chain.notes.append(
-                        f"{where}: torn (a crash while writing), after the last checkpoint"
-                    )
-                    break
-                chain.problems.append(f"{where}: not valid JSON")
-                return
-            stated = record.pop("hash", None)
-            number = record.get("auditSequence")
-            if record.get("previousHash") != previous:
-                chain.problems.append(
-                    f"{where}: the chain is broken (previousHash does not "
-                    f"match the record before){_gap(sequence, number)}"
-                )
-                return
-            if stated != digest(record):
-                chain.problems.append(
-                    f"{where}: its hash does not match its content (the record was altered)"
-                )
-                return
-            if number != sequence + 1:
-                chain.problems.append(f"{where}: sequence {number} where {sequence + 1} was due")
-                return
-            point = chain.checkpoints.get(number)
-            if point is not None and point.head != stated:
-                chain.problems.append(
-                    f"{where} (sequence {number}) does not match signed "
-                    f"checkpoint {point.number}: the chain was rewritten"
-                )
-                return
-            previous, sequence = str(stated), number
-    chain.records = sequence
-    if sequence < covered:
-        end = f"{where} (sequence {sequence})" if where else "no records"
-        latest = chain.latest.number if chain.latest else 0
-        chain.problems.append(
-            f"{chain.name}: the chain ends at {end}, but checkpoint {latest} "
-            f"covers records up to {covered}: records {sequence + 1}-{covered} "
-            "were removed (the tail was cut)"
-        )
-    elif chain.latest is None and sequence:
-        chain.notes.append(
-            f"{chain.name}: no checkpoints (written without the token's audit "
-            "key): a cut-off tail or a rewritten chain cannot be detected"
-        )
-    elif chain.latest is not None and sequence > covered:
-        chain.notes.append(
-            f"{chain.name}: {sequence - covered} records after the last "
-            "checkpoint are not covered yet"
-        )
-
-
-def _legacy(path: Path) -> _Chain | None:
-    """The single file of releases before per-process chains: a hash chain from zeros,
-    without sequence numbers or checkpoints. Checked so that an upgrade loses nothing."""
-    if not path.exists():
-        return None
-    chain, previous = _Chain(path.name), "0" * 64
-    chain.notes.append(f"{path.name}: written before checkpoints; a cut-off tail cannot be seen")
-    for line, raw in read_lines(path):
-        record = _parse(raw)
-        stated = record.pop("hash", None) if record is not None else None
-        if record is None or record.get("previousHash") != previous or stated != digest(record):
-            chain.problems.append(f"{path.name} record {line}: bad JSON, a broken chain or "
-                                  "an altered record")  # fmt: skip
-            return chain
-        previous, chain.records = str(stated), chain.records + 1
-    return chain
-
-
-def _parse(raw: bytes) -> dict[str, Any] | None:
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _gap(sequence: int, number: object) -> str:
-    if not isinstance(number, int) or number == sequence + 1:
-        return ""
-    if number > sequence + 1:
-        return f"; records {sequence + 1}-{number - 1} are missing"
-    return f"; record {number} is out of place after {sequence}"
+def verify_archive(directory: Path, anchor: Anchor) -> Verification:
+    """`hsmkms audit verify --archive DIR`: one trail kept outside the data dir (retired,
+    or carried by a backup from another deployment) against the checkpoints the token
+    holds for it; the token's other trails are not looked for there."""
+    registry = Snapshot.take(directory, anchor).registry
+    trail = trail_id(directory, create=False)
+    found = check_directory(
+        directory,
+        trail,
+        anchor,
+        registry.checkpoints.get(trail or "", {}),
+        registered=trail in registry.records,
+    )
+    problems: list[str] = []
+    notes: list[str] = []
+    record = registry.records.get(trail or "")
+    if trail is not None and record is None and trail not in registry.checkpoints:
+        problems.append(f"trail {trail} is unknown to this token: nothing vouches for it")
+    elif record is not None:
+        notes.append(f"trail {trail}: {record.describe()}")
+    return _result(found, problems, notes, [], trail, anchor.scope)

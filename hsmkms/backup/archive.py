@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from hsmkms.backup.left_out import mark_left_out
-from hsmkms.backup.seal import Seal, seal, verify
 from hsmkms.backup.snapshot import Snapshot, check_target, read_snapshot, write_snapshot
 from hsmkms.backup.trail import TrailPart, carry_trail, restore_checkpoints, restore_keys
 from hsmkms.errors import (
@@ -43,6 +42,7 @@ from hsmkms.token.backup import (
 )
 from hsmkms.token.domain import domain_info
 from hsmkms.token.hsm import Hsm
+from hsmkms.token.seal import Seal, seal, verify
 from hsmkms.token.templates import CREDENTIALS_KEY, MaterialRef
 
 FORMAT = 1

@@ -9,6 +9,11 @@ checkpoint is signed again, in the token, by a key the backup carries. On the ne
 token `audit verify` accepts that old key's checkpoints of the chain up to the one
 handed over: they can no longer be checked one by one, but that checkpoint and the
 hash chain pin every record they cover.
+
+The restored token records each carried trail as retired ("carried by a backup"): its
+files stay with the deployment the backup was made on, so the new deployment's own
+`audit verify` lists it without looking for it, and `audit verify --archive DIR`
+checks a copy of it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from hsmkms.audit.checkpoint import latest_in_token
 from hsmkms.audit.shelf import DatabaseShelf
+from hsmkms.audit.trails import DEFAULT_SCOPE, RETIRED, TrailRecord, now, register
 from hsmkms.errors import KMSError, KMSInternalException, UnsupportedOperationException
 from hsmkms.store import open_store
 from hsmkms.token import Hsm
@@ -32,12 +38,14 @@ class TrailPart:
     keys: list[WrappedMaterial] = field(default_factory=list)
     checkpoints: dict[str, str] = field(default_factory=dict)  # "<trail>/<chain>" -> line
     handed_over: list[str] = field(default_factory=list)  # re-signed by a carried key
+    scopes: dict[str, str] = field(default_factory=dict)  # trail -> its scope
 
     def to_json(self) -> dict[str, Any]:
         return {
             "keys": [k.to_json() for k in self.keys],
             "checkpoints": self.checkpoints,
             "handed_over": self.handed_over,
+            "scopes": self.scopes,
         }
 
     @classmethod
@@ -49,6 +57,7 @@ class TrailPart:
             [WrappedMaterial.from_json(k) for k in data["keys"]],
             {str(name): str(line) for name, line in checkpoints.items()},
             [str(name) for name in data["handed_over"]],
+            {str(t): str(scope) for t, scope in data.get("scopes", {}).items()},
         )
 
     def summary(self) -> dict[str, Any]:
@@ -76,6 +85,7 @@ def carry_trail(hsm: Hsm, database_url: str) -> tuple[TrailPart, list[dict[str, 
         successor = min(carried, default=None)
         checkpoints: dict[str, str] = {}
         handed_over: list[str] = []
+        scopes = _scopes(anchor)
         for name, values in sorted(anchor.load_all().items()):
             trail_id, _, chain = name.partition("/")
             latest = latest_in_token(anchor, trail_id, chain, values)
@@ -98,7 +108,23 @@ def carry_trail(hsm: Hsm, database_url: str) -> tuple[TrailPart, list[dict[str, 
             "or new keys are kept never-extractable): the trail will not verify on a "
             "restored token",
         })  # fmt: skip
-    return TrailPart(keys, checkpoints, handed_over), left_out
+    carried_trails = {name.partition("/")[0] for name in checkpoints}
+    scopes = {t: scopes.get(t, DEFAULT_SCOPE) for t in sorted(carried_trails)}
+    return TrailPart(keys, checkpoints, handed_over, scopes), left_out
+
+
+def _scopes(anchor: TokenAuditAnchor) -> dict[str, str]:
+    """Each trail's scope, from the token's authentic trail records."""
+    found: dict[str, str] = {}
+    for trail, values in anchor.load_everything()[1].items():
+        for raw in values:
+            try:
+                record = TrailRecord.parse(raw)
+            except ValueError:
+                continue
+            if record.trail == trail and record.authentic(anchor):
+                found[trail] = record.scope
+    return found
 
 
 def restore_keys(hsm: Hsm, part: TrailPart) -> list[WrappedMaterial]:
@@ -120,6 +146,16 @@ def restore_checkpoints(hsm: Hsm, database_url: str, part: TrailPart) -> None:
         anchor = TokenAuditAnchor(hsm, DatabaseShelf(store))
         for name, line in part.checkpoints.items():
             anchor.store(name, line.encode())
+        when = now()
+        for trail, scope in part.scopes.items():
+            register(
+                anchor,
+                TrailRecord(
+                    trail, scope, RETIRED, "", retired=when, retired_by="hsmkms backup restore",
+                    retired_reason="carried by a backup: its records stay with the deployment "
+                    "the backup was made on (check a copy with `audit verify --archive`)",
+                ),
+            )  # fmt: skip
     except KMSError as exc:
         raise KMSInternalException(
             f"The keys and metadata are restored, but not the audit checkpoints ({exc.message})"

@@ -1,7 +1,8 @@
 """`hsmkms domain ...` and `hsmkms backup ...`: the security domain and its backups.
 
 The domain commands log in to the token as its SO, which PKCS#11 allows only while this
-process has no user session on it, so they run before anything opens the token.
+process has no user session on it, so they run without the token open (key_manager=False:
+the CLI checks the audit trail before and records them after, hsmkms.cli.registry).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from hsmkms.cli.registry import Outcome, command
 from hsmkms.config import Settings
-from hsmkms.errors import KMSError, KMSInvalidStateException
+from hsmkms.errors import KMSInvalidStateException
 
 
 def add_parsers(commands: Any) -> None:
@@ -72,37 +74,36 @@ def _user_pin(settings: Settings) -> str:
     return pin
 
 
-def _domain(settings: Settings, args: argparse.Namespace) -> Any:
-    from hsmkms.bootstrap import open_deployment
-    from hsmkms.token.domain import join_domain
+def _checked(settings: Settings) -> None:
+    """This data dir's token and database must belong together before anything changes;
+    then every session closes, so the SO can log in."""
+    from hsmkms.bootstrap import open_deployment, prepare_environment
 
-    if args.action in ("create", "join"):
-        # This data dir's token and database must belong together before anything
-        # changes; then every session closes, so the SO can log in.
-        hsm, store = open_deployment(settings)
-        store.close()
-        hsm.close()
-    if args.action == "create":
-        return _create(settings, args)
-    if args.action == "join":
-        joined = join_domain(
-            settings.token.pkcs11_lib, settings.token.label, so_pin(settings), _user_pin(settings),
-            args.share, accept_unenforced=args.accept_unenforced_templates,
-            init_params=settings.token.init_params,
-        )  # fmt: skip
-        return {"domain": joined.domain_id, "check_value": joined.check_value} | _unenforced(
-            joined.unenforced
-        )
-    return _status(settings)
+    prepare_environment(settings)
+    hsm, store = open_deployment(settings)
+    store.close()
+    hsm.close()
 
 
-def _create(settings: Settings, args: argparse.Namespace) -> Any:
+@command(
+    "domain",
+    "create",
+    records="CreateSecurityDomain",
+    key_manager=False,
+    request={
+        "Custodians": "custodians",
+        "Threshold": "threshold",
+        "AcceptUnenforcedTemplates": "accept_unenforced_templates",
+    },
+)
+def _domain_create(settings: Settings, args: argparse.Namespace) -> Any:
     from hsmkms.token.domain import create_domain
 
     if args.out_dir is not None and args.out_dir.exists() and any(args.out_dir.iterdir()):
         raise KMSInvalidStateException(
             f"--out-dir {args.out_dir} is not empty: share files are never overwritten."
         )
+    _checked(settings)
     made = create_domain(
         settings.token.pkcs11_lib, settings.token.label, so_pin(settings), _user_pin(settings),
         args.custodians, args.threshold, accept_unenforced=args.accept_unenforced_templates,
@@ -113,17 +114,66 @@ def _create(settings: Settings, args: argparse.Namespace) -> Any:
         "domain": made.domain_id, "check_value": made.check_value,
         "threshold": made.threshold, "custodians": args.custodians,
     } | _unenforced(made.unenforced)  # fmt: skip
+    response = {"Domain": made.domain_id, "CheckValue": made.check_value}
+    request = {"UnenforcedProtections": list(made.unenforced)} if made.unenforced else {}
     if args.out_dir is None:
-        return result | {"shares": made.shares}
+        return Outcome(result | {"shares": made.shares}, request=request, response=response)
     try:
-        return result | {"share_files": _write_shares(args.out_dir, made.shares)}
+        written = {"share_files": _write_shares(args.out_dir, made.shares)}
     except OSError as exc:  # the domain exists now: its shares must not be lost
         print(
             f"hsmkms: warning: the shares could not be written to {args.out_dir} ({exc}); "
             "they are printed here instead, once",
             file=sys.stderr,
         )
-        return result | {"shares": made.shares}
+        written = {"shares": made.shares}
+    return Outcome(result | written, request=request, response=response)
+
+
+@command(  # never the shares
+    "domain",
+    "join",
+    records="JoinSecurityDomain",
+    key_manager=False,
+    request={"AcceptUnenforcedTemplates": "accept_unenforced_templates"},
+)
+def _domain_join(settings: Settings, args: argparse.Namespace) -> Any:
+    from hsmkms.token.domain import join_domain
+
+    _checked(settings)
+    joined = join_domain(
+        settings.token.pkcs11_lib, settings.token.label, so_pin(settings), _user_pin(settings),
+        args.share, accept_unenforced=args.accept_unenforced_templates,
+        init_params=settings.token.init_params,
+    )  # fmt: skip
+    output = {"domain": joined.domain_id, "check_value": joined.check_value}
+    request = {"UnenforcedProtections": list(joined.unenforced)} if joined.unenforced else {}
+    return Outcome(
+        output | _unenforced(joined.unenforced),
+        request=request,
+        response={"Domain": joined.domain_id, "CheckValue": joined.check_value},
+    )
+
+
+@command("domain", "status", key_manager=False)
+def _domain_status(settings: Settings, _: argparse.Namespace) -> Any:
+    from hsmkms.bootstrap import open_deployment
+    from hsmkms.cli.deployment import warn_about_domain_key
+    from hsmkms.token.domain import domain_info
+
+    hsm, store = open_deployment(settings)
+    store.close()
+    try:
+        info = domain_info(hsm)
+        modifiable = warn_about_domain_key(hsm)
+        return {
+            "domain": info.domain_id if info else None,
+            "check_value": info.check_value if info else None,
+            "custody": hsm.custody.value,
+            "domain_key_modifiable": modifiable,
+        }
+    finally:
+        hsm.close()
 
 
 def _write_shares(directory: Path, shares: list[str]) -> list[str]:
@@ -144,26 +194,6 @@ def _write_shares(directory: Path, shares: list[str]) -> list[str]:
 
 def _unenforced(gaps: tuple[str, ...]) -> dict[str, Any]:
     return {"unenforced_protections": list(gaps)} if gaps else {}
-
-
-def _status(settings: Settings) -> Any:
-    from hsmkms.bootstrap import open_deployment
-    from hsmkms.cli.deployment import warn_about_domain_key
-    from hsmkms.token.domain import domain_info
-
-    hsm, store = open_deployment(settings)
-    store.close()
-    try:
-        info = domain_info(hsm)
-        modifiable = warn_about_domain_key(hsm)
-        return {
-            "domain": info.domain_id if info else None,
-            "check_value": info.check_value if info else None,
-            "custody": hsm.custody.value,
-            "domain_key_modifiable": modifiable,
-        }
-    finally:
-        hsm.close()
 
 
 def _warn_about_earlier_material(settings: Settings) -> None:
@@ -187,79 +217,30 @@ def _warn_about_earlier_material(settings: Settings) -> None:
         )
 
 
-def _backup(settings: Settings, args: argparse.Namespace) -> Any:
-    from hsmkms.backup.archive import create_backup, restore_backup
+@command("backup", "create", records="CreateBackup", key_manager=False, request={"File": "output"})
+def _backup_create(settings: Settings, args: argparse.Namespace) -> Any:
+    from hsmkms.backup.archive import create_backup
     from hsmkms.bootstrap import open_deployment
 
     hsm, store = open_deployment(settings)
-    store.close()  # the backup reads and writes over connections of its own
+    store.close()  # the backup reads over connections of its own
     try:
-        if args.action == "create":
-            report = create_backup(
-                hsm,
-                settings.store.database_url,
-                Path(args.output),
-                allow_partial=args.allow_partial,
-            )
-        else:
-            report = restore_backup(hsm, settings.store.database_url, Path(args.input))
+        report = create_backup(
+            hsm, settings.store.database_url, Path(args.output), allow_partial=args.allow_partial
+        )
         return asdict(report)
     finally:
         hsm.close()
 
 
-_EVENTS = {
-    ("domain", "create"): "CreateSecurityDomain", ("domain", "join"): "JoinSecurityDomain",
-    ("backup", "create"): "CreateBackup", ("backup", "restore"): "RestoreBackup",
-}  # fmt: skip
-
-
-def _record(
-    settings: Settings, event: str, parameters: dict[str, Any], failure: KMSError | None
-) -> None:
-    """Into the audit trail, like every CLI action; after the SO session has ended."""
-    from hsmkms.audit.operator import operator_event
-    from hsmkms.bootstrap import open_audit, open_deployment
+@command("backup", "restore", records="RestoreBackup", key_manager=False, request={"File": "input"})
+def _backup_restore(settings: Settings, args: argparse.Namespace) -> Any:
+    from hsmkms.backup.archive import restore_backup
+    from hsmkms.bootstrap import open_deployment
 
     hsm, store = open_deployment(settings)
+    store.close()  # the restore writes over connections of its own
     try:
-        audit = open_audit(settings, hsm, store)
-        try:
-            audit.record(
-                operator_event(
-                    event, region=settings.region, parameters=parameters,
-                    error_code=None if failure is None else failure.code,
-                    error_message=None if failure is None else failure.message,
-                )
-            )  # fmt: skip
-        finally:
-            audit.close()
+        return asdict(restore_backup(hsm, settings.store.database_url, Path(args.input)))
     finally:
-        store.close()
         hsm.close()
-
-
-def _parameters(args: argparse.Namespace, result: Any) -> dict[str, Any]:
-    """What the audit record keeps of the command (never a share)."""
-    if args.command != "domain" or args.action not in ("create", "join"):
-        return {}
-    chosen: dict[str, Any] = {"AcceptUnenforcedTemplates": args.accept_unenforced_templates}
-    if args.action == "create":
-        chosen |= {"Custodians": args.custodians, "Threshold": args.threshold}
-    if isinstance(result, dict) and "unenforced_protections" in result:
-        chosen["UnenforcedProtections"] = result["unenforced_protections"]
-    return chosen
-
-
-def run(settings: Settings, args: argparse.Namespace) -> Any:
-    """The command's JSON result (these commands need no KeyManager)."""
-    event = _EVENTS.get((args.command, args.action))
-    try:
-        result = _domain(settings, args) if args.command == "domain" else _backup(settings, args)
-    except KMSError as exc:
-        if event is not None:
-            _record(settings, event, _parameters(args, None), exc)
-        raise
-    if event is not None:
-        _record(settings, event, _parameters(args, result), None)
-    return result

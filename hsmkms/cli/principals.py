@@ -2,9 +2,9 @@
 create|list|disable|enable|delete`: principals and their access keys in IAM's shapes
 (the principal's ARN where IAM says UserName; IAM's error codes and words).
 
-Each command is recorded in the audit trail with the operator's identity, failed or not
-(reads too, as every CLI action is), through `_record`: the one place these commands
-audit. A secret is printed once, by `access-key create`, and never recorded.
+Each command that changes who may do what is recorded in the audit trail with the
+operator's identity, failed or not (hsmkms.cli.registry). A secret is printed once, by
+`access-key create`, and never recorded.
 """
 
 from __future__ import annotations
@@ -12,23 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from hsmkms.audit.operator import operator_event
-from hsmkms.errors import KMSError
+from hsmkms.cli.registry import Outcome, command
 from hsmkms.library import KeyManager
 from hsmkms.policy.principals import ACTIVE, INACTIVE, CredentialStore
 from hsmkms.store.model import AccessKey
-
-Named = dict[str, Any]  # what an audit record names: ARNs, key ids, policy names
-
-
-@dataclass(frozen=True)
-class _Command:
-    event: str  # the audit record's eventName (IAM's, where IAM has the action)
-    run: Callable[[CredentialStore, argparse.Namespace], tuple[Any, Named]]
 
 
 def add_parsers(principal: Any) -> None:
@@ -77,7 +66,13 @@ def access_key_metadata(key: AccessKey) -> dict[str, Any]:
     }
 
 
-def _list(credentials: CredentialStore, _: argparse.Namespace) -> tuple[Any, Named]:
+def _credentials(km: KeyManager) -> CredentialStore:
+    return CredentialStore(km.store, km.hsm, km.clock)
+
+
+@command("principal", "list", records="ListPrincipals")  # reads are recorded too, readOnly
+def _list(km: KeyManager, _: argparse.Namespace) -> Any:
+    credentials = _credentials(km)
     principals = []
     for arn in credentials.principals():
         info = credentials.describe(arn)
@@ -89,11 +84,12 @@ def _list(credentials: CredentialStore, _: argparse.Namespace) -> tuple[Any, Nam
                 "Tags": info.tags,
             }
         )
-    return {"Principals": principals}, {}
+    return {"Principals": principals}
 
 
-def _show(credentials: CredentialStore, args: argparse.Namespace) -> tuple[Any, Named]:
-    info = credentials.describe(args.arn)
+@command("principal", "show", records="GetPrincipal", request={"PrincipalArn": "arn"})
+def _show(km: KeyManager, args: argparse.Namespace) -> Any:
+    info = _credentials(km).describe(args.arn)
     shown = {
         "PrincipalArn": info.principal_arn,
         "AccessKeys": [access_key_metadata(k) for k in info.access_keys],
@@ -103,11 +99,12 @@ def _show(credentials: CredentialStore, args: argparse.Namespace) -> tuple[Any, 
         ],
         "Tags": info.tags,
     }
-    return {"Principal": shown}, {}
+    return {"Principal": shown}
 
 
-def _remove(credentials: CredentialStore, args: argparse.Namespace) -> tuple[Any, Named]:
-    removed = credentials.remove(args.arn)
+@command("principal", "remove", records="DeletePrincipal", request={"PrincipalArn": "arn"})
+def _remove(km: KeyManager, args: argparse.Namespace) -> Any:
+    removed = _credentials(km).remove(args.arn)
     if removed.key_policies_naming_it:
         print(
             f"hsmkms: warning: {len(removed.key_policies_naming_it)} key policies still name "
@@ -127,15 +124,25 @@ def _remove(credentials: CredentialStore, args: argparse.Namespace) -> tuple[Any
         "PolicyNames": removed.policy_names,
         "GrantIds": removed.revoked_grant_ids,
     }
-    return result, named
+    return Outcome(result, request=named, response={})
 
 
-def _detach(credentials: CredentialStore, args: argparse.Namespace) -> tuple[Any, Named]:
-    credentials.detach_policy(args.arn, args.name)
-    return None, {}
+@command(
+    "principal",
+    "detach-policy",
+    records="DeletePrincipalPolicy",
+    request={"PrincipalArn": "arn", "PolicyName": "name"},
+)
+def _detach(km: KeyManager, args: argparse.Namespace) -> Any:
+    _credentials(km).detach_policy(args.arn, args.name)
+    return None
 
 
-def _create(credentials: CredentialStore, args: argparse.Namespace) -> tuple[Any, Named]:
+@command(
+    "principal", "access-key", "create", records="CreateAccessKey", request={"PrincipalArn": "arn"}
+)
+def _create(km: KeyManager, args: argparse.Namespace) -> Any:
+    credentials = _credentials(km)
     credential = credentials.add(args.arn)
     key = credentials.access_key(credential.access_key_id)
     created = {
@@ -145,81 +152,46 @@ def _create(credentials: CredentialStore, args: argparse.Namespace) -> tuple[Any
         "SecretAccessKey": credential.secret_access_key,  # shown once, here only
         "CreateDate": key.created_at,
     }
-    return {"AccessKey": created}, {"AccessKeyId": key.access_key_id}
+    return Outcome({"AccessKey": created}, request={"AccessKeyId": key.access_key_id}, response={})
 
 
-def _keys(credentials: CredentialStore, args: argparse.Namespace) -> tuple[Any, Named]:
-    keys = credentials.access_keys(args.arn)
-    return {"AccessKeyMetadata": [access_key_metadata(k) for k in keys]}, {}
+@command(
+    "principal", "access-key", "list", records="ListAccessKeys", request={"PrincipalArn": "arn"}
+)
+def _keys(km: KeyManager, args: argparse.Namespace) -> Any:
+    keys = _credentials(km).access_keys(args.arn)
+    return {"AccessKeyMetadata": [access_key_metadata(k) for k in keys]}
 
 
-def _status(status: str) -> Callable[[CredentialStore, argparse.Namespace], tuple[Any, Named]]:
-    def run(credentials: CredentialStore, args: argparse.Namespace) -> tuple[Any, Named]:
-        owner = credentials.access_key(args.access_key_id).principal_arn
-        credentials.set_status(args.access_key_id, status)
-        return None, {"PrincipalArn": owner, "Status": status}
-
-    return run
+def _set_status(km: KeyManager, access_key_id: str, status: str) -> Outcome:
+    credentials = _credentials(km)
+    owner = credentials.access_key(access_key_id).principal_arn
+    credentials.set_status(access_key_id, status)
+    return Outcome(None, request={"PrincipalArn": owner, "Status": status}, response={})
 
 
-def _delete(credentials: CredentialStore, args: argparse.Namespace) -> tuple[Any, Named]:
+@command(
+    "principal", "access-key", "disable", records="UpdateAccessKey",
+    request={"AccessKeyId": "access_key_id"},
+)  # fmt: skip
+def _disable(km: KeyManager, args: argparse.Namespace) -> Any:
+    return _set_status(km, args.access_key_id, INACTIVE)
+
+
+@command(
+    "principal", "access-key", "enable", records="UpdateAccessKey",
+    request={"AccessKeyId": "access_key_id"},
+)  # fmt: skip
+def _enable(km: KeyManager, args: argparse.Namespace) -> Any:
+    return _set_status(km, args.access_key_id, ACTIVE)
+
+
+@command(
+    "principal", "access-key", "delete", records="DeleteAccessKey",
+    request={"AccessKeyId": "access_key_id"},
+)  # fmt: skip
+def _delete(km: KeyManager, args: argparse.Namespace) -> Any:
+    credentials = _credentials(km)
     owner = credentials.access_key(args.access_key_id).principal_arn
     credentials.delete_access_key(args.access_key_id)
-    return None, {"PrincipalArn": owner}
-
-
-COMMANDS: dict[str, _Command] = {
-    "list": _Command("ListPrincipals", _list),
-    "show": _Command("GetPrincipal", _show),
-    "remove": _Command("DeletePrincipal", _remove),
-    "detach-policy": _Command("DeletePrincipalPolicy", _detach),
-    "access-key create": _Command("CreateAccessKey", _create),
-    "access-key list": _Command("ListAccessKeys", _keys),
-    "access-key disable": _Command("UpdateAccessKey", _status(INACTIVE)),
-    "access-key enable": _Command("UpdateAccessKey", _status(ACTIVE)),
-    "access-key delete": _Command("DeleteAccessKey", _delete),
-}
-
-
-def _named(args: argparse.Namespace) -> Named:
-    """What the command line names, for the audit record (never a secret)."""
-    found = {
-        "PrincipalArn": getattr(args, "arn", None),
-        "AccessKeyId": getattr(args, "access_key_id", None),
-        "PolicyName": getattr(args, "name", None),
-    }
-    return {k: v for k, v in found.items() if v is not None}
-
-
-def _record(km: KeyManager, event: str, named: Named, failure: KMSError | None) -> None:
-    """Into the audit trail through the operator-audit path, like every CLI action."""
-    if km.audit is None:
-        return
-    km.audit.record(
-        operator_event(
-            event,
-            parameters=named,
-            error_code=None if failure is None else failure.code,
-            error_message=None if failure is None else failure.message,
-            region=km.region,
-        )
-    )
-
-
-def run(km: KeyManager, args: argparse.Namespace) -> Any:
-    name = f"access-key {args.key_action}" if args.action == "access-key" else args.action
-    command = COMMANDS[name]
-    named = _named(args)
-    try:
-        result, more = command.run(CredentialStore(km.store, km.hsm, km.clock), args)
-    except KMSError as exc:
-        _record(km, command.event, named, exc)
-        raise
-    _record(km, command.event, {**named, **more}, None)
-    return result
-
-
-HANDLERS = {
-    ("principal", action): run
-    for action in ("list", "show", "remove", "detach-policy", "access-key")
-}
+    return Outcome(None, request={"PrincipalArn": owner}, response={})

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from hsmkms.cli.registry import Outcome, command
 from hsmkms.library import KeyManager
 from hsmkms.operations import xks
 from hsmkms.policy.xks_credentials import XksCredentialStore, normalize_prefix
@@ -55,41 +56,68 @@ def add_parsers(commands: Any) -> None:
     usage.add_argument("usage", choices=sorted(USAGES))
 
 
-def _credential(km: KeyManager, args: argparse.Namespace) -> Any:
-    store = XksCredentialStore(km.store, km.hsm, km.clock)
-    if args.xks_action == "list":
-        prefix = None if args.uri_prefix is None else normalize_prefix(args.uri_prefix)
-        return {"Credentials": [c.as_dict() for c in store.list(prefix)]}
-    if args.xks_action == "remove":
-        store.remove(args.access_key_id)
-        return None
+def _credentials(km: KeyManager) -> XksCredentialStore:
+    return XksCredentialStore(km.store, km.hsm, km.clock)
+
+
+@command("xks", "credential", "list")
+def _credential_list(km: KeyManager, args: argparse.Namespace) -> Any:
+    prefix = None if args.uri_prefix is None else normalize_prefix(args.uri_prefix)
+    return {"Credentials": [c.as_dict() for c in _credentials(km).list(prefix)]}
+
+
+@command(
+    "xks",
+    "credential",
+    "remove",
+    records="RemoveXksCredential",
+    request={"AccessKeyId": "access_key_id"},
+)
+def _credential_remove(km: KeyManager, args: argparse.Namespace) -> Any:
+    _credentials(km).remove(args.access_key_id)
+    return None
+
+
+@command(
+    "xks", "credential", "add", records="AddXksCredential", request={"AccessKeyId": "access_key_id"}
+)
+def _credential_add(km: KeyManager, args: argparse.Namespace) -> Any:
     prefix = _prefix(args)
-    credential = store.add(prefix, args.access_key_id, args.secret_access_key)
+    credential = _credentials(km).add(prefix, args.access_key_id, args.secret_access_key)
     # The shape of the AWS KMS console's XKS proxy configuration file.
     secret = {"AccessKeyId": credential.access_key_id}
     if args.secret_access_key is None:
         secret["RawSecretAccessKey"] = credential.secret_access_key  # shown once, here only
-    return {"XksProxyUriPath": _uri_path(prefix), "XksProxyAuthenticationCredential": secret}
+    output = {"XksProxyUriPath": _uri_path(prefix), "XksProxyAuthenticationCredential": secret}
+    made = {"XksProxyUriPath": _uri_path(prefix), "AccessKeyId": credential.access_key_id}
+    return Outcome(output, response=made)
 
 
-def _policy(km: KeyManager, args: argparse.Namespace) -> Any:
-    policies = XksPolicies(km.store)
+@command("xks", "policy", "put", records="PutXksPolicy")
+def _policy_put(km: KeyManager, args: argparse.Namespace) -> Any:
+    prefix, document = _prefix(args), Path(args.file).read_text()
+    XksPolicies(km.store).put(prefix, document)
+    path = _uri_path(prefix)
+    return Outcome(
+        {"XksProxyUriPath": path}, request={"XksProxyUriPath": path, "PolicyDocument": document}
+    )
+
+
+@command("xks", "policy", "remove", records="RemoveXksPolicy")
+def _policy_remove(km: KeyManager, args: argparse.Namespace) -> Any:
     prefix = _prefix(args)
-    if args.xks_action == "put":
-        policies.put(prefix, Path(args.file).read_text())
-        return {"XksProxyUriPath": _uri_path(prefix)}
-    if args.xks_action == "remove":
-        policies.remove(prefix)
-        return None
-    return {"XksProxyUriPath": _uri_path(prefix), "Policy": policies.get(prefix)}
+    XksPolicies(km.store).remove(prefix)
+    return Outcome(None, request={"XksProxyUriPath": _uri_path(prefix)})
 
 
+@command("xks", "policy", "get")
+def _policy_get(km: KeyManager, args: argparse.Namespace) -> Any:
+    prefix = _prefix(args)
+    return {"XksProxyUriPath": _uri_path(prefix), "Policy": XksPolicies(km.store).get(prefix)}
+
+
+@command(
+    "xks", "key-usage", records="SetXksKeyUsage", request={"KeyId": "key", "KeyUsage": "usage"}
+)
 def _key_usage(km: KeyManager, args: argparse.Namespace) -> Any:
     return xks.set_xks_key_usage(km.context, key_id=args.key, key_usage=USAGES[args.usage])
-
-
-HANDLERS = {
-    ("xks", "credential"): _credential,
-    ("xks", "policy"): _policy,
-    ("xks", "key-usage"): _key_usage,
-}

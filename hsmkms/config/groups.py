@@ -151,6 +151,8 @@ class AuditSettings(Group):
     rotate_seconds: float = Field(default=86400.0, gt=0, alias="audit_rotate_seconds")
     checkpoint_records: int = Field(default=1000, ge=1, alias="audit_checkpoint_records")
     checkpoint_seconds: float = Field(default=60.0, gt=0, alias="audit_checkpoint_seconds")
+    # Deployments sharing one token name their trails apart (hsmkms.audit.trails).
+    scope: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$", alias="audit_scope")
 
 
 class EdgeLimits(Group):

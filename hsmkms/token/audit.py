@@ -10,10 +10,11 @@ never-extractable keys (made before the domain) makes a successor. Two processes
 create a key at the same moment, so each key gets a random CKA_ID, every process signs
 with the smallest id among the keys it may use, and a checkpoint names the id of the
 key that signed it. Older keys stay, for the checkpoints they signed. The latest
-checkpoint of each chain is a private CKO_DATA
-object (label `hsmkms-internal/audit-checkpoint/<chain>`) whose value is updated in
-place where the token allows it, else replaced (SoftHSM2 2.6 keeps CKA_VALUE of data
-objects read-only): the new object is made before the old one goes.
+checkpoint of each chain is a private CKO_DATA object (label
+`hsmkms-internal/audit-checkpoint/<chain>`), and each trail's record (its scope, and
+whether it is active or was retired) one labelled `hsmkms-internal/audit-trail/<trail>`.
+A value is updated in place where the token allows it, else replaced (SoftHSM2 2.6 keeps
+CKA_VALUE of data objects read-only): the new object is made before the old one goes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from hsmkms.token.templates import Custody, InternalRef, custody_attributes
 
 KEY_LABEL = "hsmkms-internal/audit"
 CHECKPOINT_PREFIX = "hsmkms-internal/audit-checkpoint/"
+TRAIL_PREFIX = "hsmkms-internal/audit-trail/"
+# What a shelf keeps, by the prefix of the token object it stands in for.
+SHELF_KINDS = {CHECKPOINT_PREFIX: "checkpoint", TRAIL_PREFIX: "trail"}
 APPLICATION = "hsmkms audit"
 MECHANISM = Mechanism.SHA256_HMAC
 
@@ -78,20 +82,24 @@ def key_ref(key_id: bytes) -> InternalRef:
 
 
 class CheckpointShelf(Protocol):
-    """Where the latest checkpoints go on a token that cannot hold data objects (NSS
-    softokn refuses CKO_DATA token objects): e.g. the database. Checkpoints are MACed
-    by the token's key either way; the shelf only keeps them outside the log files."""
+    """Where the latest checkpoints and the trail records go on a token that cannot hold
+    data objects (NSS softokn refuses CKO_DATA token objects): e.g. the database. They
+    are MACed by the token's key either way; the shelf only keeps them outside the log
+    files. `kind` is "checkpoint" or "trail"."""
 
-    def put(self, chain: str, value: bytes) -> None: ...
+    def put(self, kind: str, name: str, value: bytes) -> None: ...
 
-    def all(self) -> dict[str, list[bytes]]: ...
+    def all(self, kind: str) -> dict[str, list[bytes]]: ...
 
 
 class TokenAuditAnchor:
     """The audit trail's signer and checkpoint store (hsmkms.audit.checkpoint.Anchor)."""
 
-    def __init__(self, hsm: Hsm, shelf: CheckpointShelf | None = None) -> None:
+    def __init__(
+        self, hsm: Hsm, shelf: CheckpointShelf | None = None, scope: str = "default"
+    ) -> None:
         self._hsm = hsm
+        self.scope = scope  # the deployment's trails among those the token keeps
         self._signing_id: bytes | None = None
         self._shelf = shelf
         self._token_holds_data = True  # until the token refuses a data object
@@ -185,23 +193,36 @@ class TokenAuditAnchor:
         expected = self._hsm._call(compute)
         return expected is not None and hmac_compare.compare_digest(expected, mac)
 
-    # -- the latest checkpoint per chain ---------------------------------------------
+    # -- the latest checkpoint per chain, the record of each trail --------------------
 
     def store(self, chain: str, value: bytes) -> None:
+        self._put(CHECKPOINT_PREFIX, chain, value)
+
+    def load_all(self) -> dict[str, list[bytes]]:
+        """Every chain's stored checkpoint values (normally one per chain)."""
+        return self._load()[CHECKPOINT_PREFIX]
+
+    def store_trail(self, trail: str, value: bytes) -> None:
+        self._put(TRAIL_PREFIX, trail, value)
+
+    def load_everything(self) -> tuple[dict[str, list[bytes]], dict[str, list[bytes]]]:
+        """(every chain's checkpoint values, every trail's record values), in one scan."""
+        found = self._load()
+        return found[CHECKPOINT_PREFIX], found[TRAIL_PREFIX]
+
+    def _put(self, prefix: str, name: str, value: bytes) -> None:
         if not self._token_holds_data and self._shelf is not None:
-            self._shelf.put(chain, value)
+            self._shelf.put(SHELF_KINDS[prefix], name, value)
             return
         try:
-            self._store_in_token(chain, value)
+            self._store_in_token(prefix + name, value)
         except KMSError as exc:
             if self._shelf is None or not isinstance(exc.__cause__, p11.AttributeValueInvalid):
                 raise
             self._token_holds_data = False
-            self._shelf.put(chain, value)
+            self._shelf.put(SHELF_KINDS[prefix], name, value)
 
-    def _store_in_token(self, chain: str, value: bytes) -> None:
-        label = CHECKPOINT_PREFIX + chain
-
+    def _store_in_token(self, label: str, value: bytes) -> None:
         def store(pooled: PooledSession) -> None:
             old = list(pooled.session.get_objects(
                 {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: label}
@@ -223,17 +244,18 @@ class TokenAuditAnchor:
 
         self._hsm._call(store)
 
-    def load_all(self) -> dict[str, list[bytes]]:
-        """Every chain's stored checkpoint values (normally one per chain)."""
+    def _load(self) -> dict[str, dict[str, list[bytes]]]:
+        """The values of the audit's data objects, by prefix, then by name."""
 
-        def scan(pooled: PooledSession) -> dict[str, list[bytes]]:
-            found: dict[str, list[bytes]] = {}
+        def scan(pooled: PooledSession) -> dict[str, dict[str, list[bytes]]]:
+            found: dict[str, dict[str, list[bytes]]] = {prefix: {} for prefix in SHELF_KINDS}
             for obj in pooled.session.get_objects({Attribute.CLASS: ObjectClass.DATA}):
                 try:
                     label = obj[Attribute.LABEL]
-                    if isinstance(label, str) and label.startswith(CHECKPOINT_PREFIX):
-                        chain = label[len(CHECKPOINT_PREFIX) :]
-                        found.setdefault(chain, []).append(bytes(obj[Attribute.VALUE]))
+                    prefix = _prefix_of(label)
+                    if prefix is not None:
+                        name = label[len(prefix) :]
+                        found[prefix].setdefault(name, []).append(bytes(obj[Attribute.VALUE]))
                 except PKCS11Error:
                     continue
             return found
@@ -243,6 +265,15 @@ class TokenAuditAnchor:
         except PKCS11Error as exc:
             raise to_kms_error(exc) from exc
         if self._shelf is not None:
-            for chain, values in self._shelf.all().items():
-                found.setdefault(chain, []).extend(values)
+            for prefix, kind in SHELF_KINDS.items():
+                for name, values in self._shelf.all(kind).items():
+                    found[prefix].setdefault(name, []).extend(values)
         return found
+
+
+def _prefix_of(label: object) -> str | None:
+    if isinstance(label, str):
+        for prefix in SHELF_KINDS:
+            if label.startswith(prefix):
+                return prefix
+    return None
