@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -36,13 +35,16 @@ FILE = f"{CHAIN}.000001.jsonl"
 
 
 @pytest.fixture(scope="module")
-def anchor(hsm: Hsm) -> TokenAuditAnchor:
+def shelf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkpoint database shared with the writer processes below (this worker's own)."""
+    return tmp_path_factory.mktemp("audit-shelf") / "shelf.db"
+
+
+@pytest.fixture(scope="module")
+def anchor(hsm: Hsm, shelf: Path) -> TokenAuditAnchor:
     """The token's audit key; checkpoints in the token, or (a token without data
     objects) in a database shared with the writer processes below."""
-    return TokenAuditAnchor(hsm, DatabaseShelf(SqliteStore(SHELF)))
-
-
-SHELF = Path(tempfile.mkdtemp(prefix="hsmkms-audit-shelf-")) / "shelf.db"
+    return TokenAuditAnchor(hsm, DatabaseShelf(SqliteStore(shelf)))
 
 
 def trail(directory: Path, anchor: TokenAuditAnchor, count: int = 10, **options: object) -> Path:
@@ -249,10 +251,12 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def writer(directory: Path, env: TokenEnv, count: int, end: str = "close") -> subprocess.Popen[str]:
+def writer(
+    directory: Path, env: TokenEnv, shelf: Path, count: int, end: str = "close"
+) -> subprocess.Popen[str]:
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "SOFTHSM2_CONF": env.conf,
                    "TEST_PIN": env.pin, "TEST_INIT": env.init_params or "",
-                   "TEST_SHELF": str(SHELF)}  # fmt: skip
+                   "TEST_SHELF": str(shelf)}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-c", WRITER, str(directory), env.module, env.label, str(count), end],
         env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -260,9 +264,9 @@ def writer(directory: Path, env: TokenEnv, count: int, end: str = "close") -> su
 
 
 def test_two_processes_write_their_own_chains(
-    tmp_path: Path, token_env: TokenEnv, anchor: TokenAuditAnchor
+    tmp_path: Path, token_env: TokenEnv, shelf: Path, anchor: TokenAuditAnchor
 ) -> None:
-    processes = [writer(tmp_path, token_env, 300) for _ in range(2)]
+    processes = [writer(tmp_path, token_env, shelf, 300) for _ in range(2)]
     chains = {process.stdout.readline().strip() for process in processes}  # type: ignore[union-attr]
     assert chains == {"shared.w0", "shared.w1"}
     for process in processes:
@@ -279,16 +283,16 @@ def test_two_processes_write_their_own_chains(
 # -- crashes ------------------------------------------------------------------------
 
 
-def crash_after(directory: Path, env: TokenEnv, count: int) -> None:
-    process = writer(directory, env, count, end="crash")
+def crash_after(directory: Path, env: TokenEnv, shelf: Path, count: int) -> None:
+    process = writer(directory, env, shelf, count, end="crash")
     process.communicate("go\n", timeout=120)
     assert process.returncode == 0
 
 
 def test_a_torn_last_record_is_moved_aside_and_recorded(
-    tmp_path: Path, token_env: TokenEnv, anchor: TokenAuditAnchor
+    tmp_path: Path, token_env: TokenEnv, shelf: Path, anchor: TokenAuditAnchor
 ) -> None:
-    crash_after(tmp_path, token_env, 60)  # checkpoint at 50; 10 records uncovered
+    crash_after(tmp_path, token_env, shelf, 60)  # checkpoint at 50; 10 records uncovered
     path = tmp_path / "shared.w0.000001.jsonl"
     with path.open("ab") as out:  # the power cut: half a record
         out.write(b'{"eventName":"Encrypt","n":6')
@@ -310,9 +314,9 @@ def test_a_torn_last_record_is_moved_aside_and_recorded(
 
 
 def test_lost_uncovered_records_are_a_crash_lost_covered_ones_are_not(
-    tmp_path: Path, token_env: TokenEnv, anchor: TokenAuditAnchor
+    tmp_path: Path, token_env: TokenEnv, shelf: Path, anchor: TokenAuditAnchor
 ) -> None:
-    crash_after(tmp_path, token_env, 60)
+    crash_after(tmp_path, token_env, shelf, 60)
     path = tmp_path / "shared.w0.000001.jsonl"
     write_lines(path, lines_of(path)[:55])  # records after the checkpoint at 50: a crash
     result = verify(tmp_path, anchor)

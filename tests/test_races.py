@@ -21,6 +21,9 @@ from hsmkms.library import KeyManager
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm, MaterialRef
 from tests.conftest import ACCOUNT, REGION, ROOT, ManualClock, TokenEnv
+from tests.parallel import serial
+
+pytestmark = serial
 
 # Measured on SoftHSM2 only: these tests reach into SoftHSM2 itself (its token directory,
 # its config file in subprocesses, duplicate objects made behind hsmkms's back). Under

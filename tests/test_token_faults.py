@@ -21,7 +21,10 @@ from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 from hsmkms.token.library import rescan_tokens
 from tests.conftest import ACCOUNT, REGION, TokenEnv
+from tests.parallel import serial
 from tests.resilience_helpers import PoisonedSession, serving
+
+pytestmark = serial
 
 # Measured on SoftHSM2 only: these tests reach into SoftHSM2 itself (its token directory,
 # its config file in subprocesses, duplicate objects made behind hsmkms's back). Under
