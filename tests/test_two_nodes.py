@@ -25,9 +25,8 @@ from tests.test_cli import Cli, stop, wait_healthy
 
 pytestmark = [
     serial,
-    pytest.mark.skipif(
-        os.environ.get("HSMKMS_TEST_TOKEN", "softhsm") != "softhsm",
-        reason="the nodes use their own SoftHSM2 token (hsmkms init)",
+    pytest.mark.needs_token(
+        "softhsm", reason="the nodes use their own SoftHSM2 token (hsmkms init)"
     ),
 ]
 ARN = "arn:aws:iam::111122223333:user/two-nodes"
