@@ -17,7 +17,7 @@ deps:
 	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 install: deps
-	@$(PYTHON) -c "import hsmkms, pytest, uvicorn, aws_encryption_sdk, moto, psycopg, psycopg_pool, Crypto" 2>/dev/null || \
+	@$(PYTHON) -c "import hsmkms, pytest, xdist, uvicorn, aws_encryption_sdk, moto, psycopg, psycopg_pool, Crypto" 2>/dev/null || \
 	  $(PYTHON) -m pip install -q -e ".[dev]"
 
 HOST ?= 127.0.0.1
@@ -29,12 +29,20 @@ run: install
 	$(PYTHON) scripts/dev_principal.py
 	$(PYTHON) -m hsmkms.cli serve --host $(HOST) --port $(PORT)
 
+# The suite runs on TEST_WORKERS pytest-xdist workers, each with its own throwaway token,
+# data dirs and PostgreSQL server (tests/conftest.py); `--dist loadgroup` keeps each
+# xdist_group on one worker. Many tests wait on servers and subprocesses, so more workers
+# than cores is faster (docs/testing.md has the measurements). TEST_WORKERS=0 runs serially;
+# TEST_ARGS adds pytest options, e.g. `make test TEST_ARGS="-x tests/test_crypto.py"`.
+TEST_WORKERS ?= 3
+PYTEST = $(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
 test: install
-	$(PYTHON) -m pytest -q
+	$(PYTEST) $(TEST_ARGS)
 
 # The same suite against NSS softokn; tests needing what it lacks skip with the reason.
 test-nss: install
-	HSMKMS_TEST_TOKEN=nss $(PYTHON) -m pytest -q -rs
+	HSMKMS_TEST_TOKEN=nss $(PYTEST) -rs $(TEST_ARGS)
 
 lint: install
 	$(PYTHON) -m ruff check hsmkms tests scripts

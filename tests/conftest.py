@@ -257,7 +257,7 @@ def server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
 
 # -- PostgreSQL: a real server per session, a fresh database per test (tests/pg.py) --
 
-pytest_plugins = ["tests.pg"]
+pytest_plugins = ["pytester", "tests.pg", "tests.parallel", "tests.token_needs"]
 # -- a second PKCS#11 implementation: NSS softokn (HSMKMS_TEST_TOKEN=nss) ------------
 
 NSS_SOFTOKN_GLOBS = (

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import uuid
@@ -45,11 +44,14 @@ def anchor(hsm: Hsm, shelf: DatabaseShelf) -> TokenAuditAnchor:
 
 
 @pytest.fixture(scope="module")
-def shelf() -> DatabaseShelf:
-    return DatabaseShelf(SqliteStore(SHELF))
+def shelf_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkpoint database shared with the writer processes below (this worker's own)."""
+    return tmp_path_factory.mktemp("audit-shelf") / "shelf.db"
 
 
-SHELF = Path(tempfile.mkdtemp(prefix="hsmkms-audit-shelf-")) / "shelf.db"
+@pytest.fixture(scope="module")
+def shelf(shelf_path: Path) -> DatabaseShelf:
+    return DatabaseShelf(SqliteStore(shelf_path))
 
 
 def trail(directory: Path, anchor: TokenAuditAnchor, count: int = 10, **options: object) -> Path:
@@ -259,11 +261,16 @@ WRITER = textwrap.dedent("""
 
 
 def writer(
-    directory: Path, env: TokenEnv, anchor: TokenAuditAnchor, count: int, end: str = "close"
+    directory: Path,
+    env: TokenEnv,
+    anchor: TokenAuditAnchor,
+    shelf: Path,
+    count: int,
+    end: str = "close",
 ) -> subprocess.Popen[str]:
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "SOFTHSM2_CONF": env.conf,
                    "TEST_PIN": env.pin, "TEST_INIT": env.init_params or "",
-                   "TEST_SHELF": str(SHELF), "TEST_SCOPE": anchor.scope}  # fmt: skip
+                   "TEST_SHELF": str(shelf), "TEST_SCOPE": anchor.scope}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-c", WRITER, str(directory), env.module, env.label, str(count), end],
         env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -271,9 +278,9 @@ def writer(
 
 
 def test_two_processes_write_their_own_chains(
-    tmp_path: Path, token_env: TokenEnv, anchor: TokenAuditAnchor
+    tmp_path: Path, token_env: TokenEnv, shelf_path: Path, anchor: TokenAuditAnchor
 ) -> None:
-    processes = [writer(tmp_path, token_env, anchor, 300) for _ in range(2)]
+    processes = [writer(tmp_path, token_env, anchor, shelf_path, 300) for _ in range(2)]
     chains = {process.stdout.readline().strip() for process in processes}  # type: ignore[union-attr]
     assert chains == {"shared.w0", "shared.w1"}
     for process in processes:
@@ -290,16 +297,20 @@ def test_two_processes_write_their_own_chains(
 # -- crashes ------------------------------------------------------------------------
 
 
-def crash_after(directory: Path, env: TokenEnv, anchor: TokenAuditAnchor, count: int) -> None:
-    process = writer(directory, env, anchor, count, end="crash")
+def crash_after(
+    directory: Path, env: TokenEnv, anchor: TokenAuditAnchor, shelf: Path, count: int
+) -> None:
+    process = writer(directory, env, anchor, shelf, count, end="crash")
     process.communicate("go\n", timeout=120)
     assert process.returncode == 0
 
 
 def test_a_torn_last_record_is_moved_aside_and_recorded(
-    tmp_path: Path, token_env: TokenEnv, anchor: TokenAuditAnchor
+    tmp_path: Path, token_env: TokenEnv, shelf_path: Path, anchor: TokenAuditAnchor
 ) -> None:
-    crash_after(tmp_path, token_env, anchor, 60)  # checkpoint at 50; 10 records uncovered
+    crash_after(
+        tmp_path, token_env, anchor, shelf_path, 60
+    )  # checkpoint at 50; 10 records uncovered
     path = tmp_path / "shared.w0.000001.jsonl"
     with path.open("ab") as out:  # the power cut: half a record
         out.write(b'{"eventName":"Encrypt","n":6')
@@ -321,9 +332,9 @@ def test_a_torn_last_record_is_moved_aside_and_recorded(
 
 
 def test_lost_uncovered_records_are_a_crash_lost_covered_ones_are_not(
-    tmp_path: Path, token_env: TokenEnv, anchor: TokenAuditAnchor
+    tmp_path: Path, token_env: TokenEnv, shelf_path: Path, anchor: TokenAuditAnchor
 ) -> None:
-    crash_after(tmp_path, token_env, anchor, 60)
+    crash_after(tmp_path, token_env, anchor, shelf_path, 60)
     path = tmp_path / "shared.w0.000001.jsonl"
     write_lines(path, lines_of(path)[:55])  # records after the checkpoint at 50: a crash
     result = verify(tmp_path, anchor)

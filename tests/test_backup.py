@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import stat
 import subprocess
@@ -20,9 +19,8 @@ import pytest
 from tests.pg import PgServer
 from tests.test_cli import Cli
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("HSMKMS_TEST_TOKEN", "softhsm") != "softhsm",
-    reason="the CLI creates and uses its own SoftHSM2 token (hsmkms init)",
+pytestmark = pytest.mark.needs_token(
+    "softhsm", reason="the CLI creates and uses its own SoftHSM2 token (hsmkms init)"
 )
 
 # Runs in a subprocess over a data dir: the library, as an application would use it.

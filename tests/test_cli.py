@@ -27,9 +27,8 @@ from tests.conftest import free_port
 
 # `hsmkms init` makes its own SoftHSM2 token, and module initialisation parameters (NSS
 # softokn's configdir) are not a setting yet: these tests are SoftHSM2-only.
-pytestmark = pytest.mark.skipif(
-    os.environ.get("HSMKMS_TEST_TOKEN", "softhsm") != "softhsm",
-    reason="the CLI creates and uses its own SoftHSM2 token (hsmkms init)",
+pytestmark = pytest.mark.needs_token(
+    "softhsm", reason="the CLI creates and uses its own SoftHSM2 token (hsmkms init)"
 )
 
 

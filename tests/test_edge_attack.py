@@ -26,7 +26,10 @@ from botocore.config import Config
 
 from hsmkms.config import EdgeLimits
 from hsmkms.policy.principals import ADMIN_POLICY
+from tests.parallel import serial
 from tests.test_cli import Cli, serve, stop, wait_healthy
+
+pytestmark = serial
 
 MIB = 1024 * 1024
 BODY_CLIENTS, BODY_BYTES = 8, 100 * MIB

@@ -23,6 +23,10 @@ from hsmkms.config import EdgeLimits
 from hsmkms.token import Hsm
 from tests.conftest import Server
 from tests.edge_support import edge_server, trail
+from tests.parallel import serial
+
+# Answers within a bound, and a flood beside other work: alone on its worker.
+pytestmark = serial
 
 FLOOD = 5000
 BODY = '{"NumberOfBytes": 8}'

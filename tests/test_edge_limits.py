@@ -31,6 +31,9 @@ from hsmkms.policy.principals import ADMIN_POLICY, CredentialStore
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 from tests.conftest import ACCOUNT, REGION, free_port
+from tests.parallel import serial
+
+pytestmark = serial
 
 LIMITS = EdgeLimits(
     header_timeout_seconds=1.5, body_timeout_seconds=1.5, max_connections=12, max_header_count=30,

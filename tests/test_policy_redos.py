@@ -26,6 +26,10 @@ from hsmkms.library import KeyManager
 from hsmkms.policy.engine import Request, evaluate
 from hsmkms.policy.model import parse_policy
 from tests.conftest import ACCOUNT, Server
+from tests.parallel import serial
+
+# Answers within a bound, and a flood beside other work: alone on its worker.
+pytestmark = serial
 
 ROOT = f"arn:aws:iam::{ACCOUNT}:root"
 S3_PATTERN = "arn:aws:s3:::bucket-*/*/*/*.csv"

@@ -22,13 +22,15 @@ from hsmkms.operations.context import Deployment
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm, MaterialRef
 from tests.conftest import ACCOUNT, REGION, ROOT, ManualClock, TokenEnv
+from tests.parallel import serial
+
+pytestmark = serial
 
 # Measured on SoftHSM2 only: these tests reach into SoftHSM2 itself (its token directory,
 # its config file in subprocesses, duplicate objects made behind hsmkms's back). Under
 # NSS softokn they have not been adapted yet (make test-nss lists them as skipped).
-softhsm_only = pytest.mark.skipif(
-    os.environ.get("HSMKMS_TEST_TOKEN", "softhsm") != "softhsm",
-    reason="reaches into SoftHSM2 itself; not yet adapted to NSS softokn",
+softhsm_only = pytest.mark.needs_token(
+    "softhsm", reason="reaches into SoftHSM2 itself; not yet adapted to NSS softokn"
 )
 
 

@@ -20,8 +20,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import ROOT, free_port
+from tests.parallel import serial
 from tests.resilience_helpers import client
 from tests.test_cli import Cli, admin, serve, stop, wait_healthy
+
+pytestmark = serial
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ invalidated under load, and a token that disappears and comes back."""
 from __future__ import annotations
 
 import ctypes
-import os
 import shutil
 import threading
 import time
@@ -22,14 +21,16 @@ from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 from hsmkms.token.library import rescan_tokens
 from tests.conftest import ACCOUNT, REGION, TokenEnv
+from tests.parallel import serial
 from tests.resilience_helpers import PoisonedSession, serving
+
+pytestmark = serial
 
 # Measured on SoftHSM2 only: these tests reach into SoftHSM2 itself (its token directory,
 # its config file in subprocesses, duplicate objects made behind hsmkms's back). Under
 # NSS softokn they have not been adapted yet (make test-nss lists them as skipped).
-softhsm_only = pytest.mark.skipif(
-    os.environ.get("HSMKMS_TEST_TOKEN", "softhsm") != "softhsm",
-    reason="reaches into SoftHSM2 itself; not yet adapted to NSS softokn",
+softhsm_only = pytest.mark.needs_token(
+    "softhsm", reason="reaches into SoftHSM2 itself; not yet adapted to NSS softokn"
 )
 
 

@@ -20,12 +20,15 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.conftest import free_port
+from tests.parallel import serial
 from tests.test_cli import Cli, stop, wait_healthy
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("HSMKMS_TEST_TOKEN", "softhsm") != "softhsm",
-    reason="the nodes use their own SoftHSM2 token (hsmkms init)",
-)
+pytestmark = [
+    serial,
+    pytest.mark.needs_token(
+        "softhsm", reason="the nodes use their own SoftHSM2 token (hsmkms init)"
+    ),
+]
 ARN = "arn:aws:iam::111122223333:user/two-nodes"
 
 
@@ -121,12 +124,13 @@ def test_a_node_killed_mid_work_leaves_nothing_half_made(cluster: tuple[Cli, lis
     cli, (a, b, node_a, _) = cluster
     survivors = b.create_key()["KeyMetadata"]["KeyId"]
     blob = b.encrypt(KeyId=survivors, Plaintext=b"kept")["CiphertextBlob"]
-    stop_work = threading.Event()
+    stop_work, working = threading.Event(), threading.Event()
 
     def work() -> None:
         while not stop_work.is_set():
             try:
                 key_id = a.create_key()["KeyMetadata"]["KeyId"]
+                working.set()
                 a.rotate_key_on_demand(KeyId=key_id)
                 doomed = a.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")
                 a.schedule_key_deletion(KeyId=doomed["KeyMetadata"]["KeyId"])
@@ -137,6 +141,8 @@ def test_a_node_killed_mid_work_leaves_nothing_half_made(cluster: tuple[Cli, lis
     for thread in workers:
         thread.start()
     time.sleep(2.0)
+    # Killed mid-work, whatever the load: not before node a has made its first key.
+    assert working.wait(timeout=120), "node a made no key"
     os.kill(node_a.pid, signal.SIGKILL)
     node_a.wait(timeout=10)
     stop_work.set()

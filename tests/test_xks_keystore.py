@@ -29,7 +29,10 @@ from hsmkms.keys.xks_client import register_route
 from hsmkms.library import KeyManager
 from tests import xks_support
 from tests.conftest import Server
+from tests.parallel import serial
 from tests.xks_support import XksServer
+
+pytestmark = serial
 
 HOST = "proxy.xks.test"
 ENDPOINT = f"https://{HOST}"

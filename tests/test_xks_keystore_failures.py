@@ -27,9 +27,12 @@ from hsmkms.errors import (
 from hsmkms.keys.xks_client import register_route
 from hsmkms.library import KeyManager
 from tests.conftest import free_port, running
+from tests.parallel import serial
 from tests.test_cli import self_signed
 from tests.test_xks_keystore import entry, new_store, xks_key
 from tests.xks_fake_proxy import FakeProxy
+
+pytestmark = serial
 
 FAKE = "fake.xks.test"
 DOWN = "down.xks.test"
