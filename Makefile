@@ -7,7 +7,7 @@ export HSMKMS_DATA_DIR ?= $(DATA_DIR)
 
 # softhsm2: the default token. libnss3 (softokn), libnss3-tools (certutil) and p11-kit:
 # the second PKCS#11 implementation that `make test-nss` runs against. postgresql: the
-# tests start a throwaway server from its binaries (tests/pg.py).
+# tests start a throwaway server from its binaries (tests/support/pg.py).
 DEB_PACKAGES = softhsm2 libnss3 libnss3-tools p11-kit postgresql openssl
 
 deps:
@@ -33,7 +33,7 @@ run: install
 # data dirs and PostgreSQL server (tests/conftest.py); `--dist loadgroup` keeps each
 # xdist_group on one worker. Many tests wait on servers and subprocesses, so more workers
 # than cores is faster (docs/testing.md has the measurements). TEST_WORKERS=0 runs serially;
-# TEST_ARGS adds pytest options, e.g. `make test TEST_ARGS="-x tests/test_crypto.py"`.
+# TEST_ARGS adds pytest options, e.g. `make test TEST_ARGS="-x tests/operations/test_crypto.py"`.
 TEST_WORKERS ?= 3
 PYTEST = $(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 

@@ -32,7 +32,7 @@ import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-from tests.pg import PgServer, server_bin  # noqa: E402
+from tests.support.pg import PgServer, server_bin  # noqa: E402
 
 ARN = "arn:aws:iam::111122223333:user/soak"
 ADMIN = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}'  # noqa: E501

@@ -255,9 +255,14 @@ def server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
     store.close()
 
 
-# -- PostgreSQL: a real server per session, a fresh database per test (tests/pg.py) --
+# -- PostgreSQL: a real server per session, a fresh database per test (tests/support/pg.py) --
 
-pytest_plugins = ["pytester", "tests.pg", "tests.parallel", "tests.token_needs"]
+pytest_plugins = [
+    "pytester",
+    "tests.support.pg",
+    "tests.support.parallel",
+    "tests.support.token_needs",
+]
 # -- a second PKCS#11 implementation: NSS softokn (HSMKMS_TEST_TOKEN=nss) ------------
 
 NSS_SOFTOKN_GLOBS = (
@@ -357,7 +362,7 @@ def xks_server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
     for SigV4 regions us-east-1 and eu-west-1."""
     from hsmkms.config import XksSettings
     from hsmkms.policy.xks_credentials import XksCredentialStore
-    from tests import xks_support
+    from tests.support import xks_support
 
     store = SqliteStore(tmp_path_factory.mktemp("xks") / "hsmkms.db")
     km = KeyManager(Deployment(store, hsm, account_id=ACCOUNT), REGION)
