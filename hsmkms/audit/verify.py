@@ -62,13 +62,7 @@ def verify(directory: Path, anchor: Anchor | None = None) -> Verification:
         return _result(found, [], [], [], trail, DEFAULT_SCOPE)
     scope, snapshot = anchor.scope, Snapshot.take(directory, anchor)
     trail, registry = snapshot.disk, snapshot.registry
-    found = check_directory(
-        directory,
-        trail,
-        anchor,
-        registry.checkpoints.get(trail or "", {}),
-        registered=trail in registry.records,
-    )
+    found = _against_token(directory, trail, anchor, registry)
     problems, notes = trail_problems(snapshot, directory, anchor)
     retired = []
     for record in registry.retired(scope):
@@ -147,13 +141,7 @@ def verify_archive(directory: Path, anchor: Anchor) -> Verification:
     holds for it; the token's other trails are not looked for there."""
     registry = Snapshot.take(directory, anchor).registry
     trail = trail_id(directory, create=False)
-    found = check_directory(
-        directory,
-        trail,
-        anchor,
-        registry.checkpoints.get(trail or "", {}),
-        registered=trail in registry.records,
-    )
+    found = _against_token(directory, trail, anchor, registry)
     problems: list[str] = []
     notes: list[str] = []
     record = registry.records.get(trail or "")
@@ -162,3 +150,16 @@ def verify_archive(directory: Path, anchor: Anchor) -> Verification:
     elif record is not None:
         notes.append(f"trail {trail}: {record.describe()}")
     return _result(found, problems, notes, [], trail, anchor.scope)
+
+
+def _against_token(
+    directory: Path, trail: str | None, anchor: Anchor, registry: Registry
+) -> TrailCheck:
+    """The directory's trail against what the token holds for it."""
+    return check_directory(
+        directory,
+        trail,
+        anchor,
+        registry.checkpoints.get(trail or "", {}),
+        registered=trail in registry.records,
+    )

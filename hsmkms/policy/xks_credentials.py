@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hsmkms.config import uri_prefix
 from hsmkms.errors import AlreadyExistsException, NotFoundException, ValidationException
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.policy.caller import Credential
@@ -33,21 +34,16 @@ CACHE_SECONDS = 1.0
 # AWS KMS's rules for XksProxyAuthenticationCredential.
 ACCESS_KEY_ID = re.compile(r"^[A-Z2-7]{20,30}$")
 SECRET_ACCESS_KEY = re.compile(r"^[A-Za-z0-9+/=]{43,64}$")
-# XksProxyUriPath is at most 128 characters of [A-Za-z0-9/_-], ending in /kms/xks/v1.
-URI_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$|^$")
-MAX_PREFIX = 128 - len("/kms/xks/v1") - 1
 _ID_ALPHABET = string.ascii_uppercase + "234567"
 
 
 def normalize_prefix(prefix: str) -> str:
-    """A URI prefix without surrounding slashes ("" for none), checked."""
-    value = prefix.strip().strip("/")
-    if len(value) > MAX_PREFIX or not URI_PREFIX.match(value):
-        raise ValidationException(
-            f"URI prefix {prefix!r}: at most {MAX_PREFIX} characters of A-Z, a-z, 0-9, "
-            "'_', '-' and '/'."
-        )
-    return value
+    """A URI prefix without surrounding slashes ("" for none), checked (the one rule,
+    hsmkms.config's, as a KMS error)."""
+    try:
+        return uri_prefix(prefix)
+    except ValueError as exc:
+        raise ValidationException(str(exc)) from None
 
 
 def principal_of(prefix: str) -> str:
