@@ -41,7 +41,7 @@ from hsmkms.api.ratelimit import RateLimiter
 from hsmkms.api.refusals import STATE_KEY, EdgeRefusals, Refusal
 from hsmkms.api.sigv4 import SigV4Verifier, claimed_access_key_id
 from hsmkms.api.workers import LaneChooser, WorkerPool
-from hsmkms.api.xks import XksEndpoint
+from hsmkms.api.xks_proxy import XksEndpoint
 from hsmkms.audit.log import AuditLog, request_parameters
 from hsmkms.config import XksSettings
 from hsmkms.errors import KMSError, KMSInternalException

@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from hsmkms.errors import InvalidCiphertextException
-from hsmkms.keys import blob, xks_blob
+from hsmkms.keys import blob
+from hsmkms.keystores import external_blob as xks_blob
 
 ParsedBlob = blob.Blob | xks_blob.XksBlob  # each names its key: key_uuid, version, header
 

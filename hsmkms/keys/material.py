@@ -44,7 +44,7 @@ from hsmkms.errors import (
 from hsmkms.keys import lifecycle
 from hsmkms.keys.availability import material_state, warn_if_not_carried
 from hsmkms.keys.clock import Clock
-from hsmkms.keys.keystores import TokenRegistry, in_main_token
+from hsmkms.keystores.records import TokenRegistry, in_main_token
 from hsmkms.keys.metadata import ENCRYPTION_ALGORITHMS, PUBLIC_KEY
 from hsmkms.keys.specs import RSA_ENCRYPTION, material_for
 from hsmkms.store.base import MetadataStore, Writer

@@ -15,7 +15,7 @@ from typing import Any
 
 from hsmkms.errors import KMSInvalidStateException, NotFoundException
 from hsmkms.keys.clock import Clock, system_clock
-from hsmkms.keys.keystores import TokenRegistry
+from hsmkms.keystores.records import TokenRegistry
 from hsmkms.keys.material import CrashHook, MaterialKeeper
 from hsmkms.keys.resolved import Resolved
 from hsmkms.keys.resolver import METADATA_CACHE_SECONDS, KeyResolver

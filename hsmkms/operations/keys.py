@@ -28,10 +28,10 @@ from hsmkms.operations.checks import (
 )
 from hsmkms.operations.context import OperationContext, Response
 from hsmkms.operations.imports import create_pending_import
-from hsmkms.operations.keystores import require_connected
+from hsmkms.keystores.operations import require_connected
 from hsmkms.operations.policies import check_lockout
 from hsmkms.operations.replication import has_replicas
-from hsmkms.operations.xks_keys import external_key_extra
+from hsmkms.keystores.external_keys import external_key_extra
 from hsmkms.policy.model import (
     default_key_policy,
 )

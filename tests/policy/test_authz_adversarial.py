@@ -47,7 +47,7 @@ from tests.support.authz_support import (
     xks_store,
 )
 from tests.support.xks_support import XksServer
-from tests.xks.test_xks_keystore import external_key
+from tests.keystores.test_external_keystore import external_key
 
 REPLICA_REGION = "eu-west-1"
 MODEL = service_model()

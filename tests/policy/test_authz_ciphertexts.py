@@ -31,7 +31,7 @@ from tests.support.authz_support import (
     xks_store,
 )
 from tests.support.xks_support import XksServer
-from tests.xks.test_xks_keystore import external_key
+from tests.keystores.test_external_keystore import external_key
 
 SECRET = b"the payroll of every employee"
 CONTEXT = {"purpose": "payroll"}

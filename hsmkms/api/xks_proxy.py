@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 from hsmkms.api.refusals import EdgeRefusals
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.api.workers import WorkerPool
-from hsmkms.api.xks_errors import (
+from hsmkms.api.xks_proxy_errors import (
     InvalidUriPathException,
     MethodNotAllowed,
     ThrottlingException,
@@ -42,10 +42,10 @@ from hsmkms.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from hsmkms.operations import xks
+from hsmkms.xks import operations as xks
 from hsmkms.operations.context import OperationContext, Response
-from hsmkms.policy.xks_credentials import XksCredentialStore, normalize_prefix
-from hsmkms.policy.xks_policy import XksPolicies
+from hsmkms.xks.credentials import XksCredentialStore, normalize_prefix
+from hsmkms.xks.policy import XksPolicies
 
 SERVICE = "kms-xks-proxy"
 MAX_BODY = 64 * 1024  # the largest valid request (8 KiB AAD + 8 KiB data, base64) fits
@@ -67,7 +67,7 @@ _REQUIRED_METADATA = {
 }
 _OPTIONAL_METADATA = ("awsSourceVpc", "awsSourceVpce", "kmsViaService")
 JSON = b"application/json"
-log = logging.getLogger("hsmkms.api.xks")
+log = logging.getLogger("hsmkms.api.xks_proxy")
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ A store names an XKS proxy (UriEndpoint + UriPath) and the SigV4 credential hsmk
 signs with; the credential's secret is kept wrapped by the main token. Only
 PUBLIC_ENDPOINT connectivity exists here (no VPC endpoint services). Errors follow
 the "KMS Considerations" table of the XKS Proxy API specification
-(hsmkms/operations/xks_failures.py).
+(hsmkms/keystores/external_failures.py).
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ from hsmkms.errors import (
     ValidationException,
     XksProxyUriInUseException,
 )
-from hsmkms.keys import xks_client
-from hsmkms.keys.keystores import (
+from hsmkms.keystores import external_client
+from hsmkms.keystores.records import (
     CustomKeyStore,
     check_name_free,
     get_store,
     put_store,
     regional_stores,
 )
-from hsmkms.keys.xks_client import ProxyTarget, XksClient, XksProxyFailure
+from hsmkms.keystores.external_client import ProxyTarget, XksClient, XksProxyFailure
 from hsmkms.operations.context import OperationContext, Response
-from hsmkms.operations.xks_failures import connection_error_code, management_error
+from hsmkms.keystores.external_failures import connection_error_code, management_error
 from hsmkms.policy.caller import current_caller
 from hsmkms.policy.wrapping import unwrap_secret, wrap_secret
 
@@ -101,7 +101,7 @@ def client_for(ctx: OperationContext, store: CustomKeyStore) -> XksClient:
             access_key_id=settings["access_key_id"],
             secret=secret,
             region=store.region,
-            base_url=xks_client.base_url(ctx.store, settings["uri_endpoint"]),
+            base_url=external_client.base_url(ctx.store, settings["uri_endpoint"]),
         )
     )
 

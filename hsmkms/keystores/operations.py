@@ -26,7 +26,7 @@ from hsmkms.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from hsmkms.keys.keystores import (
+from hsmkms.keystores.records import (
     STORES,
     ConnectFailed,
     CustomKeyStore,
@@ -38,7 +38,7 @@ from hsmkms.keys.keystores import (
     set_keys_available,
     wrap_password,
 )
-from hsmkms.operations import xks_keystores
+from hsmkms.keystores import external_stores
 from hsmkms.operations.checks import check_limit, offset_page
 from hsmkms.operations.context import OperationContext, Response
 from hsmkms.token import MaterialRef
@@ -96,7 +96,7 @@ def create_custom_key_store(
     xks_proxy_connectivity: str | None = None,
 ) -> Response:
     if custom_key_store_type == EXTERNAL:
-        return xks_keystores.create_external_store(
+        return external_stores.create_external_store(
             ctx,
             name=custom_key_store_name,
             uri_endpoint=xks_proxy_uri_endpoint,
@@ -156,7 +156,7 @@ def _entry(store: CustomKeyStore) -> Response:
     if store.connection_state == "FAILED" and store.error_code:
         entry["ConnectionErrorCode"] = store.error_code
     if store.store_type == EXTERNAL:
-        entry.update(xks_keystores.describe_entry(store))
+        entry.update(external_stores.describe_entry(store))
     return entry
 
 
@@ -191,7 +191,7 @@ def connect_custom_key_store(ctx: OperationContext, *, custom_key_store_id: str)
     if store.connection_state == "CONNECTED":
         return {}
     if store.store_type == EXTERNAL:
-        code = xks_keystores.connect_code(ctx, store)
+        code = external_stores.connect_code(ctx, store)
         # Its keys' inner layer is material in the main token: checked there.
         in_token = None if code else ctx.hsm.material_refs()
         _set_state(ctx, store.store_id, "FAILED" if code else "CONNECTED", code, in_token)
@@ -258,7 +258,7 @@ def update_custom_key_store(
             raise ValidationException(
                 "KeyStorePassword and CloudHsmClusterId are settings of AWS_CLOUDHSM key stores."
             )
-        store = xks_keystores.update_external_store(
+        store = external_stores.update_external_store(
             ctx,
             store,
             uri_endpoint=xks_proxy_uri_endpoint,

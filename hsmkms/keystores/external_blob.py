@@ -20,7 +20,7 @@ import struct
 from typing import NamedTuple
 
 from hsmkms.errors import InvalidCiphertextException
-from hsmkms.keys.xks_client import XksCiphertext
+from hsmkms.keystores.external_client import XksCiphertext
 
 FORMAT_XKS_DOUBLE_V1 = 0xA2
 _HEADER = struct.Struct(">B16sI")
