@@ -42,12 +42,12 @@ from hsmkms.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from hsmkms.xks import operations as xks
 from hsmkms.operations.context import OperationContext, Response
+from hsmkms.xks import operations as xks
 from hsmkms.xks.credentials import XksCredentialStore, normalize_prefix
 from hsmkms.xks.policy import XksPolicies
+from hsmkms.xks_spec import ALGORITHM, CDIV_ALGORITHM, SERVICE
 
-SERVICE = "kms-xks-proxy"
 MAX_BODY = 64 * 1024  # the largest valid request (8 KiB AAD + 8 KiB data, base64) fits
 _PATH = re.compile(
     r"^/(?:(?P<prefix>.*?)/)?kms/xks/v1/(?:(?P<health>health)|keys/(?P<key>[A-Za-z0-9._-]{1,128})"
@@ -191,7 +191,7 @@ class XksEndpoint:
             call.parameters["encryptionAlgorithm"] = algorithm
             if not isinstance(algorithm, str):
                 raise ValidationException("encryptionAlgorithm is required.")
-            if algorithm != xks.ALGORITHM:
+            if algorithm != ALGORITHM:
                 raise UnsupportedOperationException(
                     f"encryptionAlgorithm {algorithm[:64]} is not supported; use AES_GCM."
                 )
@@ -206,7 +206,7 @@ class XksEndpoint:
         if route == "encrypt":
             cdiv = body.get("ciphertextDataIntegrityValueAlgorithm")
             call.parameters["ciphertextDataIntegrityValueAlgorithm"] = cdiv
-            if cdiv is not None and cdiv != xks.CDIV_ALGORITHM:
+            if cdiv is not None and cdiv != CDIV_ALGORITHM:
                 raise ValidationException("ciphertextDataIntegrityValueAlgorithm must be SHA_256.")
             return xks.encrypt(
                 ctx,

@@ -30,7 +30,7 @@ from hsmkms.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from hsmkms.keystores.records import in_main_token
+from hsmkms.keys.placement import in_main_token
 from hsmkms.store.model import VersionState
 from hsmkms.store.rows import key_record
 from hsmkms.token.backup import (

@@ -81,7 +81,7 @@ def _principal_attach(km: KeyManager, args: argparse.Namespace) -> Any:
     request={"CloudHsmClusterId": "id", "Module": "module", "TokenLabel": "token_label"},
 )
 def _keystore_add(km: KeyManager, args: argparse.Namespace) -> Any:
-    from hsmkms.keystores.records import Cluster, register_cluster
+    from hsmkms.keystores.cloudhsm import Cluster, register_cluster
 
     cluster = Cluster(args.id, str(Path(args.module).resolve()), args.token_label)
     register_cluster(km.store, cluster)
@@ -98,7 +98,7 @@ def _keystore_route(km: KeyManager, args: argparse.Namespace) -> Any:
 
 @command("keystore", "list")
 def _keystore_list(km: KeyManager, _: argparse.Namespace) -> Any:
-    from hsmkms.keystores.records import list_clusters
+    from hsmkms.keystores.cloudhsm import list_clusters
 
     clusters = list_clusters(km.store)
     return {

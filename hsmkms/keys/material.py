@@ -44,8 +44,8 @@ from hsmkms.errors import (
 from hsmkms.keys import lifecycle
 from hsmkms.keys.availability import material_state, warn_if_not_carried
 from hsmkms.keys.clock import Clock
-from hsmkms.keystores.records import TokenRegistry, in_main_token
 from hsmkms.keys.metadata import ENCRYPTION_ALGORITHMS, PUBLIC_KEY
+from hsmkms.keys.placement import KeyTokens, in_main_token
 from hsmkms.keys.specs import RSA_ENCRYPTION, material_for
 from hsmkms.store.base import MetadataStore, Writer
 from hsmkms.store.model import (
@@ -93,13 +93,13 @@ class MaterialKeeper:
         store: MetadataStore,
         hsm: Hsm,
         clock: Clock,
+        tokens: KeyTokens,
         crash: CrashHook | None = None,
-        tokens: TokenRegistry | None = None,
     ) -> None:
         self._store = store
         self._hsm = hsm
         # The main token, or a custom key store's, holds a key's material.
-        self.tokens = tokens or TokenRegistry(hsm, store)
+        self.tokens = tokens
         self._clock = clock
         self.crash = crash or _no_crash  # tests inject a hook that raises at a named point
         self._key_locks: dict[str, threading.Lock] = {}

@@ -20,22 +20,22 @@ from hsmkms.errors import (
     XksKeyInvalidConfigurationException,
 )
 from hsmkms.keys import lifecycle
-from hsmkms.keystores import external_blob
-from hsmkms.keystores.records import CustomKeyStore
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.metadata import XKS_KEY_ID
 from hsmkms.keys.resolved import Resolved
+from hsmkms.keystores import external_blob
+from hsmkms.keystores.context import KeyStoreContext
 from hsmkms.keystores.external_client import XksProxyFailure
-from hsmkms.operations.context import OperationContext
-from hsmkms.keystores.operations import EXTERNAL, require_connected
 from hsmkms.keystores.external_failures import create_key_error, crypto_error
 from hsmkms.keystores.external_stores import client_for, connected_store, request_metadata
+from hsmkms.keystores.records import EXTERNAL, CustomKeyStore, require_connected
 from hsmkms.store.model import KeyRecord, KeySpec, KeyUsage, Origin
 from hsmkms.token import MaterialRef
+from hsmkms.xks_spec import IV_BYTES
 
 
 def external_key_extra(
-    ctx: OperationContext,
+    ctx: KeyStoreContext,
     *,
     store_id: str | None,
     origin: Origin,
@@ -58,7 +58,7 @@ def external_key_extra(
         )
     if multi_region:
         raise UnsupportedOperationException("Multi-Region keys cannot be in a custom key store.")
-    store = require_connected(ctx, store_id)
+    store = require_connected(ctx.store, ctx.region, store_id)
     if store.store_type != EXTERNAL:
         raise ValidationException(
             f"Custom key store {store_id} is not an EXTERNAL_KEY_STORE key store."
@@ -83,7 +83,7 @@ def external_key_extra(
     return {XKS_KEY_ID: xks_key_id}
 
 
-def _check_not_in_use(ctx: OperationContext, store: CustomKeyStore, xks_key_id: str) -> None:
+def _check_not_in_use(ctx: KeyStoreContext, store: CustomKeyStore, xks_key_id: str) -> None:
     """One external key backs at most one KMS key of a store (AWS's rule)."""
     after: str | None = None
     while page := ctx.store.list_keys(None, after, 500):
@@ -103,7 +103,7 @@ def is_external(record: KeyRecord) -> bool:
 
 
 def encrypt(
-    ctx: OperationContext, key: Resolved, plaintext: bytes, canonical_context: bytes, operation: str
+    ctx: KeyStoreContext, key: Resolved, plaintext: bytes, canonical_context: bytes, operation: str
 ) -> bytes:
     record = key.record
     lifecycle.require(record, Use.CRYPTO)
@@ -123,7 +123,7 @@ def encrypt(
 
 
 def decrypt(
-    ctx: OperationContext,
+    ctx: KeyStoreContext,
     record: KeyRecord,
     parsed: external_blob.XksBlob,
     canonical_context: bytes,
@@ -143,5 +143,5 @@ def decrypt(
     except XksProxyFailure as failure:
         raise crypto_error(failure) from None
     ref = MaterialRef(record.key_id, parsed.version)
-    iv, body = inner[: external_blob.IV_BYTES], inner[external_blob.IV_BYTES :]
+    iv, body = inner[:IV_BYTES], inner[IV_BYTES:]
     return ctx.hsm.gcm_decrypt(ref, iv, parsed.header + canonical_context, body)

@@ -1,58 +1,31 @@
-"""Custom key stores: other PKCS#11 tokens ("clusters") holding some keys' material.
-
-The operator registers clusters (module path + token label) with the CLI; an API
-caller names a cluster only by its id, never a module path. A store's state lives
-in the database, so every process agrees on it; each process opens its own
-sessions to a connected store's token when it first needs them.
+"""Custom key stores as the database keeps them, whatever their type (AWS_CLOUDHSM,
+EXTERNAL_KEY_STORE): the store documents, names unique per region, and the state of a
+store's keys while it is disconnected. A store's state lives in the database, so every
+process agrees on it.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import re
-import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from hsmkms.errors import (
     CustomKeyStoreInvalidStateException,
     CustomKeyStoreNameInUseException,
-    KMSError,
-    KMSInternalException,
-    KMSInvalidStateException,
-    ValidationException,
+    CustomKeyStoreNotFoundException,
 )
 from hsmkms.keys.availability import material_state
-from hsmkms.store.base import MetadataStore, Writer
-from hsmkms.store.model import KeyRecord, KeyState, Origin
-from hsmkms.token import Hsm, MaterialRef
-from hsmkms.token.faults import TokenLoginFailed, TokenNotFound
-from hsmkms.token.library import rescan_tokens
-from hsmkms.token.templates import CREDENTIALS_KEY
+from hsmkms.store.base import Writer
+from hsmkms.store.model import KeyRecord, KeyState
+from hsmkms.token import MaterialRef
 
-CLUSTERS = "cluster"  # documents kind: registered PKCS#11 tokens
 STORES = "custom-key-store"  # documents kind: custom key stores
-CUSTOM_POOL_SIZE = 2
+CLOUDHSM, EXTERNAL = "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"  # CustomKeyStoreType
 # Written into KeyRecord.extra while the key's store is disconnected.
 STATE_BEFORE_DISCONNECT = "state_before_disconnect"
-
-
-@dataclass(frozen=True)
-class Cluster:
-    cluster_id: str
-    module: str
-    token_label: str
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @staticmethod
-    def from_json(text: str) -> Cluster:
-        return Cluster(**json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -83,47 +56,27 @@ class CustomKeyStore:
         return CustomKeyStore(**data)
 
 
-def _password_aad(store_id: str) -> bytes:
-    return f"hsmkms-keystore-password\0{store_id}".encode()
-
-
-def wrap_password(hsm: Hsm, store_id: str, password: str) -> bytes:
-    """The store's PIN encrypted inside the main token, for the database."""
-    hsm.ensure_aes_key(CREDENTIALS_KEY)
-    iv, body = hsm.gcm_encrypt(CREDENTIALS_KEY, _password_aad(store_id), password.encode())
-    return iv + body
-
-
-def unwrap_password(hsm: Hsm, store: CustomKeyStore) -> str:
-    wrapped = store.wrapped_password
-    return hsm.gcm_decrypt(
-        CREDENTIALS_KEY, wrapped[:12], _password_aad(store.store_id), wrapped[12:]
-    ).decode()
-
-
-CLUSTER_ID_SHAPE = re.compile(r"^cluster-[2-7a-zA-Z]{11,16}$")  # AWS's CloudHsmClusterId
-
-
-def register_cluster(store: MetadataStore, cluster: Cluster) -> None:
-    """The operator's registration of a token as a cluster (never an API call)."""
-    if not CLUSTER_ID_SHAPE.match(cluster.cluster_id):
-        raise ValidationException(
-            "A cluster id is cluster- followed by 11 to 16 letters or digits 2-7 "
-            f"(as AWS's CloudHsmClusterId), not {cluster.cluster_id!r}."
-        )
-    if not Path(cluster.module).is_file():
-        raise ValidationException(f"No PKCS#11 module at {cluster.module!r}.")
-    with store.transaction() as tx:
-        tx.put_document(CLUSTERS, cluster.cluster_id, cluster.to_json())
-
-
-def list_clusters(store: MetadataStore) -> list[Cluster]:
-    return [Cluster.from_json(t) for t in store.list_documents(CLUSTERS).values()]
-
-
 def get_store(reader: Any, store_id: str) -> CustomKeyStore | None:
     text = reader.get_document(STORES, store_id)
     return None if text is None else CustomKeyStore.from_json(text)
+
+
+def existing_store(reader: Any, region: str, store_id: str) -> CustomKeyStore:
+    """A store of the region; CustomKeyStoreNotFoundException for another region's too."""
+    store = get_store(reader, store_id)
+    if store is None or store.region != region:
+        raise CustomKeyStoreNotFoundException(f"Custom key store {store_id} does not exist.")
+    return store
+
+
+def require_connected(reader: Any, region: str, store_id: str) -> CustomKeyStore:
+    """The store CreateKey or GenerateRandom names, which must be connected."""
+    store = existing_store(reader, region, store_id)
+    if store.connection_state != "CONNECTED":
+        raise CustomKeyStoreInvalidStateException(
+            f"Custom key store {store_id} is {store.connection_state}, not CONNECTED."
+        )
+    return store
 
 
 def regional_stores(reader: Any, region: str) -> list[CustomKeyStore]:
@@ -136,11 +89,6 @@ def check_name_free(reader: Any, region: str, name: str, store_id: str | None = 
     """CustomKeyStoreNameInUseException unless no other store of the region has the name."""
     if any(s.name == name and s.store_id != store_id for s in regional_stores(reader, region)):
         raise CustomKeyStoreNameInUseException(f"Custom key store name {name} is already in use.")
-
-
-def get_cluster(reader: Any, cluster_id: str) -> Cluster | None:
-    text = reader.get_document(CLUSTERS, cluster_id)
-    return None if text is None else Cluster.from_json(text)
 
 
 def put_store(tx: Writer, store: CustomKeyStore) -> None:
@@ -186,105 +134,3 @@ def _availability(record: KeyRecord, available: bool) -> KeyRecord:
         state = previous if record.state is KeyState.UNAVAILABLE else record.state
         return replace(record, state=state, extra=extra)
     return record
-
-
-def in_main_token(record: KeyRecord) -> bool:
-    """Whether the main token holds the key's material: every key but an AWS_CLOUDHSM
-    store's (an external key store's keys keep their inner layer there)."""
-    return record.custom_key_store_id is None or record.origin is Origin.EXTERNAL_KEY_STORE
-
-
-class ConnectFailed(Exception):
-    """Opening a cluster's token failed; `code` is KMS's ConnectionErrorCode."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-class TokenRegistry:
-    """The main token, and this process's sessions to connected custom key stores."""
-
-    def __init__(self, main: Hsm, store: MetadataStore) -> None:
-        self.main = main
-        self._store = store
-        self._open: dict[str, Hsm] = {}
-        self._lock = threading.Lock()
-
-    def open(self, store: CustomKeyStore, cluster: Cluster) -> Hsm:
-        """Log in to a store's token (this process), or raise ConnectFailed."""
-        with self._lock:
-            hsm = self._open.get(store.store_id)
-            if hsm is not None:
-                return hsm
-            pin = unwrap_password(self.main, store)
-            try:
-                hsm = self._login(cluster, pin)
-            except TokenNotFound:
-                raise ConnectFailed("CLUSTER_NOT_FOUND") from None
-            except TokenLoginFailed as exc:
-                code = "USER_LOCKED_OUT" if exc.locked else "INVALID_CREDENTIALS"
-                raise ConnectFailed(code) from None
-            except KMSInternalException:
-                raise ConnectFailed("INTERNAL_ERROR") from None
-            self._open[store.store_id] = hsm
-            return hsm
-
-    def _login(self, cluster: Cluster, pin: str) -> Hsm:
-        try:
-            return Hsm(cluster.module, cluster.token_label, pin, CUSTOM_POOL_SIZE)
-        except (TokenNotFound, TokenLoginFailed):
-            raise
-        except KMSInternalException:
-            # A module that lost a token may fail to list its tokens until it is
-            # initialised again: do that once when nothing else here uses the module.
-            in_use = {h.module_path for h in self._open.values()} | {self.main.module_path}
-            if cluster.module in in_use:
-                raise ConnectFailed("INTERNAL_ERROR") from None
-            rescan_tokens(cluster.module)
-            return Hsm(cluster.module, cluster.token_label, pin, CUSTOM_POOL_SIZE)
-
-    def close(self, store_id: str) -> None:
-        with self._lock:
-            hsm = self._open.pop(store_id, None)
-        if hsm is not None:
-            with contextlib.suppress(KMSError):  # its token may already be gone
-                hsm.close()
-
-    def for_store(self, store_id: str) -> Hsm:
-        """The token of a connected store; CustomKeyStoreInvalidState when it is not."""
-        hsm = self._open.get(store_id)
-        store = get_store(self._store, store_id)
-        if store is None or store.connection_state != "CONNECTED":
-            if hsm is not None:  # disconnected by another process
-                self.close(store_id)
-            raise CustomKeyStoreInvalidStateException(
-                f"Custom key store {store_id} is not connected."
-            )
-        if hsm is not None:
-            return hsm
-        cluster = get_cluster(self._store, store.cluster_id or "")
-        if cluster is None:
-            raise CustomKeyStoreInvalidStateException(
-                f"Custom key store {store_id}: its cluster is not registered."
-            )
-        try:
-            return self.open(store, cluster)
-        except ConnectFailed as exc:
-            raise CustomKeyStoreInvalidStateException(
-                f"Custom key store {store_id} cannot reach its token ({exc.code})."
-            ) from None
-
-    def for_record(self, record: KeyRecord) -> Hsm:
-        """The token holding a key's material (an external key store's keys keep
-        their own layer in the main token)."""
-        if in_main_token(record) or record.custom_key_store_id is None:
-            return self.main
-        try:
-            return self.for_store(record.custom_key_store_id)
-        except CustomKeyStoreInvalidStateException as exc:
-            raise KMSInvalidStateException(f"{record.arn} is unavailable: {exc.message}") from None
-
-    def close_all(self) -> None:
-        for store_id in list(self._open):
-            self.close(store_id)

@@ -15,10 +15,10 @@ from typing import Any
 
 from hsmkms.errors import KMSInvalidStateException, NotFoundException
 from hsmkms.keys.clock import Clock, system_clock
-from hsmkms.keystores.records import TokenRegistry
 from hsmkms.keys.material import CrashHook, MaterialKeeper
 from hsmkms.keys.resolved import Resolved
 from hsmkms.keys.resolver import METADATA_CACHE_SECONDS, KeyResolver
+from hsmkms.keystores.cloudhsm import TokenRegistry
 from hsmkms.policy.authorize import Authorizer
 from hsmkms.store.base import MetadataStore
 from hsmkms.store.model import KeyRecord
@@ -105,7 +105,7 @@ class OperationContext:
         # This region's token and custom key stores' tokens.
         self.tokens = deployment.registry(self.hsm)
         self.material = MaterialKeeper(
-            self.store, self.hsm, self.clock, deployment.crash, self.tokens
+            self.store, self.hsm, self.clock, self.tokens, deployment.crash
         )
         self.keys = KeyResolver(
             self.store,

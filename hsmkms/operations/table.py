@@ -20,13 +20,13 @@ from hsmkms.operations import (
     grants,
     imports,
     keys,
+    keystores,
     mac,
     policies,
     replication,
     rotation,
     tags,
 )
-from hsmkms.keystores import operations as keystores
 from hsmkms.operations.context import Response
 from hsmkms.operations.prechecks import KEY_ID_OR_ARN, Check, alias_name
 from hsmkms.policy.needs import Resource

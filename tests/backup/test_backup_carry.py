@@ -24,7 +24,7 @@ from hsmkms.audit.shelf import DatabaseShelf
 from hsmkms.audit.verify import verify, verify_archive
 from hsmkms.backup.archive import BackupReport, create_backup, restore_backup
 from hsmkms.errors import KMSInvalidStateException
-from hsmkms.keystores.records import Cluster, register_cluster
+from hsmkms.keystores.cloudhsm import Cluster, register_cluster
 from hsmkms.keystores.external_client import register_route
 from hsmkms.library import KeyManager
 from hsmkms.operations.context import Deployment

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.audit.log import AuditLog
-from hsmkms.keystores.records import Cluster, register_cluster
+from hsmkms.keystores.cloudhsm import Cluster, register_cluster
 from hsmkms.keystores.external_client import register_route
 from hsmkms.library import KeyManager
 from hsmkms.operations.context import Deployment
@@ -28,8 +28,8 @@ from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 from tests.conftest import ACCOUNT, REGION, TokenEnv, running
 from tests.keystores.test_cloudhsm import ANCHOR, CLUSTER
-from tests.support.xks_support import XksServer
 from tests.keystores.test_external_keystore import CREDENTIAL, ENDPOINT, HOST, PATH
+from tests.support.xks_support import XksServer
 
 OTHER_ACCOUNT = "999988887777"
 ADMIN = f"arn:aws:iam::{ACCOUNT}:user/admin"

@@ -26,25 +26,24 @@ from hsmkms.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
+from hsmkms.keystores import external_stores
+from hsmkms.keystores.cloudhsm import ConnectFailed, get_cluster, wrap_password
 from hsmkms.keystores.records import (
+    CLOUDHSM,
+    EXTERNAL,
     STORES,
-    ConnectFailed,
     CustomKeyStore,
     check_name_free,
-    get_cluster,
+    existing_store,
     get_store,
     put_store,
     regional_stores,
     set_keys_available,
-    wrap_password,
 )
-from hsmkms.keystores import external_stores
 from hsmkms.operations.checks import check_limit, offset_page
 from hsmkms.operations.context import OperationContext, Response
 from hsmkms.token import MaterialRef
 
-CLOUDHSM = "AWS_CLOUDHSM"
-EXTERNAL = "EXTERNAL_KEY_STORE"
 MAX_STORES = 10  # AWS's default quota of custom key stores per account and region
 
 
@@ -53,10 +52,7 @@ def _regional(ctx: OperationContext) -> list[CustomKeyStore]:
 
 
 def _existing(ctx: OperationContext, store_id: str) -> CustomKeyStore:
-    store = get_store(ctx.store, store_id)
-    if store is None or store.region != ctx.region:
-        raise CustomKeyStoreNotFoundException(f"Custom key store {store_id} does not exist.")
-    return store
+    return existing_store(ctx.store, ctx.region, store_id)
 
 
 def _check_trust_anchor(certificate: str) -> None:
@@ -324,13 +320,3 @@ def delete_custom_key_store(ctx: OperationContext, *, custom_key_store_id: str) 
                 )
         tx.delete_document(STORES, store.store_id)
     return {}
-
-
-def require_connected(ctx: OperationContext, store_id: str) -> CustomKeyStore:
-    """The store CreateKey or GenerateRandom names, which must be connected."""
-    store = _existing(ctx, store_id)
-    if store.connection_state != "CONNECTED":
-        raise CustomKeyStoreInvalidStateException(
-            f"Custom key store {store_id} is {store.connection_state}, not CONNECTED."
-        )
-    return store
