@@ -56,7 +56,7 @@ Response = dict[str, Any]  # XKS response members (bytes become Base64 on the wi
 
 class ProxyContext(Protocol):
     """What the proxy operations use of an operation's context (xks/ sits below
-    operations/; operations/context.py's ProxyContext has all of it)."""
+    operations/; operations/context.py's OperationContext has all of it)."""
 
     @property
     def store(self) -> MetadataStore: ...
