@@ -205,16 +205,13 @@ class Edge:
         return outcome
 
     def refusal_record(self, refusal: Refusal) -> dict[str, Any]:
-        """The record of a request refused below the app, as the face of its path has it."""
+        """The record of a request refused below the app, as the face of its path has it
+        (operation, key store); its error as the refusal, KMS-shaped, told the client."""
         face = self._face_of(refusal.path)
         seen = Seen(self.request_id(), "POST", refusal.path, "", refusal.headers, b"",
                     refusal.source, refusal.secure)  # fmt: skip
-        return call_record(
-            face.refused(seen, refusal.error),
-            request_id=seen.request_id,
-            source_ip=refusal.source,
-            names=face.names,
-        )
+        outcome = face.refused(seen, refusal.error)
+        return call_record(outcome, request_id=seen.request_id, source_ip=refusal.source)
 
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
