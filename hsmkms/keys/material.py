@@ -56,8 +56,7 @@ from hsmkms.store.model import (
     RotationType,
     VersionState,
 )
-from hsmkms.token import Hsm, MaterialRef
-from hsmkms.token.kinds import Aes, EcPair, EdPair, HmacKey, MaterialKind, RsaPair
+from hsmkms.token import Aes, EcPair, EdPair, HmacKey, MaterialKind, MaterialRef, RsaPair, Token
 
 CrashHook = Callable[[str], None]
 DEFAULT_GRACE = timedelta(minutes=10)
@@ -91,7 +90,7 @@ class MaterialKeeper:
     def __init__(
         self,
         store: MetadataStore,
-        hsm: Hsm,
+        hsm: Token,
         clock: Clock,
         tokens: KeyTokens,
         crash: CrashHook | None = None,
@@ -106,7 +105,7 @@ class MaterialKeeper:
         self._key_locks_guard = threading.Lock()
 
     def _generate(
-        self, hsm: Hsm, ref: MaterialRef, kind: MaterialKind, claimed: bool = False
+        self, hsm: Token, ref: MaterialRef, kind: MaterialKind, claimed: bool = False
     ) -> str | None:
         """Create the object (the intent is written first unless already claimed);
         returns its fingerprint for the version's document, if the token has one."""
@@ -184,7 +183,7 @@ class MaterialKeeper:
                 raise
             return self._commit_rotation(record, ref, stamp, rotation_type, now, fingerprint)
 
-    def _release(self, hsm: Hsm, ref: MaterialRef, stamp: datetime) -> None:
+    def _release(self, hsm: Token, ref: MaterialRef, stamp: datetime) -> None:
         """After a token error: give the claim back so the next rotation need not wait
         for the grace period. If the object cannot be confirmed gone, the intent stays
         for reconcile."""
@@ -198,7 +197,7 @@ class MaterialKeeper:
             pass
 
     def _claim(
-        self, hsm: Hsm, record: KeyRecord, rotation_type: RotationType, limit: int | None
+        self, hsm: Token, record: KeyRecord, rotation_type: RotationType, limit: int | None
     ) -> tuple[MaterialRef, datetime] | KeyRecord:
         """Claim the next version number in the transaction that reads the key row."""
         give_up = time.monotonic() + ROTATION_WAIT_SECONDS
@@ -265,7 +264,7 @@ class MaterialKeeper:
         store is disconnected and the objects were left in that token."""
         now = self._clock()
         try:
-            hsm: Hsm | None = self.tokens.for_record(record)
+            hsm: Token | None = self.tokens.for_record(record)
         except KMSInvalidStateException:
             hsm = None
         with self._store.transaction() as tx:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from hsmkms.store.model import KeyRecord, Origin
-from hsmkms.token import Hsm
+from hsmkms.token import Token
 
 
 def in_main_token(record: KeyRecord) -> bool:
@@ -22,6 +22,6 @@ class KeyTokens(Protocol):
     """The main token, and the token holding any key's material."""
 
     @property
-    def main(self) -> Hsm: ...
+    def main(self) -> Token: ...
 
-    def for_record(self, record: KeyRecord) -> Hsm: ...
+    def for_record(self, record: KeyRecord) -> Token: ...

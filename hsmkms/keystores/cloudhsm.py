@@ -27,10 +27,7 @@ from hsmkms.keys.placement import in_main_token
 from hsmkms.keystores.records import CustomKeyStore, get_store
 from hsmkms.store.base import MetadataStore
 from hsmkms.store.model import KeyRecord
-from hsmkms.token import Hsm
-from hsmkms.token.faults import TokenLoginFailed, TokenNotFound
-from hsmkms.token.library import rescan_tokens
-from hsmkms.token.templates import CREDENTIALS_KEY
+from hsmkms.token import CREDENTIALS_KEY, Hsm, Token, TokenLoginFailed, TokenNotFound, rescan_tokens
 
 CLUSTERS = "cluster"  # documents kind: registered PKCS#11 tokens
 CUSTOM_POOL_SIZE = 2
@@ -54,14 +51,14 @@ def _password_aad(store_id: str) -> bytes:
     return f"hsmkms-keystore-password\0{store_id}".encode()
 
 
-def wrap_password(hsm: Hsm, store_id: str, password: str) -> bytes:
+def wrap_password(hsm: Token, store_id: str, password: str) -> bytes:
     """The store's PIN encrypted inside the main token, for the database."""
     hsm.ensure_aes_key(CREDENTIALS_KEY)
     iv, body = hsm.gcm_encrypt(CREDENTIALS_KEY, _password_aad(store_id), password.encode())
     return iv + body
 
 
-def unwrap_password(hsm: Hsm, store: CustomKeyStore) -> str:
+def unwrap_password(hsm: Token, store: CustomKeyStore) -> str:
     wrapped = store.wrapped_password
     return hsm.gcm_decrypt(
         CREDENTIALS_KEY, wrapped[:12], _password_aad(store.store_id), wrapped[12:]
@@ -104,13 +101,13 @@ class ConnectFailed(Exception):
 class TokenRegistry:
     """The main token, and this process's sessions to connected custom key stores."""
 
-    def __init__(self, main: Hsm, store: MetadataStore) -> None:
+    def __init__(self, main: Token, store: MetadataStore) -> None:
         self.main = main
         self._store = store
-        self._open: dict[str, Hsm] = {}
+        self._open: dict[str, Token] = {}
         self._lock = threading.Lock()
 
-    def open(self, store: CustomKeyStore, cluster: Cluster) -> Hsm:
+    def open(self, store: CustomKeyStore, cluster: Cluster) -> Token:
         """Log in to a store's token (this process), or raise ConnectFailed."""
         with self._lock:
             hsm = self._open.get(store.store_id)
@@ -129,7 +126,7 @@ class TokenRegistry:
             self._open[store.store_id] = hsm
             return hsm
 
-    def _login(self, cluster: Cluster, pin: str) -> Hsm:
+    def _login(self, cluster: Cluster, pin: str) -> Token:
         try:
             return Hsm(cluster.module, cluster.token_label, pin, CUSTOM_POOL_SIZE)
         except (TokenNotFound, TokenLoginFailed):
@@ -150,7 +147,7 @@ class TokenRegistry:
             with contextlib.suppress(KMSError):  # its token may already be gone
                 hsm.close()
 
-    def for_store(self, store_id: str) -> Hsm:
+    def for_store(self, store_id: str) -> Token:
         """The token of a connected store; CustomKeyStoreInvalidState when it is not."""
         hsm = self._open.get(store_id)
         store = get_store(self._store, store_id)
@@ -174,7 +171,7 @@ class TokenRegistry:
                 f"Custom key store {store_id} cannot reach its token ({exc.code})."
             ) from None
 
-    def for_record(self, record: KeyRecord) -> Hsm:
+    def for_record(self, record: KeyRecord) -> Token:
         """The token holding a key's material (an external key store's keys keep
         their own layer in the main token)."""
         if in_main_token(record) or record.custom_key_store_id is None:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from hsmkms.keys.clock import Clock
 from hsmkms.store.base import MetadataStore
-from hsmkms.token import Hsm
+from hsmkms.token import Token
 
 Response = dict[str, Any]  # KMS response members, as operations return them
 
@@ -19,7 +19,7 @@ class KeyStoreContext(Protocol):
     @property
     def store(self) -> MetadataStore: ...
     @property
-    def hsm(self) -> Hsm: ...  # the region's main token (wraps secrets, inner layers)
+    def hsm(self) -> Token: ...  # the region's main token (wraps secrets, inner layers)
     @property
     def region(self) -> str: ...
     @property

@@ -38,8 +38,7 @@ from hsmkms.keys.resolved import Resolved
 from hsmkms.keys.resolver import KeyResolver
 from hsmkms.store.base import MetadataStore
 from hsmkms.store.model import KeyRecord, KeySpec, KeyState, KeyUsage
-from hsmkms.token import Hsm, MaterialRef
-from hsmkms.token.templates import InternalRef
+from hsmkms.token import InternalRef, MaterialRef, Token
 from hsmkms.xks_spec import TAG_BYTES, cdiv
 
 ENCRYPT, DECRYPT = "ENCRYPT", "DECRYPT"
@@ -61,7 +60,7 @@ class ProxyContext(Protocol):
     @property
     def store(self) -> MetadataStore: ...
     @property
-    def hsm(self) -> Hsm: ...
+    def hsm(self) -> Token: ...
     @property
     def keys(self) -> KeyResolver: ...
 
