@@ -30,6 +30,8 @@ XKS_OPERATIONS = frozenset({"GetHealthStatus", "GetKeyMetadata", "Encrypt", "Dec
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 log = logging.getLogger("hsmkms.api")
 access = logging.getLogger("hsmkms.access")
+# Anything but printable ASCII without spaces becomes "?" in a text line's fields.
+_ONE_FIELD = {c: "?" for c in (*range(0x21), *range(0x7F, 0x100))}
 
 
 class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -149,39 +151,55 @@ class Observer:
             self.metrics.xks_latency.labels(label).observe(seconds)
         if status >= 500:
             self.metrics.token_errors.labels(error).inc()
-            # The cause's traceback was logged where it was caught (invoke, the edge).
-            failure = outcome.error
-            cause = None if failure is None else failure.__cause__ or failure.__context__
-            log.error(
-                "%s %s:%s answered %d %s: %s%s",
-                request_id,
-                protocol,
-                outcome.operation,
-                status,
-                error,
-                "" if failure is None else failure.message,
-                "" if cause is None else f" (cause: {type(cause).__name__}: {cause})",
-            )
-        if self.mode == "off":
-            return
+            _log_failure(protocol, outcome, request_id, status, error)
+        if self.mode != "off":
+            access.info(self._line(protocol, outcome, request_id, client, status, error, seconds))
+
+    def _line(
+        self,
+        protocol: str,
+        outcome: Outcome,
+        request_id: str,
+        client: str | None,
+        status: int,
+        error: str,
+        seconds: float,
+    ) -> str:
         principal = _principal(outcome)
-        if self.mode == "json":
-            line = json.dumps(
-                {
-                    "requestId": request_id,
-                    "client": client,
-                    "principal": principal,
-                    "protocol": protocol,
-                    "operation": outcome.operation,
-                    "status": status,
-                    "error": error or None,
-                    "latencyMs": round(seconds * 1000, 3),
-                },
-                separators=(",", ":"),
-            )
-        else:
-            line = (
-                f"{request_id} {client or '-'} {principal} {protocol}:{outcome.operation} "
+        if self.mode == "text":
+            # A refused call's operation is the client's own words: one field, always.
+            operation = outcome.operation.translate(_ONE_FIELD)
+            return (
+                f"{request_id} {client or '-'} {principal} {protocol}:{operation} "
                 f"{status} {error or '-'} {seconds * 1000:.2f}ms"
             )
-        access.info(line)
+        return json.dumps(
+            {
+                "requestId": request_id,
+                "client": client,
+                "principal": principal,
+                "protocol": protocol,
+                "operation": outcome.operation,
+                "status": status,
+                "error": error or None,
+                "latencyMs": round(seconds * 1000, 3),
+            },
+            separators=(",", ":"),
+        )
+
+
+def _log_failure(protocol: str, outcome: Outcome, request_id: str, status: int, error: str) -> None:
+    """A 5xx with its cause; the cause's traceback was logged where it was caught (invoke,
+    the edge), the response carries neither."""
+    failure = outcome.error
+    cause = None if failure is None else failure.__cause__ or failure.__context__
+    log.error(
+        "%s %s:%s answered %d %s: %s%s",
+        request_id,
+        protocol,
+        outcome.operation,
+        status,
+        error,
+        "" if failure is None else failure.message,
+        "" if cause is None else f" (cause: {type(cause).__name__}: {cause})",
+    )

@@ -22,7 +22,7 @@ from hsmkms.api.invoke import Principal, invoke
 from hsmkms.audit.log import AuditLog
 from hsmkms.config import EdgeLimits, XksSettings
 from hsmkms.library import KeyManager
-from hsmkms.policy.principals import CredentialStore
+from hsmkms.policy.principals import ADMIN_POLICY, CredentialStore
 from hsmkms.token import Hsm
 from tests.conftest import ACCOUNT, REGION
 from tests.support.edge_support import edge_server, trail
@@ -30,6 +30,10 @@ from tests.support.xks_support import XksServer, b64, metadata
 
 CONSOLE = "hsmkms-console"
 _NUMBERS = itertools.count()
+DENY_DISABLE = json.dumps(
+    {"Version": "2012-10-17",
+     "Statement": [{"Effect": "Deny", "Action": "kms:DisableKey", "Resource": "*"}]}
+)  # fmt: skip
 DISABLE_ONLY = json.dumps(
     {"Version": "2012-10-17",
      "Statement": [{"Effect": "Allow", "Action": "kms:DisableKey", "Resource": "*"}]}
@@ -62,9 +66,15 @@ def test_the_console_call_path_authorizes_runs_and_records_once(
     audit = AuditLog(tmp_path / "audit")
     as_custodian = Principal(custodian, REGION, "AKIACONSOLESESSION01", "192.0.2.7", True)
     outsider = Principal("arn:aws:iam::444455556666:user/mallory", REGION, None, "192.0.2.9")
+    denier = f"arn:aws:iam::{ACCOUNT}:user/denied"
+    credentials.add(denier)
+    credentials.attach_policy(denier, "all", ADMIN_POLICY)
+    credentials.attach_policy(denier, "but-disable", DENY_DISABLE)
+    as_denied = Principal(denier, REGION, "AKIACONSOLESESSION02", "192.0.2.8")
     try:
         denied = _run(km, audit, as_custodian, "EnableKey", {"KeyId": key["KeyId"]})
         foreign = _run(km, audit, outsider, "DisableKey", {"KeyId": key["Arn"]})
+        explicit = _run(km, audit, as_denied, "DisableKey", {"KeyId": key["KeyId"]})
         done = _run(km, audit, as_custodian, "DisableKey", {"KeyId": key["KeyId"]})
         invalid = _run(km, audit, as_custodian, "DisableKey", {"KeyId": 7})
         unknown = _run(km, audit, as_custodian, "MakeCoffee", {})
@@ -72,6 +82,7 @@ def test_the_console_call_path_authorizes_runs_and_records_once(
         audit.close()
     assert denied.error is not None and denied.error.code == "AccessDeniedException"
     assert foreign.error is not None and foreign.error.code == "AccessDeniedException"
+    assert explicit.error is not None and "explicit deny" in explicit.error.message
     assert (
         done.error is None
         and km.describe_key(key_id=key["KeyId"])["KeyMetadata"]["KeyState"] == "Disabled"
@@ -80,13 +91,14 @@ def test_the_console_call_path_authorizes_runs_and_records_once(
     assert unknown.error is not None and unknown.error.code == "UnsupportedOperationException"
     records = [json.loads(line) for path in sorted((tmp_path / "audit").glob("*.jsonl"))
                for line in path.read_text().splitlines()]  # fmt: skip
-    assert len(records) == len({r["requestID"] for r in records}) == 5  # one per call
+    assert len(records) == len({r["requestID"] for r in records}) == 6  # one per call
     (enable,) = [r for r in records if r["eventName"] == "EnableKey"]
     assert enable["userAgent"] == CONSOLE and enable["sourceIPAddress"] == "192.0.2.7"
     assert enable["userIdentity"]["arn"] == custodian
     assert enable["errorCode"] == "AccessDeniedException"
     assert enable["resources"] == [{"ARN": key["Arn"], "type": "AWS::KMS::Key"}]
     assert [r.get("errorCode") for r in records if r["eventName"] == "DisableKey"] == [
+        "AccessDeniedException",
         "AccessDeniedException",
         None,
         "SerializationException",
@@ -119,13 +131,19 @@ def test_every_request_gets_one_access_log_line(
 def test_text_access_log_and_off(
     hsm: Hsm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    forged = "Fake 200 - 1.00ms\tx"  # a client's operation name posing as more fields
     with edge_server(hsm, tmp_path / "text") as server:  # text is the default
         response = server.raw("ListKeys", "{}")
-    (line,) = [l for l in capsys.readouterr().err.splitlines() if "kms:ListKeys" in l]  # noqa: E741
+        httpx.post(server.url + "/", content=b"{}",
+                   headers={"X-Amz-Target": f"TrentService.{forged}"})  # fmt: skip
+    lines = capsys.readouterr().err.splitlines()
+    (line,) = [l for l in lines if "kms:ListKeys" in l]  # noqa: E741
     request_id, client, principal, _, status, error, latency = line.split()
     assert request_id == response.headers["x-amzn-requestid"]
     assert (client, principal, status, error) == ("127.0.0.1", server.principal_arn, "200", "-")
     assert latency.endswith("ms") and float(latency[:-2]) > 0
+    (refused,) = [l for l in lines if "kms:Fake" in l]  # noqa: E741
+    assert refused.split()[3] == "kms:Fake?200?-?1.00ms?x" and len(refused.split()) == 7
     with edge_server(hsm, tmp_path / "off", access_log="off") as server:
         server.raw("ListKeys", "{}")
     assert "kms:ListKeys" not in capsys.readouterr().err
