@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hsmkms.api.shapes import empty_listing, operation, validate_request
+from hsmkms.api.shapes import empty_listing, validate_request
+from hsmkms.api.shapes import operation as operation_model
 from hsmkms.audit.log import request_parameters
 from hsmkms.audit.outcome import KMS_SOURCE, Outcome
 from hsmkms.errors import KMSError, KMSInternalException, UnsupportedOperationException
@@ -60,15 +61,15 @@ class Principal:
 def invoke(
     ctx: OperationContext,
     caller: Principal,
-    operation_: Operation | str,
+    operation: Operation | str,
     members: Any,
 ) -> Outcome:
-    """Validate, authorize, run: `operation_` by table entry or KMS name; `members` the
+    """Validate, authorize, run: `operation` by table entry or KMS name; `members` the
     request's members as the wire gives them (a JSON object, KMS's member names).
     `ctx`: any region's context of the deployment; the call runs in the caller's."""
-    op = operation_ if isinstance(operation_, Operation) else _named(operation_)
+    op = operation if isinstance(operation, Operation) else _named(operation)
     if isinstance(op, KMSError):
-        return Outcome(KMS_SOURCE, str(operation_)[:64], identity=caller.identity(),
+        return Outcome(KMS_SOURCE, str(operation)[:64], identity=caller.identity(),
                        region=caller.region, error=op)  # fmt: skip
     regional = ctx.for_region(caller.region)
     info = CallerInfo(caller.arn, caller.source_ip, caller.secure_transport)
@@ -131,7 +132,7 @@ def call(
     (when a caller made the request), then run the operation, or only check it when
     the request says DryRun. A listing by a caller of another account shows that
     account, which this server does not hold: empty."""
-    model = operation(op.name)
+    model = operation_model(op.name)
     assert model is not None
     request = validate_request(model, body)
     arguments: dict[str, Any] = {}
