@@ -86,8 +86,7 @@ def token_bench(args: argparse.Namespace) -> None:
     from hsmkms.library import KeyManager
     from hsmkms.operations.context import Deployment
     from hsmkms.store.sqlite import SqliteStore
-    from hsmkms.token import Hsm, MaterialRef
-    from hsmkms.token import load_module
+    from hsmkms.token import Hsm, MaterialRef, load_module
 
     pool_size = max(thread_counts) + 1
     hsm = Hsm(default_pkcs11_lib(), label, pin, pool_size)
