@@ -19,8 +19,7 @@ from datetime import UTC, datetime
 from hsmkms.errors import DeploymentMismatch
 from hsmkms.store.base import MetadataStore
 from hsmkms.store.model import KeyState, TokenBinding
-from hsmkms.token import Hsm
-from hsmkms.token.marker import destroy_marker, holds_marker, make_marker
+from hsmkms.token import Token, destroy_marker, holds_marker, make_marker
 
 # Keys an unbound database is checked by: the first page is enough to tell whose it is.
 _SAMPLE_KEYS = 100
@@ -30,11 +29,11 @@ _REMEDY = (
 )
 
 
-def configured(hsm: Hsm) -> str:
+def configured(hsm: Token) -> str:
     return f"token {hsm.token_label!r} (serial {hsm.info.serial or '?'})"
 
 
-def check_or_bind(store: MetadataStore, hsm: Hsm) -> TokenBinding:
+def check_or_bind(store: MetadataStore, hsm: Token) -> TokenBinding:
     """The database's token binding, made now if it has none; DeploymentMismatch when
     the configured token is not the database's."""
     binding = store.token_binding()
@@ -59,7 +58,7 @@ def refuse_if_bound(store: MetadataStore, token_label: str) -> None:
         )
 
 
-def _bind(store: MetadataStore, hsm: Hsm) -> TokenBinding:
+def _bind(store: MetadataStore, hsm: Token) -> TokenBinding:
     _refuse_foreign_keys(store, hsm)
     marker = make_marker(hsm)
     mine = TokenBinding(hsm.token_label, hsm.info.serial, marker, datetime.now(UTC))
@@ -77,7 +76,7 @@ def _bind(store: MetadataStore, hsm: Hsm) -> TokenBinding:
     return mine
 
 
-def _refuse_foreign_keys(store: MetadataStore, hsm: Hsm) -> None:
+def _refuse_foreign_keys(store: MetadataStore, hsm: Token) -> None:
     """An unbound database that names keys of this token's own kind, none of which the
     token holds, was made with another token."""
     named = {

@@ -20,9 +20,7 @@ from hsmkms.operations.context import Deployment
 from hsmkms.policy.principals import CredentialStore
 from hsmkms.store import open_store
 from hsmkms.store.base import MetadataStore
-from hsmkms.token import Hsm
-from hsmkms.token.audit import TokenAuditAnchor
-from hsmkms.token.domain import custody_for
+from hsmkms.token import Hsm, Token, TokenAuditAnchor, custody_for
 
 
 def prepare_environment(settings: Settings) -> None:
@@ -102,14 +100,14 @@ def open_region_tokens(settings: Settings, main: Hsm) -> dict[str, Hsm]:
     return {region: by_label[label] for region, label in settings.regions.tokens.items()}
 
 
-def audit_anchor(hsm: Hsm, store: MetadataStore, scope: str) -> TokenAuditAnchor:
+def audit_anchor(hsm: Token, store: MetadataStore, scope: str) -> TokenAuditAnchor:
     """The token's audit key; the latest checkpoints and the trails' records in the
     token, or in the database where the token holds no data objects; `scope`: which of
     the trails the token knows are this deployment's (HSMKMS_AUDIT_SCOPE)."""
     return TokenAuditAnchor(hsm, DatabaseShelf(store), scope)
 
 
-def open_audit(settings: Settings, hsm: Hsm, store: MetadataStore) -> AuditLog:
+def open_audit(settings: Settings, hsm: Token, store: MetadataStore) -> AuditLog:
     """The audit trail, checkpointed with the token's audit key."""
     return AuditLog.configured(
         settings.data_dir / "audit",
@@ -162,6 +160,7 @@ def build_app(settings: Settings, km: KeyManager, *, serving: bool = False) -> A
         call_timeout=settings.token.call_timeout_seconds or None,
         rate_limiter=RateLimiter.configured(settings.rate_limits),
         exit_deadline=settings.serving.shutdown_drain_seconds + EXIT_MARGIN if serving else None,
+        access_log=settings.serving.access_log,
     )
 
 

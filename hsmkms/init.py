@@ -24,7 +24,7 @@ from hsmkms.bootstrap import open_deployment, prepare_environment
 from hsmkms.config import PIN_FILE_NAME, Settings, is_softhsm
 from hsmkms.errors import KMSInternalException, KMSInvalidStateException
 from hsmkms.store import open_store
-from hsmkms.token.library import find_token, load_module, rescan_tokens
+from hsmkms.token import find_token, load_module, rescan_tokens
 
 SO_PIN_FILE_NAME = "so.pin"
 

@@ -23,7 +23,7 @@ from hsmkms.operations.maintenance import MaintenanceReport, maintain
 from hsmkms.operations.table import BY_METHOD, Operation
 from hsmkms.policy.authorize import Authorizer
 from hsmkms.store.base import MetadataStore
-from hsmkms.token import Hsm
+from hsmkms.token import Token
 
 
 class KeyManager:
@@ -48,7 +48,7 @@ class KeyManager:
         return self.context.store
 
     @property
-    def hsm(self) -> Hsm:
+    def hsm(self) -> Token:
         return self.context.hsm
 
     @property

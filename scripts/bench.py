@@ -86,8 +86,7 @@ def token_bench(args: argparse.Namespace) -> None:
     from hsmkms.library import KeyManager
     from hsmkms.operations.context import Deployment
     from hsmkms.store.sqlite import SqliteStore
-    from hsmkms.token import Hsm, MaterialRef
-    from hsmkms.token.library import load_module
+    from hsmkms.token import Hsm, MaterialRef, load_module
 
     pool_size = max(thread_counts) + 1
     hsm = Hsm(default_pkcs11_lib(), label, pin, pool_size)
@@ -348,7 +347,7 @@ def _raw_token_rates(data_dir: Path, key_id: str, seconds: float) -> dict[str, f
     from pkcs11.mechanisms import GCMParams
 
     from hsmkms.config import default_pkcs11_lib
-    from hsmkms.token.library import load_module
+    from hsmkms.token import load_module
 
     token = load_module(default_pkcs11_lib()).get_token(token_label="hsmkms")
     session = token.open(user_pin=(data_dir / "user.pin").read_text().strip())

@@ -361,7 +361,7 @@ def xks_server(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
     """hsmkms serving the XKS API under /xks and /tenant/b (each with a credential),
     for SigV4 regions us-east-1 and eu-west-1."""
     from hsmkms.config import XksSettings
-    from hsmkms.policy.xks_credentials import XksCredentialStore
+    from hsmkms.xks.credentials import XksCredentialStore
     from tests.support import xks_support
 
     store = SqliteStore(tmp_path_factory.mktemp("xks") / "hsmkms.db")

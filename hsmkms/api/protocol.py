@@ -43,6 +43,7 @@ from hsmkms.config import EdgeLimits
 from hsmkms.errors import KMSError
 
 log = logging.getLogger("hsmkms.api")
+MAX_RECORDED_URL = 1024
 
 
 @dataclass
@@ -93,12 +94,14 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
             self._client: str | None = None  # the peer's address
             self._client_key = ""  # who the peer counts as (client_of)
             self._seen: dict[str, list[str]] = {}  # what a refusal's record reads
+            self._url = b""  # the request's URL (capped), for the face shaping its record
 
         def _record(self, error: KMSError) -> None:
             recorder = refusals_of(self.app_state)
             if recorder is not None:
                 target = (self._seen.get("x-amz-target") or [""])[0]
-                recorder.record(Refusal(self._client, error, target, self._seen))
+                path = self._url.split(b"?", 1)[0].decode("latin-1") or "/"
+                recorder.record(Refusal(self._client, error, target, self._seen, path))
 
         # -- deadlines and refusals -------------------------------------------------
 
@@ -209,7 +212,7 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
             if self._refused:
                 return
             self._in_headers, self._header_bytes, self._header_count = True, 0, 0
-            self._seen = {}
+            self._seen, self._url = {}, b""
             if self._timer is None:  # a later request on a kept-alive connection
                 self._raw_bytes = 0
                 self._arm(limits.header_timeout_seconds)
@@ -221,6 +224,7 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
             self._header_bytes += len(url)
             self._check_headers()
             if not self._refused:
+                self._url += url[: MAX_RECORDED_URL - len(self._url)]  # may come in parts
                 super().on_url(url)
 
         def on_header(self, name: bytes, value: bytes) -> None:

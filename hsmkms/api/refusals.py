@@ -36,8 +36,8 @@ from hsmkms.api.errors import (
     UnknownOperationException,
     UnrecognizedClientException,
 )
-from hsmkms.api.xks_errors import InvalidUriPathException, MethodNotAllowed
-from hsmkms.api.xks_errors import ThrottlingException as XksThrottlingException
+from hsmkms.api.xks_proxy_errors import InvalidUriPathException, MethodNotAllowed
+from hsmkms.api.xks_proxy_errors import ThrottlingException as XksThrottlingException
 from hsmkms.audit.log import AuditLog
 from hsmkms.errors import KMSError, ThrottlingException
 

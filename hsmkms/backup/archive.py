@@ -30,20 +30,23 @@ from hsmkms.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from hsmkms.keys.keystores import in_main_token
+from hsmkms.keys.placement import in_main_token
 from hsmkms.store.model import VersionState
 from hsmkms.store.rows import key_record
-from hsmkms.token.backup import (
+from hsmkms.token import (
+    CREDENTIALS_KEY,
+    MaterialRef,
+    Seal,
+    Token,
     WrappedMaterial,
     discard,
+    domain_info,
     holds,
     unwrap_material,
     wrap_material,
 )
-from hsmkms.token.domain import domain_info
-from hsmkms.token.hsm import Hsm
-from hsmkms.token.seal import Seal, seal, verify
-from hsmkms.token.templates import CREDENTIALS_KEY, MaterialRef
+from hsmkms.token import seal_payload as seal
+from hsmkms.token import verify_seal as verify
 
 FORMAT = 1
 # Internal keys whose ciphertexts live in the metadata (stored secrets and PINs).
@@ -68,7 +71,7 @@ class BackupReport:
 
 
 def _wrap_versions(
-    hsm: Hsm, snapshot: Snapshot, missing: list[dict[str, str]], elsewhere: list[dict[str, str]]
+    hsm: Token, snapshot: Snapshot, missing: list[dict[str, str]], elsewhere: list[dict[str, str]]
 ) -> list[WrappedMaterial]:
     keys = {row["key_id"]: key_record(row) for row in snapshot.rows("keys")}
     carried = []
@@ -100,7 +103,7 @@ def _wrap_versions(
 
 
 def create_backup(
-    hsm: Hsm, database_url: str, out: Path, *, allow_partial: bool = False
+    hsm: Token, database_url: str, out: Path, *, allow_partial: bool = False
 ) -> BackupReport:
     info = domain_info(hsm)
     if info is None:
@@ -163,7 +166,7 @@ class _Backup:
     trail: TrailPart
 
 
-def _read(path: Path, hsm: Hsm) -> _Backup:
+def _read(path: Path, hsm: Token) -> _Backup:
     """The checked contents; ValidationException for anything damaged or truncated."""
     try:
         document = json.loads(path.read_text())
@@ -190,7 +193,7 @@ def _read(path: Path, hsm: Hsm) -> _Backup:
         raise ValidationException(f"{path.name}: the sealed contents do not parse.") from exc
 
 
-def restore_backup(hsm: Hsm, database_url: str, source: Path) -> BackupReport:
+def restore_backup(hsm: Token, database_url: str, source: Path) -> BackupReport:
     backup = _read(source, hsm)
     check_target(database_url, backup.snapshot)
     everything = [*backup.materials, *backup.internal]

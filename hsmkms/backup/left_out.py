@@ -16,7 +16,8 @@ from typing import Any
 
 from hsmkms.backup.snapshot import Snapshot
 from hsmkms.keys.availability import material_state
-from hsmkms.keys.keystores import STORES, CustomKeyStore, in_main_token
+from hsmkms.keys.placement import in_main_token
+from hsmkms.keystores.records import STORES, CustomKeyStore
 from hsmkms.store.model import KeyRecord, KeyState, KeyVersion
 from hsmkms.store.rows import key_params, key_record, key_version, version_params
 from hsmkms.token import MaterialRef

@@ -27,10 +27,17 @@ from hsmkms.audit.shelf import DatabaseShelf
 from hsmkms.audit.trails import DEFAULT_SCOPE, RETIRED, TrailRecord, now, register
 from hsmkms.errors import KMSError, KMSInternalException, UnsupportedOperationException
 from hsmkms.store import open_store
-from hsmkms.token import Hsm
-from hsmkms.token.audit import KEY_LABEL, TokenAuditAnchor, key_ref
-from hsmkms.token.backup import WrappedMaterial, holds, unwrap_material, wrap_material
-from hsmkms.token.templates import Custody
+from hsmkms.token import AUDIT_KEY_LABEL as KEY_LABEL
+from hsmkms.token import (
+    Custody,
+    Token,
+    TokenAuditAnchor,
+    WrappedMaterial,
+    holds,
+    unwrap_material,
+    wrap_material,
+)
+from hsmkms.token import audit_key_ref as key_ref
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ class TrailPart:
         }
 
 
-def carry_trail(hsm: Hsm, database_url: str) -> tuple[TrailPart, list[dict[str, str]]]:
+def carry_trail(hsm: Token, database_url: str) -> tuple[TrailPart, list[dict[str, str]]]:
     """The trail's part of a backup, and what of it cannot be carried."""
     store = open_store(database_url)
     try:
@@ -127,7 +134,7 @@ def _scopes(anchor: TokenAuditAnchor) -> dict[str, str]:
     return found
 
 
-def restore_keys(hsm: Hsm, part: TrailPart) -> list[WrappedMaterial]:
+def restore_keys(hsm: Token, part: TrailPart) -> list[WrappedMaterial]:
     """Unwrap the carried audit keys the token does not hold yet; returns those made."""
     made = []
     for key in part.keys:
@@ -138,7 +145,7 @@ def restore_keys(hsm: Hsm, part: TrailPart) -> list[WrappedMaterial]:
     return made
 
 
-def restore_checkpoints(hsm: Hsm, database_url: str, part: TrailPart) -> None:
+def restore_checkpoints(hsm: Token, database_url: str, part: TrailPart) -> None:
     """Where the token keeps the latest checkpoints (or the database, for a token that
     holds no data objects); after the rows are written."""
     store = open_store(database_url)

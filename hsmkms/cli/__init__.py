@@ -81,7 +81,7 @@ def _principal_attach(km: KeyManager, args: argparse.Namespace) -> Any:
     request={"CloudHsmClusterId": "id", "Module": "module", "TokenLabel": "token_label"},
 )
 def _keystore_add(km: KeyManager, args: argparse.Namespace) -> Any:
-    from hsmkms.keys.keystores import Cluster, register_cluster
+    from hsmkms.keystores.cloudhsm import Cluster, register_cluster
 
     cluster = Cluster(args.id, str(Path(args.module).resolve()), args.token_label)
     register_cluster(km.store, cluster)
@@ -90,7 +90,7 @@ def _keystore_add(km: KeyManager, args: argparse.Namespace) -> Any:
 
 @command("keystore", "route", records="RouteXksProxy", request={"Host": "host", "Url": "url"})
 def _keystore_route(km: KeyManager, args: argparse.Namespace) -> Any:
-    from hsmkms.keys.xks_client import register_route
+    from hsmkms.keystores.external_client import register_route
 
     register_route(km.store, args.host, args.url)
     return {"Host": args.host, "Url": args.url}
@@ -98,7 +98,7 @@ def _keystore_route(km: KeyManager, args: argparse.Namespace) -> Any:
 
 @command("keystore", "list")
 def _keystore_list(km: KeyManager, _: argparse.Namespace) -> Any:
-    from hsmkms.keys.keystores import list_clusters
+    from hsmkms.keystores.cloudhsm import list_clusters
 
     clusters = list_clusters(km.store)
     return {
@@ -216,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--context", action="append", metavar="K=V")
 
     from hsmkms.cli import keys as cli_keys
-    from hsmkms.cli.xks import add_parsers
+    from hsmkms.cli.xks_proxy import add_parsers
 
     cli_keys.add_parsers(commands)
     add_parsers(commands)

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from hsmkms.config import Settings
-from hsmkms.token import Hsm
+from hsmkms.token import Token
 
 
 def add_init_parser(commands: Any) -> None:
@@ -31,10 +31,10 @@ def run_init(settings: Settings, args: argparse.Namespace) -> Any:
     return report.as_dict()
 
 
-def warn_about_domain_key(hsm: Hsm) -> bool | None:
+def warn_about_domain_key(hsm: Token) -> bool | None:
     """Warn when the domain key predates non-modifiable, template-bound domain keys;
     returns whether it is modifiable (None: no domain)."""
-    from hsmkms.token.domain import domain_key_modifiable
+    from hsmkms.token import domain_key_modifiable
 
     modifiable = domain_key_modifiable(hsm)
     if modifiable:

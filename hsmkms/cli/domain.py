@@ -97,7 +97,7 @@ def _checked(settings: Settings) -> None:
     },
 )
 def _domain_create(settings: Settings, args: argparse.Namespace) -> Any:
-    from hsmkms.token.domain import create_domain
+    from hsmkms.token import create_domain
 
     if args.out_dir is not None and args.out_dir.exists() and any(args.out_dir.iterdir()):
         raise KMSInvalidStateException(
@@ -138,7 +138,7 @@ def _domain_create(settings: Settings, args: argparse.Namespace) -> Any:
     request={"AcceptUnenforcedTemplates": "accept_unenforced_templates"},
 )
 def _domain_join(settings: Settings, args: argparse.Namespace) -> Any:
-    from hsmkms.token.domain import join_domain
+    from hsmkms.token import join_domain
 
     _checked(settings)
     joined = join_domain(
@@ -159,7 +159,7 @@ def _domain_join(settings: Settings, args: argparse.Namespace) -> Any:
 def _domain_status(settings: Settings, _: argparse.Namespace) -> Any:
     from hsmkms.bootstrap import open_deployment
     from hsmkms.cli.deployment import warn_about_domain_key
-    from hsmkms.token.domain import domain_info
+    from hsmkms.token import domain_info
 
     hsm, store = open_deployment(settings)
     store.close()
@@ -199,7 +199,7 @@ def _unenforced(gaps: tuple[str, ...]) -> dict[str, Any]:
 def _warn_about_earlier_material(settings: Settings) -> None:
     """Material made before the domain stays never-extractable: say so once, here."""
     from hsmkms.bootstrap import open_hsm
-    from hsmkms.token.templates import CREDENTIALS_KEY
+    from hsmkms.token import CREDENTIALS_KEY
 
     hsm = open_hsm(settings)
     try:

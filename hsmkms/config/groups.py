@@ -191,13 +191,15 @@ class EdgeLimits(Group):
 
 
 class ServingSettings(Group):
-    """`hsmkms serve`: where, how many processes, shutdown and upkeep."""
+    """`hsmkms serve`: where, how many processes, shutdown, upkeep and the access log."""
 
     host: str = Field(default="127.0.0.1", min_length=1, alias="host")
     port: int = Field(default=8080, ge=1, le=65535, alias="port")
     workers: int = Field(default=1, ge=1, le=64, alias="workers")  # processes on one port
     shutdown_drain_seconds: float = Field(default=10.0, ge=0, alias="shutdown_drain_seconds")
     maintenance_seconds: float = Field(default=300.0, ge=0, alias="maintenance_seconds")
+    # One line per request to stderr (hsmkms/api/observe.py): text, JSON lines, or none.
+    access_log: Literal["off", "text", "json"] = Field(default="text", alias="access_log")
     # TLS (PEM files); with a client CA, client certificates are required (mutual TLS),
     # and with subjects, one of these certificate CNs.
     tls_cert: Path | None = Field(default=None, alias="tls_cert")

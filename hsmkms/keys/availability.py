@@ -16,10 +16,7 @@ from collections.abc import Container
 from dataclasses import replace
 
 from hsmkms.store.model import KeyRecord, KeyState, KeyVersion, VersionState
-from hsmkms.token import Hsm, MaterialRef
-from hsmkms.token.backup import carry_refusal
-from hsmkms.token.kinds import MaterialKind
-from hsmkms.token.templates import Custody
+from hsmkms.token import Custody, MaterialKind, MaterialRef, Token, carry_refusal
 
 log = logging.getLogger("hsmkms.keys")
 
@@ -54,7 +51,9 @@ def material_state(
     return record, changed
 
 
-def warn_if_not_carried(hsm: Hsm, record: KeyRecord, ref: MaterialRef, kind: MaterialKind) -> None:
+def warn_if_not_carried(
+    hsm: Token, record: KeyRecord, ref: MaterialRef, kind: MaterialKind
+) -> None:
     """In a deployment with a security domain, say when a new key is made whose material
     backups cannot carry (the key is made all the same: it works, but a restore brings
     it back Unavailable). The server log; the CLI prints it on stderr."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from hsmkms.errors import ExpiredImportTokenException, InvalidImportTokenException
 from hsmkms.store.model import KeyRecord, KeyState, Origin
-from hsmkms.token.templates import InternalRef
+from hsmkms.token import InternalRef
 
 # KeyRecord.extra of an EXTERNAL key: its materials by version ("1", "2", ...), each a
 # Material as a dict. Symmetric keys may have several (on-demand rotation); the others one.

@@ -44,8 +44,8 @@ from hsmkms.errors import (
 from hsmkms.keys import lifecycle
 from hsmkms.keys.availability import material_state, warn_if_not_carried
 from hsmkms.keys.clock import Clock
-from hsmkms.keys.keystores import TokenRegistry, in_main_token
 from hsmkms.keys.metadata import ENCRYPTION_ALGORITHMS, PUBLIC_KEY
+from hsmkms.keys.placement import KeyTokens, in_main_token
 from hsmkms.keys.specs import RSA_ENCRYPTION, material_for
 from hsmkms.store.base import MetadataStore, Writer
 from hsmkms.store.model import (
@@ -56,8 +56,7 @@ from hsmkms.store.model import (
     RotationType,
     VersionState,
 )
-from hsmkms.token import Hsm, MaterialRef
-from hsmkms.token.kinds import Aes, EcPair, EdPair, HmacKey, MaterialKind, RsaPair
+from hsmkms.token import Aes, EcPair, EdPair, HmacKey, MaterialKind, MaterialRef, RsaPair, Token
 
 CrashHook = Callable[[str], None]
 DEFAULT_GRACE = timedelta(minutes=10)
@@ -91,22 +90,22 @@ class MaterialKeeper:
     def __init__(
         self,
         store: MetadataStore,
-        hsm: Hsm,
+        hsm: Token,
         clock: Clock,
+        tokens: KeyTokens,
         crash: CrashHook | None = None,
-        tokens: TokenRegistry | None = None,
     ) -> None:
         self._store = store
         self._hsm = hsm
         # The main token, or a custom key store's, holds a key's material.
-        self.tokens = tokens or TokenRegistry(hsm, store)
+        self.tokens = tokens
         self._clock = clock
         self.crash = crash or _no_crash  # tests inject a hook that raises at a named point
         self._key_locks: dict[str, threading.Lock] = {}
         self._key_locks_guard = threading.Lock()
 
     def _generate(
-        self, hsm: Hsm, ref: MaterialRef, kind: MaterialKind, claimed: bool = False
+        self, hsm: Token, ref: MaterialRef, kind: MaterialKind, claimed: bool = False
     ) -> str | None:
         """Create the object (the intent is written first unless already claimed);
         returns its fingerprint for the version's document, if the token has one."""
@@ -184,7 +183,7 @@ class MaterialKeeper:
                 raise
             return self._commit_rotation(record, ref, stamp, rotation_type, now, fingerprint)
 
-    def _release(self, hsm: Hsm, ref: MaterialRef, stamp: datetime) -> None:
+    def _release(self, hsm: Token, ref: MaterialRef, stamp: datetime) -> None:
         """After a token error: give the claim back so the next rotation need not wait
         for the grace period. If the object cannot be confirmed gone, the intent stays
         for reconcile."""
@@ -198,7 +197,7 @@ class MaterialKeeper:
             pass
 
     def _claim(
-        self, hsm: Hsm, record: KeyRecord, rotation_type: RotationType, limit: int | None
+        self, hsm: Token, record: KeyRecord, rotation_type: RotationType, limit: int | None
     ) -> tuple[MaterialRef, datetime] | KeyRecord:
         """Claim the next version number in the transaction that reads the key row."""
         give_up = time.monotonic() + ROTATION_WAIT_SECONDS
@@ -265,7 +264,7 @@ class MaterialKeeper:
         store is disconnected and the objects were left in that token."""
         now = self._clock()
         try:
-            hsm: Hsm | None = self.tokens.for_record(record)
+            hsm: Token | None = self.tokens.for_record(record)
         except KMSInvalidStateException:
             hsm = None
         with self._store.transaction() as tx:

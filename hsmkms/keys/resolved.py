@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from hsmkms.keys import blob
 from hsmkms.store.model import KeyRecord, KeySpec, KeyState, KeyUsage
-from hsmkms.token import MaterialRef
-from hsmkms.token.templates import key_uuid_bytes
+from hsmkms.token import MaterialRef, key_uuid_bytes
 
 
 class Resolved:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hsmkms.store.model import KeySpec, KeyUsage
-from hsmkms.token.kinds import Aes, EcPair, EdPair, HmacKey, MaterialKind, RsaPair
+from hsmkms.token import Aes, EcPair, EdPair, HmacKey, MaterialKind, RsaPair
 
 HASH_BYTES = {"SHA1": 20, "SHA224": 28, "SHA256": 32, "SHA384": 48, "SHA512": 64}
 

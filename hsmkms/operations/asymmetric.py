@@ -41,7 +41,7 @@ from hsmkms.operations.crypto import wrap_private_key
 from hsmkms.store.model import (
     KeyUsage,
 )
-from hsmkms.token.kinds import CURVES, EcPair, RsaPair
+from hsmkms.token import CURVES, EcPair, RsaPair
 
 MAX_MESSAGE = 4096
 MAX_SIGNATURE = 6144

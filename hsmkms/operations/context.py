@@ -15,14 +15,14 @@ from typing import Any
 
 from hsmkms.errors import KMSInvalidStateException, NotFoundException
 from hsmkms.keys.clock import Clock, system_clock
-from hsmkms.keys.keystores import TokenRegistry
 from hsmkms.keys.material import CrashHook, MaterialKeeper
 from hsmkms.keys.resolved import Resolved
 from hsmkms.keys.resolver import METADATA_CACHE_SECONDS, KeyResolver
+from hsmkms.keystores.cloudhsm import TokenRegistry
 from hsmkms.policy.authorize import Authorizer
 from hsmkms.store.base import MetadataStore
 from hsmkms.store.model import KeyRecord
-from hsmkms.token import Hsm
+from hsmkms.token import Token
 
 Response = dict[str, Any]
 
@@ -35,11 +35,11 @@ class Deployment:
     def __init__(
         self,
         store: MetadataStore,
-        hsm: Hsm,
+        hsm: Token,
         *,
         account_id: str,
         clock: Clock = system_clock,
-        region_tokens: Mapping[str, Hsm] | None = None,
+        region_tokens: Mapping[str, Token] | None = None,
         served_regions: frozenset[str] = frozenset(),
         cache_seconds: float = METADATA_CACHE_SECONDS,
         crash: CrashHook | None = None,
@@ -52,7 +52,7 @@ class Deployment:
         self.hsm = hsm
         self.account_id = account_id
         self.clock = clock
-        self.region_tokens: dict[str, Hsm] = dict(region_tokens or {})
+        self.region_tokens: dict[str, Token] = dict(region_tokens or {})
         self.served_regions = served_regions
         self.cache_seconds = cache_seconds
         self.crash = crash
@@ -61,11 +61,11 @@ class Deployment:
         self._regions: dict[str, OperationContext] = {}
         self._lock = threading.Lock()
 
-    def token_of_region(self, region: str) -> Hsm:
+    def token_of_region(self, region: str) -> Token:
         """The token holding the keys of a region (multi-Region replicas included)."""
         return self.region_tokens.get(region, self.hsm)
 
-    def registry(self, hsm: Hsm) -> TokenRegistry:
+    def registry(self, hsm: Token) -> TokenRegistry:
         with self._lock:
             registry = self._registries.get(id(hsm))
             if registry is None:
@@ -105,7 +105,7 @@ class OperationContext:
         # This region's token and custom key stores' tokens.
         self.tokens = deployment.registry(self.hsm)
         self.material = MaterialKeeper(
-            self.store, self.hsm, self.clock, deployment.crash, self.tokens
+            self.store, self.hsm, self.clock, self.tokens, deployment.crash
         )
         self.keys = KeyResolver(
             self.store,
@@ -123,12 +123,12 @@ class OperationContext:
     def served_regions(self) -> frozenset[str]:
         return self.deployment.served_regions
 
-    def token_of_region(self, region: str) -> Hsm:
+    def token_of_region(self, region: str) -> Token:
         return self.deployment.token_of_region(region)
 
     # -- shorthands the operations use everywhere ---------------------------------------
 
-    def token_for(self, record: KeyRecord) -> Hsm:
+    def token_for(self, record: KeyRecord) -> Token:
         """The token holding a key's material: the main one, or its custom key store's."""
         if record.custom_key_store_id is None:
             return self.hsm

@@ -11,17 +11,17 @@ from hsmkms.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from hsmkms.keys import blobs, context, lifecycle, xks_blob
+from hsmkms.keys import blob, blobs, context, lifecycle
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.resolved import Resolved
-from hsmkms.operations import xks_keys
+from hsmkms.keystores import external_blob, external_keys
+from hsmkms.keystores.records import EXTERNAL, require_connected
 from hsmkms.operations.checks import (
     check_bytes,
     check_enum,
     check_range,
 )
 from hsmkms.operations.context import OperationContext, Response
-from hsmkms.operations.keystores import require_connected
 from hsmkms.operations.rsa import rsa_decrypt, rsa_encrypt
 from hsmkms.store.model import (
     KeyRecord,
@@ -59,8 +59,8 @@ def _encrypt_with(
     canonical_context: bytes,
     operation: str = "Encrypt",
 ) -> bytes:
-    if xks_keys.is_external(key.record):  # double encryption through the XKS proxy
-        return xks_keys.encrypt(ctx, key, plaintext, canonical_context, operation)
+    if external_keys.is_external(key.record):  # double encryption through the XKS proxy
+        return external_keys.encrypt(ctx, key, plaintext, canonical_context, operation)
     if not key.symmetric_ready:
         lifecycle.require(key.record, Use.CRYPTO)
     iv, body = ctx.token_for(key.record).gcm_encrypt(
@@ -83,9 +83,9 @@ def _decrypt_blob(
         raise IncorrectKeyException(
             "The key ID in the request does not identify a KMS key that can perform this operation."
         )
-    if isinstance(parsed, xks_blob.XksBlob):
-        return record, xks_keys.decrypt(ctx, record, parsed, canonical_context, operation)
-    if xks_keys.is_external(record):
+    if isinstance(parsed, external_blob.XksBlob):
+        return record, external_keys.decrypt(ctx, record, parsed, canonical_context, operation)
+    if not isinstance(parsed, blob.Blob) or external_keys.is_external(record):
         raise InvalidCiphertextException()
     if not key.symmetric_ready:
         lifecycle.require(record, Use.CRYPTO)
@@ -276,7 +276,8 @@ def generate_random(
     count = check_range("numberOfBytes", number_of_bytes, 1, MAX_RANDOM_BYTES)
     if custom_key_store_id is None:
         return {"Plaintext": ctx.hsm.random(count)}
-    if require_connected(ctx, custom_key_store_id).store_type == "EXTERNAL_KEY_STORE":
+    store = require_connected(ctx.store, ctx.region, custom_key_store_id)
+    if store.store_type == EXTERNAL:
         raise UnsupportedOperationException(
             "GenerateRandom is not supported in external key stores."
         )

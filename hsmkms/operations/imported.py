@@ -26,8 +26,7 @@ from hsmkms.store.model import (
     RotationType,
     VersionState,
 )
-from hsmkms.token import MaterialRef
-from hsmkms.token import importing as token_import
+from hsmkms.token import MaterialRef, import_material
 
 
 def present_versions(ctx: OperationContext, key_id: str) -> set[int]:
@@ -58,7 +57,7 @@ def unwrap_to(
     try:
         ctx.hsm.destroy(target)  # leftovers of a crash (a scratch copy, a cut delete)
         kind = material_for(record.key_spec, record.key_usage)
-        return token_import.import_material(
+        return import_material(
             ctx.hsm, params.wrapping_key, params.wrapping_algorithm, encrypted, target, kind
         )
     except BaseException:

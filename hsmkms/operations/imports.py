@@ -37,15 +37,23 @@ from hsmkms.store.model import (
     Origin,
     VersionState,
 )
-from hsmkms.token import MaterialRef
-from hsmkms.token import importing as token_import
-from hsmkms.token.kinds import EcPair, RsaPair
+from hsmkms.token import (
+    WRAPPING_ALGORITHMS,
+    EcPair,
+    MaterialRef,
+    RsaPair,
+    create_wrapping_key,
+    destroy_wrapping_key,
+    ensure_same,
+    require_wrapping,
+)
+from hsmkms.token import WRAPPING_KEY_SPECS as TOKEN_WRAPPING_KEY_SPECS
 
 PARAMETERS_LIFETIME = timedelta(hours=24)
 MAX_VALID_TO = timedelta(days=365)
 # The model's enums (AlgorithmSpec, WrappingKeySpec, ...), checked for library callers.
-ALGORITHMS = [*token_import.WRAPPING_ALGORITHMS, "RSAES_PKCS1_V1_5", "SM2PKE"]
-WRAPPING_KEY_SPECS = [*token_import.WRAPPING_KEY_SPECS, "SM2"]
+ALGORITHMS = [*WRAPPING_ALGORITHMS, "RSAES_PKCS1_V1_5", "SM2PKE"]
+WRAPPING_KEY_SPECS = [*TOKEN_WRAPPING_KEY_SPECS, "SM2"]
 EXPIRATION_MODELS = [imported.EXPIRES, imported.DOES_NOT_EXPIRE]
 IMPORT_TYPES = ["EXISTING_KEY_MATERIAL", "NEW_KEY_MATERIAL"]
 _RSA_SPECS = (KeySpec.RSA_2048, KeySpec.RSA_3072, KeySpec.RSA_4096)
@@ -113,16 +121,14 @@ def get_parameters_for_import(
     if record.state is KeyState.UNAVAILABLE:
         raise KMSInvalidStateException(f"{record.arn} is unavailable.")
     _check_wrapping(record, wrapping_algorithm, wrapping_key_spec)
-    token_import.require(ctx.hsm, wrapping_algorithm)  # names the missing mechanism
+    require_wrapping(ctx.hsm, wrapping_algorithm)  # names the missing mechanism
     valid_to = ctx.clock() + PARAMETERS_LIFETIME
     params, token = imported.new_parameters(record, wrapping_algorithm, wrapping_key_spec, valid_to)
     # The document first: whatever happens next, maintenance finds the wrapping key.
     with ctx.store.transaction() as tx:
         tx.put_document(imported.PARAMETERS_KIND, params.parameters_id, params.to_json())
     try:
-        public_key = token_import.create_wrapping_key(
-            ctx.hsm, params.wrapping_key, wrapping_key_spec
-        )
+        public_key = create_wrapping_key(ctx.hsm, params.wrapping_key, wrapping_key_spec)
     except BaseException:
         _discard(ctx, params)
         raise
@@ -135,7 +141,7 @@ def get_parameters_for_import(
 
 
 def _discard(ctx: OperationContext, params: ImportParameters) -> None:
-    token_import.destroy_wrapping_key(ctx.hsm, params.wrapping_key)
+    destroy_wrapping_key(ctx.hsm, params.wrapping_key)
     with ctx.store.transaction() as tx:
         tx.delete_document(imported.PARAMETERS_KIND, params.parameters_id)
 
@@ -216,7 +222,7 @@ def import_key_material(
         version = material.version_of(entries, check, key_material_id)
         if version not in present:
             again = material.unwrap_to(ctx, record, params, encrypted_key_material, version)
-            token_import.ensure_same(check, again)
+            ensure_same(check, again)
     previous = entries.get(version)
     entries[version] = Material(
         check.hex(), imported.key_material_id(record, check), model,
@@ -287,7 +293,7 @@ def _commit(
         tx.remove_pending(record.key_id, version)
         tx.delete_document(imported.PARAMETERS_KIND, params.parameters_id)
     ctx.changed()
-    token_import.destroy_wrapping_key(ctx.hsm, params.wrapping_key)
+    destroy_wrapping_key(ctx.hsm, params.wrapping_key)
 
 
 def delete_imported_key_material(

@@ -21,6 +21,8 @@ from hsmkms.keys.metadata import CLUSTER_ID, key_metadata
 from hsmkms.keys.specs import (
     SPECS,
 )
+from hsmkms.keystores.external_keys import external_key_extra
+from hsmkms.keystores.records import require_connected
 from hsmkms.operations.checks import (
     check_enum,
     check_limit,
@@ -28,10 +30,8 @@ from hsmkms.operations.checks import (
 )
 from hsmkms.operations.context import OperationContext, Response
 from hsmkms.operations.imports import create_pending_import
-from hsmkms.operations.keystores import require_connected
 from hsmkms.operations.policies import check_lockout
 from hsmkms.operations.replication import has_replicas
-from hsmkms.operations.xks_keys import external_key_extra
 from hsmkms.policy.model import (
     default_key_policy,
 )
@@ -186,7 +186,7 @@ def _custom_key_store(
         )
     if multi_region:
         raise UnsupportedOperationException("Multi-Region keys cannot be in a custom key store.")
-    store = require_connected(ctx, store_id)
+    store = require_connected(ctx.store, ctx.region, store_id)
     if store.cluster_id is None:  # an EXTERNAL_KEY_STORE store: Origin must say so
         raise ValidationException(f"Custom key store {store_id} needs Origin EXTERNAL_KEY_STORE.")
     return {CLUSTER_ID: store.cluster_id}

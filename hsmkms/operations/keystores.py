@@ -26,25 +26,24 @@ from hsmkms.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from hsmkms.keys.keystores import (
+from hsmkms.keystores import external_stores
+from hsmkms.keystores.cloudhsm import ConnectFailed, get_cluster, wrap_password
+from hsmkms.keystores.records import (
+    CLOUDHSM,
+    EXTERNAL,
     STORES,
-    ConnectFailed,
     CustomKeyStore,
     check_name_free,
-    get_cluster,
+    existing_store,
     get_store,
     put_store,
     regional_stores,
     set_keys_available,
-    wrap_password,
 )
-from hsmkms.operations import xks_keystores
 from hsmkms.operations.checks import check_limit, offset_page
 from hsmkms.operations.context import OperationContext, Response
 from hsmkms.token import MaterialRef
 
-CLOUDHSM = "AWS_CLOUDHSM"
-EXTERNAL = "EXTERNAL_KEY_STORE"
 MAX_STORES = 10  # AWS's default quota of custom key stores per account and region
 
 
@@ -53,10 +52,7 @@ def _regional(ctx: OperationContext) -> list[CustomKeyStore]:
 
 
 def _existing(ctx: OperationContext, store_id: str) -> CustomKeyStore:
-    store = get_store(ctx.store, store_id)
-    if store is None or store.region != ctx.region:
-        raise CustomKeyStoreNotFoundException(f"Custom key store {store_id} does not exist.")
-    return store
+    return existing_store(ctx.store, ctx.region, store_id)
 
 
 def _check_trust_anchor(certificate: str) -> None:
@@ -96,7 +92,7 @@ def create_custom_key_store(
     xks_proxy_connectivity: str | None = None,
 ) -> Response:
     if custom_key_store_type == EXTERNAL:
-        return xks_keystores.create_external_store(
+        return external_stores.create_external_store(
             ctx,
             name=custom_key_store_name,
             uri_endpoint=xks_proxy_uri_endpoint,
@@ -156,7 +152,7 @@ def _entry(store: CustomKeyStore) -> Response:
     if store.connection_state == "FAILED" and store.error_code:
         entry["ConnectionErrorCode"] = store.error_code
     if store.store_type == EXTERNAL:
-        entry.update(xks_keystores.describe_entry(store))
+        entry.update(external_stores.describe_entry(store))
     return entry
 
 
@@ -191,7 +187,7 @@ def connect_custom_key_store(ctx: OperationContext, *, custom_key_store_id: str)
     if store.connection_state == "CONNECTED":
         return {}
     if store.store_type == EXTERNAL:
-        code = xks_keystores.connect_code(ctx, store)
+        code = external_stores.connect_code(ctx, store)
         # Its keys' inner layer is material in the main token: checked there.
         in_token = None if code else ctx.hsm.material_refs()
         _set_state(ctx, store.store_id, "FAILED" if code else "CONNECTED", code, in_token)
@@ -258,7 +254,7 @@ def update_custom_key_store(
             raise ValidationException(
                 "KeyStorePassword and CloudHsmClusterId are settings of AWS_CLOUDHSM key stores."
             )
-        store = xks_keystores.update_external_store(
+        store = external_stores.update_external_store(
             ctx,
             store,
             uri_endpoint=xks_proxy_uri_endpoint,
@@ -324,13 +320,3 @@ def delete_custom_key_store(ctx: OperationContext, *, custom_key_store_id: str) 
                 )
         tx.delete_document(STORES, store.store_id)
     return {}
-
-
-def require_connected(ctx: OperationContext, store_id: str) -> CustomKeyStore:
-    """The store CreateKey or GenerateRandom names, which must be connected."""
-    store = _existing(ctx, store_id)
-    if store.connection_state != "CONNECTED":
-        raise CustomKeyStoreInvalidStateException(
-            f"Custom key store {store_id} is {store.connection_state}, not CONNECTED."
-        )
-    return store

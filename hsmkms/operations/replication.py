@@ -37,9 +37,7 @@ from hsmkms.policy.caller import current_caller
 from hsmkms.policy.model import default_key_policy
 from hsmkms.store.base import Reader, Writer
 from hsmkms.store.model import KeyRecord, KeyState
-from hsmkms.token import Hsm
-from hsmkms.token.backup import unwrap_material, wrap_material
-from hsmkms.token.templates import MaterialRef
+from hsmkms.token import MaterialRef, Token, unwrap_material, wrap_material
 
 # Properties a primary shares with its replicas (KMS keeps them in step).
 SHARED = (
@@ -98,7 +96,7 @@ def _changed(ctx: OperationContext, regions: list[str]) -> None:
 # -- material --------------------------------------------------------------------------
 
 
-def copy_material(source: Hsm, target: Hsm, key_id: str, versions: list[int]) -> None:
+def copy_material(source: Token, target: Token, key_id: str, versions: list[int]) -> None:
     """Versions of a key's material into another token, wrapped under the security
     domain key (both tokens must be in one domain, and the material made with domain
     custody). Nothing to do when both regions use one token."""

@@ -38,7 +38,7 @@ from hsmkms.policy.model import parse_policy
 from hsmkms.policy.wrapping import unwrap_secret, wrap_secret
 from hsmkms.store.base import MetadataStore
 from hsmkms.store.model import AccessKey
-from hsmkms.token import Hsm
+from hsmkms.token import Token
 
 log = logging.getLogger("hsmkms.policy")
 
@@ -153,7 +153,7 @@ class CredentialStore:
     def __init__(
         self,
         store: MetadataStore,
-        hsm: Hsm,
+        hsm: Token,
         clock: Clock = system_clock,
         cache_seconds: float = CACHE_SECONDS,
     ) -> None:

@@ -6,19 +6,17 @@ keys and the XKS proxy credentials.
 
 from __future__ import annotations
 
-from hsmkms.token import Hsm
-from hsmkms.token.hsm import GCM_IV_BYTES
-from hsmkms.token.templates import CREDENTIALS_KEY
+from hsmkms.token import CREDENTIALS_KEY, GCM_IV_BYTES, Token
 
 
-def wrap_secret(hsm: Hsm, aad: bytes, secret: str) -> bytes:
+def wrap_secret(hsm: Token, aad: bytes, secret: str) -> bytes:
     """IV || ciphertext || tag of the secret under the token's credentials key."""
     hsm.ensure_aes_key(CREDENTIALS_KEY)
     iv, body = hsm.gcm_encrypt(CREDENTIALS_KEY, aad, secret.encode())
     return iv + body
 
 
-def unwrap_secret(hsm: Hsm, aad: bytes, wrapped: bytes) -> str:
+def unwrap_secret(hsm: Token, aad: bytes, wrapped: bytes) -> str:
     """The secret back; InvalidCiphertextException when wrapped or aad were altered."""
     return hsm.gcm_decrypt(
         CREDENTIALS_KEY, wrapped[:GCM_IV_BYTES], aad, wrapped[GCM_IV_BYTES:]

@@ -30,7 +30,7 @@ from pkcs11.exceptions import PKCS11Error
 from hsmkms.errors import KMSError, KMSInternalException, KMSInvalidStateException
 from hsmkms.token import lookup
 from hsmkms.token.faults import to_kms_error
-from hsmkms.token.hsm import Hsm
+from hsmkms.token.interface import Token
 from hsmkms.token.pool import PooledSession
 from hsmkms.token.templates import Custody, InternalRef, custody_attributes
 
@@ -96,7 +96,7 @@ class TokenAuditAnchor:
     """The audit trail's signer and checkpoint store (hsmkms.audit.checkpoint.Anchor)."""
 
     def __init__(
-        self, hsm: Hsm, shelf: CheckpointShelf | None = None, scope: str = "default"
+        self, hsm: Token, shelf: CheckpointShelf | None = None, scope: str = "default"
     ) -> None:
         self._hsm = hsm
         self.scope = scope  # the deployment's trails among those the token keeps
@@ -139,7 +139,7 @@ class TokenAuditAnchor:
 
     def key_ids(self) -> list[bytes]:
         """Every audit key the token holds (a backup carries those it can wrap)."""
-        return sorted(self._hsm._call(_keys))
+        return sorted(self._hsm.run(_keys))
 
     def holds(self, key_id: str) -> bool:
         """Whether the token holds the named key (else its MACs cannot be checked here)."""
@@ -147,7 +147,7 @@ class TokenAuditAnchor:
             wanted = bytes.fromhex(key_id)
         except ValueError:
             return False
-        return self._hsm._call(lambda pooled: self._key(pooled, wanted) is not None)
+        return self._hsm.run(lambda pooled: self._key(pooled, wanted) is not None)
 
     def sign_with(self, key_id: bytes, message: bytes) -> bytes:
         """HMAC-SHA256 under one named key (a backup's hand-over to a key it carries)."""
@@ -159,11 +159,11 @@ class TokenAuditAnchor:
             mac: bytes = key.sign(message, mechanism=MECHANISM)
             return mac
 
-        return self._hsm._call(sign)
+        return self._hsm.run(sign)
 
     def key_id(self) -> str:
         """The CKA_ID (hex) of the key sign() uses; made on first use."""
-        return self._hsm._call(lambda pooled: self._signing_key(pooled)[0].hex())
+        return self._hsm.run(lambda pooled: self._signing_key(pooled)[0].hex())
 
     def sign(self, message: bytes) -> bytes:
         """HMAC-SHA256 of message, computed in the token."""
@@ -172,7 +172,7 @@ class TokenAuditAnchor:
             mac: bytes = self._signing_key(pooled)[1].sign(message, mechanism=MECHANISM)
             return mac
 
-        return self._hsm._call(sign)
+        return self._hsm.run(sign)
 
     def check(self, key_id: str, message: bytes, mac: bytes) -> bool:
         """Whether mac is the HMAC of message under the named key. Recomputed and
@@ -190,7 +190,7 @@ class TokenAuditAnchor:
             expected: bytes = key.sign(message, mechanism=MECHANISM)
             return expected
 
-        expected = self._hsm._call(compute)
+        expected = self._hsm.run(compute)
         return expected is not None and hmac_compare.compare_digest(expected, mac)
 
     # -- the latest checkpoint per chain, the record of each trail --------------------
@@ -242,7 +242,7 @@ class TokenAuditAnchor:
             for obj in old:  # after the new one exists: a crash leaves both, never none
                 obj.destroy()
 
-        self._hsm._call(store)
+        self._hsm.run(store)
 
     def _load(self) -> dict[str, dict[str, list[bytes]]]:
         """The values of the audit's data objects, by prefix, then by name."""
@@ -261,7 +261,7 @@ class TokenAuditAnchor:
             return found
 
         try:
-            found = self._hsm._call(scan)
+            found = self._hsm.run(scan)
         except PKCS11Error as exc:
             raise to_kms_error(exc) from exc
         if self._shelf is not None:

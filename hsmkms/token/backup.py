@@ -38,7 +38,7 @@ from hsmkms.token.templates import (
 from hsmkms.token.wrapping import key_template, rfc5649
 
 if TYPE_CHECKING:
-    from hsmkms.token.hsm import Hsm
+    from hsmkms.token.interface import Token
 
 FORMAT = 1
 _USAGES = {
@@ -91,12 +91,12 @@ def _name(named: ObjectName | WrappedMaterial) -> dict[Attribute, Any]:
     return {Attribute.LABEL: named.label, Attribute.ID: named.cka_id}
 
 
-def holds(hsm: Hsm, material: WrappedMaterial) -> bool:
+def holds(hsm: Token, material: WrappedMaterial) -> bool:
     """Whether the token has an object with this material's label and CKA_ID."""
     return bool(hsm.run(lambda pooled: lookup.find_all(pooled.session, _name(material))))
 
 
-def discard(hsm: Hsm, material: WrappedMaterial) -> None:
+def discard(hsm: Token, material: WrappedMaterial) -> None:
     """Destroy what unwrap_material made of it (a restore that fails half-way)."""
 
     def destroy(pooled: PooledSession) -> None:
@@ -112,7 +112,7 @@ def _usages(obj: Any, object_class: ObjectClass) -> tuple[str, ...]:
     return tuple(u for u in _USAGES[object_class] if obj[Attribute[u.upper()]])
 
 
-def _mechanism(hsm: Hsm, direction: str) -> Any:
+def _mechanism(hsm: Token, direction: str) -> Any:
     mechanism = getattr(rfc5649(hsm), direction)
     if mechanism is None:
         raise UnsupportedOperationException(
@@ -121,7 +121,7 @@ def _mechanism(hsm: Hsm, direction: str) -> Any:
     return mechanism
 
 
-def wrap_material(hsm: Hsm, ref: ObjectName) -> WrappedMaterial:
+def wrap_material(hsm: Token, ref: ObjectName) -> WrappedMaterial:
     """Wrap one material version (its secret or private key) under the domain key."""
     hsm.run(domain_key)  # first: no domain is the more basic refusal
     mechanism = _mechanism(hsm, "wrap")
@@ -165,7 +165,7 @@ def wrap_material(hsm: Hsm, ref: ObjectName) -> WrappedMaterial:
     return hsm.run(wrap)
 
 
-def unwrap_material(hsm: Hsm, material: WrappedMaterial) -> None:
+def unwrap_material(hsm: Token, material: WrappedMaterial) -> None:
     """Recreate wrapped material in this token (same domain): Custody.DOMAIN attributes,
     the same label, CKA_ID and usages, and the public object of a key pair."""
     mechanism = _mechanism(hsm, "unwrap")
@@ -207,11 +207,13 @@ def unwrap_material(hsm: Hsm, material: WrappedMaterial) -> None:
     hsm.run(unwrap)
 
 
-_refusals: weakref.WeakKeyDictionary[Hsm, dict[Hashable, str | None]] = weakref.WeakKeyDictionary()
+_refusals: weakref.WeakKeyDictionary[Token, dict[Hashable, str | None]] = (
+    weakref.WeakKeyDictionary()
+)
 _refusals_lock = threading.Lock()
 
 
-def carry_refusal(hsm: Hsm, ref: MaterialRef, kind: Hashable) -> str | None:
+def carry_refusal(hsm: Token, ref: MaterialRef, kind: Hashable) -> str | None:
     """Why a backup could not carry this material (None: it could). Found out by
     wrapping the first object of each kind under the domain key (the wrapped copy is
     dropped: it is what a backup would hold) and kept for the token. SoftHSM2 2.6, for

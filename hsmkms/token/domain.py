@@ -52,7 +52,7 @@ from hsmkms.token.pool import PooledSession
 from hsmkms.token.templates import Custody, custody_attributes, domain_key_templates
 
 if TYPE_CHECKING:
-    from hsmkms.token.hsm import Hsm
+    from hsmkms.token.interface import Token
 
 DOMAIN_LABEL = "hsmkms-internal/domain"
 _STAGING_LABEL = "hsmkms-internal/domain-staging"
@@ -349,7 +349,7 @@ def domain_key(pooled: PooledSession) -> tuple[Any, str]:
     return key, bytes(key[Attribute.ID]).hex()
 
 
-def domain_info(hsm: Hsm) -> DomainInfo | None:
+def domain_info(hsm: Token) -> DomainInfo | None:
     """The token's domain and its check value (computed inside the token), or None."""
 
     def read(pooled: PooledSession) -> DomainInfo | None:
@@ -361,7 +361,7 @@ def domain_info(hsm: Hsm) -> DomainInfo | None:
     return hsm.run(read)
 
 
-def domain_key_modifiable(hsm: Hsm) -> bool | None:
+def domain_key_modifiable(hsm: Token) -> bool | None:
     """Whether the token's domain key can still be changed: installed by an hsmkms from
     before keys were made non-modifiable and template-bound (None: no domain)."""
 
@@ -372,6 +372,6 @@ def domain_key_modifiable(hsm: Hsm) -> bool | None:
     return hsm.run(read)
 
 
-def custody_for(hsm: Hsm) -> Custody:
+def custody_for(hsm: Token) -> Custody:
     """Custody for new material: wrappable under the domain key once there is one."""
     return Custody.DOMAIN if domain_info(hsm) is not None else Custody.NEVER_EXTRACTABLE

@@ -45,7 +45,7 @@ from hsmkms.token.wrapping import (
 )
 
 if TYPE_CHECKING:
-    from hsmkms.token.hsm import Hsm
+    from hsmkms.token.interface import Token
 
 WRAPPING_KEY_SPECS = {"RSA_2048": 2048, "RSA_3072": 3072, "RSA_4096": 4096}
 
@@ -78,7 +78,7 @@ _MATERIAL_FAILURES = (
 _CHECK_INPUT = b"hsmkms key check value"
 
 
-def missing_mechanism(hsm: Hsm, wrapping_algorithm: str) -> str | None:
+def missing_mechanism(hsm: Token, wrapping_algorithm: str) -> str | None:
     """What the token lacks for this wrapping algorithm, or None (probed, cached)."""
     algorithm = WRAPPING_ALGORITHMS[wrapping_algorithm]
     missing = []
@@ -89,7 +89,7 @@ def missing_mechanism(hsm: Hsm, wrapping_algorithm: str) -> str | None:
     return ", ".join(missing) or None
 
 
-def require(hsm: Hsm, wrapping_algorithm: str) -> None:
+def require(hsm: Token, wrapping_algorithm: str) -> None:
     missing = missing_mechanism(hsm, wrapping_algorithm)
     if missing:
         raise UnsupportedOperationException(
@@ -98,7 +98,7 @@ def require(hsm: Hsm, wrapping_algorithm: str) -> None:
         )
 
 
-def create_wrapping_key(hsm: Hsm, ref: ObjectName, key_spec: str) -> bytes:
+def create_wrapping_key(hsm: Token, ref: ObjectName, key_spec: str) -> bytes:
     """An RSA key pair for one import: the private half is a token object that can only
     unwrap and never leaves the token; returns the public half as DER SPKI."""
     bits = WRAPPING_KEY_SPECS[key_spec]
@@ -120,12 +120,12 @@ def create_wrapping_key(hsm: Hsm, ref: ObjectName, key_spec: str) -> bytes:
     return hsm.run(generate)
 
 
-def destroy_wrapping_key(hsm: Hsm, ref: ObjectName) -> int:
+def destroy_wrapping_key(hsm: Token, ref: ObjectName) -> int:
     return hsm.destroy(ref)
 
 
 def import_material(
-    hsm: Hsm,
+    hsm: Token,
     wrapping_key: ObjectName,
     wrapping_algorithm: str,
     encrypted: bytes,
@@ -281,7 +281,7 @@ def _secret_check_value(key: Any, kind: Aes | HmacKey) -> bytes:
     return hashlib.sha256(b"hsmkms-kcv/secret/" + bytes(raw)).digest()[:16]
 
 
-def _require_check_mechanism(hsm: Hsm, kind: MaterialKind) -> None:
+def _require_check_mechanism(hsm: Token, kind: MaterialKind) -> None:
     if isinstance(kind, Aes):
         hsm.mechanisms.require(Mechanism.AES_ECB)
     elif isinstance(kind, HmacKey):
@@ -338,7 +338,7 @@ def _ec_public_key(unwrap: Unwrapper, curve_oid: str) -> bytes:
     raise _incorrect("its public key could not be derived")
 
 
-def check_value(hsm: Hsm, ref: MaterialRef, kind: MaterialKind) -> bytes:
+def check_value(hsm: Token, ref: MaterialRef, kind: MaterialKind) -> bytes:
     """The check value of material already in the token (as import_material returns):
     compare two to tell whether re-imported material is the same, never extracting it."""
 
@@ -356,7 +356,7 @@ def check_value(hsm: Hsm, ref: MaterialRef, kind: MaterialKind) -> bytes:
     return hsm.run(compute)
 
 
-def same_material(hsm: Hsm, first: MaterialRef, second: MaterialRef, kind: MaterialKind) -> bool:
+def same_material(hsm: Token, first: MaterialRef, second: MaterialRef, kind: MaterialKind) -> bool:
     return check_value(hsm, first, kind) == check_value(hsm, second, kind)
 
 

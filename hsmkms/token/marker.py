@@ -13,7 +13,7 @@ import os
 
 from pkcs11 import KeyType, Mechanism
 
-from hsmkms.token.hsm import Hsm
+from hsmkms.token.interface import Token
 from hsmkms.token.pool import PooledSession
 from hsmkms.token.templates import Custody, InternalRef, secret_key_template
 
@@ -26,7 +26,7 @@ def marker_ref(marker: str) -> InternalRef:
     return InternalRef(MARKER_PREFIX + marker, bytes.fromhex(marker))
 
 
-def make_marker(hsm: Hsm) -> str:
+def make_marker(hsm: Token) -> str:
     """A new marker in the token; returns its CKA_ID in hex."""
     hsm.mechanisms.require(Mechanism.AES_KEY_GEN)
     marker = os.urandom(MARKER_ID_BYTES).hex()
@@ -44,9 +44,9 @@ def make_marker(hsm: Hsm) -> str:
     return marker
 
 
-def holds_marker(hsm: Hsm, marker: str) -> bool:
+def holds_marker(hsm: Token, marker: str) -> bool:
     return any(fact.object_class == "SECRET_KEY" for fact in hsm.facts(marker_ref(marker)))
 
 
-def destroy_marker(hsm: Hsm, marker: str) -> None:
+def destroy_marker(hsm: Token, marker: str) -> None:
     hsm.destroy(marker_ref(marker))

@@ -20,7 +20,7 @@ from pkcs11 import exceptions as p11
 
 from hsmkms.errors import KMSInvalidStateException, ValidationException
 from hsmkms.token.domain import domain_key
-from hsmkms.token.hsm import Hsm
+from hsmkms.token.interface import Token
 from hsmkms.token.pool import PooledSession
 from hsmkms.token.templates import Custody, custody_attributes
 
@@ -51,7 +51,7 @@ class Seal:
         )
 
 
-def seal(hsm: Hsm, payload: bytes) -> Seal:
+def seal(hsm: Token, payload: bytes) -> Seal:
     hsm.mechanisms.require(Mechanism.GENERIC_SECRET_KEY_GEN, _MAC, _WRAP)
 
     def work(pooled: PooledSession) -> Seal:
@@ -73,7 +73,7 @@ def seal(hsm: Hsm, payload: bytes) -> Seal:
     return hsm.run(work)
 
 
-def verify(hsm: Hsm, payload: bytes, found: Seal) -> None:
+def verify(hsm: Token, payload: bytes, found: Seal) -> None:
     """ValidationException unless the payload is exactly what the seal was made over."""
 
     def work(pooled: PooledSession) -> bytes:

@@ -26,7 +26,7 @@ from hsmkms.token.pool import PooledSession
 from hsmkms.token.publics import rsa_public_of
 
 if TYPE_CHECKING:
-    from hsmkms.token.hsm import Hsm
+    from hsmkms.token.interface import Token
 
 # Public test values for the RFC 5649 probe (not secrets: they only name a format).
 # Wrapping is compared on a multiple of 8 bytes: SoftHSM2 2.6 zero-pads key data to a
@@ -99,11 +99,11 @@ class WrapCapabilities:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_capabilities: weakref.WeakKeyDictionary[Hsm, WrapCapabilities] = weakref.WeakKeyDictionary()
+_capabilities: weakref.WeakKeyDictionary[Token, WrapCapabilities] = weakref.WeakKeyDictionary()
 _capabilities_lock = threading.Lock()
 
 
-def capabilities(hsm: Hsm) -> WrapCapabilities:
+def capabilities(hsm: Token) -> WrapCapabilities:
     with _capabilities_lock:
         found = _capabilities.get(hsm)
         if found is None:
@@ -111,7 +111,7 @@ def capabilities(hsm: Hsm) -> WrapCapabilities:
         return found
 
 
-def rfc5649(hsm: Hsm) -> Rfc5649:
+def rfc5649(hsm: Token) -> Rfc5649:
     """Which mechanism does RFC 5649 (AES key wrap with padding) on this token, probed
     once. Directions can differ: NSS 3.87 unwraps with CKM_AES_KEY_WRAP_KWP, but its
     C_WrapKey size query is too small and python-pkcs11 fails with "Buffer was too small"."""
@@ -169,7 +169,7 @@ def _unwraps_rfc5649(kek: Any, mechanism: Mechanism) -> bool:
         unwrapped.destroy()
 
 
-def oaep_unwrap_supported(hsm: Hsm, hash_name: str) -> bool:
+def oaep_unwrap_supported(hsm: Token, hash_name: str) -> bool:
     """Whether C_UnwrapKey with RSA-OAEP and this hash works (SoftHSM2 2.6: SHA-1 only)."""
     caps = capabilities(hsm)
     with caps.lock:

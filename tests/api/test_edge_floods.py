@@ -188,7 +188,7 @@ def signed_request(server: Server) -> httpx.Request:
 
 
 def test_unsigned_xks_calls_are_recorded_within_the_same_budget(hsm: Hsm, tmp_path: Path) -> None:
-    from hsmkms.api.xks import XksSettings
+    from hsmkms.config import XksSettings
 
     with edge_server(hsm, tmp_path, xks=XksSettings()) as server:
         with httpx.Client(base_url=server.url) as client:

@@ -24,8 +24,8 @@ from hsmkms.audit.shelf import DatabaseShelf
 from hsmkms.audit.verify import verify, verify_archive
 from hsmkms.backup.archive import BackupReport, create_backup, restore_backup
 from hsmkms.errors import KMSInvalidStateException
-from hsmkms.keys.keystores import Cluster, register_cluster
-from hsmkms.keys.xks_client import register_route
+from hsmkms.keystores.cloudhsm import Cluster, register_cluster
+from hsmkms.keystores.external_client import register_route
 from hsmkms.library import KeyManager
 from hsmkms.operations.context import Deployment
 from hsmkms.policy.principals import CredentialStore
@@ -35,7 +35,7 @@ from hsmkms.token.audit import TokenAuditAnchor
 from hsmkms.token.domain import create_domain, custody_for, join_domain
 from hsmkms.token.templates import Custody
 from tests.conftest import ACCOUNT, REGION, PeerToken, Server, TokenEnv, running
-from tests.keys.test_keystores import ANCHOR, CLUSTER
+from tests.keystores.test_cloudhsm import ANCHOR, CLUSTER
 from tests.support.xks_fake_proxy import FakeProxy
 from tests.support.xks_support import ACCESS_KEY_ID, SECRET
 

@@ -35,6 +35,7 @@ from hsmkms.policy.needs import Resource
 from hsmkms.token import Hsm
 from tests.api.test_api_validation import sample
 from tests.conftest import REGION, TokenEnv
+from tests.keystores.test_external_keystore import external_key
 from tests.support.authz_support import (
     ADMIN,
     ATTACKERS,
@@ -47,7 +48,6 @@ from tests.support.authz_support import (
     xks_store,
 )
 from tests.support.xks_support import XksServer
-from tests.xks.test_xks_keystore import external_key
 
 REPLICA_REGION = "eu-west-1"
 MODEL = service_model()

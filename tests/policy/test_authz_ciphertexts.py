@@ -19,6 +19,7 @@ from hsmkms.operations.table import OPERATIONS
 from hsmkms.policy.needs import Resource
 from hsmkms.token import Hsm
 from tests.conftest import TokenEnv
+from tests.keystores.test_external_keystore import external_key
 from tests.support.authz_support import (
     ATTACKERS,
     NOBODY,
@@ -31,7 +32,6 @@ from tests.support.authz_support import (
     xks_store,
 )
 from tests.support.xks_support import XksServer
-from tests.xks.test_xks_keystore import external_key
 
 SECRET = b"the payroll of every employee"
 CONTEXT = {"purpose": "payroll"}

@@ -19,17 +19,17 @@ from botocore.exceptions import ClientError
 from hsmkms.api.app import create_app
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.audit.log import AuditLog
-from hsmkms.keys.keystores import Cluster, register_cluster
-from hsmkms.keys.xks_client import register_route
+from hsmkms.keystores.cloudhsm import Cluster, register_cluster
+from hsmkms.keystores.external_client import register_route
 from hsmkms.library import KeyManager
 from hsmkms.operations.context import Deployment
 from hsmkms.policy.principals import ADMIN_POLICY, CredentialStore
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 from tests.conftest import ACCOUNT, REGION, TokenEnv, running
-from tests.keys.test_keystores import ANCHOR, CLUSTER
+from tests.keystores.test_cloudhsm import ANCHOR, CLUSTER
+from tests.keystores.test_external_keystore import CREDENTIAL, ENDPOINT, HOST, PATH
 from tests.support.xks_support import XksServer
-from tests.xks.test_xks_keystore import CREDENTIAL, ENDPOINT, HOST, PATH
 
 OTHER_ACCOUNT = "999988887777"
 ADMIN = f"arn:aws:iam::{ACCOUNT}:user/admin"

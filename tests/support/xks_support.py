@@ -18,7 +18,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from hsmkms.library import KeyManager
-from hsmkms.policy.xks_credentials import XksCredentialStore
+from hsmkms.xks.credentials import XksCredentialStore
 
 SERVICE = "kms-xks-proxy"
 PRINCIPAL = "arn:aws:iam::123456789012:user/Alice"

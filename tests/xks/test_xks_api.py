@@ -140,7 +140,7 @@ def test_key_usage_limits(xks_server: XksServer) -> None:
     made = {usage: xks_server.encrypt(k, b"data").json() for usage, k in keys.items()}
     for usage, key_id in keys.items():
         km.context.changed()
-        from hsmkms.operations.xks import set_xks_key_usage
+        from hsmkms.xks.operations import set_xks_key_usage
 
         set_xks_key_usage(km.context, key_id=key_id, key_usage=[] if usage == "NONE" else [usage])
     usage_error = (400, "InvalidKeyUsageException")

@@ -13,8 +13,8 @@ import pytest
 from botocore.awsrequest import AWSRequest
 
 from hsmkms.errors import AlreadyExistsException, NotFoundException, ValidationException
-from hsmkms.policy.xks_credentials import KIND, XksCredentialStore
-from hsmkms.policy.xks_policy import XksPolicies
+from hsmkms.xks.credentials import KIND, XksCredentialStore
+from hsmkms.xks.policy import XksPolicies
 from tests.support.xks_support import (
     OTHER_ACCESS_KEY_ID,
     OTHER_SECRET,

@@ -83,6 +83,12 @@ def xks_error(error: KMSError) -> tuple[int, str, str]:
     return 500, "InternalException", _printable(error.message or "Internal error.")
 
 
+def xks_names(error: KMSError) -> tuple[str, str]:
+    """(errorName, errorMessage), as the caller is told and the audit record says."""
+    _, name, message = xks_error(error)
+    return name, message
+
+
 def error_json(name: str, message: str) -> bytes:
     body = {"errorName": name}
     if message:

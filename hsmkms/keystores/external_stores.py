@@ -6,7 +6,7 @@ A store names an XKS proxy (UriEndpoint + UriPath) and the SigV4 credential hsmk
 signs with; the credential's secret is kept wrapped by the main token. Only
 PUBLIC_ENDPOINT connectivity exists here (no VPC endpoint services). Errors follow
 the "KMS Considerations" table of the XKS Proxy API specification
-(hsmkms/operations/xks_failures.py).
+(hsmkms/keystores/external_failures.py).
 """
 
 from __future__ import annotations
@@ -25,21 +25,21 @@ from hsmkms.errors import (
     ValidationException,
     XksProxyUriInUseException,
 )
-from hsmkms.keys import xks_client
-from hsmkms.keys.keystores import (
+from hsmkms.keystores import external_client
+from hsmkms.keystores.context import KeyStoreContext, Response
+from hsmkms.keystores.external_client import ProxyTarget, XksClient, XksProxyFailure
+from hsmkms.keystores.external_failures import connection_error_code, management_error
+from hsmkms.keystores.records import (
+    EXTERNAL,
     CustomKeyStore,
     check_name_free,
     get_store,
     put_store,
     regional_stores,
 )
-from hsmkms.keys.xks_client import ProxyTarget, XksClient, XksProxyFailure
-from hsmkms.operations.context import OperationContext, Response
-from hsmkms.operations.xks_failures import connection_error_code, management_error
 from hsmkms.policy.caller import current_caller
 from hsmkms.policy.wrapping import unwrap_secret, wrap_secret
 
-EXTERNAL = "EXTERNAL_KEY_STORE"
 PUBLIC_ENDPOINT = "PUBLIC_ENDPOINT"
 MAX_STORES = 10
 # AWS's member patterns (the service model's XksProxy* shapes).
@@ -57,7 +57,7 @@ def _secret_aad(store_id: str, access_key_id: str) -> bytes:
 
 
 def request_metadata(
-    ctx: OperationContext, operation: str, key_arn: str | None = None
+    ctx: KeyStoreContext, operation: str, key_arn: str | None = None
 ) -> dict[str, str]:
     """requestMetadata as AWS KMS sends it: the caller, the operation, a request id."""
     caller = current_caller.get()
@@ -81,7 +81,7 @@ def _health_metadata(operation: str) -> dict[str, str]:
 _SECRETS: dict[tuple[str, str], str] = {}
 
 
-def client_for(ctx: OperationContext, store: CustomKeyStore) -> XksClient:
+def client_for(ctx: KeyStoreContext, store: CustomKeyStore) -> XksClient:
     settings = store.xks
     cache_key = (store.store_id, settings["wrapped_secret"])
     secret = _SECRETS.get(cache_key)
@@ -101,13 +101,13 @@ def client_for(ctx: OperationContext, store: CustomKeyStore) -> XksClient:
             access_key_id=settings["access_key_id"],
             secret=secret,
             region=store.region,
-            base_url=xks_client.base_url(ctx.store, settings["uri_endpoint"]),
+            base_url=external_client.base_url(ctx.store, settings["uri_endpoint"]),
         )
     )
 
 
 def _settings(
-    ctx: OperationContext,
+    ctx: KeyStoreContext,
     store_id: str,
     uri_endpoint: str | None,
     uri_path: str | None,
@@ -142,7 +142,7 @@ def _settings(
     }
 
 
-def _check_unique(ctx: OperationContext, reader: Any, store: CustomKeyStore) -> None:
+def _check_unique(ctx: KeyStoreContext, reader: Any, store: CustomKeyStore) -> None:
     check_name_free(reader, ctx.region, store.name, store.store_id)
     for other in regional_stores(reader, ctx.region):
         if other.store_id == store.store_id:
@@ -158,7 +158,7 @@ def _check_unique(ctx: OperationContext, reader: Any, store: CustomKeyStore) -> 
             )
 
 
-def _check_health(ctx: OperationContext, store: CustomKeyStore, operation: str) -> None:
+def _check_health(ctx: KeyStoreContext, store: CustomKeyStore, operation: str) -> None:
     try:
         client_for(ctx, store).health(_health_metadata(operation))
     except XksProxyFailure as failure:
@@ -166,7 +166,7 @@ def _check_health(ctx: OperationContext, store: CustomKeyStore, operation: str) 
 
 
 def create_external_store(
-    ctx: OperationContext,
+    ctx: KeyStoreContext,
     *,
     name: str,
     uri_endpoint: str | None,
@@ -197,7 +197,7 @@ def create_external_store(
     return {"CustomKeyStoreId": store_id}
 
 
-def connect_code(ctx: OperationContext, store: CustomKeyStore) -> str | None:
+def connect_code(ctx: KeyStoreContext, store: CustomKeyStore) -> str | None:
     """Connecting an external key store is a health check: None, or why it failed."""
     try:
         client_for(ctx, store).health(_health_metadata("ConnectCustomKeyStore"))
@@ -207,7 +207,7 @@ def connect_code(ctx: OperationContext, store: CustomKeyStore) -> str | None:
 
 
 def update_external_store(
-    ctx: OperationContext,
+    ctx: KeyStoreContext,
     store: CustomKeyStore,
     *,
     uri_endpoint: str | None,
@@ -258,7 +258,7 @@ def describe_entry(store: CustomKeyStore) -> Response:
     }
 
 
-def connected_store(ctx: OperationContext, store_id: str) -> CustomKeyStore:
+def connected_store(ctx: KeyStoreContext, store_id: str) -> CustomKeyStore:
     store = get_store(ctx.store, store_id)
     if store is None or store.connection_state != "CONNECTED":
         raise KMSInvalidStateException(

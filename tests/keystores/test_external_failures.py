@@ -24,13 +24,13 @@ from hsmkms.errors import (
     XksProxyInvalidResponseException,
     XksProxyUriUnreachableException,
 )
-from hsmkms.keys.xks_client import register_route
+from hsmkms.keystores.external_client import register_route
 from hsmkms.library import KeyManager
 from tests.cli.test_cli import self_signed
 from tests.conftest import free_port, running
+from tests.keystores.test_external_keystore import entry, new_store, xks_key
 from tests.support.parallel import serial
 from tests.support.xks_fake_proxy import FakeProxy
-from tests.xks.test_xks_keystore import entry, new_store, xks_key
 
 pytestmark = serial
 

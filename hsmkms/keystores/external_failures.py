@@ -18,8 +18,8 @@ from hsmkms.errors import (
     XksProxyInvalidResponseException,
     XksProxyUriUnreachableException,
 )
-from hsmkms.keys import xks_client
-from hsmkms.keys.xks_client import XksProxyFailure
+from hsmkms.keystores import external_client
+from hsmkms.keystores.external_client import XksProxyFailure
 
 # reason -> (management exception, ConnectionErrorCode, CreateKey exception, message)
 _UNREACHABLE = XksProxyUriUnreachableException
@@ -46,7 +46,7 @@ _TABLE: dict[str, tuple[type[KMSError], str, type[KMSError], str]] = {
         "The external key store proxy rejected the request because the specified "
         "ciphertext or encryption context is corrupted, missing, or otherwise invalid.",
     ),
-    xks_client.BAD_CIPHERTEXT: (
+    external_client.BAD_CIPHERTEXT: (
         _INVALID,
         "XKS_PROXY_INVALID_RESPONSE",
         _STORE,
@@ -112,32 +112,32 @@ _TABLE: dict[str, tuple[type[KMSError], str, type[KMSError], str]] = {
         "The external key store proxy rejected the request because it cannot communicate "
         "with the external key manager.",
     ),
-    xks_client.UNREACHABLE: (
+    external_client.UNREACHABLE: (
         _UNREACHABLE,
         "XKS_PROXY_NOT_REACHABLE",
         _STORE,
         "AWS KMS cannot communicate with the external key store proxy.",
     ),
-    xks_client.TLS: (
+    external_client.TLS: (
         _UNREACHABLE,
         "XKS_PROXY_INVALID_TLS_CONFIGURATION",
         _STORE,
         "AWS KMS cannot establish a TLS connection to the external key store proxy.",
     ),
-    xks_client.TIMED_OUT: (
+    external_client.TIMED_OUT: (
         _UNREACHABLE,
         "XKS_PROXY_TIMED_OUT",
         _STORE,
         "AWS KMS rejected the request because the external key store proxy did not "
         "respond in time.",
     ),
-    xks_client.ALL_UNAVAILABLE: (
+    external_client.ALL_UNAVAILABLE: (
         _UNREACHABLE,
         "XKS_PROXY_NOT_REACHABLE",
         _STORE,
         "The external key store proxy reports every external key manager unavailable.",
     ),
-    xks_client.MALFORMED: (
+    external_client.MALFORMED: (
         _INVALID,
         "XKS_PROXY_INVALID_RESPONSE",
         _STORE,
@@ -147,7 +147,7 @@ _TABLE: dict[str, tuple[type[KMSError], str, type[KMSError], str]] = {
 
 
 def _row(failure: XksProxyFailure) -> tuple[type[KMSError], str, type[KMSError], str]:
-    return _TABLE.get(failure.reason, _TABLE[xks_client.MALFORMED])
+    return _TABLE.get(failure.reason, _TABLE[external_client.MALFORMED])
 
 
 def management_error(failure: XksProxyFailure) -> KMSError:

@@ -8,9 +8,9 @@ from typing import Any
 
 from hsmkms.cli.registry import Outcome, command
 from hsmkms.library import KeyManager
-from hsmkms.operations import xks
-from hsmkms.policy.xks_credentials import XksCredentialStore, normalize_prefix
-from hsmkms.policy.xks_policy import XksPolicies
+from hsmkms.xks import operations as xks
+from hsmkms.xks.credentials import XksCredentialStore, normalize_prefix
+from hsmkms.xks.policy import XksPolicies
 
 USAGES = {
     "ENCRYPT_DECRYPT": [xks.ENCRYPT, xks.DECRYPT],

@@ -37,7 +37,7 @@ from hsmkms.errors import (
     UnsupportedOperationException,
     ValidationException,
 )
-from hsmkms.keys.keystores import Cluster, register_cluster
+from hsmkms.keystores.cloudhsm import Cluster, register_cluster
 from hsmkms.library import KeyManager
 from hsmkms.token import MaterialRef
 from tests.conftest import ROOT, ManualClock, Server, TokenEnv

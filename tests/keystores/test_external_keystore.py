@@ -22,10 +22,10 @@ from hsmkms.errors import (
     XksProxyIncorrectAuthenticationCredentialException,
     XksProxyUriInUseException,
 )
-from hsmkms.keys import xks_blob
 from hsmkms.keys.context import canonical
-from hsmkms.keys.keystores import STORES
-from hsmkms.keys.xks_client import register_route
+from hsmkms.keystores import external_blob as xks_blob
+from hsmkms.keystores.external_client import register_route
+from hsmkms.keystores.records import STORES
 from hsmkms.library import KeyManager
 from tests.conftest import Server
 from tests.support import xks_support

@@ -5,7 +5,7 @@ As AWS KMS does for XKS keys, every such KMS key also has its own AES-256 materi
 in the main token. Encrypt seals the plaintext under it first (AES-GCM, the header
 and canonical encryption context as additional data), then sends that ciphertext to
 the external key through the proxy; Decrypt undoes the two layers in reverse
-order. Neither layer alone reveals the plaintext (blob format: hsmkms/keys/xks_blob.py).
+order. Neither layer alone reveals the plaintext (blob format: hsmkms/keystores/external_blob.py).
 """
 
 from __future__ import annotations
@@ -19,22 +19,23 @@ from hsmkms.errors import (
     XksKeyAlreadyInUseException,
     XksKeyInvalidConfigurationException,
 )
-from hsmkms.keys import lifecycle, xks_blob
-from hsmkms.keys.keystores import CustomKeyStore
+from hsmkms.keys import lifecycle
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.metadata import XKS_KEY_ID
 from hsmkms.keys.resolved import Resolved
-from hsmkms.keys.xks_client import XksProxyFailure
-from hsmkms.operations.context import OperationContext
-from hsmkms.operations.keystores import EXTERNAL, require_connected
-from hsmkms.operations.xks_failures import create_key_error, crypto_error
-from hsmkms.operations.xks_keystores import client_for, connected_store, request_metadata
+from hsmkms.keystores import external_blob
+from hsmkms.keystores.context import KeyStoreContext
+from hsmkms.keystores.external_client import XksProxyFailure
+from hsmkms.keystores.external_failures import create_key_error, crypto_error
+from hsmkms.keystores.external_stores import client_for, connected_store, request_metadata
+from hsmkms.keystores.records import EXTERNAL, CustomKeyStore, require_connected
 from hsmkms.store.model import KeyRecord, KeySpec, KeyUsage, Origin
 from hsmkms.token import MaterialRef
+from hsmkms.xks_spec import IV_BYTES
 
 
 def external_key_extra(
-    ctx: OperationContext,
+    ctx: KeyStoreContext,
     *,
     store_id: str | None,
     origin: Origin,
@@ -57,7 +58,7 @@ def external_key_extra(
         )
     if multi_region:
         raise UnsupportedOperationException("Multi-Region keys cannot be in a custom key store.")
-    store = require_connected(ctx, store_id)
+    store = require_connected(ctx.store, ctx.region, store_id)
     if store.store_type != EXTERNAL:
         raise ValidationException(
             f"Custom key store {store_id} is not an EXTERNAL_KEY_STORE key store."
@@ -82,7 +83,7 @@ def external_key_extra(
     return {XKS_KEY_ID: xks_key_id}
 
 
-def _check_not_in_use(ctx: OperationContext, store: CustomKeyStore, xks_key_id: str) -> None:
+def _check_not_in_use(ctx: KeyStoreContext, store: CustomKeyStore, xks_key_id: str) -> None:
     """One external key backs at most one KMS key of a store (AWS's rule)."""
     after: str | None = None
     while page := ctx.store.list_keys(None, after, 500):
@@ -102,29 +103,29 @@ def is_external(record: KeyRecord) -> bool:
 
 
 def encrypt(
-    ctx: OperationContext, key: Resolved, plaintext: bytes, canonical_context: bytes, operation: str
+    ctx: KeyStoreContext, key: Resolved, plaintext: bytes, canonical_context: bytes, operation: str
 ) -> bytes:
     record = key.record
     lifecycle.require(record, Use.CRYPTO)
     store = connected_store(ctx, record.custom_key_store_id or "")
-    header = xks_blob.header(key.key_uuid, key.ref.version)
+    header = external_blob.header(key.key_uuid, key.ref.version)
     iv, body = ctx.hsm.gcm_encrypt(key.ref, header + canonical_context, plaintext)
     try:
         outer = client_for(ctx, store).encrypt(
             record.extra[XKS_KEY_ID],
             request_metadata(ctx, operation, record.arn),
             iv + body,
-            xks_blob.outer_aad(header, canonical_context),
+            external_blob.outer_aad(header, canonical_context),
         )
     except XksProxyFailure as failure:
         raise crypto_error(failure) from None
-    return xks_blob.encode(header, outer)
+    return external_blob.encode(header, outer)
 
 
 def decrypt(
-    ctx: OperationContext,
+    ctx: KeyStoreContext,
     record: KeyRecord,
-    parsed: xks_blob.XksBlob,
+    parsed: external_blob.XksBlob,
     canonical_context: bytes,
     operation: str,
 ) -> bytes:
@@ -137,10 +138,10 @@ def decrypt(
             record.extra[XKS_KEY_ID],
             request_metadata(ctx, operation, record.arn),
             parsed.outer,
-            xks_blob.outer_aad(parsed.header, canonical_context),
+            external_blob.outer_aad(parsed.header, canonical_context),
         )
     except XksProxyFailure as failure:
         raise crypto_error(failure) from None
     ref = MaterialRef(record.key_id, parsed.version)
-    iv, body = inner[: xks_blob.IV_BYTES], inner[xks_blob.IV_BYTES :]
+    iv, body = inner[:IV_BYTES], inner[IV_BYTES:]
     return ctx.hsm.gcm_decrypt(ref, iv, parsed.header + canonical_context, body)

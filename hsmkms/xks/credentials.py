@@ -27,7 +27,7 @@ from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.policy.caller import Credential
 from hsmkms.policy.wrapping import unwrap_secret, wrap_secret
 from hsmkms.store.base import MetadataStore
-from hsmkms.token import Hsm
+from hsmkms.token import Token
 
 KIND = "xks-credential"
 CACHE_SECONDS = 1.0
@@ -73,7 +73,7 @@ class XksCredentialStore:
     def __init__(
         self,
         store: MetadataStore,
-        hsm: Hsm,
+        hsm: Token,
         clock: Clock = system_clock,
         cache_seconds: float = CACHE_SECONDS,
     ) -> None:

@@ -10,7 +10,8 @@ tag is the plaintext the XKS proxy encrypts (the outer layer) with
 header || SHA-256(canonical encryption context) as additionalAuthenticatedData.
 The outer fields are what the proxy returned and needs back to decrypt. Format
 0xA1 (hsmkms/keys/blob.py) stays the single-layer blob of every other key; both are read
-through the one decoder, hsmkms/keys/blobs.py.
+through the one decoder, hsmkms/keys/blobs.py, where this format registers itself at
+import (the keystores package imports this module, so every deployment knows it).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import struct
 from typing import NamedTuple
 
 from hsmkms.errors import InvalidCiphertextException
-from hsmkms.keys.xks_client import XksCiphertext
+from hsmkms.keys import blobs
+from hsmkms.xks_spec import IV_BYTES, MAX_METADATA_BYTES, TAG_BYTES, XksCiphertext
 
 FORMAT_XKS_DOUBLE_V1 = 0xA2
 _HEADER = struct.Struct(">B16sI")
-IV_BYTES, TAG_BYTES, MAX_METADATA = 12, 16, 20
 INNER_OVERHEAD = IV_BYTES + TAG_BYTES  # the inner layer's IV and tag
 MIN_LENGTH = _HEADER.size + IV_BYTES + TAG_BYTES + 1 + INNER_OVERHEAD
 
@@ -66,9 +67,18 @@ def decode(data: bytes) -> XksBlob:
     at += IV_BYTES + TAG_BYTES
     size = data[at]
     at += 1
-    if size > MAX_METADATA or len(data) - at - size < INNER_OVERHEAD:
+    if size > MAX_METADATA_BYTES or len(data) - at - size < INNER_OVERHEAD:
         raise InvalidCiphertextException()
     metadata, ciphertext = data[at : at + size], data[at + size :]
     return XksBlob(
         data[: _HEADER.size], key_uuid, version, XksCiphertext(ciphertext, iv, tag, metadata)
     )
+
+
+blobs.register(
+    blobs.BlobFormat(
+        FORMAT_XKS_DOUBLE_V1,
+        "double encryption, the outer layer by an external key store's proxy",
+        decode,
+    )
+)

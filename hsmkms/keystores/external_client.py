@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -35,27 +34,21 @@ from botocore.credentials import Credentials
 
 from hsmkms.errors import ValidationException
 from hsmkms.store.base import MetadataStore
+from hsmkms.xks_spec import (
+    ALGORITHM,
+    CDIV_ALGORITHM,
+    ERROR_NAMES,
+    HEALTH_STATUSES,
+    IV_BYTES,
+    MAX_METADATA_BYTES,
+    SERVICE,
+    TAG_BYTES,
+    XksCiphertext,
+    cdiv,
+)
 
-SERVICE = "kms-xks-proxy"
 TIMEOUT_SECONDS = 0.25  # "If KMS does not receive a response ... within 250ms"
 ROUTES = "xks-proxy-route"  # documents kind: host -> base URL the operator chose
-# The specification's errorName values (its "Error codes" table).
-PROXY_ERRORS = frozenset(
-    {
-        "ValidationException",
-        "InvalidStateException",
-        "InvalidCiphertextException",
-        "InvalidKeyUsageException",
-        "AuthenticationFailedException",
-        "AccessDeniedException",
-        "KeyNotFoundException",
-        "InvalidUriPathException",
-        "ThrottlingException",
-        "UnsupportedOperationException",
-        "DependencyTimeoutException",
-        "InternalException",
-    }
-)
 # Failures on our side of the wire (the table's last rows).
 UNREACHABLE = "Unreachable"  # no TCP connection
 TLS = "Tls"  # no TLS connection
@@ -82,13 +75,6 @@ class ProxyTarget:
     secret: str = field(repr=False)
     region: str
     base_url: str  # uri_endpoint, or the operator's route for its host
-
-
-class XksCiphertext(NamedTuple):
-    ciphertext: bytes
-    iv: bytes
-    tag: bytes
-    metadata: bytes  # ciphertextMetadata, b"" when the proxy sent none
 
 
 def register_route(store: MetadataStore, host: str, base_url: str) -> None:
@@ -123,11 +109,6 @@ def _unb64(body: Mapping[str, Any], name: str, *, required: bool = True) -> byte
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise XksProxyFailure(MALFORMED, f"{name} is not base64") from None
-
-
-def cdiv(aad: bytes, metadata: bytes, iv: bytes, ciphertext: bytes, tag: bytes) -> bytes:
-    """The specification's Ciphertext Data Integrity Value (Appendix C)."""
-    return hashlib.sha256(aad + metadata + iv + ciphertext + tag).digest()
 
 
 _HTTP = httpx.Client(follow_redirects=False)  # thread-safe; keeps connections warm
@@ -176,7 +157,7 @@ class XksClient:
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise XksProxyFailure(MALFORMED, "xksProxyFleetSize")
         statuses = [e.get("healthStatus") if isinstance(e, dict) else None for e in fleet]
-        if not set(statuses) <= {"ACTIVE", "DEGRADED", "UNAVAILABLE"}:
+        if not set(statuses) <= HEALTH_STATUSES:
             raise XksProxyFailure(MALFORMED, "healthStatus")
         if all(status == "UNAVAILABLE" for status in statuses):
             raise XksProxyFailure(ALL_UNAVAILABLE)
@@ -202,9 +183,9 @@ class XksClient:
             {
                 "requestMetadata": metadata,
                 "plaintext": _b64(plaintext),
-                "encryptionAlgorithm": "AES_GCM",
+                "encryptionAlgorithm": ALGORITHM,
                 "additionalAuthenticatedData": _b64(aad),
-                "ciphertextDataIntegrityValueAlgorithm": "SHA_256",
+                "ciphertextDataIntegrityValueAlgorithm": CDIV_ALGORITHM,
             },
         )
         result = XksCiphertext(
@@ -216,9 +197,9 @@ class XksClient:
         check = _unb64(body, "ciphertextDataIntegrityValue")
         expected = cdiv(aad, result.metadata, result.iv, result.ciphertext, result.tag)
         shape_ok = (
-            len(result.iv) == 12
-            and len(result.tag) == 16
-            and len(result.metadata) <= 20
+            len(result.iv) == IV_BYTES
+            and len(result.tag) == TAG_BYTES
+            and len(result.metadata) <= MAX_METADATA_BYTES
             and len(result.ciphertext) == len(plaintext)
         )
         # KMS computes the CDIV itself and refuses a mismatch: such a ciphertext
@@ -232,7 +213,7 @@ class XksClient:
     ) -> bytes:
         request: dict[str, Any] = {
             "requestMetadata": metadata,
-            "encryptionAlgorithm": "AES_GCM",
+            "encryptionAlgorithm": ALGORITHM,
             "additionalAuthenticatedData": _b64(aad),
             "ciphertext": _b64(sealed.ciphertext),
             "initializationVector": _b64(sealed.iv),
@@ -257,6 +238,6 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
             raise XksProxyFailure(MALFORMED, "not a JSON object")
         return body
     name = body.get("errorName") if isinstance(body, dict) else None
-    if isinstance(name, str) and name in PROXY_ERRORS:
+    if isinstance(name, str) and name in ERROR_NAMES:
         raise XksProxyFailure(name)
     raise XksProxyFailure(MALFORMED, f"HTTP {response.status_code}")

@@ -16,13 +16,12 @@ decrypt-only or neither, as the specification's tests need.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from hsmkms.errors import (
     InvalidCiphertextException,
@@ -36,23 +35,38 @@ from hsmkms.errors import (
 )
 from hsmkms.keys.ids import KEY_ID
 from hsmkms.keys.resolved import Resolved
-from hsmkms.operations.context import OperationContext, Response
-from hsmkms.store.model import KeySpec, KeyState, KeyUsage
-from hsmkms.token import MaterialRef
-from hsmkms.token.templates import InternalRef
+from hsmkms.keys.resolver import KeyResolver
+from hsmkms.store.base import MetadataStore
+from hsmkms.store.model import KeyRecord, KeySpec, KeyState, KeyUsage
+from hsmkms.token import InternalRef, MaterialRef, Token
+from hsmkms.xks_spec import TAG_BYTES, cdiv
 
 ENCRYPT, DECRYPT = "ENCRYPT", "DECRYPT"
 USAGE_EXTRA = "XksKeyUsage"
-ALGORITHM = "AES_GCM"
-CDIV_ALGORITHM = "SHA_256"
 MAX_PLAINTEXT = 8192  # the specification asks for 4300
 MAX_AAD = 8192
 METADATA_FORMAT = 0x01  # metadata = format (1) || key-material version (u32 be)
 _METADATA = struct.Struct(">BI")
-IV_BYTES, TAG_BYTES = 12, 16
 # The deep health check's own key: health checks never touch a customer's key.
 HEALTH_KEY = InternalRef("hsmkms-internal/xks-health", b"hsmkms-internal/xks-health")
 _HEALTH_PLAINTEXT = b"hsmkms xks health check"
+Response = dict[str, Any]  # XKS response members (bytes become Base64 on the wire)
+
+
+class ProxyContext(Protocol):
+    """What the proxy operations use of an operation's context (xks/ sits below
+    operations/; operations/context.py's OperationContext has all of it)."""
+
+    @property
+    def store(self) -> MetadataStore: ...
+    @property
+    def hsm(self) -> Token: ...
+    @property
+    def keys(self) -> KeyResolver: ...
+
+    def cached(self, key_id: str) -> Resolved: ...
+    def resolve(self, key_id: str) -> KeyRecord: ...
+    def update(self, record: KeyRecord, **changes: Any) -> KeyRecord: ...
 
 
 def check_usage(values: Sequence[str]) -> list[str]:
@@ -61,7 +75,7 @@ def check_usage(values: Sequence[str]) -> list[str]:
     return [usage for usage in (ENCRYPT, DECRYPT) if usage in values]
 
 
-def external_key(ctx: OperationContext, external_key_id: str) -> Resolved:
+def external_key(ctx: ProxyContext, external_key_id: str) -> Resolved:
     """The hsmkms key an externalKeyId names: a key id, else the alias of that name."""
     if KEY_ID.match(external_key_id):
         return ctx.cached(external_key_id)
@@ -94,12 +108,7 @@ def gcm_aad(aad: bytes, metadata: bytes) -> bytes:
     return struct.pack(">H", len(aad)) + aad + bytes([len(metadata)]) + metadata
 
 
-def cdiv(aad: bytes, metadata: bytes, iv: bytes, ciphertext: bytes, tag: bytes) -> bytes:
-    """Ciphertext Data Integrity Value: SHA-256 over the fields, without lengths."""
-    return hashlib.sha256(aad + metadata + iv + ciphertext + tag).digest()
-
-
-def get_key_metadata(ctx: OperationContext, *, external_key_id: str) -> Response:
+def get_key_metadata(ctx: ProxyContext, *, external_key_id: str) -> Response:
     key = external_key(ctx, external_key_id)
     record = key.record
     spec = "AES_256" if record.key_spec is KeySpec.SYMMETRIC_DEFAULT else record.key_spec.value
@@ -118,7 +127,7 @@ def get_key_metadata(ctx: OperationContext, *, external_key_id: str) -> Response
 
 
 def encrypt(
-    ctx: OperationContext,
+    ctx: ProxyContext,
     *,
     external_key_id: str,
     plaintext: bytes,
@@ -159,7 +168,7 @@ def encrypt(
 
 
 def decrypt(
-    ctx: OperationContext,
+    ctx: ProxyContext,
     *,
     external_key_id: str,
     ciphertext: bytes,
@@ -193,7 +202,7 @@ def decrypt(
     return {"plaintext": plaintext}
 
 
-def set_xks_key_usage(ctx: OperationContext, *, key_id: str, key_usage: list[str]) -> Response:
+def set_xks_key_usage(ctx: ProxyContext, *, key_id: str, key_usage: list[str]) -> Response:
     """Limit what XKS may do with a symmetric key: ENCRYPT, DECRYPT, both or neither."""
     usage = check_usage(key_usage)
     record = ctx.resolve(key_id)
@@ -213,7 +222,7 @@ class HealthCheck:
         self._status: tuple[str, float] | None = None
         self._lock = threading.Lock()
 
-    def status(self, ctx: OperationContext) -> str:
+    def status(self, ctx: ProxyContext) -> str:
         cached = self._status
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
@@ -223,7 +232,7 @@ class HealthCheck:
         return status
 
 
-def _probe(ctx: OperationContext) -> str:
+def _probe(ctx: ProxyContext) -> str:
     try:
         ctx.hsm.ensure_aes_key(HEALTH_KEY)
         iv, body = ctx.hsm.gcm_encrypt(HEALTH_KEY, b"health", _HEALTH_PLAINTEXT)
@@ -238,9 +247,7 @@ def _probe(ctx: OperationContext) -> str:
     return "ACTIVE"
 
 
-def get_health_status(
-    ctx: OperationContext, *, check: HealthCheck, fleet_size: int = 1
-) -> Response:
+def get_health_status(ctx: ProxyContext, *, check: HealthCheck, fleet_size: int = 1) -> Response:
     info = ctx.hsm.info
     from hsmkms import __version__
 

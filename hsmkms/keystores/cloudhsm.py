@@ -1,44 +1,36 @@
-"""Custom key stores: other PKCS#11 tokens ("clusters") holding some keys' material.
+"""AWS_CLOUDHSM custom key stores: other PKCS#11 tokens ("clusters") holding some keys'
+material.
 
 The operator registers clusters (module path + token label) with the CLI; an API
-caller names a cluster only by its id, never a module path. A store's state lives
-in the database, so every process agrees on it; each process opens its own
-sessions to a connected store's token when it first needs them.
+caller names a cluster only by its id, never a module path. Each process opens its own
+sessions to a connected store's token when it first needs them (TokenRegistry).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import re
 import threading
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hsmkms.errors import (
     CustomKeyStoreInvalidStateException,
-    CustomKeyStoreNameInUseException,
     KMSError,
     KMSInternalException,
     KMSInvalidStateException,
     ValidationException,
 )
-from hsmkms.keys.availability import material_state
-from hsmkms.store.base import MetadataStore, Writer
-from hsmkms.store.model import KeyRecord, KeyState, Origin
-from hsmkms.token import Hsm, MaterialRef
-from hsmkms.token.faults import TokenLoginFailed, TokenNotFound
-from hsmkms.token.library import rescan_tokens
-from hsmkms.token.templates import CREDENTIALS_KEY
+from hsmkms.keys.placement import in_main_token
+from hsmkms.keystores.records import CustomKeyStore, get_store
+from hsmkms.store.base import MetadataStore
+from hsmkms.store.model import KeyRecord
+from hsmkms.token import CREDENTIALS_KEY, Hsm, Token, TokenLoginFailed, TokenNotFound, rescan_tokens
 
 CLUSTERS = "cluster"  # documents kind: registered PKCS#11 tokens
-STORES = "custom-key-store"  # documents kind: custom key stores
 CUSTOM_POOL_SIZE = 2
-# Written into KeyRecord.extra while the key's store is disconnected.
-STATE_BEFORE_DISCONNECT = "state_before_disconnect"
 
 
 @dataclass(frozen=True)
@@ -55,46 +47,18 @@ class Cluster:
         return Cluster(**json.loads(text))
 
 
-@dataclass(frozen=True)
-class CustomKeyStore:
-    store_id: str
-    name: str
-    store_type: str  # AWS_CLOUDHSM | EXTERNAL_KEY_STORE
-    region: str
-    creation_date: datetime
-    connection_state: str = "DISCONNECTED"
-    error_code: str | None = None
-    cluster_id: str | None = None
-    trust_anchor: str | None = None
-    wrapped_password: bytes = b""  # the token's user PIN, AES-GCM under a main-token key
-    xks: dict[str, Any] = field(default_factory=dict)  # EXTERNAL_KEY_STORE settings
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data["creation_date"] = self.creation_date.isoformat()
-        data["wrapped_password"] = base64.b64encode(self.wrapped_password).decode()
-        return json.dumps(data)
-
-    @staticmethod
-    def from_json(text: str) -> CustomKeyStore:
-        data = json.loads(text)
-        data["creation_date"] = datetime.fromisoformat(data["creation_date"])
-        data["wrapped_password"] = base64.b64decode(data["wrapped_password"])
-        return CustomKeyStore(**data)
-
-
 def _password_aad(store_id: str) -> bytes:
     return f"hsmkms-keystore-password\0{store_id}".encode()
 
 
-def wrap_password(hsm: Hsm, store_id: str, password: str) -> bytes:
+def wrap_password(hsm: Token, store_id: str, password: str) -> bytes:
     """The store's PIN encrypted inside the main token, for the database."""
     hsm.ensure_aes_key(CREDENTIALS_KEY)
     iv, body = hsm.gcm_encrypt(CREDENTIALS_KEY, _password_aad(store_id), password.encode())
     return iv + body
 
 
-def unwrap_password(hsm: Hsm, store: CustomKeyStore) -> str:
+def unwrap_password(hsm: Token, store: CustomKeyStore) -> str:
     wrapped = store.wrapped_password
     return hsm.gcm_decrypt(
         CREDENTIALS_KEY, wrapped[:12], _password_aad(store.store_id), wrapped[12:]
@@ -121,77 +85,9 @@ def list_clusters(store: MetadataStore) -> list[Cluster]:
     return [Cluster.from_json(t) for t in store.list_documents(CLUSTERS).values()]
 
 
-def get_store(reader: Any, store_id: str) -> CustomKeyStore | None:
-    text = reader.get_document(STORES, store_id)
-    return None if text is None else CustomKeyStore.from_json(text)
-
-
-def regional_stores(reader: Any, region: str) -> list[CustomKeyStore]:
-    """The custom key stores of one region (as a transaction or the store reads them)."""
-    stores = [CustomKeyStore.from_json(t) for t in reader.list_documents(STORES).values()]
-    return [s for s in stores if s.region == region]
-
-
-def check_name_free(reader: Any, region: str, name: str, store_id: str | None = None) -> None:
-    """CustomKeyStoreNameInUseException unless no other store of the region has the name."""
-    if any(s.name == name and s.store_id != store_id for s in regional_stores(reader, region)):
-        raise CustomKeyStoreNameInUseException(f"Custom key store name {name} is already in use.")
-
-
 def get_cluster(reader: Any, cluster_id: str) -> Cluster | None:
     text = reader.get_document(CLUSTERS, cluster_id)
     return None if text is None else Cluster.from_json(text)
-
-
-def put_store(tx: Writer, store: CustomKeyStore) -> None:
-    tx.put_document(STORES, store.store_id, store.to_json())
-
-
-def set_keys_available(
-    tx: Writer, store_id: str, available: bool, in_token: set[MaterialRef] | None = None
-) -> list[str]:
-    """Keys of a store turn Unavailable while it is disconnected (AWS's rule) and get
-    their state back when it connects; returns the key ids changed. `in_token`: what
-    the store's token holds, when connecting to it: a key whose material it lacks
-    stays Unavailable (hsmkms.keys.availability), e.g. after a restore elsewhere."""
-    changed: list[str] = []
-    after: str | None = None
-    while page := tx.list_keys(None, after, 500):
-        after = page[-1].key_id
-        for record in page:
-            if record.custom_key_store_id != store_id:
-                continue
-            updated = _availability(record, available)
-            if available and in_token is not None:
-                versions = tx.list_versions(record.key_id)
-                present = {
-                    v.version for v in versions if MaterialRef(v.key_id, v.version) in in_token
-                }
-                updated, marked = material_state(updated, versions, present)
-                for version in marked:
-                    tx.put_version(version)
-            if updated is not record:
-                tx.put_key(updated)
-                changed.append(record.key_id)
-    return changed
-
-
-def _availability(record: KeyRecord, available: bool) -> KeyRecord:
-    if not available and record.state in (KeyState.ENABLED, KeyState.DISABLED):
-        extra = {**record.extra, STATE_BEFORE_DISCONNECT: record.state.value}
-        return replace(record, state=KeyState.UNAVAILABLE, extra=extra)
-    if available and STATE_BEFORE_DISCONNECT in record.extra:
-        extra = dict(record.extra)
-        previous = KeyState(extra.pop(STATE_BEFORE_DISCONNECT))
-        state = previous if record.state is KeyState.UNAVAILABLE else record.state
-        return replace(record, state=state, extra=extra)
-    return record
-
-
-def in_main_token(record: KeyRecord) -> bool:
-    """Whether the main token holds the key's material: every key but an AWS_CLOUDHSM
-    store's (an external key store's keys keep their inner layer there)."""
-    return record.custom_key_store_id is None or record.origin is Origin.EXTERNAL_KEY_STORE
 
 
 class ConnectFailed(Exception):
@@ -205,13 +101,13 @@ class ConnectFailed(Exception):
 class TokenRegistry:
     """The main token, and this process's sessions to connected custom key stores."""
 
-    def __init__(self, main: Hsm, store: MetadataStore) -> None:
+    def __init__(self, main: Token, store: MetadataStore) -> None:
         self.main = main
         self._store = store
-        self._open: dict[str, Hsm] = {}
+        self._open: dict[str, Token] = {}
         self._lock = threading.Lock()
 
-    def open(self, store: CustomKeyStore, cluster: Cluster) -> Hsm:
+    def open(self, store: CustomKeyStore, cluster: Cluster) -> Token:
         """Log in to a store's token (this process), or raise ConnectFailed."""
         with self._lock:
             hsm = self._open.get(store.store_id)
@@ -230,7 +126,7 @@ class TokenRegistry:
             self._open[store.store_id] = hsm
             return hsm
 
-    def _login(self, cluster: Cluster, pin: str) -> Hsm:
+    def _login(self, cluster: Cluster, pin: str) -> Token:
         try:
             return Hsm(cluster.module, cluster.token_label, pin, CUSTOM_POOL_SIZE)
         except (TokenNotFound, TokenLoginFailed):
@@ -251,7 +147,7 @@ class TokenRegistry:
             with contextlib.suppress(KMSError):  # its token may already be gone
                 hsm.close()
 
-    def for_store(self, store_id: str) -> Hsm:
+    def for_store(self, store_id: str) -> Token:
         """The token of a connected store; CustomKeyStoreInvalidState when it is not."""
         hsm = self._open.get(store_id)
         store = get_store(self._store, store_id)
@@ -275,7 +171,7 @@ class TokenRegistry:
                 f"Custom key store {store_id} cannot reach its token ({exc.code})."
             ) from None
 
-    def for_record(self, record: KeyRecord) -> Hsm:
+    def for_record(self, record: KeyRecord) -> Token:
         """The token holding a key's material (an external key store's keys keep
         their own layer in the main token)."""
         if in_main_token(record) or record.custom_key_store_id is None:
