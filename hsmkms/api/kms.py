@@ -13,7 +13,13 @@ from functools import cache
 from typing import Any
 
 from hsmkms.api.errors import UnknownOperationException
-from hsmkms.api.shapes import SerializationException, empty_listing, operation, validate_request
+from hsmkms.api.shapes import (
+    SerializationException,
+    empty_listing,
+    operation,
+    required_members,
+    validate_request,
+)
 from hsmkms.errors import UnsupportedOperationException
 from hsmkms.operations.context import OperationContext
 from hsmkms.operations.dryrun import dry_run
@@ -62,7 +68,7 @@ def call(
     account, which this server does not hold: empty."""
     model = operation(op.name)
     assert model is not None
-    request = validate_request(model, body)
+    request = validate_request(model, body, required_members(op.name, op.required))
     arguments: dict[str, Any] = {}
     for member, value in request.items():
         if member in IGNORED_MEMBERS:
