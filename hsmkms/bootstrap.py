@@ -162,6 +162,7 @@ def build_app(settings: Settings, km: KeyManager, *, serving: bool = False) -> A
         call_timeout=settings.token.call_timeout_seconds or None,
         rate_limiter=RateLimiter.configured(settings.rate_limits),
         exit_deadline=settings.serving.shutdown_drain_seconds + EXIT_MARGIN if serving else None,
+        dev_mode=settings.serving.dev_mode,
     )
 
 

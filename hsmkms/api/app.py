@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hsmkms.api import devmode
 from hsmkms.api.body import DEFAULT_MAX_REQUEST_BYTES, limit_body
 from hsmkms.api.errors import error_body
 from hsmkms.api.health import HealthProbe, arm_exit_deadline
@@ -172,12 +173,14 @@ def create_app(
     call_timeout: float | None = None,
     rate_limiter: RateLimiter | None = None,
     exit_deadline: float | None = None,
+    dev_mode: bool = False,
 ) -> ASGIApp:
     """The app; bodies over `max_request_bytes` get 413 before they are buffered.
     `xks`: serve the XKS proxy API too, under its URI prefixes (None: not served).
     call_timeout: seconds before a request waiting on the token or database gets
     DependencyTimeoutException; exit_deadline: seconds the process may take to
-    exit once shutdown begins (then it is ended), for `serve` only."""
+    exit once shutdown begins (then it is ended), for `serve` only. dev_mode: serve
+    development mode's reset endpoints too (hsmkms/api/devmode.py)."""
     workers = WorkerPool(ctx.hsm.pool.size, deadline=call_timeout)
     lanes = LaneChooser()
     health = HealthProbe(ctx, timeout=min(call_timeout or 5.0, 5.0))
@@ -357,6 +360,7 @@ def create_app(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *(devmode.routes(ctx, workers, audit) if dev_mode else ()),
         ],
         lifespan=lifespan,
     )

@@ -188,12 +188,13 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def serve(cli: Cli, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+def serve(cli: Cli, *extra: str, stderr: Any = None) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "hsmkms.cli", "serve", "--port", str(port), *extra],
         env={**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0"},
         cwd=cli.cwd,
+        stderr=stderr,
     )
     return process, port
 
