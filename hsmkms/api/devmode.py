@@ -14,6 +14,7 @@ reset is in the audit trail, with the caller's address, before it is answered.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from starlette.requests import Request
@@ -25,13 +26,14 @@ from hsmkms.api.errors import error_body
 from hsmkms.api.workers import WorkerPool
 from hsmkms.audit.log import AuditLog
 from hsmkms.audit.operator import operator_event
-from hsmkms.errors import KMSError
+from hsmkms.errors import KMSError, KMSInternalException
 from hsmkms.operations.context import OperationContext
 from hsmkms.operations.devmode import ResetReport, reset_state
 
 RESET_PATHS = ("/moto-api/reset", "/_localstack/state/reset", "/_localstack/state/kms/reset")
 HEALTH_PATH = "/_localstack/health"
 EVENT_SOURCE = "hsmkms.devmode"
+log = logging.getLogger("hsmkms.api")
 
 
 def _reset_event(request: Request, report: ResetReport | None, failure: KMSError | None) -> Any:
@@ -62,8 +64,12 @@ def routes(ctx: OperationContext, workers: WorkerPool, audit: AuditLog | None) -
             failure = exc
         if audit is not None:
             durable = audit.submit(_reset_event(request, report, failure))
-            if durable is not None:  # the record is on disk before the answer
-                await asyncio.wrap_future(durable)
+            try:
+                if durable is not None:  # the record is on disk before the answer
+                    await asyncio.wrap_future(durable)
+            except Exception:  # no answer the trail does not hold
+                log.exception("audit record of a development mode reset not written")
+                failure = KMSInternalException("The audit record could not be written.")
         if failure is not None:
             return JSONResponse(error_body(failure), status_code=failure.status)
         return JSONResponse({"status": "ok"})
