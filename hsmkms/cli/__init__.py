@@ -142,7 +142,7 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
     serving = override(settings.serving, flags, lambda name: "--" + name.replace("_", "-"))
     warn_about_domain_key(km.hsm)
     if serving.dev_mode:
-        start_dev_mode(km, serving)  # refuses in one line, or says it loudly
+        serving = start_dev_mode(km, serving)  # refuses in one line, or says it loudly
     settings = settings.model_copy(update={"serving": serving})
     app = None
     if serving.workers > 1:

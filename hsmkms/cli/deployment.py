@@ -48,14 +48,13 @@ def warn_about_domain_key(hsm: Hsm) -> bool | None:
     return modifiable
 
 
-def start_dev_mode(km: KeyManager, serving: ServingSettings) -> None:
+def start_dev_mode(km: KeyManager, serving: ServingSettings) -> ServingSettings:
     """Refuse development mode (one line) where it could wipe keys worth keeping, else
-    say loudly what it does."""
+    say loudly what it does; it serves from one process (a reset in one of several would
+    leave the others' token handles behind)."""
     from hsmkms.operations.devmode import refusal
 
     why = refusal(km.context.deployment)
-    if why is None and serving.workers > 1:
-        why = "it serves from one process; leave --workers (HSMKMS_WORKERS) at 1"
     if why is not None:
         raise ConfigError(f"--dev (HSMKMS_DEV_MODE): refused: {why}")
     rule = "hsmkms: " + "!" * 72
@@ -74,3 +73,9 @@ def start_dev_mode(km: KeyManager, serving: ServingSettings) -> None:
             "it can wipe it",
             file=sys.stderr,
         )
+    if serving.workers > 1:
+        print(
+            f"hsmkms: warning: development mode serves from one process, not {serving.workers}",
+            file=sys.stderr,
+        )
+    return serving.model_copy(update={"workers": 1})
