@@ -161,6 +161,7 @@ def build_app(settings: Settings, km: KeyManager, *, serving: bool = False) -> A
         rate_limiter=RateLimiter.configured(settings.rate_limits),
         exit_deadline=settings.serving.shutdown_drain_seconds + EXIT_MARGIN if serving else None,
         access_log=settings.serving.access_log,
+        dev_mode=settings.serving.dev_mode,
     )
 
 

@@ -78,6 +78,11 @@ class ValidationException(_ClientError):
     code = "ValidationException"
 
 
+class MalformedPublicKeyException(ValidationException):
+    """DeriveSharedSecret's PublicKey is not a DER-encoded public key (AWS sends it with
+    no message; the text here is for the audit trail, the CLI and the library)."""
+
+
 class AlreadyExistsException(_ClientError):
     code = "AlreadyExistsException"
 
@@ -110,6 +115,11 @@ class IamLimitExceededException(LimitExceededException):
 
 class UnsupportedOperationException(_ClientError):
     code = "UnsupportedOperationException"
+
+
+class KeyCannotRotateException(UnsupportedOperationException):
+    """RotateKeyOnDemand of a key whose spec or origin does not rotate (AWS sends it with
+    no message; the text here is for the audit trail, the CLI and the library)."""
 
 
 class KMSInvalidSignatureException(_ClientError):
@@ -162,6 +172,13 @@ class DryRunOperationException(KMSError):
 
     code = "DryRunOperationException"
     status = 412
+
+
+class DryRunOperationAt400(DryRunOperationException):
+    """The same answer with HTTP 400: what AWS KMS sends for GenerateDataKeyPair and
+    GenerateDataKeyPairWithoutPlaintext (recorded), though its API Reference says 412."""
+
+    status = 400
 
 
 class ConflictException(_ClientError):

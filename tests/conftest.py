@@ -330,7 +330,8 @@ def peer_tokens(token_env: TokenEnv) -> dict[str, PeerToken]:
     peers = {}
     env = dict(os.environ)  # SOFTHSM2_CONF: the session's SoftHSM2 token directory
     # d, e: multi-Region; f, g: the domain key against a user-PIN holder; h, i: a
-    # deployment's backup restored onto a second token
+    # deployment's backup restored onto a second token; j: development mode refused
+    # once a security domain exists
     for name in (
         "peer-a",
         "peer-b",
@@ -341,6 +342,7 @@ def peer_tokens(token_env: TokenEnv) -> dict[str, PeerToken]:
         "peer-g",
         "peer-h",
         "peer-i",
+        "peer-j",
     ):
         peer = PeerToken(token_env.cluster_module, f"hsmkms-{name}", secrets.token_hex(8),
                          secrets.token_hex(8))  # fmt: skip

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hsmkms.api import devmode
 from hsmkms.api.body import DEFAULT_MAX_REQUEST_BYTES, limit_body
 from hsmkms.api.edge import Edge, Face
 from hsmkms.api.health import HealthProbe, arm_exit_deadline
@@ -51,13 +52,15 @@ def create_app(
     rate_limiter: RateLimiter | None = None,
     exit_deadline: float | None = None,
     access_log: AccessLogMode = "text",
+    dev_mode: bool = False,
 ) -> ASGIApp:
     """The app; bodies over `max_request_bytes` get 413 before they are buffered.
     `xks`: serve the XKS proxy API too, under its URI prefixes (None: not served).
     call_timeout: seconds before a request waiting on the token or database gets
     DependencyTimeoutException; exit_deadline: seconds the process may take to
     exit once shutdown begins (then it is ended), for `serve` only; access_log: one
-    line per request to stderr (`text`, `json`) or none (`off`)."""
+    line per request to stderr (`text`, `json`) or none (`off`); dev_mode: serve
+    development mode's reset endpoints too (hsmkms/api/devmode.py)."""
     workers = WorkerPool(ctx.hsm.pool.size, deadline=call_timeout)
     health = HealthProbe(ctx, timeout=min(call_timeout or 5.0, 5.0))
     kms = KmsFace(ctx, verifier, rate_limiter)
@@ -115,6 +118,7 @@ def create_app(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *(devmode.routes(ctx, workers, audit) if dev_mode else ()),
         ],
         lifespan=lifespan,
     )

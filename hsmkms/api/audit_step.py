@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from hsmkms.audit.log import AuditLog
 from hsmkms.audit.outcome import Outcome, call_record, kms_names
@@ -34,20 +35,28 @@ async def record(
     `names`: how the caller's protocol names errors (the record says what they were told)."""
     if audit is None:
         return
-    durable = audit.submit(
-        call_record(
-            outcome,
-            request_id=request_id,
-            source_ip=source_ip,
-            user_agent=user_agent,
-            processing_seconds=processing_seconds,
-            names=names,
-        )
+    event = call_record(
+        outcome,
+        request_id=request_id,
+        source_ip=source_ip,
+        user_agent=user_agent,
+        processing_seconds=processing_seconds,
+        names=names,
     )
+    await record_event(audit, event, f"{request_id} of {outcome.operation}")
+
+
+async def record_event(audit: AuditLog | None, event: dict[str, Any], what: str) -> None:
+    """The durability part of the step, for a record made elsewhere (an operator-shaped
+    one, e.g. development mode's reset): on disk before it returns, or
+    KMSInternalException."""
+    if audit is None:
+        return
+    durable = audit.submit(event)
     if durable is None:
         return
     try:
         await asyncio.wrap_future(durable)
     except Exception as exc:  # no answer the trail does not hold
-        log.exception("audit record %s of %s not written", request_id, outcome.operation)
+        log.exception("audit record %s not written", what)
         raise KMSInternalException(NOT_RECORDED) from exc

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from hsmkms.errors import KMSError
+from hsmkms.errors import (
+    InvalidCiphertextException,
+    KeyCannotRotateException,
+    KMSError,
+    KMSInvalidMacException,
+    KMSInvalidSignatureException,
+    MalformedPublicKeyException,
+)
 
 
 class UnknownOperationException(KMSError):
@@ -60,5 +67,20 @@ class ServiceUnavailableException(KMSError):
     status = 503
 
 
+# The errors AWS KMS sends with no `message` member at all, decided from its recorded
+# responses: a `"message": ""` instead makes some SDKs report "UnknownError". The
+# exception keeps its text for the audit trail, the CLI and the library.
+SENT_WITHOUT_MESSAGE: tuple[type[KMSError], ...] = (
+    InvalidCiphertextException,  # Decrypt, ReEncrypt: any blob that does not decrypt
+    KMSInvalidSignatureException,  # Verify
+    KMSInvalidMacException,  # VerifyMac
+    KeyCannotRotateException,  # RotateKeyOnDemand of an asymmetric or HMAC key
+    MalformedPublicKeyException,  # DeriveSharedSecret (a ValidationException)
+)
+
+
 def error_body(error: KMSError) -> dict[str, str]:
+    """The KMS JSON error body; without `message` where AWS sends none."""
+    if isinstance(error, SENT_WITHOUT_MESSAGE):
+        return {"__type": error.code}
     return {"__type": error.code, "message": error.message}

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hsmkms.api.shapes import empty_listing, validate_request
+from hsmkms.api.shapes import empty_listing, required_members, validate_request
 from hsmkms.api.shapes import operation as operation_model
 from hsmkms.audit.log import request_parameters
 from hsmkms.audit.outcome import KMS_SOURCE, Outcome
@@ -134,7 +134,7 @@ def call(
     account, which this server does not hold: empty."""
     model = operation_model(op.name)
     assert model is not None
-    request = validate_request(model, body)
+    request = validate_request(model, body, required_members(op.name, op.required))
     arguments: dict[str, Any] = {}
     for member, value in request.items():
         if member in IGNORED_MEMBERS:

@@ -1,21 +1,26 @@
 """Request validation driven by botocore's KMS service model (the spec clients use).
 
 Types that do not fit raise SerializationException, constraint failures raise one
-ValidationException listing every failure, worded as AWS words them.
+ValidationException listing every failure, worded as AWS words them (list members at
+`tags.1.member.tagKey`, enum sets in AWS's order); a value the model allows and hsmkms
+does not implement then raises UnsupportedOperationException naming it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Collection
 from functools import cache
 from typing import Any
 
 import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
-from hsmkms.errors import KMSError, ValidationException
+from hsmkms.errors import KMSError, UnsupportedOperationException, ValidationException
 from hsmkms.keys import context
+from hsmkms.operations.enums import enum_constraint, unsupported
+from hsmkms.operations.table import snake
 from hsmkms.policy.needs import ignores_ciphertext
 
 
@@ -42,6 +47,10 @@ def _field(name: str) -> str:
     return name[:1].lower() + name[1:]
 
 
+def _member_path(path: str, name: str) -> str:
+    return f"{path}.{_field(name)}" if path else _field(name)
+
+
 def _shown(value: Any) -> str:
     return "null" if value is None else f"'{value}'"
 
@@ -49,6 +58,8 @@ def _shown(value: Any) -> str:
 class _Checker:
     def __init__(self) -> None:
         self.failures: list[str] = []
+        # Model values hsmkms does not implement: refused once the request is valid.
+        self.unsupported: list[UnsupportedOperationException] = []
 
     def fail(self, path: str, value: Any, constraint: str, *, sensitive: bool = False) -> None:
         # AWS leaves the value of a member the model marks sensitive out of the message.
@@ -82,9 +93,9 @@ class _Checker:
                 raise SerializationException(f"Expected a string at '{path}'")
             self._length(shape, path, value, len(value), value)
             if shape.enum and value not in shape.enum:
-                self.fail(
-                    path, value, f"Member must satisfy enum value set: [{', '.join(shape.enum)}]"
-                )
+                self.fail(path, value, enum_constraint(shape.name))
+            elif shape.enum and (refusal := unsupported(shape.name, value)) is not None:
+                self.unsupported.append(refusal)
             return value
         if kind in ("integer", "long"):
             if not isinstance(value, int) or isinstance(value, bool):
@@ -112,7 +123,10 @@ class _Checker:
             if not isinstance(value, list):
                 raise SerializationException(f"Expected a list at '{path}'")
             self._length(shape, path, value, len(value), value)
-            return [self.check(shape.member, item, f"{path}.member") for item in value]
+            return [
+                self.check(shape.member, item, f"{path}.{number}.member")
+                for number, item in enumerate(value, start=1)
+            ]
         if kind == "map":
             if not isinstance(value, dict):
                 raise SerializationException(f"Expected a map at '{path}'")
@@ -130,16 +144,19 @@ class _Checker:
             return value
         return value
 
-    def structure(self, shape: Shape, value: Any, path: str) -> dict[str, Any]:
+    def structure(
+        self, shape: Shape, value: Any, path: str, required: Collection[str] = ()
+    ) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise SerializationException(f"Expected a structure at '{path or 'request'}'")
         result: dict[str, Any] = {}
-        for name in shape.required_members:
+        also = [n for n in shape.members if n in required and n not in shape.required_members]
+        for name in [*shape.required_members, *also]:
             if value.get(name) is None:
-                self.fail(f"{path}{_field(name)}", None, "Member must not be null")
+                self.fail(_member_path(path, name), None, "Member must not be null")
         for name, member in shape.members.items():
             if value.get(name) is not None:
-                result[name] = self.check(member, value[name], f"{path}{_field(name)}")
+                result[name] = self.check(member, value[name], _member_path(path, name))
         if shape.name == "GrantConstraints":
             self._grant_constraints(result, path)
         return result  # members the model does not know are ignored, as AWS does
@@ -148,7 +165,7 @@ class _Checker:
         """The limits CreateGrant documents for its Constraints and the model lacks."""
         most_pairs, longest = context.MAX_CONSTRAINT_PAIRS, context.MAX_CONSTRAINT_VALUE
         for name, pairs in constraints.items():
-            where = f"{path}{_field(name)}"
+            where = _member_path(path, name)
             if len(pairs) > most_pairs:
                 constraint = f"Member must have length less than or equal to {most_pairs}"
                 self.fail(where, None, constraint, sensitive=True)
@@ -164,20 +181,40 @@ class _Checker:
 REQUIRED_UNLESS_IGNORED = {"Decrypt": "CiphertextBlob", "ReEncrypt": "CiphertextBlob"}
 
 
-def validate_request(op: OperationModel, body: Any) -> dict[str, Any]:
+@cache
+def required_members(name: str, keywords: frozenset[str]) -> frozenset[str]:
+    """The operation's members whose snake_case names are among `keywords` (those its
+    handler takes without a default): required whatever the model says."""
+    op = operation(name)
+    members = op.input_shape.members if op is not None and op.input_shape is not None else {}
+    return frozenset(m for m in members if snake(m) in keywords)
+
+
+def validate_request(
+    op: OperationModel, body: Any, required: Collection[str] = ()
+) -> dict[str, Any]:
+    """The request's members, checked against the model. `required`: members required
+    beyond the model's own (those the handler cannot do without)."""
     if op.input_shape is None:
         return {}
     checker = _Checker()
-    result = checker.structure(op.input_shape, body, "")
-    member = REQUIRED_UNLESS_IGNORED.get(op.name)
-    if member is not None and member not in result and not ignores_ciphertext(result):
-        checker.fail(_field(member), None, "Member must not be null")
+    unless_ignored = REQUIRED_UNLESS_IGNORED.get(op.name)
+    always = [name for name in required if name != unless_ignored]
+    result = checker.structure(op.input_shape, body, "", always)
+    if (
+        unless_ignored is not None
+        and unless_ignored not in result
+        and not ignores_ciphertext(result)
+    ):
+        checker.fail(_field(unless_ignored), None, "Member must not be null")
     if checker.failures:
         count = len(checker.failures)
         noun = "error" if count == 1 else "errors"
         raise ValidationException(
             f"{count} validation {noun} detected: " + "; ".join(checker.failures)
         )
+    if checker.unsupported:
+        raise checker.unsupported[0]
     return result
 
 

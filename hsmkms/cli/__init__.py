@@ -125,14 +125,14 @@ def _explain(km: KeyManager, args: argparse.Namespace) -> Any:
     return km.authorizer.explain(args.principal, action, args.key, members)
 
 
-SERVE_FLAGS = ("host", "port", "workers", "tls_cert", "tls_key", "tls_client_ca")
+SERVE_FLAGS = ("host", "port", "workers", "tls_cert", "tls_key", "tls_client_ca", "dev_mode")
 
 
 @command("serve")  # its API calls are recorded by the server, each
 def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
     from hsmkms.api.server import serve
     from hsmkms.bootstrap import build_app, open_audit
-    from hsmkms.cli.deployment import warn_about_domain_key
+    from hsmkms.cli.deployment import start_dev_mode, warn_about_domain_key
 
     settings = load_settings()
     # A flag given on the command line wins over the setting of the same name.
@@ -141,6 +141,9 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
         flags["tls_client_subjects"] = tuple(args.tls_client_subject)
     serving = override(settings.serving, flags, lambda name: "--" + name.replace("_", "-"))
     warn_about_domain_key(km.hsm)
+    if serving.dev_mode:
+        serving = start_dev_mode(km, serving)  # refuses in one line, or says it loudly
+    settings = settings.model_copy(update={"serving": serving})
     app = None
     if serving.workers > 1:
         open_audit(settings, km.hsm, km.store).close()  # the trail refused here, not per worker
@@ -177,6 +180,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=None, help="server processes on one port (HSMKMS_WORKERS)"
     )
+    serve.add_argument(
+        "--dev", dest="dev_mode", action="store_true", default=None,
+        help="development mode: moto/LocalStack reset endpoints that wipe every key "
+        "(HSMKMS_DEV_MODE; SoftHSM2 without a security domain only)",
+    )  # fmt: skip
     principal = commands.add_parser("principal", help="API principals").add_subparsers(
         dest="action", required=True
     )

@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from hsmkms.config import Settings
+from hsmkms.config import ConfigError, ServingSettings, Settings
+from hsmkms.library import KeyManager
 from hsmkms.token import Token
 
 
@@ -45,3 +46,36 @@ def warn_about_domain_key(hsm: Token) -> bool | None:
             file=sys.stderr,
         )
     return modifiable
+
+
+def start_dev_mode(km: KeyManager, serving: ServingSettings) -> ServingSettings:
+    """Refuse development mode (one line) where it could wipe keys worth keeping, else
+    say loudly what it does; it serves from one process (a reset in one of several would
+    leave the others' token handles behind)."""
+    from hsmkms.operations.devmode import refusal
+
+    why = refusal(km.context.deployment)
+    if why is not None:
+        raise ConfigError(f"--dev (HSMKMS_DEV_MODE): refused: {why}")
+    rule = "hsmkms: " + "!" * 72
+    print(
+        f"{rule}\n"
+        "hsmkms: DEVELOPMENT MODE: POST /moto-api/reset or /_localstack/state/reset, without\n"
+        "hsmkms: a signature, DESTROYS every key, alias, grant, key policy and custom key\n"
+        f"hsmkms: store of account {km.context.account_id} (token {km.hsm.token_label!r}). "
+        "For test suites only.\n"
+        f"{rule}",
+        file=sys.stderr,
+    )
+    if serving.host not in ("127.0.0.1", "::1", "localhost"):
+        print(
+            f"hsmkms: warning: development mode listens on {serving.host}: whoever reaches "
+            "it can wipe it",
+            file=sys.stderr,
+        )
+    if serving.workers > 1:
+        print(
+            f"hsmkms: warning: development mode serves from one process, not {serving.workers}",
+            file=sys.stderr,
+        )
+    return serving.model_copy(update={"workers": 1})

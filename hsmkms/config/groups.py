@@ -206,6 +206,10 @@ class ServingSettings(Group):
     tls_key: Path | None = Field(default=None, alias="tls_key")
     tls_client_ca: Path | None = Field(default=None, alias="tls_client_ca")
     tls_client_subjects: tuple[str, ...] = Field(default=(), alias="tls_client_subjects")
+    # Development mode: the reset endpoints of moto_server and LocalStack, which wipe every
+    # key (hsmkms/api/devmode.py). Off by default; `serve` refuses it over a security
+    # domain or a token that is not SoftHSM2, and says so loudly when it starts.
+    dev_mode: bool = Field(default=False, alias="dev_mode")
 
     @field_validator("tls_client_subjects", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hsmkms.errors import ExpiredImportTokenException, InvalidImportTokenException
-from hsmkms.store.model import KeyRecord, KeyState, Origin
+from hsmkms.store.model import KeyRecord, KeySpec, KeyState, Origin
 from hsmkms.token import InternalRef
 
 # KeyRecord.extra of an EXTERNAL key: its materials by version ("1", "2", ...), each a
@@ -138,21 +138,38 @@ def expired_versions(record: KeyRecord, now: datetime, imported: set[int]) -> li
     ]
 
 
+def generated_material_id(key_id: str, version: int) -> str:
+    """KeyMaterialId of material hsmkms generated: 64 hex digits, one per version, the same
+    in every Region of a multi-Region key (the Regions share the versions)."""
+    return hashlib.sha256(f"hsmkms-key-material/{key_id}/v{version}".encode()).hexdigest()
+
+
 def imported_metadata(record: KeyRecord) -> dict[str, Any]:
-    """ExpirationModel, ValidTo and CurrentKeyMaterialId, as DescribeKey shows them for
-    an EXTERNAL key whose current material is imported (none while it is PendingImport)."""
+    """ExpirationModel and ValidTo as DescribeKey shows them for an EXTERNAL key whose
+    current material is imported (none while it is PendingImport)."""
     current = materials(record).get(record.current_version)
     if record.origin is not Origin.EXTERNAL or current is None:
         return {}
     if record.state is KeyState.PENDING_IMPORT:
         return {}
-    meta: dict[str, Any] = {
-        "ExpirationModel": current.expiration_model,
-        "CurrentKeyMaterialId": current.key_material_id,
-    }
+    meta: dict[str, Any] = {"ExpirationModel": current.expiration_model}
     if current.expires is not None:
         meta["ValidTo"] = current.expires
     return meta
+
+
+def current_material_id(record: KeyRecord) -> str | None:
+    """KeyMetadata.CurrentKeyMaterialId: AWS shows it for symmetric encryption keys of
+    origin AWS_KMS, and of origin EXTERNAL once material was imported (still after that
+    material is deleted); never for other key specs or origins."""
+    if record.key_spec is not KeySpec.SYMMETRIC_DEFAULT:
+        return None
+    if record.origin is Origin.AWS_KMS:
+        return generated_material_id(record.key_id, record.current_version)
+    current = materials(record).get(record.current_version)
+    if record.origin is Origin.EXTERNAL and current is not None:
+        return current.key_material_id
+    return None
 
 
 def material_entry(record: KeyRecord, version: int, imported: bool) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -262,25 +262,38 @@ class MaterialKeeper:
     def destroy(self, record: KeyRecord) -> bool:
         """Delete a key's rows, then its token objects; False when its custom key
         store is disconnected and the objects were left in that token."""
+        return not self.destroy_all([record])
+
+    def destroy_all(self, records: Sequence[KeyRecord]) -> list[KeyRecord]:
+        """`destroy` for several keys (of distinct key ids) with one transaction each
+        side of the token work; returns the keys whose objects were left in a
+        disconnected custom key store's token."""
         now = self._clock()
-        try:
-            hsm: Token | None = self.tokens.for_record(record)
-        except KMSInvalidStateException:
-            hsm = None
+        tokens: dict[str, Token | None] = {}
+        for record in records:
+            try:
+                tokens[record.key_id] = self.tokens.for_record(record)
+            except KMSInvalidStateException:
+                tokens[record.key_id] = None
         with self._store.transaction() as tx:
-            versions = tx.list_versions(record.key_id)
-            tx.delete_key(record.key_id)
-            for version in versions:
-                tx.add_pending(PendingMaterial(record.key_id, version.version, now))
-                tx.delete_document(FINGERPRINTS, MaterialRef(record.key_id, version.version).label)
+            refs = {
+                r.key_id: [MaterialRef(r.key_id, v.version) for v in tx.list_versions(r.key_id)]
+                for r in records
+            }
+            for record in records:
+                tx.delete_key(record.key_id)
+                for ref in refs[record.key_id]:
+                    tx.add_pending(PendingMaterial(ref.key_id, ref.version, now))
+                    tx.delete_document(FINGERPRINTS, ref.label)
         self.crash("after-rows")
-        if hsm is not None:
-            for version in versions:
-                hsm.destroy(MaterialRef(record.key_id, version.version))
+        for key_id, hsm in tokens.items():
+            if hsm is not None:
+                for ref in refs[key_id]:
+                    hsm.destroy(ref)
         with self._store.transaction() as tx:
-            for version in versions:
-                tx.remove_pending(record.key_id, version.version)
-        return hsm is not None
+            for ref in (ref for key_refs in refs.values() for ref in key_refs):
+                tx.remove_pending(ref.key_id, ref.version)
+        return [record for record in records if tokens[record.key_id] is None]
 
     def reconcile(
         self, grace: timedelta = DEFAULT_GRACE, on_token: Callable[[KeyRecord], bool] | None = None

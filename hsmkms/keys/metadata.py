@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hsmkms.keys.imported import imported_metadata
+from hsmkms.keys.imported import current_material_id, imported_metadata
 from hsmkms.keys.specs import SPECS
 from hsmkms.store.model import KeyRecord, KeyUsage
 
@@ -61,5 +61,8 @@ def key_metadata(record: KeyRecord) -> dict[str, Any]:
             meta["XksKeyConfiguration"] = {"Id": record.extra[XKS_KEY_ID]}
     if record.multi_region_config is not None:
         meta["MultiRegionConfiguration"] = record.multi_region_config
-    meta.update(imported_metadata(record))  # Origin EXTERNAL: expiry, material id
+    material_id = current_material_id(record)
+    if material_id is not None:
+        meta["CurrentKeyMaterialId"] = material_id
+    meta.update(imported_metadata(record))  # Origin EXTERNAL: expiry
     return meta

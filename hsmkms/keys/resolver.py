@@ -97,9 +97,9 @@ class KeyResolver:
             if ref.alias is not None:
                 raise NotFoundException(f"Alias {arn}{ref.alias} is not found.")
             raise NotFoundException(f"Key '{arn}key/{ref.key_id}' does not exist")
-        if (ref.region or self.region) != self.region or (
-            ref.account or self.account_id
-        ) != self.account_id:
+        if ref.region is not None and ref.region != self.region:
+            raise NotFoundException(f"Invalid arn {ref.region}")  # AWS's text
+        if (ref.account or self.account_id) != self.account_id:
             raise NotFoundException(f"Key '{key_id}' does not exist")
         if ref.alias is not None:
             alias = self.store.get_alias(self.region, ref.alias)

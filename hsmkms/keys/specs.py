@@ -108,6 +108,7 @@ SPECS: dict[KeySpec, Spec] = {
 
 # GenerateDataKeyPair's KeyPairSpec values this release makes (not SM2).
 DATA_KEY_PAIR_SPECS = {
+    "ECC_NIST_EDWARDS25519": KeySpec.ECC_NIST_EDWARDS25519,
     "RSA_2048": KeySpec.RSA_2048,
     "RSA_3072": KeySpec.RSA_3072,
     "RSA_4096": KeySpec.RSA_4096,

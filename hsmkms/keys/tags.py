@@ -1,4 +1,4 @@
-"""Resource tags: KMS's rules and limits."""
+"""Resource tags: KMS's rules and limits, refused with AWS's (short) texts."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ def parse(tags: Iterable[Mapping[str, str]] | None) -> dict[str, str]:
         if not isinstance(key, str) or not isinstance(value, str):
             raise TagException("Each tag needs a TagKey and a TagValue.")
         if key.lower().startswith(RESERVED_PREFIX):
-            raise TagException(f"Tag keys beginning with '{RESERVED_PREFIX}' are reserved.")
+            raise TagException(f"Tags beginning with {RESERVED_PREFIX} are reserved")
         if key in result:
-            raise TagException(f"Duplicate tag key '{key}'.")
+            raise TagException("Duplicate tag keys")
         result[key] = value
     return result
 
@@ -33,7 +33,7 @@ def parse(tags: Iterable[Mapping[str, str]] | None) -> dict[str, str]:
 def merged(current: Mapping[str, str], added: Mapping[str, str]) -> dict[str, str]:
     tags = {**current, **added}
     if len(tags) > MAX_TAGS:
-        raise TagException(f"A KMS key can have at most {MAX_TAGS} tags.")
+        raise TagException("Too many tags")  # AWS's text; the limit is MAX_TAGS
     return tags
 
 

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hsmkms.errors import (
     InvalidKeyUsageException,
     KMSInvalidSignatureException,
+    MalformedPublicKeyException,
     UnsupportedOperationException,
     ValidationException,
 )
@@ -41,12 +42,11 @@ from hsmkms.operations.crypto import wrap_private_key
 from hsmkms.store.model import (
     KeyUsage,
 )
-from hsmkms.token import CURVES, EcPair, RsaPair
+from hsmkms.token import CURVES, EcPair, EdPair, RsaPair
 
 MAX_MESSAGE = 4096
 MAX_SIGNATURE = 6144
 MAX_PUBLIC_KEY = 8192
-MESSAGE_TYPES = ["RAW", "DIGEST", "EXTERNAL_MU"]
 
 
 HASH_FUNCTIONS = {
@@ -86,19 +86,18 @@ def _signing(
     message: bytes,
     message_type: str | None,
     algorithm_name: str,
+    operation: str,
 ) -> tuple[Resolved, SigningAlgorithm, bytes]:
     data = check_bytes("message", message, MAX_MESSAGE)
-    kind = check_enum("messageType", message_type or "RAW", MESSAGE_TYPES)
-    check_enum("signingAlgorithm", algorithm_name, list(SIGNING_ALGORITHMS))
-    key = usable(ctx, key_id, KeyUsage.SIGN_VERIFY, "Sign or Verify")
+    kind = check_enum("messageType", message_type or "RAW", "MessageType")
+    check_enum("signingAlgorithm", algorithm_name, "SigningAlgorithmSpec")
+    key = usable(ctx, key_id, KeyUsage.SIGN_VERIFY, operation)
     if algorithm_name not in SPECS[key.record.key_spec].signing:
         raise InvalidKeyUsageException(
             f"Signing algorithm {algorithm_name} is not valid for {key.record.arn} "
             f"({key.record.key_spec.value})."
         )
     algorithm = SIGNING_ALGORITHMS[algorithm_name]
-    if kind == "EXTERNAL_MU":
-        raise UnsupportedOperationException("MessageType EXTERNAL_MU is for ML-DSA keys.")
     if algorithm.scheme == "eddsa":
         if kind != "RAW":
             raise ValidationException(f"{algorithm_name} signs RAW messages only.")
@@ -118,7 +117,7 @@ def sign(
     signing_algorithm: str,
     message_type: str | None = None,
 ) -> Response:
-    key, algorithm, data = _signing(ctx, key_id, message, message_type, signing_algorithm)
+    key, algorithm, data = _signing(ctx, key_id, message, message_type, signing_algorithm, "Sign")
     signature = ctx.token_for(key.record).sign(key.ref, algorithm.scheme, algorithm.hash, data)
     if algorithm.scheme == "ecdsa":  # tokens give r || s; KMS returns DER
         signature = _ecdsa_der(signature)
@@ -139,7 +138,7 @@ def verify(
     message_type: str | None = None,
 ) -> Response:
     given = check_bytes("signature", signature, MAX_SIGNATURE)
-    key, algorithm, data = _signing(ctx, key_id, message, message_type, signing_algorithm)
+    key, algorithm, data = _signing(ctx, key_id, message, message_type, signing_algorithm, "Verify")
     if algorithm.scheme == "ecdsa":
         curve = SPECS[key.record.key_spec].curve_oid
         given = _ecdsa_raw(given, _coordinate_bytes(curve))
@@ -173,14 +172,14 @@ def get_public_key(ctx: OperationContext, *, key_id: str) -> Response:
 def derive_shared_secret(
     ctx: OperationContext, *, key_id: str, key_agreement_algorithm: str, public_key: bytes
 ) -> Response:
-    check_enum("keyAgreementAlgorithm", key_agreement_algorithm, ["ECDH"])
+    check_enum("keyAgreementAlgorithm", key_agreement_algorithm, "KeyAgreementAlgorithmSpec")
     der = check_bytes("publicKey", public_key, MAX_PUBLIC_KEY)
     key = usable(ctx, key_id, KeyUsage.KEY_AGREEMENT, "DeriveSharedSecret")
     curve_oid = SPECS[key.record.key_spec].curve_oid
     try:
         peer = serialization.load_der_public_key(der)
     except (ValueError, UnsupportedAlgorithm):
-        raise ValidationException("PublicKey is not a DER-encoded public key.") from None
+        raise MalformedPublicKeyException("PublicKey is not a DER-encoded public key.") from None
     if not isinstance(peer, ec.EllipticCurvePublicKey) or (
         peer.curve.name != CURVES[curve_oid].name
     ):
@@ -209,12 +208,22 @@ def generate_data_key_pair(
     key_pair_spec: str,
     encryption_context: dict[str, str] | None = None,
 ) -> Response:
-    spec = DATA_KEY_PAIR_SPECS[check_enum("keyPairSpec", key_pair_spec, list(DATA_KEY_PAIR_SPECS))]
+    return _data_key_pair(ctx, "GenerateDataKeyPair", key_id, key_pair_spec, encryption_context)
+
+
+def _data_key_pair(
+    ctx: OperationContext,
+    operation: str,
+    key_id: str,
+    key_pair_spec: str,
+    encryption_context: dict[str, str] | None,
+) -> Response:
+    spec = DATA_KEY_PAIR_SPECS[check_enum("keyPairSpec", key_pair_spec, "DataKeyPairSpec")]
     kind = material_for(spec, KeyUsage.SIGN_VERIFY)
-    assert isinstance(kind, RsaPair | EcPair)
+    assert isinstance(kind, RsaPair | EcPair | EdPair)
     ctx.cached(key_id)  # NotFound before the (slow) key pair generation
     private_der, public_der = ctx.hsm.data_key_pair(kind)
-    wrapped = wrap_private_key(ctx, key_id, private_der, encryption_context)
+    wrapped = wrap_private_key(ctx, key_id, private_der, encryption_context, operation)
     return {
         "PrivateKeyCiphertextBlob": wrapped["CiphertextBlob"],
         "PrivateKeyPlaintext": private_der,
@@ -231,8 +240,8 @@ def generate_data_key_pair_without_plaintext(
     key_pair_spec: str,
     encryption_context: dict[str, str] | None = None,
 ) -> Response:
-    response = generate_data_key_pair(
-        ctx, key_id=key_id, key_pair_spec=key_pair_spec, encryption_context=encryption_context
+    response = _data_key_pair(
+        ctx, "GenerateDataKeyPairWithoutPlaintext", key_id, key_pair_spec, encryption_context
     )
     del response["PrivateKeyPlaintext"]  # dropped here; the caller never sees it
     return response

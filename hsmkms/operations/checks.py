@@ -15,10 +15,13 @@ from hsmkms.errors import (
 from hsmkms.keys import lifecycle
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.resolved import Resolved
+from hsmkms.operations.enums import check_enum
 from hsmkms.store.model import KeyRecord, KeyUsage
 
 if TYPE_CHECKING:
     from hsmkms.operations.context import OperationContext
+
+__all__ = ["check_bytes", "check_enum", "check_limit", "check_range", "offset_page", "usable"]
 
 
 # Blob members botocore's KMS model marks sensitive: their values never appear in errors.
@@ -56,14 +59,6 @@ def check_bytes(name: str, value: object, high: int) -> bytes:
             sensitive=sensitive,
         )
     return data
-
-
-def check_enum(name: str, value: object, allowed: list[str]) -> str:
-    if value not in allowed:
-        raise validation_error(
-            name, value, f"Member must satisfy enum value set: [{', '.join(allowed)}]"
-        )
-    return str(value)
 
 
 def check_limit(value: int | None, high: int, default: int) -> int:

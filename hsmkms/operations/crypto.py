@@ -20,6 +20,7 @@ from hsmkms.operations.checks import (
     check_bytes,
     check_enum,
     check_range,
+    usage_error,
 )
 from hsmkms.operations.context import OperationContext, Response
 from hsmkms.operations.rsa import rsa_decrypt, rsa_encrypt
@@ -37,12 +38,9 @@ DATA_KEY_SPECS = {"AES_128": 16, "AES_256": 32}
 SYMMETRIC_ALGORITHM = "SYMMETRIC_DEFAULT"
 
 
-def require_symmetric_encryption(record: KeyRecord, algorithm: str | None) -> None:
+def require_symmetric_encryption(record: KeyRecord, algorithm: str | None, operation: str) -> None:
     if record.key_usage is not KeyUsage.ENCRYPT_DECRYPT:
-        raise InvalidKeyUsageException(
-            f"{record.arn} key usage is {record.key_usage.value} which is not valid for "
-            "this operation."
-        )
+        raise usage_error(record, operation)
     if algorithm not in (None, SYMMETRIC_ALGORITHM) or (
         record.key_spec is not KeySpec.SYMMETRIC_DEFAULT
     ):
@@ -81,7 +79,7 @@ def _decrypt_blob(
     record = key.record
     if key_id is not None and ctx.cached(key_id).record.key_id != record.key_id:
         raise IncorrectKeyException(
-            "The key ID in the request does not identify a KMS key that can perform this operation."
+            "The key ID in the request does not identify a CMK that can perform this operation."
         )
     if isinstance(parsed, external_blob.XksBlob):
         return record, external_keys.decrypt(ctx, record, parsed, canonical_context, operation)
@@ -89,7 +87,7 @@ def _decrypt_blob(
         raise InvalidCiphertextException()
     if not key.symmetric_ready:
         lifecycle.require(record, Use.CRYPTO)
-        require_symmetric_encryption(record, None)
+        require_symmetric_encryption(record, None, operation)
     if not 1 <= parsed.version <= record.current_version:
         raise InvalidCiphertextException()
     ref = (
@@ -113,7 +111,7 @@ def _encrypt_any(
         return rsa_encrypt(ctx, key, plaintext, algorithm, encryption_context)
     aad = context.canonical(encryption_context)
     if not key.symmetric_ready or algorithm not in (None, SYMMETRIC_ALGORITHM):
-        require_symmetric_encryption(key.record, algorithm)
+        require_symmetric_encryption(key.record, algorithm, operation)
     return _encrypt_with(ctx, key, plaintext, aad, operation)
 
 
@@ -209,13 +207,17 @@ def re_encrypt(
 
 
 def wrap_private_key(
-    ctx: OperationContext, key_id: str, private_der: bytes, context: dict[str, str] | None
+    ctx: OperationContext,
+    key_id: str,
+    private_der: bytes,
+    context: dict[str, str] | None,
+    operation: str,
 ) -> Response:
     key = ctx.cached(key_id)
     if key.record.key_spec is not KeySpec.SYMMETRIC_DEFAULT:
-        require_symmetric_encryption(key.record, None)
+        require_symmetric_encryption(key.record, None, operation)
     return {
-        "CiphertextBlob": _encrypt_any(ctx, key, private_der, context, None),
+        "CiphertextBlob": _encrypt_any(ctx, key, private_der, context, None, operation),
         "KeyId": key.record.arn,
     }
 
@@ -228,19 +230,30 @@ def generate_data_key(
     number_of_bytes: int | None = None,
     encryption_context: dict[str, str] | None = None,
 ) -> Response:
+    return _data_key(ctx, "GenerateDataKey", key_id, key_spec, number_of_bytes, encryption_context)
+
+
+def _data_key(
+    ctx: OperationContext,
+    operation: str,
+    key_id: str,
+    key_spec: str | None,
+    number_of_bytes: int | None,
+    encryption_context: dict[str, str] | None,
+) -> Response:
     if (key_spec is None) == (number_of_bytes is None):
         raise ValidationException("Please specify either number of bytes or key spec.")
     if key_spec is not None:
-        size = DATA_KEY_SPECS[check_enum("keySpec", key_spec, list(DATA_KEY_SPECS))]
+        size = DATA_KEY_SPECS[check_enum("keySpec", key_spec, "DataKeySpec")]
     else:
         size = check_range("numberOfBytes", number_of_bytes, 1, MAX_RANDOM_BYTES)
     aad = context.canonical(encryption_context)
     key = ctx.cached(key_id)
-    require_symmetric_encryption(key.record, None)
+    require_symmetric_encryption(key.record, None, operation)
     lifecycle.require(key.record, Use.CRYPTO)
     plaintext = ctx.hsm.random(size)
     return {
-        "CiphertextBlob": _encrypt_with(ctx, key, plaintext, aad, "GenerateDataKey"),
+        "CiphertextBlob": _encrypt_with(ctx, key, plaintext, aad, operation),
         "Plaintext": plaintext,
         "KeyId": key.record.arn,
     }
@@ -254,12 +267,13 @@ def generate_data_key_without_plaintext(
     number_of_bytes: int | None = None,
     encryption_context: dict[str, str] | None = None,
 ) -> Response:
-    response = generate_data_key(
+    response = _data_key(
         ctx,
-        key_id=key_id,
-        key_spec=key_spec,
-        number_of_bytes=number_of_bytes,
-        encryption_context=encryption_context,
+        "GenerateDataKeyWithoutPlaintext",
+        key_id,
+        key_spec,
+        number_of_bytes,
+        encryption_context,
     )
     del response["Plaintext"]  # the caller never sees it; it is dropped here
     return response

@@ -38,7 +38,6 @@ from hsmkms.store.model import (
     VersionState,
 )
 from hsmkms.token import (
-    WRAPPING_ALGORITHMS,
     EcPair,
     MaterialRef,
     RsaPair,
@@ -47,24 +46,18 @@ from hsmkms.token import (
     ensure_same,
     require_wrapping,
 )
-from hsmkms.token import WRAPPING_KEY_SPECS as TOKEN_WRAPPING_KEY_SPECS
 
 PARAMETERS_LIFETIME = timedelta(hours=24)
 MAX_VALID_TO = timedelta(days=365)
 # The model's enums (AlgorithmSpec, WrappingKeySpec, ...), checked for library callers.
-ALGORITHMS = [*WRAPPING_ALGORITHMS, "RSAES_PKCS1_V1_5", "SM2PKE"]
-WRAPPING_KEY_SPECS = [*TOKEN_WRAPPING_KEY_SPECS, "SM2"]
-EXPIRATION_MODELS = [imported.EXPIRES, imported.DOES_NOT_EXPIRE]
-IMPORT_TYPES = ["EXISTING_KEY_MATERIAL", "NEW_KEY_MATERIAL"]
 _RSA_SPECS = (KeySpec.RSA_2048, KeySpec.RSA_3072, KeySpec.RSA_4096)
 
 
 def _external(ctx: OperationContext, key_id: str, manage: bool = True) -> KeyRecord:
     record = ctx.resolve(key_id)
     if record.origin is not Origin.EXTERNAL:
-        raise UnsupportedOperationException(
-            f"{record.arn} has Origin {record.origin.value}: key material can be imported "
-            "only into a KMS key with Origin EXTERNAL."
+        raise UnsupportedOperationException(  # AWS's text; only EXTERNAL keys take material
+            f"{record.arn} origin is {record.origin.value} which is not valid for this operation."
         )
     if manage:
         lifecycle.require(record, Use.MANAGE)  # PendingDeletion: KMSInvalidStateException
@@ -95,8 +88,6 @@ def _check_wrapping(record: KeyRecord, algorithm: str, key_spec: str) -> None:
         raise ValidationException(
             "The RSAES_PKCS1_V1_5 wrapping algorithm is no longer supported (deprecated)."
         )
-    if algorithm == "SM2PKE" or key_spec == "SM2":
-        raise UnsupportedOperationException("SM2 wrapping is available only in China Regions.")
     if record.key_spec in _RSA_SPECS and not algorithm.startswith("RSA_AES_KEY_WRAP"):
         raise ValidationException(
             f"To import an RSA private key ({record.key_spec.value}), use an "
@@ -115,8 +106,8 @@ def _check_wrapping(record: KeyRecord, algorithm: str, key_spec: str) -> None:
 def get_parameters_for_import(
     ctx: OperationContext, *, key_id: str, wrapping_algorithm: str, wrapping_key_spec: str
 ) -> Response:
-    check_enum("wrappingAlgorithm", wrapping_algorithm, ALGORITHMS)
-    check_enum("wrappingKeySpec", wrapping_key_spec, WRAPPING_KEY_SPECS)
+    check_enum("wrappingAlgorithm", wrapping_algorithm, "AlgorithmSpec")
+    check_enum("wrappingKeySpec", wrapping_key_spec, "WrappingKeySpec")
     record = _external(ctx, key_id)
     if record.state is KeyState.UNAVAILABLE:
         raise KMSInvalidStateException(f"{record.arn} is unavailable.")
@@ -159,7 +150,9 @@ def _redeem(ctx: OperationContext, token: bytes, record: KeyRecord) -> ImportPar
 def _expiry(
     now: datetime, valid_to: datetime | float | None, expiration_model: str | None
 ) -> tuple[str, datetime | None]:
-    model = check_enum("expirationModel", expiration_model or imported.EXPIRES, EXPIRATION_MODELS)
+    model = check_enum(
+        "expirationModel", expiration_model or imported.EXPIRES, "ExpirationModelType"
+    )
     if model == imported.DOES_NOT_EXPIRE:
         if valid_to is not None:
             raise ValidationException(
@@ -194,9 +187,8 @@ def import_key_material(
 ) -> Response:
     now = ctx.clock()
     model, expiry = _expiry(now, valid_to, expiration_model)
-    new = (
-        check_enum("importType", import_type or IMPORT_TYPES[0], IMPORT_TYPES) == "NEW_KEY_MATERIAL"
-    )
+    kind = check_enum("importType", import_type or "EXISTING_KEY_MATERIAL", "ImportType")
+    new = kind == "NEW_KEY_MATERIAL"
     record = _external(ctx, key_id)
     entries = imported.materials(record)
     if new:

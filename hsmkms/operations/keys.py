@@ -78,14 +78,16 @@ def create_key(
             f"Member must have length less than or equal to {MAX_DESCRIPTION}",
         )
     if key_usage is not None:
-        check_enum("keyUsage", key_usage, [u.value for u in KeyUsage])
+        check_enum("keyUsage", key_usage, "KeyUsageType")
     if key_spec is not None and customer_master_key_spec is not None:
         raise ValidationException(
             "You cannot specify KeySpec and CustomerMasterKeySpec in the same request."
         )
+    if customer_master_key_spec is not None:
+        check_enum("customerMasterKeySpec", customer_master_key_spec, "CustomerMasterKeySpec")
     spec_name = key_spec or customer_master_key_spec or KeySpec.SYMMETRIC_DEFAULT.value
-    spec = KeySpec(check_enum("keySpec", spec_name, [s.value for s in KeySpec]))
-    key_origin = Origin(check_enum("origin", origin, [o.value for o in Origin]))
+    spec = KeySpec(check_enum("keySpec", spec_name, "KeySpec"))
+    key_origin = Origin(check_enum("origin", origin, "OriginType"))
     allowed = SPECS[spec].usages
     # KeyUsage "is optional when you are creating a symmetric encryption KMS key;
     # otherwise, it is required" (API_CreateKey.html#KMS-CreateKey-request-KeyUsage).

@@ -29,7 +29,7 @@ def _mac_key(
     ctx: OperationContext, key_id: str, message: bytes, algorithm: str, operation: str
 ) -> tuple[Resolved, bytes]:
     data = check_bytes("message", message, MAX_MESSAGE)
-    check_enum("macAlgorithm", algorithm, list(MAC_ALGORITHMS))
+    check_enum("macAlgorithm", algorithm, "MacAlgorithmSpec")
     key = usable(ctx, key_id, KeyUsage.GENERATE_VERIFY_MAC, operation)
     if algorithm not in SPECS[key.record.key_spec].mac:
         # InvalidKeyUsageException: "The encryption algorithm or signing algorithm

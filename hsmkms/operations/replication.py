@@ -139,9 +139,7 @@ def _primary(ctx: OperationContext, key_id: str) -> KeyRecord:
     if not record.multi_region:
         raise UnsupportedOperationException(f"{record.arn} is not a multi-Region key.")
     if record.is_replica:
-        raise UnsupportedOperationException(
-            f"{record.arn} is a multi-Region replica key; this operation needs the primary key."
-        )
+        raise UnsupportedOperationException(f"{record.arn} is not a multi-region primary key.")
     return record
 
 
@@ -209,11 +207,13 @@ def replicate_key(
         _write_family(tx, current, [*replicas, replica])
     _changed(ctx, [primary.region, region])
     stored = target.resolve(primary.key_id)
-    return {
+    response: Response = {
         "ReplicaKeyMetadata": key_metadata(stored),
         "ReplicaPolicy": stored.policy,
-        "ReplicaTags": keytags.as_list(stored.tags),
     }
+    if stored.tags:  # AWS leaves ReplicaTags out when there are none
+        response["ReplicaTags"] = keytags.as_list(stored.tags)
+    return response
 
 
 def update_primary_region(ctx: OperationContext, *, key_id: str, primary_region: str) -> Response:

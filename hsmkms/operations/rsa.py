@@ -61,8 +61,8 @@ def rsa_encrypt(
     limit = oaep_plaintext_limit(SPECS[record.key_spec].rsa_bits, hash_name)
     if len(plaintext) > limit:
         raise ValidationException(
-            f"Plaintext of {len(plaintext)} bytes is too long for {algorithm} with "
-            f"{record.key_spec.value}: at most {limit} bytes."
+            f"Algorithm {algorithm} and key spec {record.key_spec.value} cannot encrypt data "
+            f"larger than {limit} bytes."
         )
     return ctx.token_for(key.record).rsa_encrypt(key.ref, hash_name, plaintext)
 

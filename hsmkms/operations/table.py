@@ -53,13 +53,17 @@ class Operation:
     # change nothing (its result is dropped); a function: the handler's checks without
     # its writes; None: the operation takes no DryRun.
     dry_run: Handler | bool | None = None
-    # The handler's keyword parameters (KMS members in snake_case), read once.
+    # The handler's keyword parameters (KMS members in snake_case), read once, and those
+    # without a default: no request reaches the handler without them.
     parameters: frozenset[str] = field(init=False)
+    required: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         signature = inspect.signature(self.handler)
-        names = [p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY]
-        object.__setattr__(self, "parameters", frozenset(names))
+        keywords = [p for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY]
+        object.__setattr__(self, "parameters", frozenset(p.name for p in keywords))
+        required = frozenset(p.name for p in keywords if p.default is p.empty)
+        object.__setattr__(self, "required", required)
         if self.dry_run is True:
             object.__setattr__(self, "dry_run", self.handler)
 

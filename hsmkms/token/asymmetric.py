@@ -279,7 +279,18 @@ def ecdh(pooled: PooledSession, ref: MaterialRef, peer_point: bytes, length: int
         derived.destroy()
 
 
-def data_key_pair(pooled: PooledSession, kind: RsaPair | EcPair) -> tuple[bytes, bytes]:
+def _ed25519_private(value: bytes, public_key: ed25519.Ed25519PublicKey) -> Any:
+    """An Ed25519 private key from CKA_VALUE (the 32-byte seed of RFC 8032; some tokens
+    wrap it in a DER OCTET STRING), checked against the token's public half."""
+    seed = _octets(value) if len(value) == 34 and value[:2] == b"\x04\x20" else value
+    private_key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    if private_key.public_key().public_bytes(*raw) != public_key.public_bytes(*raw):
+        raise ValueError("the token's Ed25519 private value does not match its public key")
+    return private_key
+
+
+def data_key_pair(pooled: PooledSession, kind: RsaPair | EcPair | EdPair) -> tuple[bytes, bytes]:
     """A key pair made by the token's generator as session objects, returned as
     (PKCS#8 DER private key, SubjectPublicKeyInfo DER). Data key pairs are for the
     caller, so these objects are extractable by design; they are destroyed here."""
@@ -293,6 +304,8 @@ def data_key_pair(pooled: PooledSession, kind: RsaPair | EcPair) -> tuple[bytes,
             ))  # fmt: skip
             numbers = rsa.RSAPrivateNumbers(p, q, d, dmp1, dmq1, iqmp, public_key.public_numbers())
             private_key: Any = numbers.private_key()
+        elif isinstance(kind, EdPair):
+            private_key = _ed25519_private(bytes(private[Attribute.VALUE]), public_key)
         else:
             value = int.from_bytes(private[Attribute.VALUE], "big")
             private_key = ec.derive_private_key(value, CURVES[kind.curve_oid])

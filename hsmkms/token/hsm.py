@@ -21,7 +21,7 @@ from pkcs11.mechanisms import GCMParams
 from hsmkms.errors import InvalidCiphertextException
 from hsmkms.token import asymmetric, lookup
 from hsmkms.token.faults import TokenNotFound, to_kms_error
-from hsmkms.token.kinds import Aes, EcPair, MaterialKind, RsaPair
+from hsmkms.token.kinds import Aes, EcPair, EdPair, MaterialKind, RsaPair
 from hsmkms.token.library import first_find, opened
 from hsmkms.token.link import TokenLink
 from hsmkms.token.mechanisms import MechanismSet
@@ -275,7 +275,7 @@ class Hsm:
     def ecdh(self, ref: MaterialRef, peer_point: bytes, length: int) -> bytes:
         return self._call(lambda pooled: asymmetric.ecdh(pooled, ref, peer_point, length))
 
-    def data_key_pair(self, kind: RsaPair | EcPair) -> tuple[bytes, bytes]:
+    def data_key_pair(self, kind: RsaPair | EcPair | EdPair) -> tuple[bytes, bytes]:
         self.mechanisms.require(*asymmetric.required_mechanisms(kind)[:1])
         if isinstance(kind, EcPair):
             self._call(lambda pooled: self.quirks.require_curve(pooled, kind))

@@ -2,7 +2,8 @@
 an empty body, each required member missing, each member (and each member of a
 nested structure or list) of a wrong JSON type, oversize strings and blobs, junk
 JSON and JSON that is not an object. Every answer must be a 4xx in KMS's error
-shape (`{"__type": ..., "message": ...}`), never a 5xx and never a traceback.
+shape (`{"__type": ..., "message": ...}`, or `{"__type": ...}` alone for the errors AWS
+sends without a message), never a 5xx and never a traceback.
 
 AWS answers bad input with 400 and a named error, as every operation's "Errors"
 section of the API Reference lists them, and KMSInternalException only for its own
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from botocore.model import Shape
 
+from hsmkms.api.errors import SENT_WITHOUT_MESSAGE
 from hsmkms.api.shapes import REQUIRED_UNLESS_IGNORED, service_model
 from hsmkms.operations.table import OPERATIONS
 from tests.api.test_api_validation import sample
@@ -43,8 +45,31 @@ MAYBE_VALID = ("empty body", "empty object", "every member")
 
 
 def required(op: str) -> bool:
+    """Whether the operation needs members: by the model, or by its handler's keywords."""
     shape = MODEL.operation_model(op).input_shape
-    return bool(shape and shape.required_members) or op in REQUIRED_UNLESS_IGNORED
+    needed_by_handler = op in OPERATIONS and bool(OPERATIONS[op].required)
+    return (
+        bool(shape and shape.required_members)
+        or op in REQUIRED_UNLESS_IGNORED
+        or (needed_by_handler)
+    )
+
+
+MESSAGELESS = {error.code for error in SENT_WITHOUT_MESSAGE}
+
+
+def well_shaped(error: Any) -> bool:
+    """KMS's error body: `__type` and a `message` string, or `__type` alone where AWS
+    sends no message."""
+    if not isinstance(error, dict) or not isinstance(error.get("__type"), str):
+        return False
+    if set(error) == {"__type"}:
+        return error["__type"] in MESSAGELESS
+    return (
+        set(error) == {"__type", "message"}
+        and isinstance(error["message"], str)
+        and "Traceback" not in error["message"]
+    )
 
 
 def oversize(shape: Shape) -> Any | None:
@@ -103,12 +128,7 @@ def test_bad_input_is_a_kms_4xx(server: Server, op: str) -> None:
             error = response.json()
         except ValueError:
             error = None
-        shaped = (
-            isinstance(error, dict)
-            and set(error) == {"__type", "message"}
-            and isinstance(error["message"], str)
-            and "Traceback" not in error["message"]
-        )
+        shaped = well_shaped(error)
         if response.status_code == 200 and label in MAYBE_VALID and not required(op):
             continue  # a valid request after all (ListKeys with no members, ...)
         if not (400 <= response.status_code < 500 and shaped):
@@ -151,3 +171,25 @@ def test_well_typed_samples_on_a_real_key_never_fault(server: Server, op: str) -
         elif response.status_code != 200 and response.json()["__type"] not in documented(op):
             failures.append(f"{sorted(body)}: {response.json()['__type']} is not documented")
     assert not failures, f"{op}:\n" + "\n".join(failures)
+
+
+@pytest.mark.parametrize("body", [b"", b"{}"])
+def test_every_operation_without_members_is_never_a_500(server: Server, body: bytes) -> None:
+    """Every operation of the model, with an empty body and with `{}`: success where no
+    member is needed, else a 4xx naming what is missing; never a handler called without
+    the keywords it needs (ListRetirableGrants once answered 500 for it)."""
+    failures = []
+    for op in MODEL.operation_names:
+        response = server.raw(op, body)
+        if response.status_code == 200 and not required(op):
+            continue
+        error = response.json()
+        if not (400 <= response.status_code < 500 and well_shaped(error)):
+            failures.append(f"{op}: {response.status_code} {response.text[:200]}")
+        elif (
+            op in OPERATIONS
+            and OPERATIONS[op].required
+            and (error["__type"] != "ValidationException")
+        ):
+            failures.append(f"{op}: {error['__type']} for a request missing members")
+    assert failures == []

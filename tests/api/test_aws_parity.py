@@ -258,5 +258,5 @@ def test_decrypt_with_another_key_is_incorrect_key(kms: Any, key: str) -> None:
         kms.decrypt(CiphertextBlob=blob, KeyId=other)
     assert error(caught) == (
         "IncorrectKeyException",
-        "The key ID in the request does not identify a KMS key that can perform this operation.",
+        "The key ID in the request does not identify a CMK that can perform this operation.",
     )

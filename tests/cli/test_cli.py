@@ -90,7 +90,7 @@ def test_key_commands(cli: Cli) -> None:
     cli.ok("key", "disable", key_id)
     assert cli.ok("key", "describe", key_id)["KeyMetadata"]["KeyState"] == "Disabled"
     cli.ok("key", "enable", key_id)
-    assert cli.ok("key", "rotate", key_id) == {"KeyId": key_id}
+    assert cli.ok("key", "rotate", key_id) == {"KeyId": meta["Arn"]}  # AWS answers the ARN
     assert len(cli.ok("key", "list-rotations", key_id)["Rotations"]) == 1
     cli.ok("key", "enable-rotation", key_id, "--period-days", "90")
     assert cli.ok("key", "rotation-status", key_id)["RotationPeriodInDays"] == 90
@@ -188,12 +188,13 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def serve(cli: Cli, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+def serve(cli: Cli, *extra: str, stderr: Any = None) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "hsmkms.cli", "serve", "--port", str(port), *extra],
         env={**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0"},
         cwd=cli.cwd,
+        stderr=stderr,
     )
     return process, port
 

@@ -310,7 +310,7 @@ def test_import_tokens_are_bound_to_their_key_and_time(
 
 
 def test_origin_rules(km: KeyManager, key_id: str) -> None:
-    with pytest.raises(UnsupportedOperationException, match="Origin EXTERNAL"):
+    with pytest.raises(UnsupportedOperationException, match="origin is AWS_KMS which is not"):
         km.get_parameters_for_import(
             key_id=key_id, wrapping_algorithm="RSAES_OAEP_SHA_1", wrapping_key_spec="RSA_2048"
         )

@@ -161,11 +161,11 @@ def test_documented_errors(km: KeyManager, eu: KeyManager, key_id: str) -> None:
     km.replicate_key(key_id=mrk, replica_region=EU)
     with pytest.raises(AlreadyExistsException):
         km.replicate_key(key_id=mrk, replica_region=EU)
-    with pytest.raises(UnsupportedOperationException, match="replica"):
+    with pytest.raises(UnsupportedOperationException, match="not a multi-region primary key"):
         eu.replicate_key(key_id=mrk, replica_region="ap-south-1")
     with pytest.raises(NotFoundException):
         km.update_primary_region(key_id=mrk, primary_region="ap-south-1")
-    with pytest.raises(UnsupportedOperationException, match="replica"):
+    with pytest.raises(UnsupportedOperationException, match="not a multi-region primary key"):
         eu.update_primary_region(key_id=mrk, primary_region="us-east-1")
     for rotation in (eu.enable_key_rotation, eu.rotate_key_on_demand, eu.disable_key_rotation):
         with pytest.raises(UnsupportedOperationException, match="primary"):

@@ -28,7 +28,7 @@ def test_tags_on_create_and_after(km: KeyManager, store: SqliteStore) -> None:
 def test_tag_limits_and_reserved_prefix(km: KeyManager) -> None:
     key_id = km.create_key()["KeyMetadata"]["KeyId"]
     km.tag_resource(key_id=key_id, tags=[{"TagKey": f"k{n}", "TagValue": ""} for n in range(50)])
-    with pytest.raises(TagException, match="at most 50"):
+    with pytest.raises(TagException, match=r"^Too many tags$"):
         km.tag_resource(key_id=key_id, tags=tags(one_more="x"))
     km.tag_resource(key_id=key_id, tags=tags(k0="replacing an existing key is fine"))
     for bad in (tags(**{"aws:owner": "x"}), tags(**{"AWS:Owner": "x"}),
