@@ -172,6 +172,7 @@ def create_app(
     call_timeout: float | None = None,
     rate_limiter: RateLimiter | None = None,
     exit_deadline: float | None = None,
+    console: ASGIApp | None = None,
 ) -> ASGIApp:
     """The app; bodies over `max_request_bytes` get 413 before they are buffered.
     `xks`: serve the XKS proxy API too, under its URI prefixes (None: not served).
@@ -370,6 +371,8 @@ def create_app(
             and xks_endpoint.handles(scope["path"])
         ):
             await xks_endpoint(scope, receive, send)
+        elif console is not None and scope["path"].startswith("/console"):  # its own 404s
+            await console(scope, receive, send)
         else:
             await others(scope, receive, send)
 
