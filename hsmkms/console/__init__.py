@@ -50,8 +50,7 @@ HERE = Path(__file__).resolve().parent
 def _templates() -> jinja2.Environment:
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
+        autoescape=True,  # a missing record member renders as nothing (records vary)
     )
     environment.filters["when"] = lambda value: (
         value.strftime("%Y-%m-%d %H:%M UTC") if hasattr(value, "strftime") else (value or "")
@@ -59,6 +58,7 @@ def _templates() -> jinja2.Environment:
     environment.filters["day"] = lambda value: (
         value.strftime("%Y-%m-%d") if hasattr(value, "strftime") else (value or "")
     )
+    environment.filters["stamp"] = lambda value: str(value or "")[:19].replace("T", " ")
     return environment
 
 

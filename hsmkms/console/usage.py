@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hsmkms.audit.query import Query, query, record_keys, record_principal, record_time
+from hsmkms.console.calls import USER_AGENT
 
 FAILURES_SHOWN = 20
 # Colour-blind-safe (Okabe-Ito), with a grey for the operations past the palette.
@@ -50,10 +51,14 @@ class Usage:
     failures: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=FAILURES_SHOWN))
     failed: Counter[str] = field(default_factory=Counter)  # failures by operation
     total: int = 0
+    console_reads: int = 0  # the console's own page reads: not usage, not charted
 
     def add(self, record: dict[str, Any]) -> None:
         stamp = record_time(record)
         if stamp is None:
+            return
+        if record.get("userAgent") == USER_AGENT and record.get("readOnly"):
+            self.console_reads += 1
             return
         operation = str(record.get("eventName"))
         day = stamp.astimezone(UTC).date()

@@ -28,7 +28,12 @@ from hsmkms.config import ConsoleSettings, is_known_region
 from hsmkms.console.calls import Calls, Visitor
 from hsmkms.console.sessions import Session, Sessions
 from hsmkms.console.signin import SignInThrottle
-from hsmkms.errors import AccessDeniedException, KMSError, ValidationException
+from hsmkms.errors import (
+    AccessDeniedException,
+    KMSError,
+    KMSInternalException,
+    ValidationException,
+)
 from hsmkms.policy.principals import CredentialStore
 from hsmkms.token import Hsm
 
@@ -47,7 +52,7 @@ SECURITY_HEADERS = (
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make Origin "null"
     (b"cache-control", b"no-store"),
     (b"cross-origin-opener-policy", b"same-origin"),
 )
@@ -139,12 +144,15 @@ async def read_form(request: Request) -> dict[str, str]:
     """An urlencoded form (the body limit below the app bounds its size)."""
     if request.method != "POST":
         return {}
+    body = await request.body()
+    if not body:
+        return {}  # no fields: no CSRF token either, refused as such
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":
         raise ValidationException("Forms are sent as application/x-www-form-urlencoded.")
     try:
         fields = urllib.parse.parse_qs(
-            (await request.body()).decode(), max_num_fields=MAX_FORM_FIELDS, strict_parsing=False
+            body.decode(), max_num_fields=MAX_FORM_FIELDS, strict_parsing=False
         )
     except (UnicodeDecodeError, ValueError):
         raise ValidationException("The form could not be read.") from None
@@ -198,6 +206,9 @@ def signed_in(console: Console, page: Page) -> Callable[[Request], Any]:
             return await anyio.to_thread.run_sync(lambda: page(console, current))
         except KMSError as exc:
             return error_page(console, exc, visit)
+        except Exception:  # our fault: logged, a clean page without the details
+            log.exception("console page %s failed", request.url.path)
+            return error_page(console, KMSInternalException("An internal error occurred."), visit)
 
     return endpoint
 
