@@ -84,7 +84,7 @@ def make_deployment(directory: Path) -> Deployment:
     """`hsmkms init` and the principals, not yet served."""
     cli = Cli(directory / "data")
     cli.env["PYTHONPATH"] = str(ROOT)
-    cli.ok("init")
+    cli.ok("init", "--keep-so-pin")  # the domain test creates a security domain
     deployment = Deployment(cli, directory, "")
     for name, (account, policy) in PRINCIPALS.items():
         arn = f"arn:aws:iam::{account}:user/{name}"

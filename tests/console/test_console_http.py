@@ -12,6 +12,7 @@ import sqlite3
 import time
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -276,3 +277,38 @@ def test_the_console_can_be_switched_off(deployment: Deployment) -> None:
         browser = Browserless(url)
         assert browser.http.get("/console/signin").status_code == 404
         assert browser.http.get("/healthz").status_code == 200
+
+
+def test_multi_region_keys_are_listed_in_every_region_next_to_each_other(
+    deployment: Deployment,
+) -> None:
+    kms = deployment.kms()
+    key_id = kms.create_key(MultiRegion=True, Description="mrk")["KeyMetadata"]["KeyId"]
+    kms.replicate_key(KeyId=key_id, ReplicaRegion="eu-west-1")
+    browser = signed_in(deployment)
+    rows = list(csv.DictReader(io.StringIO(browser.http.get("/console/keys.csv").text)))
+    regions = [(n, row["Region"]) for n, row in enumerate(rows) if row["Key ID"] == key_id]
+    assert [region for _, region in regions] == ["us-east-1", "eu-west-1"]
+    assert regions[1][0] == regions[0][0] + 1  # grouped
+    assert rows[regions[1][0]]["Multi-Region"].startswith("REPLICA (primary in us-east-1)")
+    replica = browser.http.get(f"/console/keys/{key_id}?region=eu-west-1")
+    assert replica.status_code == 200 and "arn:aws:kms:eu-west-1:" in replica.text
+    assert browser.http.get(f"/console/keys/{key_id}?region=xx-nowhere-9").status_code == 400
+
+
+def test_the_security_page_shows_the_domain_its_quorum_and_the_last_backup(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    browser = signed_in(deployment)
+    before = browser.http.get("/console/security").text
+    assert "none recorded" in before
+    made = deployment.cli.ok("domain", "create", "--custodians", "3", "--threshold", "2",
+                             "--out-dir", str(tmp_path / "shares"))  # fmt: skip
+    deployment.cli.ok("backup", "create", str(tmp_path / "backup.json"), "--allow-partial")
+    page = browser.http.get("/console/security").text
+    assert made["domain"] in page and "2 of 3 needed" in page
+    assert "backup.json" in page and "0 days ago" in page
+    for share in made["share_files"]:  # never a custodian's share
+        assert Path(share).read_text().strip() not in page
+    reader = signed_in(deployment, "reader")
+    assert made["domain"] not in reader.http.get("/console/security").text
