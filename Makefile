@@ -3,7 +3,7 @@ PYTHON ?= python3
 DATA_DIR ?= .hsmkms
 export HSMKMS_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: deps install run test test-nss lint bench
+.PHONY: deps console-deps install run test test-nss test-console lint bench
 
 # softhsm2: the default token. libnss3 (softokn), libnss3-tools (certutil) and p11-kit:
 # the second PKCS#11 implementation that `make test-nss` runs against. postgresql: the
@@ -16,8 +16,18 @@ deps:
 	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
+# The console's browser tests drive Debian's chromium (through Playwright's Python API,
+# pointed at /usr/bin/chromium: no browser download); chromium-driver serves Selenium users.
+CONSOLE_DEB_PACKAGES = chromium chromium-driver
+
+console-deps:
+	@missing=$$(for p in $(CONSOLE_DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
 install: deps
-	@$(PYTHON) -c "import hsmkms, pytest, xdist, uvicorn, aws_encryption_sdk, moto, psycopg, psycopg_pool, Crypto" 2>/dev/null || \
+	@$(PYTHON) -c "import hsmkms, pytest, xdist, uvicorn, aws_encryption_sdk, moto, psycopg, psycopg_pool, Crypto, jinja2, playwright" 2>/dev/null || \
 	  $(PYTHON) -m pip install -q -e ".[dev]"
 
 HOST ?= 127.0.0.1
@@ -39,6 +49,11 @@ PYTEST = $(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test: install
 	$(PYTEST) $(TEST_ARGS)
+
+# The console in headless Chromium (tests/console, marker `console`, deselected by
+# `make test`); screenshots land in docs/screenshots/.
+test-console: install console-deps
+	$(PYTEST) -m console tests/console $(TEST_ARGS)
 
 # The same suite against NSS softokn; tests needing what it lacks skip with the reason.
 test-nss: install

@@ -13,6 +13,7 @@ from hsmkms.audit.log import AuditLog
 from hsmkms.audit.shelf import DatabaseShelf
 from hsmkms.binding import check_or_bind
 from hsmkms.config import Settings, is_softhsm, load_settings
+from hsmkms.console import build_console
 from hsmkms.errors import KMSInternalException
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.library import KeyManager
@@ -150,18 +151,28 @@ def build_app(settings: Settings, km: KeyManager, *, serving: bool = False) -> A
     verifier = SigV4Verifier(
         credentials.lookup, regions=settings.regions.served, on_verified=credentials.record_use
     )
+    audit = open_audit(settings, km.hsm, km.store)
+    rate_limiter = RateLimiter.configured(settings.rate_limits)
+    console = None
+    if settings.console.enabled:  # the same principals, quotas and trail as the API
+        console = build_console(
+            km.context, credentials, audit, audit_anchor(km.hsm, km.store, settings.audit.scope),
+            settings.console, region=settings.region, regions=settings.regions.served,
+            rate_limiter=rate_limiter,
+        )  # fmt: skip
     return create_app(
         km.context,
         verifier,
         maintenance_seconds=settings.serving.maintenance_seconds,
-        audit=open_audit(settings, km.hsm, km.store),
+        audit=audit,
         max_request_bytes=settings.edge.max_request_bytes,
         xks=settings.xks,
         call_timeout=settings.token.call_timeout_seconds or None,
-        rate_limiter=RateLimiter.configured(settings.rate_limits),
+        rate_limiter=rate_limiter,
         exit_deadline=settings.serving.shutdown_drain_seconds + EXIT_MARGIN if serving else None,
         access_log=settings.serving.access_log,
         dev_mode=settings.serving.dev_mode,
+        console=console,
     )
 
 

@@ -53,6 +53,7 @@ def create_app(
     exit_deadline: float | None = None,
     access_log: AccessLogMode = "text",
     dev_mode: bool = False,
+    console: ASGIApp | None = None,
 ) -> ASGIApp:
     """The app; bodies over `max_request_bytes` get 413 before they are buffered.
     `xks`: serve the XKS proxy API too, under its URI prefixes (None: not served).
@@ -130,6 +131,9 @@ def create_app(
                 return
             if proxy is not None and proxy.handles(scope["path"]):
                 await edge.serve(proxy, scope, receive, send)
+                return
+            if console is not None and scope["path"].startswith("/console"):  # its own 404s
+                await console(scope, receive, send)
                 return
         await others(scope, receive, send)
 

@@ -60,3 +60,17 @@ async def record_event(audit: AuditLog | None, event: dict[str, Any], what: str)
     except Exception as exc:  # no answer the trail does not hold
         log.exception("audit record %s not written", what)
         raise KMSInternalException(NOT_RECORDED) from exc
+
+
+def record_event_blocking(audit: AuditLog | None, event: dict[str, Any], what: str) -> None:
+    """The same, for a caller on a worker thread (the console's pages)."""
+    if audit is None:
+        return
+    durable = audit.submit(event)
+    if durable is None:
+        return
+    try:
+        durable.result()
+    except Exception as exc:
+        log.exception("audit record %s not written", what)
+        raise KMSInternalException(NOT_RECORDED) from exc

@@ -44,7 +44,7 @@ def record_keys(record: dict[str, Any]) -> set[str]:
     return keys
 
 
-def _principal(record: dict[str, Any]) -> str | None:
+def record_principal(record: dict[str, Any]) -> str | None:
     identity = record.get("userIdentity")
     if not isinstance(identity, dict):
         return None
@@ -52,7 +52,7 @@ def _principal(record: dict[str, Any]) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _time(record: dict[str, Any]) -> datetime | None:
+def record_time(record: dict[str, Any]) -> datetime | None:
     try:
         stamp = datetime.fromisoformat(str(record.get("eventTime")))
     except ValueError:
@@ -72,6 +72,7 @@ class Query:
     since: datetime | None = None
     event: str | None = None
     principal: str | None = None
+    until: datetime | None = None  # records before this time only
 
     def _needles(self) -> list[bytes]:
         """Byte strings every matching line contains (canonical JSON has no spaces)."""
@@ -89,11 +90,15 @@ class Query:
             return False
         if self.event and record.get("eventName") != self.event:
             return False
-        if self.principal and _principal(record) != self.principal:
+        if self.principal and record_principal(record) != self.principal:
             return False
-        if self.since:
-            stamp = _time(record)
-            return stamp is not None and stamp >= self.since
+        if self.since or self.until:
+            stamp = record_time(record)
+            return (
+                stamp is not None
+                and (self.since is None or stamp >= self.since)
+                and (self.until is None or stamp < self.until)
+            )
         return True
 
     def may_match(self, index: dict[str, Any]) -> bool:
@@ -126,9 +131,9 @@ def build_index(path: Path) -> dict[str, Any]:
     for record in _records(path):
         keys |= record_keys(record)
         events.add(str(record.get("eventName")))
-        if (principal := _principal(record)) is not None:
+        if (principal := record_principal(record)) is not None:
             principals.add(principal)
-        stamp = _time(record)
+        stamp = record_time(record)
         if stamp is not None and (not until or stamp > parse_since(until)):
             until = stamp.isoformat()
     return {"size": size, "until": until, "keys": sorted(keys), "events": sorted(events),

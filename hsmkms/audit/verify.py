@@ -37,6 +37,8 @@ class Verification:
     trail: str | None = None  # the data dir's trail id
     scope: str = DEFAULT_SCOPE
     retired: tuple[dict[str, str], ...] = ()  # trails retired by an operator
+    # Per chain: its own problems and the time of its latest token-signed checkpoint.
+    chain_status: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def verdict(self) -> dict[str, Any]:
         """What `hsmkms audit verify` prints, valid or not."""
@@ -49,6 +51,7 @@ class Verification:
             "RetiredTrails": list(self.retired),
             "Problems": list(self.problems),
             "Notes": list(self.notes),
+            "ChainStatus": self.chain_status,
         }
 
 
@@ -100,6 +103,13 @@ def _result(
         trail=trail,
         scope=scope,
         retired=tuple(retired),
+        chain_status={
+            c.name: {
+                "problems": list(c.problems),
+                "latestCheckpoint": c.latest.time if c.latest else None,
+            }
+            for c in found.chains
+        },
     )
 
 

@@ -150,10 +150,10 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
         km.close()  # each worker process opens its own sessions and connections
     else:
         app = build_app(settings, km, serving=True)
-    print(
-        f"hsmkms: serving the KMS API on {serving.scheme}://{serving.host}:{serving.port}",
-        file=sys.stderr,
-    )
+    url = f"{serving.scheme}://{serving.host}:{serving.port}"
+    print(f"hsmkms: serving the KMS API on {url}", file=sys.stderr)
+    if settings.console.enabled:
+        print(f"hsmkms: the console is at {url}/console/", file=sys.stderr)
     serve(app, serving, settings.edge)
     return None
 

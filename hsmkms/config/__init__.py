@@ -27,6 +27,7 @@ from hsmkms.config.defaults import (
 )
 from hsmkms.config.groups import (
     AuditSettings,
+    ConsoleSettings,
     EdgeLimits,
     Group,
     Quota,
@@ -48,6 +49,7 @@ __all__ = [
     "PIN_FILE_NAME",
     "AuditSettings",
     "ConfigError",
+    "ConsoleSettings",
     "EdgeLimits",
     "Quota",
     "RateLimits",
@@ -79,6 +81,7 @@ class Settings(Group):
     xks: XksSettings = XksSettings()
     rate_limits: RateLimits = RateLimits()
     regions: RegionSettings = RegionSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @field_validator("account_id")
     @classmethod

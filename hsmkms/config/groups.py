@@ -221,6 +221,24 @@ class ServingSettings(Group):
         return "https" if self.tls_cert else "http"
 
 
+class ConsoleSettings(Group):
+    """The browser console under /console/ (hsmkms/console): on unless switched off; over
+    plain HTTP it signs in from loopback only. Sessions end after `idle_seconds` without
+    a request (PCI DSS 8.2.8: 15 minutes) and `session_seconds` after sign-in whatever
+    happens; `signin_failures` failed sign-ins per source address or access key id in
+    `signin_window_seconds` make the next ones wait for the window to pass."""
+
+    enabled: bool = Field(default=True, alias="console")
+    idle_seconds: float = Field(default=900.0, gt=0, le=86400, alias="console_idle_seconds")
+    session_seconds: float = Field(
+        default=8 * 3600.0, gt=0, le=7 * 86400, alias="console_session_seconds"
+    )
+    signin_failures: int = Field(default=5, ge=1, le=1000, alias="console_signin_failures")
+    signin_window_seconds: float = Field(
+        default=300.0, gt=0, le=86400, alias="console_signin_window_seconds"
+    )
+
+
 class XksSettings(Group):
     """The XKS proxy API: its key stores' URI prefixes ("/" alone for none), the SigV4
     regions it accepts (empty: any), the proxies behind the endpoint, a bound on work

@@ -162,3 +162,17 @@ def test_operator_actions_join_the_trail(tmp_path: Path) -> None:
     assert found[1]["errorCode"] == "NotFoundException"
     assert "c2VjcmV0" not in log.path.read_text()
     assert verify(tmp_path).ok
+
+
+def test_query_takes_a_time_range_and_verify_names_each_chains_last_checkpoint(
+    tmp_path: Path,
+) -> None:
+    log = AuditLog(tmp_path, node_id="n")
+    for day in (1, 2, 3):
+        log.record({"eventName": "Encrypt", "eventTime": f"2026-01-0{day}T12:00:00+00:00"})
+    log.close()
+    window = Query(since=datetime.fromisoformat("2026-01-02T00:00:00+00:00"),
+                   until=datetime.fromisoformat("2026-01-03T00:00:00+00:00"))  # fmt: skip
+    assert [r["eventTime"][:10] for r in query(tmp_path, window)] == ["2026-01-02"]
+    status = verify(tmp_path).verdict()["ChainStatus"]
+    assert status == {"n.w0": {"problems": [], "latestCheckpoint": None}}  # no token, none
