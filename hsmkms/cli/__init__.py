@@ -130,6 +130,7 @@ SERVE_FLAGS = ("host", "port", "workers", "tls_cert", "tls_key", "tls_client_ca"
 
 @command("serve")  # its API calls are recorded by the server, each
 def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
+    from hsmkms.api.listener import address, check_tls_files, listening_socket
     from hsmkms.api.server import serve
     from hsmkms.bootstrap import build_app, open_audit
     from hsmkms.cli.deployment import warn_about_domain_key
@@ -140,6 +141,8 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
     if args.tls_client_subject:
         flags["tls_client_subjects"] = tuple(args.tls_client_subject)
     serving = override(settings.serving, flags, lambda name: "--" + name.replace("_", "-"))
+    check_tls_files(serving)
+    listener = listening_socket(serving)  # bound before anything says it serves
     warn_about_domain_key(km.hsm)
     app = None
     if serving.workers > 1:
@@ -147,11 +150,8 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
         km.close()  # each worker process opens its own sessions and connections
     else:
         app = build_app(settings, km, serving=True)
-    print(
-        f"hsmkms: serving the KMS API on {serving.scheme}://{serving.host}:{serving.port}",
-        file=sys.stderr,
-    )
-    serve(app, serving, settings.edge)
+    print(f"hsmkms: serving the KMS API on {serving.scheme}://{address(serving)}", file=sys.stderr)
+    serve(app, serving, settings.edge, listener)
     return None
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hsmkms.cli.registry import Outcome, command
-from hsmkms.config import Settings
+from hsmkms.config import ConfigError, Settings
 from hsmkms.errors import KMSInvalidStateException
 
 
@@ -57,6 +57,9 @@ def so_pin(settings: Settings) -> str:
     on the terminal. Never stored by these commands."""
     from hsmkms.init import SO_PIN_FILE_NAME
 
+    named = settings.token.so_pin_file
+    if named is not None and not named.exists():
+        raise ConfigError(f"{settings.origin('so_pin_file')}: no such file: {named}")
     for path in (settings.token.so_pin_file, settings.data_dir / SO_PIN_FILE_NAME):
         if path is not None and path.exists():
             return path.read_text().strip()
@@ -68,10 +71,7 @@ def so_pin(settings: Settings) -> str:
 
 
 def _user_pin(settings: Settings) -> str:
-    pin = settings.read_pin()
-    if pin is None:
-        raise KMSInvalidStateException("No user PIN: set HSMKMS_PIN or HSMKMS_PIN_FILE.")
-    return pin
+    return settings.require_pin()
 
 
 def _checked(settings: Settings) -> None:
