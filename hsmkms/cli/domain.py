@@ -23,17 +23,24 @@ from hsmkms.errors import KMSInvalidStateException
 
 def add_parsers(commands: Any) -> None:
     domain = commands.add_parser("domain", help="the security domain (key custody)")
-    actions = domain.add_subparsers(dest="action", required=True)
+    actions = domain.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="make the domain key; prints custodian shares")
-    create.add_argument("--custodians", type=int, required=True, metavar="N")
-    create.add_argument("--threshold", type=int, required=True, metavar="M")
+    create.add_argument(
+        "--custodians", type=int, required=True, metavar="N", help="shares made, one each"
+    )
+    create.add_argument(
+        "--threshold", type=int, required=True, metavar="M", help="shares needed to join"
+    )
     create.add_argument(
         "--out-dir", type=Path, default=None, metavar="DIR",
         help="write one share file per custodian (0600) into this new or empty directory "
         "instead of printing the shares",
     )  # fmt: skip
     join = actions.add_parser("join", help="install the domain key from M shares")
-    join.add_argument("--share", action="append", required=True, metavar="SHARE")
+    join.add_argument(
+        "--share", action="append", required=True, metavar="SHARE",
+        help="a custodian's share (JSON), repeated M times",
+    )  # fmt: skip
     for action in (create, join):
         action.add_argument(
             "--accept-unenforced-templates", action="store_true",
@@ -42,14 +49,16 @@ def add_parsers(commands: Any) -> None:
         )  # fmt: skip
     actions.add_parser("status", help="the token's domain and the custody of new keys")
     backup = commands.add_parser("backup", help="sealed backups under the domain key")
-    actions = backup.add_subparsers(dest="action", required=True)
+    actions = backup.add_subparsers(dest="action", required=True, metavar="ACTION")
     out = actions.add_parser("create", help="write a backup file")
-    out.add_argument("output")
+    out.add_argument("output", help="the backup file to write (0600)")
     out.add_argument(
         "--allow-partial", action="store_true",
         help="leave out material that cannot be wrapped (listed in the file) instead of failing",
     )  # fmt: skip
-    actions.add_parser("restore", help="restore into an empty data dir").add_argument("input")
+    actions.add_parser("restore", help="restore into an empty data dir").add_argument(
+        "input", help="a file `backup create` wrote"
+    )
 
 
 def so_pin(settings: Settings) -> str:

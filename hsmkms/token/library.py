@@ -88,6 +88,15 @@ def _function_list(path: str) -> Any:
     return head
 
 
+def function_list_entry(path: str, index: int, prototype: Any) -> Any:
+    """The `index`-th function of the module's CK_FUNCTION_LIST (C_Initialize is 1: the
+    version before it takes one pointer's room), as a ctypes `prototype`."""
+    base = ctypes.cast(_function_list(path), ctypes.c_void_p).value
+    assert base is not None
+    address = ctypes.c_void_p.from_address(base + index * ctypes.sizeof(ctypes.c_void_p))
+    return prototype(address.value)
+
+
 def _initialize_with_os_locking(path: str, init_params: str | None) -> None:
     head = _function_list(path)
     params = init_params.encode() if init_params else None
