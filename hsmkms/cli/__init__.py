@@ -257,9 +257,10 @@ def _parser() -> argparse.ArgumentParser:
     from hsmkms.cli import audit as cli_audit
 
     cli_audit.add_parsers(commands)
-    from hsmkms.cli import completion, status
+    from hsmkms.cli import apply, completion, status
 
-    completion.add_parser(commands)
+    apply.add_parser(commands)
+    completion.add_parser(commands, parser)
     status.add_parser(commands)
     mark_leaves(parser)
     show_defaults(parser)

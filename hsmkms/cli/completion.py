@@ -23,12 +23,14 @@ FILE_ARGUMENTS = frozenset({"file", "input", "output", "tls_cert", "tls_key", "t
 DIRECTORY_ARGUMENTS = frozenset({"out_dir", "archive"})
 
 
-def add_parser(commands: Any) -> None:
+def add_parser(commands: Any, root: argparse.ArgumentParser) -> None:
+    """`root`: the whole CLI's parser, complete by the time the command runs."""
     completion = commands.add_parser(
         "completion", help="print a shell completion script (bash or zsh)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     completion.add_argument("shell", choices=SHELLS, help="the shell it is for")
+    completion.set_defaults(root_parser=root)
 
 
 def _complete_paths(parser: argparse.ArgumentParser) -> None:
@@ -46,9 +48,7 @@ def _complete_paths(parser: argparse.ArgumentParser) -> None:
 def _completion(_: Settings, args: argparse.Namespace) -> Outcome:
     import shtab
 
-    from hsmkms.cli import _parser
-
-    parser = _parser()
+    parser: argparse.ArgumentParser = args.root_parser
     _complete_paths(parser)
     sys.stdout.write(shtab.complete(parser, shell=args.shell))
     return Outcome(None)
