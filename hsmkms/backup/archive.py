@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,8 @@ from hsmkms.token.hsm import Hsm
 from hsmkms.token.seal import Seal, seal, verify
 from hsmkms.token.templates import CREDENTIALS_KEY, MaterialRef
 
+Progress = Callable[[int, int], None]  # (done, total), for a progress bar
+
 FORMAT = 1
 # Internal keys whose ciphertexts live in the metadata (stored secrets and PINs).
 CARRIED_INTERNAL = (CREDENTIALS_KEY,)
@@ -68,11 +71,18 @@ class BackupReport:
 
 
 def _wrap_versions(
-    hsm: Hsm, snapshot: Snapshot, missing: list[dict[str, str]], elsewhere: list[dict[str, str]]
+    hsm: Hsm,
+    snapshot: Snapshot,
+    missing: list[dict[str, str]],
+    elsewhere: list[dict[str, str]],
+    progress: Progress | None = None,
 ) -> list[WrappedMaterial]:
     keys = {row["key_id"]: key_record(row) for row in snapshot.rows("keys")}
     carried = []
-    for version in snapshot.rows("key_versions"):
+    versions = snapshot.rows("key_versions")
+    for done, version in enumerate(versions):
+        if progress is not None:
+            progress(done, len(versions))
         key = keys[version["key_id"]]
         ref = MaterialRef(version["key_id"], int(version["version"]))
         named = {"key_id": key.key_id, "label": ref.label}
@@ -100,8 +110,14 @@ def _wrap_versions(
 
 
 def create_backup(
-    hsm: Hsm, database_url: str, out: Path, *, allow_partial: bool = False
+    hsm: Hsm,
+    database_url: str,
+    out: Path,
+    *,
+    allow_partial: bool = False,
+    progress: Progress | None = None,
 ) -> BackupReport:
+    """`progress(done, total)` as key-material versions are wrapped (a bar, on a terminal)."""
     info = domain_info(hsm)
     if info is None:
         raise KMSInvalidStateException(
@@ -110,7 +126,7 @@ def create_backup(
     snapshot = read_snapshot(database_url)
     missing: list[dict[str, str]] = []
     elsewhere: list[dict[str, str]] = []
-    materials = _wrap_versions(hsm, snapshot, missing, elsewhere)
+    materials = _wrap_versions(hsm, snapshot, missing, elsewhere, progress)
     internal = []
     for ref in CARRIED_INTERNAL:
         if not hsm.facts(ref):
@@ -190,7 +206,10 @@ def _read(path: Path, hsm: Hsm) -> _Backup:
         raise ValidationException(f"{path.name}: the sealed contents do not parse.") from exc
 
 
-def restore_backup(hsm: Hsm, database_url: str, source: Path) -> BackupReport:
+def restore_backup(
+    hsm: Hsm, database_url: str, source: Path, progress: Progress | None = None
+) -> BackupReport:
+    """`progress(done, total)` as objects are unwrapped into the token."""
     backup = _read(source, hsm)
     check_target(database_url, backup.snapshot)
     everything = [*backup.materials, *backup.internal]
@@ -205,6 +224,8 @@ def restore_backup(hsm: Hsm, database_url: str, source: Path) -> BackupReport:
     made: list[WrappedMaterial] = []
     try:
         for material in everything:
+            if progress is not None:
+                progress(len(made), len(everything))
             unwrap_material(hsm, material)
             made.append(material)
         made.extend(restore_keys(hsm, backup.trail))

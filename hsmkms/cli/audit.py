@@ -57,13 +57,17 @@ def _anchor(settings: Settings) -> Iterator[Anchor]:
 
 @command("audit", "verify", key_manager=False)
 def _verify(settings: Settings, args: argparse.Namespace) -> Outcome:
+    from hsmkms.audit import progress
     from hsmkms.audit.commands import verify_command
+    from hsmkms.cli.progress import byte_bar
 
-    with _anchor(settings) as anchor:
-        if args.archive is not None:
-            code = verify_command(args.archive, anchor, archive=True)
-        else:
-            code = verify_command(settings.data_dir / "audit", anchor)
+    directory = args.archive if args.archive is not None else settings.data_dir / "audit"
+    with (
+        _anchor(settings) as anchor,
+        byte_bar("audit verify", directory) as bar,
+        progress.reporting(bar),
+    ):
+        code = verify_command(directory, anchor, archive=args.archive is not None)
     return Outcome(None, exit_code=code)
 
 

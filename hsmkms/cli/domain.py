@@ -230,13 +230,16 @@ def _warn_about_earlier_material(settings: Settings) -> None:
 def _backup_create(settings: Settings, args: argparse.Namespace) -> Any:
     from hsmkms.backup.archive import create_backup
     from hsmkms.bootstrap import open_deployment
+    from hsmkms.cli.progress import progress_bar
 
     hsm, store = open_deployment(settings)
     store.close()  # the backup reads over connections of its own
     try:
-        report = create_backup(
-            hsm, settings.store.database_url, Path(args.output), allow_partial=args.allow_partial
-        )
+        with progress_bar("backup", unit="key") as progress:
+            report = create_backup(
+                hsm, settings.store.database_url, Path(args.output),
+                allow_partial=args.allow_partial, progress=progress,
+            )  # fmt: skip
         return asdict(report)
     finally:
         hsm.close()
@@ -246,10 +249,13 @@ def _backup_create(settings: Settings, args: argparse.Namespace) -> Any:
 def _backup_restore(settings: Settings, args: argparse.Namespace) -> Any:
     from hsmkms.backup.archive import restore_backup
     from hsmkms.bootstrap import open_deployment
+    from hsmkms.cli.progress import progress_bar
 
     hsm, store = open_deployment(settings)
     store.close()  # the restore writes over connections of its own
     try:
-        return asdict(restore_backup(hsm, settings.store.database_url, Path(args.input)))
+        with progress_bar("restore", unit="object") as progress:
+            report = restore_backup(hsm, settings.store.database_url, Path(args.input), progress)
+        return asdict(report)
     finally:
         hsm.close()
