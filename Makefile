@@ -1,43 +1,70 @@
 # `make run` and `make test` work on a fresh Debian machine: they install what is missing.
+# Python packages go into a virtual environment of the project's own (.venv): Debian's
+# python3 refuses `pip install` outside one (PEP 668). PYTHON makes it (any 3.11+).
 PYTHON ?= python3
+VENV ?= .venv
+VENV_PYTHON = $(VENV)/bin/python
 DATA_DIR ?= .hsmkms
 export HSMKMS_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: deps console-deps install run test test-nss test-console lint bench
+.PHONY: run-deps test-deps console-deps install run test test-nss test-console lint bench
 
-# softhsm2: the default token. libnss3 (softokn), libnss3-tools (certutil) and p11-kit:
-# the second PKCS#11 implementation that `make test-nss` runs against. postgresql: the
-# tests start a throwaway server from its binaries (tests/support/pg.py).
-DEB_PACKAGES = softhsm2 libnss3 libnss3-tools p11-kit postgresql openssl
+# What `make run` needs: softhsm2 (the token) and openssl. `make test` adds libnss3 (softokn),
+# libnss3-tools (certutil) and p11-kit: the second PKCS#11 implementation `make test-nss`
+# runs against; postgresql: the tests start a throwaway server from its binaries
+# (tests/support/pg.py).
+RUN_PACKAGES = softhsm2 openssl
+TEST_PACKAGES = $(RUN_PACKAGES) libnss3 libnss3-tools p11-kit postgresql
 
-deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# apt-get install the Debian packages named in $(1) that are not installed yet.
+define apt_install
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	  echo "hsmkms: installing $$missing"; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+endef
+
+run-deps:
+	$(call apt_install,$(RUN_PACKAGES))
+
+test-deps:
+	$(call apt_install,$(TEST_PACKAGES))
 
 # The console's browser tests drive Debian's chromium (through Playwright's Python API,
 # pointed at /usr/bin/chromium: no browser download); chromium-driver serves Selenium users.
-CONSOLE_DEB_PACKAGES = chromium chromium-driver
-
 console-deps:
-	@missing=$$(for p in $(CONSOLE_DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	$(call apt_install,chromium chromium-driver)
 
-install: deps
-	@$(PYTHON) -c "import hsmkms, pytest, xdist, uvicorn, aws_encryption_sdk, moto, psycopg, psycopg_pool, Crypto, jinja2, playwright" 2>/dev/null || \
-	  $(PYTHON) -m pip install -q -e ".[dev]"
+# The environment; Debian's python3 makes one only with python3-venv (ensurepip).
+$(VENV_PYTHON):
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
+	  $(MAKE) --no-print-directory venv-package && $(PYTHON) -m venv $(VENV); }
+
+.PHONY: venv-package
+venv-package:
+	$(call apt_install,python3-venv)
+
+# The runtime only (`make run`), or with the development tools (`make test`, `lint`, `bench`).
+$(VENV)/.runtime: pyproject.toml | $(VENV_PYTHON)
+	$(VENV_PYTHON) -m pip install -q --disable-pip-version-check -e .
+	@touch $@
+
+$(VENV)/.dev: pyproject.toml | $(VENV_PYTHON)
+	$(VENV_PYTHON) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	@touch $@ $(VENV)/.runtime
+
+install: test-deps $(VENV)/.dev
 
 HOST ?= 127.0.0.1
 PORT ?= 8080
 export HOST PORT
 
-run: install
-	$(PYTHON) -m hsmkms.cli init --keep-so-pin
-	$(PYTHON) scripts/dev_principal.py
-	$(PYTHON) -m hsmkms.cli serve --host $(HOST) --port $(PORT)
+run: run-deps $(VENV)/.runtime
+	$(VENV_PYTHON) -m hsmkms.cli init --keep-so-pin
+	$(VENV_PYTHON) scripts/dev_principal.py
+	$(VENV_PYTHON) -m hsmkms.cli serve --host $(HOST) --port $(PORT)
 
 # The suite runs on TEST_WORKERS pytest-xdist workers, each with its own throwaway token,
 # data dirs and PostgreSQL server (tests/conftest.py); `--dist loadgroup` keeps each
@@ -45,7 +72,7 @@ run: install
 # than cores is faster (docs/testing.md has the measurements). TEST_WORKERS=0 runs serially;
 # TEST_ARGS adds pytest options, e.g. `make test TEST_ARGS="-x tests/operations/test_crypto.py"`.
 TEST_WORKERS ?= 3
-PYTEST = $(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+PYTEST = $(VENV_PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test: install
 	$(PYTEST) $(TEST_ARGS)
@@ -60,9 +87,9 @@ test-nss: install
 	HSMKMS_TEST_TOKEN=nss $(PYTEST) -rs $(TEST_ARGS)
 
 lint: install
-	$(PYTHON) -m ruff check hsmkms tests scripts
-	$(PYTHON) -m ruff format --check hsmkms tests scripts
-	$(PYTHON) -m mypy
+	$(VENV_PYTHON) -m ruff check hsmkms tests scripts
+	$(VENV_PYTHON) -m ruff format --check hsmkms tests scripts
+	$(VENV_PYTHON) -m mypy
 
 bench: install
-	$(PYTHON) scripts/bench.py
+	$(VENV_PYTHON) scripts/bench.py

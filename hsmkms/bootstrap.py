@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from starlette.types import ASGIApp
 
@@ -12,7 +15,7 @@ from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.audit.log import AuditLog
 from hsmkms.audit.shelf import DatabaseShelf
 from hsmkms.binding import check_or_bind
-from hsmkms.config import Settings, is_softhsm, load_settings
+from hsmkms.config import ConfigError, Settings, is_softhsm, load_settings
 from hsmkms.console import build_console
 from hsmkms.errors import KMSInternalException
 from hsmkms.keys.clock import Clock, system_clock
@@ -21,35 +24,61 @@ from hsmkms.operations.context import Deployment
 from hsmkms.policy.principals import CredentialStore
 from hsmkms.store import open_store
 from hsmkms.store.base import MetadataStore
-from hsmkms.token import Hsm, Token, TokenAuditAnchor, custody_for
+from hsmkms.token import Hsm, NotAPkcs11Module, Token, TokenAuditAnchor, custody_for
+
+SOFTHSM2_SYSTEM_CONF = Path("/etc/softhsm/softhsm2.conf")
 
 
 def prepare_environment(settings: Settings) -> None:
     """Point SoftHSM2 at the data dir's config (made by `hsmkms init`) unless the
-    operator already chose one. Must run before the module is loaded."""
-    if (
-        is_softhsm(settings.token.pkcs11_lib)
-        and "SOFTHSM2_CONF" not in os.environ
-        and settings.softhsm_conf.exists()
-    ):
+    operator already chose one, and check that its token directory is there (SoftHSM2
+    itself only fails C_Initialize). Must run before the module is loaded."""
+    if not is_softhsm(settings.token.pkcs11_lib):
+        return
+    if "SOFTHSM2_CONF" not in os.environ and settings.softhsm_conf.exists():
         os.environ["SOFTHSM2_CONF"] = str(settings.softhsm_conf.resolve())
+    _check_token_directory(Path(os.environ.get("SOFTHSM2_CONF", SOFTHSM2_SYSTEM_CONF)), settings)
+
+
+def _check_token_directory(conf: Path, settings: Settings) -> None:
+    """A SoftHSM2 config names its token directory by absolute path: a data dir moved
+    or copied elsewhere still points at the old place."""
+    try:
+        lines = conf.read_text().splitlines()
+    except OSError:
+        return  # SoftHSM2 reports an unreadable config itself
+    for line in lines:
+        name, equals, value = (part.strip() for part in line.partition("="))
+        if equals and name == "directories.tokendir" and not Path(value).is_dir():
+            here = settings.data_dir / "tokens"
+            hint = f" (was the data dir moved? its tokens are in {here.resolve()})"
+            raise ConfigError(
+                f"{conf}: directories.tokendir {value} does not exist"
+                + (hint if here.is_dir() and conf == settings.softhsm_conf.resolve() else "")
+            )
+
+
+@contextmanager
+def naming_the_module_setting(settings: Settings) -> Iterator[None]:
+    """A module that is not a PKCS#11 module, named with the setting that chose it."""
+    try:
+        yield
+    except NotAPkcs11Module as exc:
+        raise ConfigError(f"{settings.origin('pkcs11_lib')}: {exc}") from None
 
 
 def open_hsm(settings: Settings) -> Hsm:
     prepare_environment(settings)
-    pin = settings.read_pin()
-    if pin is None:
-        raise KMSInternalException(
-            "no user PIN: set HSMKMS_PIN or HSMKMS_PIN_FILE, or run `hsmkms init`"
+    pin = settings.require_pin()
+    with naming_the_module_setting(settings):
+        hsm = Hsm(
+            settings.token.pkcs11_lib,
+            settings.token.label,
+            pin,
+            settings.token.session_pool_size,
+            call_timeout=settings.token.call_timeout_seconds or None,
+            init_params=settings.token.init_params,
         )
-    hsm = Hsm(
-        settings.token.pkcs11_lib,
-        settings.token.label,
-        pin,
-        settings.token.session_pool_size,
-        call_timeout=settings.token.call_timeout_seconds or None,
-        init_params=settings.token.init_params,
-    )
     # New material: wrappable under the security domain key once there is one.
     if not settings.token.keep_never_extractable:
         hsm.custody = custody_for(hsm)
@@ -90,8 +119,6 @@ def open_region_tokens(settings: Settings, main: Hsm) -> dict[str, Hsm]:
         if label in by_label:
             continue
         pin = settings.read_region_pin(label)
-        if pin is None:
-            raise KMSInternalException(f"no user PIN for the region token {label!r}")
         by_label[label] = Hsm(
             settings.token.pkcs11_lib, label, pin, settings.token.session_pool_size,
             init_params=settings.token.init_params,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hsmkms.binding import refuse_if_bound
-from hsmkms.bootstrap import open_deployment, prepare_environment
+from hsmkms.bootstrap import naming_the_module_setting, open_deployment, prepare_environment
 from hsmkms.config import PIN_FILE_NAME, Settings, is_softhsm
 from hsmkms.errors import KMSInternalException, KMSInvalidStateException
 from hsmkms.store import open_store
@@ -113,9 +113,9 @@ def _create_softhsm_token(settings: Settings, keep_so_pin: bool) -> str:
 
 
 def _find(settings: Settings) -> Any:
-    return find_token(
-        load_module(settings.token.pkcs11_lib, settings.token.init_params), settings.token.label
-    )
+    with naming_the_module_setting(settings):
+        module = load_module(settings.token.pkcs11_lib, settings.token.init_params)
+    return find_token(module, settings.token.label)
 
 
 def initialize(settings: Settings, *, keep_so_pin: bool = False) -> InitReport:

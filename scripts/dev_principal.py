@@ -35,6 +35,10 @@ def main() -> None:
             print(f"  export AWS_ACCESS_KEY_ID={credential.access_key_id}")
             print(f"  export AWS_SECRET_ACCESS_KEY={credential.secret_access_key}")
             print(f"  export AWS_DEFAULT_REGION={settings.region}")
+        # After `aws sso login` the shell has a session token, which every client sends.
+        print("  unset AWS_SESSION_TOKEN AWS_SECURITY_TOKEN   # hsmkms uses no session tokens")
+        if os.environ.get("AWS_SESSION_TOKEN") or os.environ.get("AWS_SECURITY_TOKEN"):
+            print("warning: AWS_SESSION_TOKEN is set here: hsmkms refuses requests carrying it")
         print(f"then: aws kms create-key --endpoint-url {endpoint} --description demo\n")
     finally:
         km.close()

@@ -16,7 +16,7 @@ MAX_LINES = 400
 RANKS = {
     "cli": 9,
     "bootstrap": 8, "init": 8, "console": 8,
-    "api": 7, "files": 7,
+    "api": 7, "files": 7, "apply": 7,
     "library": 6,
     "operations": 5,
     "xks": 4, "keystores": 4, "backup": 4,

@@ -25,13 +25,16 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import socket
 from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.supervisors import Multiprocess
 
 from hsmkms.api.body import limit_body
+from hsmkms.api.listener import ReloadingServer, listening_socket
 from hsmkms.api.mtls import client_tls_options, subject_checked
 from hsmkms.api.protocol import guarded_protocol
 from hsmkms.config import EdgeLimits, ServingSettings
@@ -94,19 +97,27 @@ def build_server(
         log_level=log_level,
         **_listener_options(serving, limits),
     )
-    return uvicorn.Server(config)
+    return ReloadingServer(config)
 
 
-def serve(app: ASGIApp | None, serving: ServingSettings, limits: EdgeLimits) -> None:
-    """Serve `app` until interrupted; in-flight requests get the drain time after
-    SIGTERM. With `serving.workers` > 1, uvicorn runs that many processes on one socket,
-    each building its own app (`hsmkms.bootstrap:app_factory`) and edge protocol
-    (`hsmkms.api.server:worker_protocol`, from the same settings) — `app` is unused."""
+def serve(
+    app: ASGIApp | None,
+    serving: ServingSettings,
+    limits: EdgeLimits,
+    listener: socket.socket | None = None,
+) -> None:
+    """Serve `app` on `listener` (hsmkms.api.listener: bound before the server said it
+    serves) until interrupted; in-flight requests get the drain time after SIGTERM, and
+    SIGHUP loads the TLS certificate again. With `serving.workers` > 1, uvicorn runs that
+    many processes on the socket, each building its own app
+    (`hsmkms.bootstrap:app_factory`) and edge protocol (`hsmkms.api.server:worker_protocol`,
+    from the same settings) — `app` is unused — and SIGHUP replaces them one by one."""
+    listener = listener or listening_socket(serving)
     if serving.workers > 1:
         _allow_descriptors(limits.max_connections)
         # for the worker processes
         os.environ[SUBJECTS_ENV] = ",".join(serving.tls_client_subjects)
-        uvicorn.run(
+        config = uvicorn.Config(
             "hsmkms.bootstrap:app_factory",
             factory=True,
             workers=serving.workers,
@@ -114,9 +125,10 @@ def serve(app: ASGIApp | None, serving: ServingSettings, limits: EdgeLimits) -> 
             log_level="warning",
             **_listener_options(serving, limits),
         )
+        Multiprocess(config, sockets=[listener]).run()
         return
     assert app is not None
-    build_server(app, serving, limits).run()
+    build_server(app, serving, limits).run(sockets=[listener])
 
 
 SUBJECTS_ENV = "HSMKMS_SERVE_CLIENT_SUBJECTS"

@@ -34,6 +34,11 @@ MAX_SKEW = timedelta(minutes=5)
 _AUTH_PART = re.compile(r"(\w+)=([^,\s]+)")
 _SPACES = re.compile(r"\s+")
 MAX_SIGNING_KEYS = 10_000
+SESSION_TOKEN_REFUSED = (
+    "The security token included in the request is invalid. hsmkms does not use session "
+    "tokens (X-Amz-Security-Token): unset AWS_SESSION_TOKEN and sign with a long-term "
+    "access key."
+)
 
 
 @dataclass(frozen=True)
@@ -176,10 +181,9 @@ class SigV4Verifier:
         if date != amz_date[:8]:
             raise InvalidSignatureException("Credential date does not match X-Amz-Date.")
         if "x-amz-security-token" in headers:
-            # Temporary credentials (STS) are not issued by hsmkms.
-            raise UnrecognizedClientException(
-                "The security token included in the request is invalid."
-            )
+            # Temporary credentials (STS) are not issued by hsmkms; clients send the
+            # token when AWS_SESSION_TOKEN is set (after `aws sso login`, for one).
+            raise UnrecognizedClientException(SESSION_TOKEN_REFUSED)
         credential = self._lookup(access_key_id) if ACCESS_KEY_ID.match(access_key_id) else None
         if credential is None:
             raise UnrecognizedClientException(

@@ -34,13 +34,14 @@ def query_command(
     since: str | None,
     event: str | None,
     principal: str | None,
+    also_keys: frozenset[str] = frozenset(),
 ) -> int:
-    """Matching records as JSON lines, oldest first."""
+    """Matching records as JSON lines, oldest first (`also_keys`: see Query)."""
     try:
         start = parse_since(since) if since else None
     except ValueError:
         print(f"hsmkms: --since takes an ISO 8601 time, not {since!r}", file=sys.stderr)
         return 2
-    for record in query(directory, Query(key, start, event, principal)):
+    for record in query(directory, Query(key, start, event, principal, also_keys=also_keys)):
         sys.stdout.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
     return 0

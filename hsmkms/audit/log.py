@@ -77,6 +77,8 @@ LOGGED_PARAMETERS = frozenset({
     "RetiredTrails", "Reason", "Custodians", "Threshold", "Domain", "CheckValue", "File",
     "AccessKeyIds", "PolicyNames", "GrantIds", "AcceptUnenforcedTemplates",
     "UnenforcedProtections",
+    # hsmkms apply: whether it only planned, and how many changes of each kind it made
+    "Plan", "Changes",
 })  # fmt: skip
 
 _Item = tuple[dict[str, Any] | None, "Future[None] | None"]

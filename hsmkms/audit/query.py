@@ -25,10 +25,12 @@ KEY_PARAMETERS = ("KeyId", "TargetKeyId", "SourceKeyId", "DestinationKeyId")
 
 
 def _key_forms(value: str) -> set[str]:
-    """A key as given and, for a key ARN, its bare id."""
+    """A key as given and, for a key ARN, its bare id (for an alias ARN, its name)."""
     forms = {value}
     if value.startswith("arn:") and ":key/" in value:
         forms.add(value.rsplit("/", 1)[-1])
+    elif value.startswith("arn:") and ":alias/" in value:
+        forms.add("alias/" + value.split(":alias/", 1)[1])
     return forms
 
 
@@ -66,29 +68,61 @@ def parse_since(text: str) -> datetime:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
+def _event_name(name: str) -> str:
+    """How event names compare: in any letter case, `kms:` (a policy's spelling) or not."""
+    return name.lower().removeprefix("kms:")
+
+
 @dataclass(frozen=True)
 class Query:
+    """`key`: any form a record may name it by; `also_keys`: other names of the same
+    key (the key an alias points to, looked up by the caller); `event` in any case, or
+    any of `events`."""
+
     key: str | None = None
     since: datetime | None = None
     event: str | None = None
     principal: str | None = None
     until: datetime | None = None  # records before this time only
+    also_keys: frozenset[str] = frozenset()
+    events: frozenset[str] = frozenset()
 
-    def _needles(self) -> list[bytes]:
-        """Byte strings every matching line contains (canonical JSON has no spaces)."""
-        needles = []
+    @property
+    def _events(self) -> set[str]:
+        return {_event_name(name) for name in (*self.events, self.event) if name}
+
+    @property
+    def _keys(self) -> set[str]:
+        forms = set(self.also_keys)
+        for given in (self.key, *self.also_keys) if self.key else ():
+            forms |= _key_forms(given)
+        return forms
+
+    def _needles(self) -> list[tuple[bytes, ...]]:
+        """For each criterion, byte strings one of which every matching line contains
+        (canonical JSON has no spaces); the event's are lower-case, for a lowered line."""
+        needles: list[tuple[bytes, ...]] = []
         if self.key:
-            needles.append(min(_key_forms(self.key), key=len).encode())
-        if self.event:
-            needles.append(f'"eventName":{json.dumps(self.event, ensure_ascii=False)}'.encode())
+            needles.append(tuple(form.encode() for form in self._keys))
         if self.principal:
-            needles.append(json.dumps(self.principal, ensure_ascii=False).encode())
+            needles.append((json.dumps(self.principal, ensure_ascii=False).encode(),))
         return needles
 
-    def matches(self, record: dict[str, Any]) -> bool:
-        if self.key and not (_key_forms(self.key) & record_keys(record)):
+    def _line_may_match(self, line: bytes, needles: list[tuple[bytes, ...]]) -> bool:
+        if not all(any(form in line for form in forms) for forms in needles):
             return False
-        if self.event and record.get("eventName") != self.event:
+        if self.event or self.events:
+            lowered = line.lower()
+            return any(
+                b'"eventname":' + json.dumps(event, ensure_ascii=False).encode() in lowered
+                for event in self._events
+            )
+        return True
+
+    def matches(self, record: dict[str, Any]) -> bool:
+        if self.key and not (self._keys & record_keys(record)):
+            return False
+        if self._events and _event_name(str(record.get("eventName"))) not in self._events:
             return False
         if self.principal and record_principal(record) != self.principal:
             return False
@@ -102,9 +136,10 @@ class Query:
         return True
 
     def may_match(self, index: dict[str, Any]) -> bool:
-        if self.key and not (_key_forms(self.key) & set(index["keys"])):
+        if self.key and not (self._keys & set(index["keys"])):
             return False
-        if self.event and self.event not in index["events"]:
+        events = {_event_name(name) for name in index["events"]}
+        if self._events and not self._events & events:
             return False
         if self.principal and self.principal not in index["principals"]:
             return False
@@ -165,7 +200,7 @@ def _chain_matches(files: list[tuple[int, Path]], query: Query) -> Iterator[dict
             continue
         with path.open("rb") as handle:
             for line in handle:
-                if not all(needle in line for needle in needles):
+                if not query._line_may_match(line, needles):
                     continue
                 with contextlib.suppress(ValueError):
                     record = json.loads(line)

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hsmkms.audit import progress
 from hsmkms.audit.checkpoint import Anchor, Checkpoint, latest_in_token, read_history
 from hsmkms.audit.files import (
     TORN,
@@ -231,6 +232,7 @@ def _walk(chain: ChainCheck, files: list[tuple[int, Path]], strict: bool) -> Non
     last_file = files[-1][1] if files else None
     for _, path in files:
         for line, raw in read_lines(path):
+            progress.read(len(raw))
             where = f"{path.name} record {line}"
             record = _parse(raw)
             if record is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +49,8 @@ from hsmkms.token import (
 from hsmkms.token import seal_payload as seal
 from hsmkms.token import verify_seal as verify
 
+Progress = Callable[[int, int], None]  # (done, total), for a progress bar
+
 FORMAT = 1
 # Internal keys whose ciphertexts live in the metadata (stored secrets and PINs).
 CARRIED_INTERNAL = (CREDENTIALS_KEY,)
@@ -71,11 +74,18 @@ class BackupReport:
 
 
 def _wrap_versions(
-    hsm: Token, snapshot: Snapshot, missing: list[dict[str, str]], elsewhere: list[dict[str, str]]
+    hsm: Token,
+    snapshot: Snapshot,
+    missing: list[dict[str, str]],
+    elsewhere: list[dict[str, str]],
+    progress: Progress | None = None,
 ) -> list[WrappedMaterial]:
     keys = {row["key_id"]: key_record(row) for row in snapshot.rows("keys")}
     carried = []
-    for version in snapshot.rows("key_versions"):
+    versions = snapshot.rows("key_versions")
+    for done, version in enumerate(versions):
+        if progress is not None:
+            progress(done, len(versions))
         key = keys[version["key_id"]]
         ref = MaterialRef(version["key_id"], int(version["version"]))
         named = {"key_id": key.key_id, "label": ref.label}
@@ -103,8 +113,14 @@ def _wrap_versions(
 
 
 def create_backup(
-    hsm: Token, database_url: str, out: Path, *, allow_partial: bool = False
+    hsm: Token,
+    database_url: str,
+    out: Path,
+    *,
+    allow_partial: bool = False,
+    progress: Progress | None = None,
 ) -> BackupReport:
+    """`progress(done, total)` as key-material versions are wrapped (a bar, on a terminal)."""
     info = domain_info(hsm)
     if info is None:
         raise KMSInvalidStateException(
@@ -113,7 +129,7 @@ def create_backup(
     snapshot = read_snapshot(database_url)
     missing: list[dict[str, str]] = []
     elsewhere: list[dict[str, str]] = []
-    materials = _wrap_versions(hsm, snapshot, missing, elsewhere)
+    materials = _wrap_versions(hsm, snapshot, missing, elsewhere, progress)
     internal = []
     for ref in CARRIED_INTERNAL:
         if not hsm.facts(ref):
@@ -193,7 +209,10 @@ def _read(path: Path, hsm: Token) -> _Backup:
         raise ValidationException(f"{path.name}: the sealed contents do not parse.") from exc
 
 
-def restore_backup(hsm: Token, database_url: str, source: Path) -> BackupReport:
+def restore_backup(
+    hsm: Token, database_url: str, source: Path, progress: Progress | None = None
+) -> BackupReport:
+    """`progress(done, total)` as objects are unwrapped into the token."""
     backup = _read(source, hsm)
     check_target(database_url, backup.snapshot)
     everything = [*backup.materials, *backup.internal]
@@ -208,6 +227,8 @@ def restore_backup(hsm: Token, database_url: str, source: Path) -> BackupReport:
     made: list[WrappedMaterial] = []
     try:
         for material in everything:
+            if progress is not None:
+                progress(len(made), len(everything))
             unwrap_material(hsm, material)
             made.append(material)
         made.extend(restore_keys(hsm, backup.trail))

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from hsmkms.bootstrap import build_key_manager
+from hsmkms.cli.help import KEY, PRINCIPAL_ARN, show_defaults
 from hsmkms.cli.keys import context_pairs
 from hsmkms.cli.registry import Outcome, command, mark_leaves, registered, run_recorded
 from hsmkms.config import Settings, load_settings, override
 from hsmkms.errors import KMSError, KMSInternalException
 from hsmkms.library import KeyManager
+from hsmkms.version import hsmkms_version
 
 
 def _json_default(value: object) -> object:
@@ -130,6 +132,7 @@ SERVE_FLAGS = ("host", "port", "workers", "tls_cert", "tls_key", "tls_client_ca"
 
 @command("serve")  # its API calls are recorded by the server, each
 def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
+    from hsmkms.api.listener import address, check_tls_files, listening_socket
     from hsmkms.api.server import serve
     from hsmkms.bootstrap import build_app, open_audit
     from hsmkms.cli.deployment import start_dev_mode, warn_about_domain_key
@@ -140,6 +143,8 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
     if args.tls_client_subject:
         flags["tls_client_subjects"] = tuple(args.tls_client_subject)
     serving = override(settings.serving, flags, lambda name: "--" + name.replace("_", "-"))
+    check_tls_files(serving)
+    listener = listening_socket(serving)  # bound before anything says it serves
     warn_about_domain_key(km.hsm)
     if serving.dev_mode:
         serving = start_dev_mode(km, serving)  # refuses in one line, or says it loudly
@@ -150,78 +155,107 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
         km.close()  # each worker process opens its own sessions and connections
     else:
         app = build_app(settings, km, serving=True)
-    url = f"{serving.scheme}://{serving.host}:{serving.port}"
+    url = f"{serving.scheme}://{address(serving)}"
     print(f"hsmkms: serving the KMS API on {url}", file=sys.stderr)
     if settings.console.enabled:
         print(f"hsmkms: the console is at {url}/console/", file=sys.stderr)
-    serve(app, serving, settings.edge)
+    serve(app, serving, settings.edge, listener)
     return None
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hsmkms", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="hsmkms",
+        description="An AWS-KMS-compatible key manager whose keys live in a PKCS#11 token. "
+        "Settings come from HSMKMS_* variables and hsmkms.toml (see the README).",
+    )
+    parser.add_argument("--version", action="version", version=f"hsmkms {hsmkms_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from hsmkms.cli.deployment import add_init_parser
 
     add_init_parser(commands)
     serve = commands.add_parser("serve", help="serve the AWS KMS API over HTTP")
-    serve.add_argument("--host", default=None, help="address to listen on (HSMKMS_HOST)")
-    serve.add_argument("--port", type=int, default=None, help="port (HSMKMS_PORT)")
-    serve.add_argument("--tls-cert", default=None, help="PEM certificate (HSMKMS_TLS_CERT)")
-    serve.add_argument("--tls-key", default=None, help="PEM private key (HSMKMS_TLS_KEY)")
     serve.add_argument(
-        "--tls-client-ca", default=None, help="require client certificates (HSMKMS_TLS_CLIENT_CA)"
+        "--host", default=None, help="address to listen on (default: HSMKMS_HOST, else 127.0.0.1)"
     )
     serve.add_argument(
-        "--tls-client-subject",
-        action="append",
-        help="allowed client certificate CN (HSMKMS_TLS_CLIENT_SUBJECTS)",
+        "--port", type=int, default=None, help="port (default: HSMKMS_PORT, else 8080)"
     )
     serve.add_argument(
-        "--workers", type=int, default=None, help="server processes on one port (HSMKMS_WORKERS)"
-    )
+        "--tls-cert", default=None,
+        help="PEM certificate: serve HTTPS (default: HSMKMS_TLS_CERT, else plain HTTP); "
+        "SIGHUP loads it again",
+    )  # fmt: skip
+    serve.add_argument(
+        "--tls-key", default=None,
+        help="PEM private key of the certificate (default: HSMKMS_TLS_KEY, else in the cert)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--tls-client-ca", default=None, metavar="CA",
+        help="require client certificates chained to this CA: mutual TLS "
+        "(default: HSMKMS_TLS_CLIENT_CA, else none asked)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--tls-client-subject", action="append", metavar="CN",
+        help="a client certificate CN allowed, repeatable "
+        "(default: HSMKMS_TLS_CLIENT_SUBJECTS, else any the CA signed)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--workers", type=int, default=None, metavar="N",
+        help="server processes on one port (default: HSMKMS_WORKERS, else 1)",
+    )  # fmt: skip
     serve.add_argument(
         "--dev", dest="dev_mode", action="store_true", default=None,
         help="development mode: moto/LocalStack reset endpoints that wipe every key "
         "(HSMKMS_DEV_MODE; SoftHSM2 without a security domain only)",
     )  # fmt: skip
     principal = commands.add_parser("principal", help="API principals").add_subparsers(
-        dest="action", required=True
+        dest="action", required=True, metavar="ACTION"
     )
     principal_add = principal.add_parser("add", help="add a SigV4 access key for a principal")
-    principal_add.add_argument("--arn", required=True)
-    principal_add.add_argument("--access-key-id", default=None)
-    principal_add.add_argument("--secret-access-key", default=None)
+    principal_add.add_argument("--arn", required=True, help=PRINCIPAL_ARN)
+    principal_add.add_argument(
+        "--access-key-id", default=None, metavar="ID",
+        help="1-128 of A-Z a-z 0-9 _ (default: generated, AKIA + 16 characters)",
+    )  # fmt: skip
+    principal_add.add_argument(
+        "--secret-access-key", default=None, metavar="SECRET",
+        help="(default: generated, 40 characters, printed once)",
+    )  # fmt: skip
     attach = principal.add_parser("attach-policy", help="attach an identity policy (JSON file)")
-    attach.add_argument("arn")
-    attach.add_argument("file")
-    attach.add_argument("--name", default="default")
+    attach.add_argument("arn", help=PRINCIPAL_ARN)
+    attach.add_argument("file", help="the policy document (JSON)")
+    attach.add_argument("--name", default="default", help="the policy's name")
     tag = principal.add_parser("tag", help="set a principal's tags (aws:PrincipalTag/<key>)")
-    tag.add_argument("arn")
-    tag.add_argument("tags", nargs="*", metavar="KEY=VALUE")
+    tag.add_argument("arn", help=PRINCIPAL_ARN)
+    tag.add_argument("tags", nargs="*", metavar="KEY=VALUE", help="its tags, replacing all it had")
     from hsmkms.cli import principals as cli_principals
 
     cli_principals.add_parsers(principal)
     keystore = commands.add_parser(
         "keystore", help="PKCS#11 tokens for custom key stores"
-    ).add_subparsers(dest="action", required=True)
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
     keystore_add = keystore.add_parser("add", help="register a token as an HSM cluster")
     keystore_add.add_argument("--id", required=True, help="cluster-<11 to 16 characters>")
     keystore_add.add_argument("--module", required=True, help="the token's PKCS#11 module")
-    keystore_add.add_argument("--token-label", required=True)
+    keystore_add.add_argument("--token-label", required=True, help="the token's label")
     keystore.add_parser("list", help="registered clusters")
     route = keystore.add_parser("route", help="send an XKS proxy host's requests elsewhere")
     route.add_argument("--host", required=True, help="the host of an XksProxyUriEndpoint")
     route.add_argument("--url", required=True, help="scheme://host[:port] to call instead")
 
     policy = commands.add_parser("policy", help="key and identity policies").add_subparsers(
-        dest="action", required=True
+        dest="action", required=True, metavar="ACTION"
     )
     explain = policy.add_parser("explain", help="would a principal be allowed, and why")
-    explain.add_argument("--principal", required=True)
-    explain.add_argument("--action", required=True, dest="kms_action")
-    explain.add_argument("--key", default=None)
-    explain.add_argument("--context", action="append", metavar="K=V")
+    explain.add_argument("--principal", required=True, help=PRINCIPAL_ARN)
+    explain.add_argument(
+        "--action", required=True, dest="kms_action", help="kms:Decrypt, or Decrypt"
+    )
+    explain.add_argument("--key", default=None, help=f"{KEY} (default: none, for CreateKey...)")
+    explain.add_argument(
+        "--context", action="append", metavar="K=V", help="an encryption context pair, repeatable"
+    )
 
     from hsmkms.cli import keys as cli_keys
     from hsmkms.cli.xks_proxy import add_parsers
@@ -234,7 +268,13 @@ def _parser() -> argparse.ArgumentParser:
     from hsmkms.cli import audit as cli_audit
 
     cli_audit.add_parsers(commands)
+    from hsmkms.cli import apply, completion, status
+
+    apply.add_parser(commands)
+    completion.add_parser(commands, parser)
+    status.add_parser(commands)
     mark_leaves(parser)
+    show_defaults(parser)
     return parser
 
 
@@ -298,11 +338,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         outcome = _run(load_settings(), args)
+        _print(outcome.output)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader stopped reading (`| head`): it has what it wanted. Later writes
+        # (the interpreter's last flush) go nowhere instead of failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KMSError as exc:
         print(f"hsmkms: {exc.code}: {exc.message}".rstrip(": "), file=sys.stderr)
         return 1
     except (OSError, ValueError) as exc:
         print(f"hsmkms: {exc}", file=sys.stderr)
         return 1
-    _print(outcome.output)
     return outcome.exit_code

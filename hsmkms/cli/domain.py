@@ -17,23 +17,30 @@ from pathlib import Path
 from typing import Any
 
 from hsmkms.cli.registry import Outcome, command
-from hsmkms.config import Settings
+from hsmkms.config import ConfigError, Settings
 from hsmkms.errors import KMSInvalidStateException
 
 
 def add_parsers(commands: Any) -> None:
     domain = commands.add_parser("domain", help="the security domain (key custody)")
-    actions = domain.add_subparsers(dest="action", required=True)
+    actions = domain.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="make the domain key; prints custodian shares")
-    create.add_argument("--custodians", type=int, required=True, metavar="N")
-    create.add_argument("--threshold", type=int, required=True, metavar="M")
+    create.add_argument(
+        "--custodians", type=int, required=True, metavar="N", help="shares made, one each"
+    )
+    create.add_argument(
+        "--threshold", type=int, required=True, metavar="M", help="shares needed to join"
+    )
     create.add_argument(
         "--out-dir", type=Path, default=None, metavar="DIR",
         help="write one share file per custodian (0600) into this new or empty directory "
         "instead of printing the shares",
     )  # fmt: skip
     join = actions.add_parser("join", help="install the domain key from M shares")
-    join.add_argument("--share", action="append", required=True, metavar="SHARE")
+    join.add_argument(
+        "--share", action="append", required=True, metavar="SHARE",
+        help="a custodian's share (JSON), repeated M times",
+    )  # fmt: skip
     for action in (create, join):
         action.add_argument(
             "--accept-unenforced-templates", action="store_true",
@@ -42,14 +49,16 @@ def add_parsers(commands: Any) -> None:
         )  # fmt: skip
     actions.add_parser("status", help="the token's domain and the custody of new keys")
     backup = commands.add_parser("backup", help="sealed backups under the domain key")
-    actions = backup.add_subparsers(dest="action", required=True)
+    actions = backup.add_subparsers(dest="action", required=True, metavar="ACTION")
     out = actions.add_parser("create", help="write a backup file")
-    out.add_argument("output")
+    out.add_argument("output", help="the backup file to write (0600)")
     out.add_argument(
         "--allow-partial", action="store_true",
         help="leave out material that cannot be wrapped (listed in the file) instead of failing",
     )  # fmt: skip
-    actions.add_parser("restore", help="restore into an empty data dir").add_argument("input")
+    actions.add_parser("restore", help="restore into an empty data dir").add_argument(
+        "input", help="a file `backup create` wrote"
+    )
 
 
 def so_pin(settings: Settings) -> str:
@@ -57,6 +66,9 @@ def so_pin(settings: Settings) -> str:
     on the terminal. Never stored by these commands."""
     from hsmkms.init import SO_PIN_FILE_NAME
 
+    named = settings.token.so_pin_file
+    if named is not None and not named.exists():
+        raise ConfigError(f"{settings.origin('so_pin_file')}: no such file: {named}")
     for path in (settings.token.so_pin_file, settings.data_dir / SO_PIN_FILE_NAME):
         if path is not None and path.exists():
             return path.read_text().strip()
@@ -68,10 +80,7 @@ def so_pin(settings: Settings) -> str:
 
 
 def _user_pin(settings: Settings) -> str:
-    pin = settings.read_pin()
-    if pin is None:
-        raise KMSInvalidStateException("No user PIN: set HSMKMS_PIN or HSMKMS_PIN_FILE.")
-    return pin
+    return settings.require_pin()
 
 
 def _checked(settings: Settings) -> None:
@@ -221,13 +230,16 @@ def _warn_about_earlier_material(settings: Settings) -> None:
 def _backup_create(settings: Settings, args: argparse.Namespace) -> Any:
     from hsmkms.backup.archive import create_backup
     from hsmkms.bootstrap import open_deployment
+    from hsmkms.cli.progress import progress_bar
 
     hsm, store = open_deployment(settings)
     store.close()  # the backup reads over connections of its own
     try:
-        report = create_backup(
-            hsm, settings.store.database_url, Path(args.output), allow_partial=args.allow_partial
-        )
+        with progress_bar("backup", unit="key") as progress:
+            report = create_backup(
+                hsm, settings.store.database_url, Path(args.output),
+                allow_partial=args.allow_partial, progress=progress,
+            )  # fmt: skip
         return asdict(report)
     finally:
         hsm.close()
@@ -237,10 +249,13 @@ def _backup_create(settings: Settings, args: argparse.Namespace) -> Any:
 def _backup_restore(settings: Settings, args: argparse.Namespace) -> Any:
     from hsmkms.backup.archive import restore_backup
     from hsmkms.bootstrap import open_deployment
+    from hsmkms.cli.progress import progress_bar
 
     hsm, store = open_deployment(settings)
     store.close()  # the restore writes over connections of its own
     try:
-        return asdict(restore_backup(hsm, settings.store.database_url, Path(args.input)))
+        with progress_bar("restore", unit="object") as progress:
+            report = restore_backup(hsm, settings.store.database_url, Path(args.input), progress)
+        return asdict(report)
     finally:
         hsm.close()

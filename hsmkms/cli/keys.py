@@ -8,47 +8,82 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hsmkms.cli.help import KEY
 from hsmkms.cli.registry import command
 from hsmkms.library import KeyManager
 
 
 def add_parsers(commands: Any) -> None:
     commands.add_parser("maintain", help="run due rotations and deletions, then reconcile")
-    key = commands.add_parser("key", help="KMS keys").add_subparsers(dest="action", required=True)
-    create = key.add_parser("create")
-    create.add_argument("--description", default="")
-    create.add_argument("--key-spec", default=None)
-    create.add_argument("--key-usage", default="ENCRYPT_DECRYPT")
-    create.add_argument("--multi-region", action="store_true")
-    key.add_parser("list")
-    simple = ("describe", "enable", "disable", "rotate", "cancel-deletion", "disable-rotation")
-    for action in (*simple, "rotation-status", "list-rotations"):
-        key.add_parser(action).add_argument("key")
-    schedule = key.add_parser("schedule-deletion")
-    schedule.add_argument("key")
-    schedule.add_argument("--days", type=int, default=None)
-    rotation = key.add_parser("enable-rotation")
-    rotation.add_argument("key")
-    rotation.add_argument("--period-days", type=int, default=None)
+    key = commands.add_parser("key", help="KMS keys").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    create = key.add_parser("create", help="a new KMS key, made in the token")
+    create.add_argument("--description", default="", help="(default: none)")
+    create.add_argument(
+        "--key-spec", default=None, metavar="SPEC",
+        help="SYMMETRIC_DEFAULT, RSA_2048..4096, ECC_NIST_P256.., HMAC_256.. "
+        "(default: SYMMETRIC_DEFAULT)",
+    )  # fmt: skip
+    create.add_argument(
+        "--key-usage", default="ENCRYPT_DECRYPT", metavar="USAGE",
+        help="ENCRYPT_DECRYPT, SIGN_VERIFY, GENERATE_VERIFY_MAC or KEY_AGREEMENT",
+    )  # fmt: skip
+    create.add_argument("--multi-region", action="store_true", help="a multi-Region primary key")
+    listing = key.add_parser("list", help="the keys (ids and ARNs; --long: an inventory)")
+    listing.add_argument(
+        "--long", action="store_true",
+        help="aliases, spec, usage, state, origin, key store, rotation, creation and last use "
+        "of each key, as a table",
+    )  # fmt: skip
+    listing.add_argument("--json", action="store_true", help="with --long: JSON, for scripts")
+    described = {
+        "describe": "the key's KeyMetadata",
+        "enable": "enable a disabled key",
+        "disable": "disable the key (refused for use until enabled)",
+        "rotate": "rotate now (RotateKeyOnDemand)",
+        "cancel-deletion": "cancel a scheduled deletion (the key stays disabled)",
+        "disable-rotation": "stop automatic rotation",
+        "rotation-status": "whether and how often the key rotates",
+        "list-rotations": "the key's past rotations",
+    }
+    for action, text in described.items():
+        key.add_parser(action, help=text).add_argument("key", help=KEY)
+    schedule = key.add_parser("schedule-deletion", help="delete the key after a waiting period")
+    schedule.add_argument("key", help=KEY)
+    schedule.add_argument("--days", type=int, default=None, help="7 to 30 (default: 30)")
+    rotation = key.add_parser("enable-rotation", help="rotate the key automatically")
+    rotation.add_argument("key", help=KEY)
+    rotation.add_argument(
+        "--period-days", type=int, default=None, metavar="DAYS", help="90 to 2560 (default: 365)"
+    )
 
     alias = commands.add_parser("alias", help="aliases").add_subparsers(
-        dest="action", required=True
+        dest="action", required=True, metavar="ACTION"
     )
-    alias_create = alias.add_parser("create")
-    alias_create.add_argument("alias")
-    alias_create.add_argument("key")
-    alias.add_parser("list").add_argument("--key", default=None)
-    alias.add_parser("delete").add_argument("alias")
+    alias_create = alias.add_parser("create", help="point a new alias at a key")
+    alias_create.add_argument("alias", help="alias/NAME")
+    alias_create.add_argument("key", help=KEY)
+    alias.add_parser("list", help="the aliases").add_argument(
+        "--key", default=None, help=f"{KEY}: only its aliases (default: every alias)"
+    )
+    alias.add_parser("delete", help="delete an alias (not its key)").add_argument(
+        "alias", help="alias/NAME"
+    )
 
-    encrypt = commands.add_parser("encrypt", help="envelope-encrypt a file")
-    encrypt.add_argument("--key", required=True)
-    encrypt.add_argument("--context", action="append", metavar="K=V")
-    encrypt.add_argument("input")
-    encrypt.add_argument("output")
-    decrypt = commands.add_parser("decrypt", help="decrypt a file made by `hsmkms encrypt`")
-    decrypt.add_argument("--context", action="append", metavar="K=V")
-    decrypt.add_argument("input")
-    decrypt.add_argument("output")
+    for name, text in (
+        ("encrypt", "envelope-encrypt a file"),
+        ("decrypt", "decrypt a file made by `hsmkms encrypt`"),
+    ):
+        command = commands.add_parser(name, help=text)
+        if name == "encrypt":
+            command.add_argument("--key", required=True, help=KEY)
+        command.add_argument(
+            "--context", action="append", metavar="K=V",
+            help="an encryption context pair, repeatable (decrypt needs the same pairs)",
+        )  # fmt: skip
+        command.add_argument("input", help="the file to read")
+        command.add_argument("output", help="the file to write (only once all is checked)")
 
 
 def context_pairs(pairs: Sequence[str] | None) -> dict[str, str]:
@@ -62,7 +97,16 @@ def context_pairs(pairs: Sequence[str] | None) -> dict[str, str]:
 
 
 @command("key", "list")
-def _list_all_keys(km: KeyManager, _: argparse.Namespace) -> Any:
+def _list_all_keys(km: KeyManager, args: argparse.Namespace) -> Any:
+    if args.long:
+        from hsmkms.cli.inventory import inventory, inventory_table
+        from hsmkms.config import load_settings
+
+        found = inventory(km, load_settings().data_dir / "audit")
+        if args.json:
+            return {"Keys": found}
+        print(inventory_table(found))
+        return None
     keys: list[dict[str, str]] = []
     marker = None
     while True:

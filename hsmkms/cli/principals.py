@@ -14,6 +14,7 @@ import json
 import sys
 from typing import Any
 
+from hsmkms.cli.help import PRINCIPAL_ARN
 from hsmkms.cli.registry import Outcome, command
 from hsmkms.library import KeyManager
 from hsmkms.policy.principals import ACTIVE, INACTIVE, CredentialStore
@@ -23,28 +24,32 @@ from hsmkms.store.model import AccessKey
 def add_parsers(principal: Any) -> None:
     """The commands under `hsmkms principal` (its subparsers), beside add/attach/tag."""
     principal.add_parser("list", help="every principal: access keys, policy names, tags")
-    principal.add_parser("show", help="one principal in full (never a secret)").add_argument("arn")
+    principal.add_parser("show", help="one principal in full (never a secret)").add_argument(
+        "arn", help=PRINCIPAL_ARN
+    )
     principal.add_parser(
         "remove", help="delete a principal's access keys, policies and tags; revoke its grants"
-    ).add_argument("arn")
+    ).add_argument("arn", help=PRINCIPAL_ARN)
     detach = principal.add_parser("detach-policy", help="remove a named identity policy")
-    detach.add_argument("arn")
-    detach.add_argument("name")
+    detach.add_argument("arn", help=PRINCIPAL_ARN)
+    detach.add_argument("name", help="the policy's name (attach-policy --name)")
     keys = principal.add_parser(
         "access-key", help="access keys (at most two per principal, Active or Inactive)"
-    ).add_subparsers(dest="key_action", required=True)
+    ).add_subparsers(dest="key_action", required=True, metavar="ACTION")
     keys.add_parser("create", help="a new key pair; the secret is shown only now").add_argument(
-        "arn"
+        "arn", help=PRINCIPAL_ARN
     )
     keys.add_parser("list", help="one principal's keys, or every key").add_argument(
-        "arn", nargs="?", default=None
+        "arn", nargs="?", default=None, help=f"{PRINCIPAL_ARN} (default: every principal's)"
     )
     for action, text in (
         ("disable", "refuse the key from the next request on, on every node"),
         ("enable", "accept the key again"),
         ("delete", "delete the key (it need not be disabled first, as in IAM)"),
     ):
-        keys.add_parser(action, help=text).add_argument("access_key_id", metavar="KEYID")
+        keys.add_parser(action, help=text).add_argument(
+            "access_key_id", metavar="KEYID", help="the access key id"
+        )
 
 
 def access_key_metadata(key: AccessKey) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from hsmkms.cli.help import KEY, URI_PREFIX
 from hsmkms.cli.registry import Outcome, command
 from hsmkms.library import KeyManager
 from hsmkms.xks import operations as xks
@@ -35,25 +36,39 @@ def _uri_path(prefix: str) -> str:
 
 def add_parsers(commands: Any) -> None:
     group = commands.add_parser("xks", help="the XKS proxy (AWS KMS external key store)")
-    areas = group.add_subparsers(dest="action", required=True)
+    areas = group.add_subparsers(dest="action", required=True, metavar="AREA")
     credential = areas.add_parser("credential", help="SigV4 credentials AWS KMS signs with")
-    actions = credential.add_subparsers(dest="xks_action", required=True)
+    actions = credential.add_subparsers(dest="xks_action", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="add a credential (generated when not given)")
-    add.add_argument("--access-key-id", default=None)
-    add.add_argument("--secret-access-key", default=None)
-    add.add_argument("--uri-prefix", default=None)
-    actions.add_parser("list").add_argument("--uri-prefix", default=None)
-    actions.add_parser("remove").add_argument("access_key_id")
+    add.add_argument(
+        "--access-key-id", default=None, metavar="ID",
+        help="20-30 of A-Z 2-7 (default: generated; printed once with the secret)",
+    )  # fmt: skip
+    add.add_argument(
+        "--secret-access-key", default=None, metavar="SECRET",
+        help="43-64 of A-Z a-z 0-9 + / = (default: generated)",
+    )  # fmt: skip
+    add.add_argument("--uri-prefix", default=None, help=URI_PREFIX)
+    actions.add_parser("list", help="the credentials (never a secret)").add_argument(
+        "--uri-prefix", default=None, help="one key store's (default: every key store's)"
+    )
+    actions.add_parser("remove", help="remove a credential").add_argument(
+        "access_key_id", metavar="ID", help="its access key id"
+    )
     policy = areas.add_parser("policy", help="a key store's secondary-authorization policy")
-    actions = policy.add_subparsers(dest="xks_action", required=True)
+    actions = policy.add_subparsers(dest="xks_action", required=True, metavar="ACTION")
     put = actions.add_parser("put", help="set the policy (JSON file)")
-    put.add_argument("file")
-    put.add_argument("--uri-prefix", default=None)
-    actions.add_parser("get").add_argument("--uri-prefix", default=None)
-    actions.add_parser("remove").add_argument("--uri-prefix", default=None)
+    put.add_argument("file", help="the policy document (JSON, identity-policy form)")
+    put.add_argument("--uri-prefix", default=None, help=URI_PREFIX)
+    actions.add_parser("get", help="print the policy").add_argument(
+        "--uri-prefix", default=None, help=URI_PREFIX
+    )
+    actions.add_parser("remove", help="remove the policy").add_argument(
+        "--uri-prefix", default=None, help=URI_PREFIX
+    )
     usage = areas.add_parser("key-usage", help="what XKS may do with a key")
-    usage.add_argument("key")
-    usage.add_argument("usage", choices=sorted(USAGES))
+    usage.add_argument("key", help=KEY)
+    usage.add_argument("usage", choices=sorted(USAGES), help="ENCRYPT_DECRYPT lifts the limit")
 
 
 def _credentials(km: KeyManager) -> XksCredentialStore:

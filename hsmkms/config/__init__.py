@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from hsmkms.config.defaults import (
     DEFAULT_ACCOUNT_ID,
@@ -82,6 +82,8 @@ class Settings(Group):
     rate_limits: RateLimits = RateLimits()
     regions: RegionSettings = RegionSettings()
     console: ConsoleSettings = ConsoleSettings()
+    # flat name -> where it was given ("HSMKMS_PIN_FILE", "/etc/hsmkms.toml: pin_file")
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("account_id")
     @classmethod
@@ -112,15 +114,40 @@ class Settings(Group):
     def softhsm_conf(self) -> Path:
         return self.data_dir / "softhsm2.conf"
 
+    def origin(self, name: str) -> str:
+        """Where the setting `name` (its flat name, e.g. `pin_file`) was given: the
+        variable, or the TOML file and key; the variable's name when it was not given."""
+        return self._origins.get(name, ENV_PREFIX + name.upper())
+
     def read_pin(self) -> str | None:
+        """The user PIN, or None where none is configured and init wrote none; a PIN file
+        that was named but is missing is a ConfigError naming where it was named."""
+        pin_file, given = self.token.pin_file, self.token.pin
+        if not (given and given.get_secret_value()) and pin_file and not pin_file.exists():
+            raise ConfigError(f"{self.origin('pin_file')}: no such file: {pin_file}")
         return self.token.read_pin(self.data_dir)
 
-    def read_region_pin(self, label: str) -> str | None:
+    def require_pin(self) -> str:
+        """The user PIN; a ConfigError saying where it was looked for when there is none."""
+        pin = self.read_pin()
+        if pin is None:
+            raise ConfigError(
+                f"no user PIN: {self.data_dir / PIN_FILE_NAME} does not exist (run `hsmkms "
+                "init`, or set HSMKMS_PIN or HSMKMS_PIN_FILE)"
+            )
+        return pin
+
+    def read_region_pin(self, label: str) -> str:
         """The user PIN of a region's token (see RegionSettings)."""
         if self.regions.pin_dir is None:
-            return self.read_pin()
+            return self.require_pin()
         path = self.regions.pin_dir / f"{label}.pin"
-        return path.read_text().strip() if path.exists() else None
+        if not path.exists():
+            raise ConfigError(
+                f"{self.origin('region_pin_dir')}: no user PIN for the region token "
+                f"{label!r}: {path} does not exist"
+            )
+        return path.read_text().strip()
 
 
 def _places() -> dict[str, tuple[str | None, str]]:
@@ -192,6 +219,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     A mistake raises ConfigError (a ValueError) with one line naming where it is."""
     values = gather(env, flat_names())
     try:
-        return Settings.model_validate(_nested(values))
+        settings = Settings.model_validate(_nested(values))
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, values)) from None
+    settings._origins = {name: given.origin for name, given in values.items()}
+    return settings

@@ -18,6 +18,7 @@ from hsmkms.token.backup import (
     unwrap_material,
     wrap_material,
 )
+from hsmkms.token.capacity import token_capacity
 from hsmkms.token.domain import (
     create_domain,
     custody_for,
@@ -38,7 +39,7 @@ from hsmkms.token.importing import (
 from hsmkms.token.importing import require as require_wrapping
 from hsmkms.token.interface import Token
 from hsmkms.token.kinds import CURVES, Aes, EcPair, EdPair, HmacKey, MaterialKind, RsaPair
-from hsmkms.token.library import find_token, load_module, rescan_tokens
+from hsmkms.token.library import NotAPkcs11Module, find_token, load_module, rescan_tokens
 from hsmkms.token.marker import destroy_marker, holds_marker, make_marker
 from hsmkms.token.seal import Seal
 from hsmkms.token.seal import seal as seal_payload
@@ -68,6 +69,7 @@ __all__ = [
     "InternalRef",
     "MaterialKind",
     "MaterialRef",
+    "NotAPkcs11Module",
     "ObjectFacts",
     "ObjectName",
     "RsaPair",
@@ -100,6 +102,7 @@ __all__ = [
     "require_wrapping",
     "rescan_tokens",
     "seal_payload",
+    "token_capacity",
     "unwrap_material",
     "verify_seal",
     "wrap_material",

@@ -9,6 +9,7 @@ python-pkcs11 attach to the already initialised module.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from pkcs11 import _pkcs11
 from pkcs11.exceptions import NoSuchToken, PKCS11Error
 
+from hsmkms.config.sources import ConfigError
 from hsmkms.errors import KMSInternalException
 from hsmkms.token.faults import TokenNotFound
 
@@ -61,14 +63,38 @@ _keep_loaded: list[ctypes.CDLL] = []
 _lock = threading.Lock()
 
 
+class NotAPkcs11Module(ConfigError):
+    """A file that the dynamic loader refuses, or that has no C_GetFunctionList: a set-up
+    mistake, named with its path (a missing file may come back: TokenNotFound)."""
+
+
 def _function_list(path: str) -> Any:
-    dll = ctypes.CDLL(path)
+    try:
+        dll = ctypes.CDLL(path)
+        get_function_list = dll.C_GetFunctionList
+    except AttributeError:
+        raise NotAPkcs11Module(f"{path} is not a PKCS#11 module (no C_GetFunctionList)") from None
+    except OSError as exc:
+        if not os.path.exists(path):
+            raise
+        raise NotAPkcs11Module(f"{path} is not a PKCS#11 module ({exc})") from None
     _keep_loaded.append(dll)  # never unload: python-pkcs11 shares this mapping
     head = ctypes.POINTER(_FunctionListHead)()
-    rv = dll.C_GetFunctionList(ctypes.byref(head))
+    rv = get_function_list(ctypes.byref(head))
     if rv != CKR_OK:
-        raise KMSInternalException(f"C_GetFunctionList failed for PKCS#11 module (rv={rv:#x})")
+        raise KMSInternalException(
+            f"C_GetFunctionList failed for PKCS#11 module {path} (rv={rv:#x})"
+        )
     return head
+
+
+def function_list_entry(path: str, index: int, prototype: Any) -> Any:
+    """The `index`-th function of the module's CK_FUNCTION_LIST (C_Initialize is 1: the
+    version before it takes one pointer's room), as a ctypes `prototype`."""
+    base = ctypes.cast(_function_list(path), ctypes.c_void_p).value
+    assert base is not None
+    address = ctypes.c_void_p.from_address(base + index * ctypes.sizeof(ctypes.c_void_p))
+    return prototype(address.value)
 
 
 def _initialize_with_os_locking(path: str, init_params: str | None) -> None:
@@ -77,7 +103,7 @@ def _initialize_with_os_locking(path: str, init_params: str | None) -> None:
     args = _InitializeArgs(None, None, None, None, CKF_OS_LOCKING_OK, params, None)
     rv = head.contents.C_Initialize(ctypes.cast(ctypes.byref(args), ctypes.c_void_p))
     if rv not in (CKR_OK, CKR_CRYPTOKI_ALREADY_INITIALIZED):
-        raise KMSInternalException(f"C_Initialize failed for PKCS#11 module (rv={rv:#x})")
+        raise KMSInternalException(f"C_Initialize failed for PKCS#11 module {path} (rv={rv:#x})")
 
 
 def load_module(path: str, init_params: str | None = None) -> Any:

@@ -8,9 +8,11 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -100,6 +102,21 @@ def test_wrong_service_scope(server: Server) -> None:
 def test_session_tokens_are_refused(server: Server) -> None:
     response = server.raw("GenerateRandom", BODY, headers={"X-Amz-Security-Token": "token"})
     expect(response, "UnrecognizedClientException")
+
+
+def test_a_session_token_left_in_the_environment_is_named(server: Server) -> None:
+    """After `aws sso login` AWS_SESSION_TOKEN is set, and every client sends it."""
+    kms = boto3.client(
+        "kms", endpoint_url=server.url, region_name="us-east-1",
+        aws_access_key_id=server.access_key_id, aws_secret_access_key=server.secret_access_key,
+        aws_session_token="FwoGZXIvYXdzEXAMPLE",
+    )  # fmt: skip
+    with pytest.raises(ClientError) as refused:
+        kms.generate_random(NumberOfBytes=8)
+    error = refused.value.response["Error"]
+    assert error["Code"] == "UnrecognizedClientException"
+    assert error["Message"].startswith("The security token included in the request is invalid.")
+    assert "unset AWS_SESSION_TOKEN" in error["Message"]
 
 
 def test_metrics_count_the_failures(server: Server) -> None:
