@@ -7,7 +7,7 @@ VENV_PYTHON = $(VENV)/bin/python
 DATA_DIR ?= .hsmkms
 export HSMKMS_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: run-deps test-deps console-deps install run test test-nss test-console lint bench
+.PHONY: run-deps test-deps console-deps install run test test-nss test-console screenshots lint bench
 
 # What `make run` needs: softhsm2 (the token) and openssl. `make test` adds libnss3 (softokn),
 # libnss3-tools (certutil) and p11-kit: the second PKCS#11 implementation `make test-nss`
@@ -78,9 +78,12 @@ test: install
 	$(PYTEST) $(TEST_ARGS)
 
 # The console in headless Chromium (tests/console, marker `console`, deselected by
-# `make test`); screenshots land in docs/screenshots/.
+# `make test`); `make screenshots` runs them saving each page under docs/screenshots/.
 test-console: install console-deps
 	$(PYTEST) -m console tests/console $(TEST_ARGS)
+
+screenshots: install console-deps
+	HSMKMS_TEST_SCREENSHOTS=docs/screenshots $(PYTEST) -m console tests/console $(TEST_ARGS)
 
 # The same suite against NSS softokn; tests needing what it lacks skip with the reason.
 test-nss: install

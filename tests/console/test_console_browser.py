@@ -2,14 +2,18 @@
 against a real `hsmkms serve` on a real token. Run by `make test-console`, not by
 `make test` (the `console` marker is deselected by default, pyproject.toml).
 
-Screenshots of each page go to docs/screenshots/ (a few are in the README).
+Screenshots of each page go to HSMKMS_TEST_SCREENSHOTS when set (`make screenshots` sets it to
+docs/screenshots/, a few are in the README), else to a temporary directory, so a test run
+leaves the checkout as it was.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,6 @@ CHROMIUM = os.environ.get("HSMKMS_TEST_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update",
          "--disable-sync"]  # fmt: skip
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
 NARROW = {"width": 390, "height": 844}
 
@@ -76,9 +79,16 @@ def sign_in(page: Any, deployment: Deployment, name: str = "custodian") -> None:
     page.wait_for_url("**/console/keys")
 
 
+@functools.cache
+def screenshot_folder() -> Path:
+    chosen = os.environ.get("HSMKMS_TEST_SCREENSHOTS")
+    folder = Path(chosen) if chosen else Path(tempfile.mkdtemp(prefix="hsmkms-screenshots-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def shoot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(screenshot_folder() / f"{name}.png"), full_page=True)
 
 
 def test_sign_in_and_the_inventory_lists_keys_made_through_boto3(
