@@ -6,17 +6,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp
-
-from hsmkms.api.app import create_app
-from hsmkms.api.ratelimit import RateLimiter
-from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.audit.log import AuditLog
 from hsmkms.audit.shelf import DatabaseShelf
 from hsmkms.binding import check_or_bind
 from hsmkms.config import ConfigError, Settings, is_softhsm, load_settings
-from hsmkms.console import build_console
 from hsmkms.errors import KMSInternalException
 from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.library import KeyManager
@@ -25,6 +20,9 @@ from hsmkms.policy.principals import CredentialStore
 from hsmkms.store import open_store
 from hsmkms.store.base import MetadataStore
 from hsmkms.token import Hsm, NotAPkcs11Module, Token, TokenAuditAnchor, custody_for
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 SOFTHSM2_SYSTEM_CONF = Path("/etc/softhsm/softhsm2.conf")
 
@@ -174,6 +172,12 @@ def build_app(settings: Settings, km: KeyManager, *, serving: bool = False) -> A
     """The HTTP app over a KeyManager: SigV4 against the stored principals, deadlines,
     quotas, the XKS proxy. `serving`: a real `hsmkms serve` process, which must end
     within the drain time after SIGTERM (never set in tests: it ends the process)."""
+    # Imported here: every CLI command opens a deployment, only `serve` builds the app.
+    from hsmkms.api.app import create_app
+    from hsmkms.api.ratelimit import RateLimiter
+    from hsmkms.api.sigv4 import SigV4Verifier
+    from hsmkms.console import build_console
+
     credentials = CredentialStore(km.store, km.hsm, km.clock)
     verifier = SigV4Verifier(
         credentials.lookup, regions=settings.regions.served, on_verified=credentials.record_use

@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import json
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
 from hsmkms.errors import ValidationException
 from hsmkms.store.base import MetadataStore
@@ -46,6 +42,9 @@ from hsmkms.xks_spec import (
     XksCiphertext,
     cdiv,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 TIMEOUT_SECONDS = 0.25  # "If KMS does not receive a response ... within 250ms"
 ROUTES = "xks-proxy-route"  # documents kind: host -> base URL the operator chose
@@ -111,7 +110,14 @@ def _unb64(body: Mapping[str, Any], name: str, *, required: bool = True) -> byte
         raise XksProxyFailure(MALFORMED, f"{name} is not base64") from None
 
 
-_HTTP = httpx.Client(follow_redirects=False)  # thread-safe; keeps connections warm
+@functools.cache
+def _http() -> httpx.Client:
+    """One client for the process (thread-safe; keeps connections warm), made on first use:
+    httpx and botocore's signer are imported only where an external key store is called,
+    which keeps every CLI command's start-up short."""
+    import httpx
+
+    return httpx.Client(follow_redirects=False)
 
 
 class XksClient:
@@ -120,6 +126,11 @@ class XksClient:
         self.timeout = timeout
 
     def _post(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
+        import httpx
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
         target = self.target
         url = f"{target.base_url}{target.uri_path}/{route}"
         data = json.dumps(body, separators=(",", ":")).encode()
@@ -130,7 +141,7 @@ class XksClient:
         SigV4Auth(credentials, SERVICE, target.region).add_auth(request)
         started = time.monotonic()
         try:
-            response = _HTTP.post(
+            response = _http().post(
                 url,
                 content=data,
                 headers=dict(request.headers.items()),
