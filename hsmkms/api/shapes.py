@@ -42,6 +42,16 @@ def operation(name: str) -> OperationModel | None:
 
 CONTEXT_SHAPE = "EncryptionContextType"  # every request member holding an encryption context
 
+# The members of nested request structures hsmkms implements, by model shape. The model
+# grows (botocore added GrantConstraints.SourceArn): a member it has and this table lacks
+# is refused as unsupported, never dropped, so a constraint cannot silently widen a grant.
+# (Top-level members are checked against the handler's parameters, api/invoke.py.)
+NESTED_MEMBERS: dict[str, frozenset[str]] = {
+    "Tag": frozenset({"TagKey", "TagValue"}),
+    "GrantConstraints": frozenset({"EncryptionContextSubset", "EncryptionContextEquals"}),
+    "XksProxyAuthenticationCredentialType": frozenset({"AccessKeyId", "RawSecretAccessKey"}),
+}
+
 
 def _field(name: str) -> str:
     return name[:1].lower() + name[1:]
@@ -157,6 +167,15 @@ class _Checker:
         for name, member in shape.members.items():
             if value.get(name) is not None:
                 result[name] = self.check(member, value[name], _member_path(path, name))
+        if path:
+            implemented = NESTED_MEMBERS.get(shape.name, frozenset())
+            self.unsupported.extend(
+                UnsupportedOperationException(
+                    f"{shape.name}.{name} is not supported by this hsmkms release."
+                )
+                for name in result
+                if name not in implemented
+            )
         if shape.name == "GrantConstraints":
             self._grant_constraints(result, path)
         return result  # members the model does not know are ignored, as AWS does
@@ -165,6 +184,8 @@ class _Checker:
         """The limits CreateGrant documents for its Constraints and the model lacks."""
         most_pairs, longest = context.MAX_CONSTRAINT_PAIRS, context.MAX_CONSTRAINT_VALUE
         for name, pairs in constraints.items():
+            if not isinstance(pairs, dict):  # not an encryption-context constraint
+                continue
             where = _member_path(path, name)
             if len(pairs) > most_pairs:
                 constraint = f"Member must have length less than or equal to {most_pairs}"

@@ -11,6 +11,8 @@ from __future__ import annotations
 from functools import cache
 
 from hsmkms.errors import UnsupportedOperationException, validation_error
+from hsmkms.keys.specs import DATA_KEY_PAIR_SPECS
+from hsmkms.store.model import KeySpec, KeyUsage
 
 # AWS's order, where responses recorded from AWS KMS show it (its validation messages do
 # not follow the model's order). Values the model added since a recording follow, in the
@@ -39,6 +41,15 @@ NOT_IMPLEMENTED: dict[str, frozenset[str]] = {
     "MessageType": frozenset({"EXTERNAL_MU"}),
     "XksProxyConnectivityType": frozenset({"VPC_ENDPOINT_SERVICE"}),
 }
+# Shapes whose implemented values hsmkms's own tables list: any other value the model has
+# (AWS keeps adding: ML-KEM came in a later botocore) is unsupported, whatever the table
+# above says, instead of reaching a handler that does not know it.
+IMPLEMENTED: dict[str, frozenset[str]] = {
+    "KeySpec": frozenset(KeySpec),
+    "CustomerMasterKeySpec": frozenset(KeySpec),
+    "KeyUsageType": frozenset(KeyUsage),
+    "DataKeyPairSpec": frozenset(DATA_KEY_PAIR_SPECS),
+}
 
 
 @cache
@@ -63,7 +74,10 @@ def enum_constraint(shape: str) -> str:
 
 def unsupported(shape: str, value: object) -> UnsupportedOperationException | None:
     """The refusal of a model value this release does not implement; None otherwise."""
-    if value in NOT_IMPLEMENTED.get(shape, ()):
+    implemented = IMPLEMENTED.get(shape)
+    if value in NOT_IMPLEMENTED.get(shape, ()) or (
+        implemented is not None and value not in implemented
+    ):
         return UnsupportedOperationException(
             f"{shape} {value} is not supported by this hsmkms release."
         )

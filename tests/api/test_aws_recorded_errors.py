@@ -116,6 +116,16 @@ def test_list_member_paths_are_one_based_with_dots(server: Server) -> None:
     )
 
 
+def recorded_then_model(recorded: str, shape: str) -> str:
+    """AWS's order as recorded, then the values the installed botocore model added since
+    (AWS keeps adding key specs: ML-KEM came after the recording), in the model's order."""
+    from botocore.loaders import create_loader
+
+    model = create_loader().load_service_model("kms", "service-2")["shapes"][shape]["enum"]
+    first = recorded.split(", ")
+    return ", ".join([*first, *(v for v in model if v not in first)])
+
+
 @pytest.mark.parametrize(
     ("op", "body", "path", "listed"),
     [
@@ -123,12 +133,12 @@ def test_list_member_paths_are_one_based_with_dots(server: Server) -> None:
          "macAlgorithm", "HMAC_SHA_384, HMAC_SHA_256, HMAC_SHA_224, HMAC_SHA_512"),
         ("DeriveSharedSecret", {"KeyId": "k", "KeyAgreementAlgorithm": "INVALID",
                                 "PublicKey": "bQ=="}, "keyAgreementAlgorithm", "ECDH"),
-        ("CreateKey", {"KeySpec": "HMAC_random"}, "keySpec",
+        ("CreateKey", {"KeySpec": "HMAC_random"}, "keySpec", recorded_then_model(
          "RSA_2048, ECC_NIST_P384, ECC_NIST_P256, ECC_NIST_P521, HMAC_384, RSA_3072, "
          "ECC_SECG_P256K1, RSA_4096, SYMMETRIC_DEFAULT, HMAC_256, HMAC_224, HMAC_512, "
-         "SM2, ML_DSA_44, ML_DSA_65, ML_DSA_87, ECC_NIST_EDWARDS25519"),
-        ("CreateKey", {"KeyUsage": "RANDOM"}, "keyUsage",
-         "ENCRYPT_DECRYPT, SIGN_VERIFY, GENERATE_VERIFY_MAC, KEY_AGREEMENT"),
+         "SM2, ML_DSA_44, ML_DSA_65, ML_DSA_87, ECC_NIST_EDWARDS25519", "KeySpec")),
+        ("CreateKey", {"KeyUsage": "RANDOM"}, "keyUsage", recorded_then_model(
+         "ENCRYPT_DECRYPT, SIGN_VERIFY, GENERATE_VERIFY_MAC, KEY_AGREEMENT", "KeyUsageType")),
     ],
 )  # fmt: skip
 def test_enum_lists_are_awss_in_awss_order(
@@ -296,3 +306,81 @@ def test_model_values_not_implemented_are_unsupported(
     status, answer = wire(server, op, body)
     assert (status, answer["__type"]) == (400, "UnsupportedOperationException"), answer
     assert named in answer["message"] and "not supported" in answer["message"]
+
+
+def _model_enum(shape: str) -> list[str]:
+    from botocore.loaders import create_loader
+
+    values: list[str] = create_loader().load_service_model("kms", "service-2")["shapes"][shape][
+        "enum"
+    ]
+    return values
+
+
+def _usage_for(spec: str) -> str:
+    """A key usage the spec allows (by AWS's families), for CreateKey."""
+    if spec.startswith("HMAC_"):
+        return "GENERATE_VERIFY_MAC"
+    if spec.startswith("ML_KEM_"):
+        return "ENCAPSULATE_DECAPSULATE"
+    return "ENCRYPT_DECRYPT" if spec == "SYMMETRIC_DEFAULT" else "SIGN_VERIFY"
+
+
+@pytest.mark.parametrize("spec", _model_enum("KeySpec"))
+def test_every_key_spec_of_the_model_is_made_or_refused_as_unsupported(
+    server: Server, spec: str
+) -> None:
+    """Whatever key specs the installed botocore model has (AWS keeps adding them): a
+    key, or UnsupportedOperationException naming the spec; never a 500 or a validation
+    error quoting a list of hsmkms's own."""
+    usage = _usage_for(spec)
+    status, answer = wire(server, "CreateKey", {"KeySpec": spec, "KeyUsage": usage})
+    if status == 200:
+        assert answer["KeyMetadata"]["KeySpec"] == spec
+    else:  # naming the spec, or the usage that comes with it
+        assert (status, answer["__type"]) == (400, "UnsupportedOperationException"), answer
+        assert spec in answer["message"] or usage in answer["message"]
+
+
+@pytest.mark.parametrize("spec", _model_enum("DataKeyPairSpec"))
+def test_every_data_key_pair_spec_of_the_model_is_made_or_refused_as_unsupported(
+    server: Server, kms: Any, spec: str
+) -> None:
+    key = created(kms)["KeyId"]
+    status, answer = wire(
+        server, "GenerateDataKeyPairWithoutPlaintext", {"KeyId": key, "KeyPairSpec": spec}
+    )
+    if status == 200:
+        assert answer["KeyPairSpec"] == spec
+    else:
+        assert (status, answer["__type"]) == (400, "UnsupportedOperationException"), answer
+        assert spec in answer["message"]
+
+
+def test_a_grant_constraint_hsmkms_does_not_implement_is_refused_not_dropped(
+    server: Server, kms: Any
+) -> None:
+    """A newer model's constraint (SourceArn) must not be ignored: that grant would allow
+    more than its creator asked for."""
+    key = created(kms)["KeyId"]
+    body = {
+        "KeyId": key,
+        "GranteePrincipal": "arn:aws:iam::111122223333:user/someone",
+        "Operations": ["Decrypt"],
+        "Constraints": {"EncryptionContextSubset": {"a": "b"}, "SourceArn": "arn:aws:s3:::bucket-of-someone"},
+    }
+    status, answer = wire(server, "CreateGrant", body)
+    known = "SourceArn" in _model_members("GrantConstraints")
+    if known:
+        assert (status, answer["__type"]) == (400, "UnsupportedOperationException"), answer
+        assert "GrantConstraints.SourceArn" in answer["message"]
+        assert kms.list_grants(KeyId=key)["Grants"] == []
+    else:  # an older model: a member it does not know, ignored as AWS ignores those
+        assert status == 200, answer
+
+
+def _model_members(shape: str) -> list[str]:
+    from botocore.loaders import create_loader
+
+    shapes = create_loader().load_service_model("kms", "service-2")["shapes"]
+    return list(shapes[shape]["members"])

@@ -215,16 +215,24 @@ def test_clients_too_slow_with_their_body_are_cut_off(edge: Edge) -> None:
 def test_connections_over_the_cap_are_refused_and_the_cap_recovers(
     edge: Edge, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with ExitStack() as stack:
-        held = [stack.enter_context(edge.connect()) for _ in range(LIMITS.max_connections)]
-        time.sleep(0.2)  # all accepted before the next one
-        with edge.connect() as extra:
-            status, _, body = read_response(extra)
+    for _attempt in range(3):
+        with ExitStack() as stack:
+            started = time.monotonic()
+            for _ in range(LIMITS.max_connections):
+                stack.enter_context(edge.connect())  # held open, closed when the stack ends
+            time.sleep(0.2)  # all accepted before the next one
+            with edge.connect() as extra:
+                status, _, body = read_response(extra)
+            # On a machine too busy to open them all within the header timeout, the
+            # first held ones were rightly cut (408) and freed a place: try again.
+            if status != 503 and time.monotonic() - started > LIMITS.header_timeout_seconds:
+                continue
             assert status == 503
             assert json.loads(body)["__type"] == "ServiceUnavailableException"
-        assert "12 connections open: refusing more" in caplog.text
-        for sock in held:
-            sock.close()
+            assert "12 connections open: refusing more" in caplog.text
+            break
+    else:
+        pytest.fail("the machine was too busy to hold the cap within the header timeout")
     time.sleep(0.2)  # the server notices the closes
     assert httpx.get(edge.url + "/healthz").status_code == 200
 
