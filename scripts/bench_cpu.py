@@ -99,6 +99,14 @@ class Server:
             HSMKMS_AUDIT_DURABILITY=durability,
             PYTHONPATH=str(tree),
         )
+        # `python -m` puts its working directory first on the path: run in the tree
+        # itself, or every tree would serve the code of the directory bench ran from.
+        self.tree = tree
+        served = subprocess.run([sys.executable, "-c", "import hsmkms; print(hsmkms.__file__)"],
+                                env=self.env, cwd=tree, check=True, capture_output=True,
+                                text=True).stdout  # fmt: skip
+        if not Path(served.strip()).resolve().is_relative_to(tree.resolve()):
+            raise SystemExit(f"{tree} would serve {served.strip()}")
         self.cli("init")
         arn = "arn:aws:iam::111122223333:user/bench"
         principal = self.cli("principal", "add", "--arn", arn)
@@ -117,7 +125,7 @@ class Server:
         # The access log (on, as by default) to a file, not the terminal.
         self.log = (workdir / "serve.log").open("wb")
         self.process = subprocess.Popen(
-            [*command, "--workers", str(workers)], env=self.env, stderr=self.log
+            [*command, "--workers", str(workers)], env=self.env, stderr=self.log, cwd=tree
         )
         _wait_for(f"http://127.0.0.1:{port}/healthz", self.process)
         self.kms = Target("127.0.0.1", port, principal["AccessKeyId"], principal["SecretAccessKey"])
@@ -127,6 +135,7 @@ class Server:
         out = subprocess.run(
             [sys.executable, "-m", "hsmkms.cli", *words],
             env=self.env,
+            cwd=self.tree,
             check=True,
             capture_output=True,
             text=True,
