@@ -7,11 +7,14 @@ token: 4 KiB Encrypt and Decrypt through KeyManager, on 1, 2 and 4 threads:
   raw-gcm  python-pkcs11 AES-GCM alone, fixed IV (the token's ceiling; not safe)
   hsmkms   KeyManager.encrypt / decrypt (resolve, state checks, blob, context AAD)
 xks: the XKS proxy API (scripts/bench_xks.py): 32-byte Encrypt with AAD at concurrency 16.
+cpu: server CPU per request beside req/s and latency, moto_server and the raw token in
+  the same run, `--profile DIR` for a sampling profile (scripts/bench_cpu.py).
 http: 4 KiB Encrypt and Decrypt over HTTP at concurrency 1, 8 and 32 from a signing
   load generator (scripts/loadgen.py) against `hsmkms serve`, a moto server and a
   canned-response server (the load generator's own ceiling); req/s, p50, p99.
 
     python scripts/bench.py [token|http|xks|all] [--seconds 2] [--threads 1,2,4]
+    python scripts/bench.py cpu [--seconds 3] [--workers 1] [--profile DIR] [--tree N=DIR]
     python scripts/bench.py mixed|workers [--seconds 10] (see scripts/bench_serve.py)
 """
 
@@ -375,7 +378,7 @@ def main() -> None:
         "which",
         nargs="?",
         default="all",
-        choices=("token", "http", "xks", "all", "mixed", "workers"),
+        choices=("token", "http", "xks", "cpu", "all", "mixed", "workers"),
     )
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--threads", default="1,2,4")
@@ -383,6 +386,9 @@ def main() -> None:
     if args.which in ("mixed", "workers"):  # serving benchmarks: scripts/bench_serve.py
         serve = [sys.executable, str(Path(__file__).with_name("bench_serve.py")), args.which]
         subprocess.run([*serve, "--seconds", str(args.seconds), *rest], check=True)
+    elif args.which == "cpu":  # server CPU per request: scripts/bench_cpu.py
+        cpu = [sys.executable, str(Path(__file__).with_name("bench_cpu.py"))]
+        subprocess.run([*cpu, "--seconds", str(args.seconds), *rest], check=True)
     elif args.which == "all":
         # SoftHSM2 reads its configuration once per process: one process per part.
         for part in ("token", "http", "xks"):

@@ -52,11 +52,11 @@ async def record_event(audit: AuditLog | None, event: dict[str, Any], what: str)
     KMSInternalException."""
     if audit is None:
         return
-    durable = audit.submit(event)
+    durable = audit.submit_awaitable(event, asyncio.get_running_loop())
     if durable is None:
         return
     try:
-        await asyncio.wrap_future(durable)
+        await durable
     except Exception as exc:  # no answer the trail does not hold
         log.exception("audit record %s not written", what)
         raise KMSInternalException(NOT_RECORDED) from exc

@@ -22,6 +22,8 @@ an allow-list and never include plaintext, ciphertext, MACs or signatures.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -81,7 +83,10 @@ LOGGED_PARAMETERS = frozenset({
     "Plan", "Changes",
 })  # fmt: skip
 
-_Item = tuple[dict[str, Any] | None, "Future[None] | None"]
+# Who waits for a record: a thread (a Future), or a task on an event loop (its loop and
+# an asyncio future, completed for the whole batch by one call on that loop).
+_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+_Item = tuple[dict[str, Any] | None, "Future[None] | _Waiter | None"]
 _STOP: _Item = (None, None)
 
 
@@ -175,6 +180,24 @@ class AuditLog:
         self._queue.put((event, done))
         return done
 
+    def submit_awaitable(
+        self, event: dict[str, Any], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[None] | None:
+        """`submit` for a task on `loop`: in sync mode, an asyncio future of that loop,
+        done once the record is on disk. The writer completes every such future of a
+        batch in one call on the loop: one wake-up per fsync, not one per record."""
+        event.setdefault("eventTime", datetime.now(UTC).isoformat())
+        if self.durability != "sync":
+            self.submit(event)
+            return None
+        done: asyncio.Future[None] = loop.create_future()
+        if self._closed:
+            log.error("audit record after close: %s", event.get("eventName"))
+            done.set_exception(OSError("the audit log is closed"))
+            return done
+        self._queue.put((event, (loop, done)))
+        return done
+
     def record(self, event: dict[str, Any]) -> None:
         """Record one event; in sync mode, returns once it is durable."""
         done = self.submit(event)
@@ -237,7 +260,7 @@ class AuditLog:
         return max(0.01, self._checkpoint_at + self._checkpoint_seconds - time.monotonic())
 
     def _write(self, batch: list[_Item]) -> bool:
-        done = [future for _, future in batch if future is not None]
+        done = [waiter for _, waiter in batch if waiter is not None]
         events = [event for event, _ in batch if event is not None]
         sequence, head, size = self._sequence, self._head, self._out.tell()
         try:
@@ -259,11 +282,9 @@ class AuditLog:
                 self._out.truncate(size)
             except OSError:
                 log.exception("could not cut a half-written audit batch")
-            for future in done:
-                future.set_exception(exc)
+            _settle(done, exc)
             return False
-        for future in done:
-            future.set_result(None)
+        _settle(done, None)
         return bool(events)
 
     def _rotate_if_due(self) -> None:
@@ -310,3 +331,29 @@ class AuditLog:
             "readOnly": False,
             "additionalEventData": data,
         }
+
+
+def _settle(waiters: list[Future[None] | _Waiter], error: BaseException | None) -> None:
+    """Tell a batch's waiters: threads directly, each event loop once for all its own."""
+    loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for waiter in waiters:
+        if isinstance(waiter, Future):
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+        else:
+            loops.setdefault(waiter[0], []).append(waiter[1])
+    for loop, futures in loops.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there now
+            loop.call_soon_threadsafe(_settle_on_loop, futures, error)
+
+
+def _settle_on_loop(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():  # its request was cancelled
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
