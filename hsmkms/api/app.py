@@ -63,7 +63,6 @@ def create_app(
     line per request to stderr (`text`, `json`) or none (`off`); dev_mode: serve
     development mode's reset endpoints too (hsmkms/api/devmode.py)."""
     workers = WorkerPool(ctx.hsm.pool.size, deadline=call_timeout)
-    health = HealthProbe(ctx, timeout=min(call_timeout or 5.0, 5.0))
     kms = KmsFace(ctx, verifier, rate_limiter)
     proxy = None if xks is None else XksProxyFace(ctx, xks)
 
@@ -71,6 +70,7 @@ def create_app(
         return proxy if proxy is not None and proxy.handles(path) else kms
 
     metrics = Metrics(ctx, workers)
+    health = HealthProbe(ctx, min(call_timeout or 5.0, 5.0), metrics.token_calls_overdue)
     edge = Edge(workers, audit, Observer(metrics, access_log), face_of)
 
     async def healthz(request: Request) -> Response:

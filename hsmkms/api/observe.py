@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal, TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -30,6 +31,7 @@ from hsmkms.operations.table import OPERATIONS
 AccessLogMode = Literal["off", "text", "json"]
 _GaugeMode = Literal["livesum", "sum"]
 REFRESH_SECONDS = 1.0
+OVERDUE = "hsmkms_token_calls_overdue"
 KMS, XKS = "kms", "xks"
 # XKS operations (xks/table.py's names); anything else is "Unknown" in labels.
 XKS_OPERATIONS = frozenset({"GetHealthStatus", "GetKeyMetadata", "Encrypt", "Decrypt"})
@@ -106,7 +108,11 @@ class Metrics:
             ["error"],
             registry=self.registry,
         )
-        pool = ctx.hsm.pool
+        pool = self._pool = ctx.hsm.pool
+        self._overdue = self._gauge(
+            OVERDUE,
+            "Token calls past their deadline whose sessions were retired",
+        )
         # Each gauge is set from its source when scraped (and, across workers, every
         # REFRESH_SECONDS by each worker: another worker's value is at most that old).
         self._gauges: list[tuple[Gauge, Callable[[], float]]] = [
@@ -114,15 +120,29 @@ class Metrics:
              lambda: pool.in_use),
             (self._gauge("hsmkms_token_sessions_max", "Token session pool size"),
              lambda: pool.size),
-            (self._gauge("hsmkms_token_calls_overdue",
-                         "Token calls past their deadline whose sessions were retired"),
-             lambda: pool.stuck),
+            (self._overdue, lambda: pool.stuck),
             (self._gauge("hsmkms_request_deadlines_missed",
                          "Worker hops abandoned at the deadline (DependencyTimeoutException) "
                          "since start", mode="sum"),
              lambda: workers.timed_out),
         ]  # fmt: skip
         self.refresh()
+
+    def token_calls_overdue(self) -> int:
+        """Token calls past their deadline now: this process's and, in a worker, those
+        of the other workers alive (their gauges, at most REFRESH_SECONDS old)."""
+        own = self._pool.overdue()
+        if not self.multiprocess:
+            return own
+        self._overdue.set(own)
+        directory = Path(os.environ[METRICS_DIR_ENV])
+        mine = f"gauge_livesum_{os.getpid()}.db"
+        others = [str(f) for f in directory.glob("gauge_livesum_*.db") if f.name != mine]
+        merged = MultiProcessCollector.merge(others, accumulate=False)  # type: ignore[no-untyped-call]
+        for metric in merged:
+            if metric.name == OVERDUE:
+                own += int(sum(sample.value for sample in metric.samples))
+        return own
 
     def _gauge(self, name: str, documentation: str, mode: _GaugeMode = "livesum") -> Gauge:
         return Gauge(name, documentation, registry=self.registry, multiprocess_mode=mode)
@@ -138,7 +158,7 @@ class Metrics:
         if not self.multiprocess:
             return generate_latest(self.registry)
         every_worker = CollectorRegistry()
-        MultiProcessCollector(every_worker)
+        MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
         return generate_latest(every_worker)
 
 

@@ -95,10 +95,11 @@ class BucketTable:
     def _take(self, digest: bytes, quota: Quota, now: float) -> bool:
         offset = self._find(digest)
         stored, tokens, updated, _ = _SLOT.unpack_from(self._map, offset)
+        tokens, updated = float(tokens), float(updated)
         if stored != digest:
             tokens, updated = quota.burst, now
         tokens = min(quota.burst, tokens + max(0.0, now - updated) * quota.rate)
-        allowed = tokens >= 1
+        allowed: bool = tokens >= 1
         if allowed:
             tokens -= 1
         full_at = now + (quota.burst - tokens) / quota.rate
@@ -119,7 +120,7 @@ class BucketTable:
         for probe in range(PROBES):
             offset = ((first + probe) % self.slots) * _SLOT.size
             stored = self._map[offset : offset + 16]
-            if stored == digest or stored == _EMPTY:
+            if stored in (digest, _EMPTY):
                 return offset
             (full_at,) = _FULL_AT.unpack_from(self._map, offset + 32)
             if full_at < reuse_full_at:

@@ -128,6 +128,10 @@ def serve(
             workers=serving.processes,
             http="hsmkms.api.server:worker_protocol",
             log_level="warning",
+            # A new worker opens the token and the database before it is ready: on a
+            # busy machine (or a slow HSM) that takes longer than uvicorn's 5 s, and a
+            # SIGHUP restart would then give up and keep the old workers.
+            timeout_worker_healthcheck=WORKER_READY_SECONDS,
             **_listener_options(serving, limits),
         )
         with shared_directory() as directory:  # metrics and quotas across the workers
@@ -138,6 +142,7 @@ def serve(
 
 
 SUBJECTS_ENV = "HSMKMS_SERVE_CLIENT_SUBJECTS"
+WORKER_READY_SECONDS = 30
 
 
 class Supervisor(Multiprocess):
@@ -160,7 +165,7 @@ class Supervisor(Multiprocess):
         step()
         for pid in before - {process.pid for process in self.processes}:
             if pid is not None:
-                mark_process_dead(pid, str(self._metrics))
+                mark_process_dead(pid, str(self._metrics))  # type: ignore[no-untyped-call]
 
 
 def __getattr__(name: str) -> object:

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from hsmkms.config.defaults import (
     DEFAULT_TOKEN_LABEL,
-    PIN_FILE_NAME,
     MAX_WORKERS,
+    PIN_FILE_NAME,
     SOFTHSM2_CANDIDATES,
     available_cores,
     default_pkcs11_lib,

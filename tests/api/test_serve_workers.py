@@ -24,6 +24,7 @@ from hsmkms.config.defaults import available_cores
 from tests.cli.test_cli import Cli, admin, serve, stop, wait_healthy
 from tests.conftest import ROOT
 from tests.support.parallel import serial
+from tests.support.processes import workers_of
 from tests.support.resilience_helpers import client
 
 pytestmark = [
@@ -58,21 +59,6 @@ def server(cli: Cli, *flags: str, **env: str) -> Iterator[tuple[str, int]]:
         yield url, process.pid
     finally:
         stop(process)
-
-
-def workers_of(pid: int) -> set[int]:
-    """The worker processes uvicorn started (multiprocessing's spawn children, not its
-    resource tracker)."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            command = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue  # gone meanwhile
-        if parent == pid and b"spawn_main" in command:
-            found.add(int(stat.parent.name))
-    return found
 
 
 def wait_for_workers(pid: int, count: int, excluded: set[int] = frozenset()) -> set[int]:  # type: ignore[assignment]
@@ -182,17 +168,15 @@ def test_a_worker_that_dies_is_replaced_and_the_counts_stay(
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
         wait_for_workers(pid, 2, excluded={victim})
-        deadline = time.monotonic() + 30
-        while True:  # the replacement is ready once it answers
-            health = [httpx.get(url + "/healthz", headers={"connection": "close"}) for _ in range(6)]
-            if all(answer.status_code == 200 for answer in health):
-                break
+        deadline = time.monotonic() + 60
+        # The replacement is ready once its gauges are in: the pools of the two workers
+        # alive (2 sessions each), never the dead one's too.
+        while scrape(url)["hsmkms_token_sessions_max{}"] != 4:
             assert time.monotonic() < deadline
             time.sleep(0.5)
-        time.sleep(1.5)  # each worker refreshes its gauges every second
-        for _ in range(6):
+        for _ in range(6):  # whichever worker answers
             samples = scrape(url)
             assert samples[GENERATE_RANDOM] == 16  # the dead worker's requests still count
-            # The pools of the two workers alive (2 sessions each), not the dead one's.
             assert samples["hsmkms_token_sessions_max{}"] == 4
+            assert httpx.get(url + "/healthz", headers={"connection": "close"}).status_code == 200
         assert burst(url, keys, 8) == {"ok": 8}
