@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,7 +61,10 @@ def _remove_abandoned(base: Path) -> None:
         for candidate in base.glob(f"{PREFIX}*-*"):
             pid = candidate.name.removeprefix(PREFIX).split("-", 1)[0]
             try:
-                if candidate.stat().st_uid != os.getuid() or not pid.isdigit():
+                status = candidate.lstat()  # a link is nobody's directory: left alone
+                if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid():
+                    continue
+                if not pid.isdigit():
                     continue
                 os.kill(int(pid), 0)
             except ProcessLookupError:
