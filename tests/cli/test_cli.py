@@ -276,7 +276,9 @@ def test_principal_add_and_serve(cli: Cli) -> None:
             aws_access_key_id=generated["AccessKeyId"],
             aws_secret_access_key=generated["SecretAccessKey"],
         )  # fmt: skip
-        assert kms.create_key(Description="via serve")["KeyMetadata"]["KeyState"] == "Enabled"
+        created = kms.create_key(Description="via serve")
+        assert created["KeyMetadata"]["KeyState"] == "Enabled"
+        request_id = created["ResponseMetadata"]["RequestId"]
         kms.close()
     finally:
         stop(server)
@@ -286,10 +288,11 @@ def test_principal_add_and_serve(cli: Cli) -> None:
     (trail,) = [
         chain
         for chain in (Path(cli.env["HSMKMS_DATA_DIR"]) / "audit").glob("*.000001.jsonl")
-        if '"CreateKey"' in chain.read_text()
+        if request_id in chain.read_text()
     ]
     lines = trail.read_text().splitlines()
-    mine = max(n for n, line in enumerate(lines) if '"CreateKey"' in line)
+    (mine,) = [n for n, line in enumerate(lines) if request_id in line]
+    assert '"CreateKey"' in lines[mine]
     lines[mine] = lines[mine].replace('"CreateKey"', '"DeleteKey"')
     trail.write_text("\n".join(lines) + "\n")
     assert f"{trail.name} record {mine + 1}:" in cli.fails("audit", "verify")
