@@ -156,7 +156,8 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
     else:
         app = build_app(settings, km, serving=True)
     url = f"{serving.scheme}://{address(serving)}"
-    print(f"hsmkms: serving the KMS API on {url}", file=sys.stderr)
+    processes = "" if serving.processes == 1 else f" ({serving.processes} worker processes)"
+    print(f"hsmkms: serving the KMS API on {url}{processes}", file=sys.stderr)
     if settings.console.enabled:
         print(f"hsmkms: the console is at {url}/console/", file=sys.stderr)
     serve(app, serving, settings.edge, listener)

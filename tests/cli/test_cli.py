@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from hsmkms.config.defaults import available_cores
 from hsmkms.policy.principals import ADMIN_POLICY
 from tests.conftest import free_port
 
@@ -368,4 +369,6 @@ def test_serve_takes_host_and_port_from_settings_and_checks_flags(cli: Cli) -> N
     finally:
         stop(server)
     assert server.stderr is not None
-    assert f"on http://127.0.0.1:{port}" in server.stderr.read().decode()
+    cores = available_cores()  # the default: one worker process per core
+    shown = f"on http://127.0.0.1:{port}" + ("" if cores == 1 else f" ({cores} worker processes)")
+    assert shown + "\n" in server.stderr.read().decode()
