@@ -11,6 +11,7 @@ from starlette.types import ASGIApp
 
 from hsmkms.api.app import create_app
 from hsmkms.api.ratelimit import RateLimiter
+from hsmkms.api.server import follow_supervisor
 from hsmkms.api.sigv4 import SigV4Verifier
 from hsmkms.audit.log import AuditLog
 from hsmkms.audit.shelf import DatabaseShelf
@@ -208,5 +209,6 @@ def app_factory() -> ASGIApp:
     `hsmkms.bootstrap:app_factory`, factory=True): its own sessions and connections,
     its own audit chain."""
     os.umask(0o077)  # files this process makes (database, audit) are the owner's only
+    follow_supervisor()  # a worker does not outlive the process that started it
     settings = load_settings()
     return build_app(settings, build_key_manager(settings, audited=False), serving=True)

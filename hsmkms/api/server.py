@@ -25,7 +25,10 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import signal
 import socket
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -143,6 +146,21 @@ def serve(
 
 SUBJECTS_ENV = "HSMKMS_SERVE_CLIENT_SUBJECTS"
 WORKER_READY_SECONDS = 30
+
+
+def follow_supervisor(interval: float = 1.0) -> None:
+    """In a worker process: stop as on SIGTERM (drain, then exit) once the supervising
+    process is gone (killed with SIGKILL, say), rather than serve on as an orphan that
+    nothing replaces, stops or counts, holding the port and token sessions."""
+    supervisor = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(interval)
+        log.error("the supervising process %d is gone: this worker stops", supervisor)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="hsmkms-supervisor-watch", daemon=True).start()
 
 
 class Supervisor(Multiprocess):

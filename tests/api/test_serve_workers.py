@@ -5,6 +5,7 @@ a worker that dies is replaced and its counts stay."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -180,3 +181,22 @@ def test_a_worker_that_dies_is_replaced_and_the_counts_stay(
             assert samples["hsmkms_token_sessions_max{}"] == 4
             assert httpx.get(url + "/healthz", headers={"connection": "close"}).status_code == 200
         assert burst(url, keys, 8) == {"ok": 8}
+
+
+def test_workers_stop_when_their_supervisor_is_killed(data: tuple[Cli, tuple[str, str]]) -> None:
+    cli, keys = data
+    with server(cli, "--workers", "2", HSMKMS_SHUTDOWN_DRAIN_SECONDS="1") as (url, pid):
+        workers = wait_for_workers(pid, 2)
+        try:
+            assert burst(url, keys, 4) == {"ok": 4}
+            os.kill(pid, signal.SIGKILL)  # no one left to replace, stop or count them
+            deadline = time.monotonic() + 30
+            while any(Path(f"/proc/{worker}").exists() for worker in workers):
+                assert time.monotonic() < deadline, "the workers serve on as orphans"
+                time.sleep(0.2)
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(url + "/healthz")
+        finally:
+            for worker in workers:  # any left as orphans
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker, signal.SIGKILL)
