@@ -211,6 +211,9 @@ def app_factory() -> ASGIApp:
     """Each `hsmkms serve --workers N` process builds its app here (uvicorn's
     `hsmkms.bootstrap:app_factory`, factory=True): its own sessions and connections,
     its own audit chain."""
+    from hsmkms.api.server import follow_supervisor
+
     os.umask(0o077)  # files this process makes (database, audit) are the owner's only
+    follow_supervisor()  # a worker does not outlive the process that started it
     settings = load_settings()
     return build_app(settings, build_key_manager(settings, audited=False), serving=True)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,7 +26,7 @@ from hsmkms.api.body import DEFAULT_MAX_REQUEST_BYTES, limit_body
 from hsmkms.api.edge import Edge, Face
 from hsmkms.api.health import HealthProbe, arm_exit_deadline
 from hsmkms.api.kms import KmsFace
-from hsmkms.api.observe import AccessLogMode, Metrics, Observer
+from hsmkms.api.observe import REFRESH_SECONDS, AccessLogMode, Metrics, Observer
 from hsmkms.api.ratelimit import RateLimiter
 from hsmkms.api.refusals import STATE_KEY
 from hsmkms.api.sigv4 import SigV4Verifier
@@ -63,7 +63,6 @@ def create_app(
     line per request to stderr (`text`, `json`) or none (`off`); dev_mode: serve
     development mode's reset endpoints too (hsmkms/api/devmode.py)."""
     workers = WorkerPool(ctx.hsm.pool.size, deadline=call_timeout)
-    health = HealthProbe(ctx, timeout=min(call_timeout or 5.0, 5.0))
     kms = KmsFace(ctx, verifier, rate_limiter)
     proxy = None if xks is None else XksProxyFace(ctx, xks)
 
@@ -71,6 +70,7 @@ def create_app(
         return proxy if proxy is not None and proxy.handles(path) else kms
 
     metrics = Metrics(ctx, workers)
+    health = HealthProbe(ctx, min(call_timeout or 5.0, 5.0), metrics.token_calls_overdue)
     edge = Edge(workers, audit, Observer(metrics, access_log), face_of)
 
     async def healthz(request: Request) -> Response:
@@ -82,7 +82,7 @@ def create_app(
         )
 
     async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def maintenance_loop() -> None:
         while True:
@@ -93,6 +93,11 @@ def create_app(
                     log.info("maintenance: %s", report.as_dict())
             except Exception:  # keep the loop alive; the next pass retries
                 log.exception("maintenance pass failed")
+
+    async def metrics_refresh() -> None:
+        while True:  # this worker's gauges, for a scrape another worker answers
+            await anyio.sleep(REFRESH_SECONDS)
+            metrics.refresh()
 
     async def refusal_summaries() -> None:
         while True:  # due summaries get written even when the refusals stop
@@ -105,6 +110,8 @@ def create_app(
             if maintenance_seconds > 0:
                 tasks.start_soon(maintenance_loop)
             tasks.start_soon(refusal_summaries)
+            if metrics.multiprocess:
+                tasks.start_soon(metrics_refresh)
             # The protocol and body limit below the app find the recorder here.
             yield {STATE_KEY: edge.refusals}
             tasks.cancel_scope.cancel()

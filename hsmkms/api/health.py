@@ -5,7 +5,8 @@ The probe runs on a thread of its own (never a request worker, which may all be
 stuck) and is waited for with a timeout; while one probe is still stuck no
 second one is started. The token is unhealthy while it is gone, while a probe
 hangs, or while a token call is past its deadline (its session retired, its
-request answered with DependencyTimeoutException).
+request answered with DependencyTimeoutException) — in any worker process of the
+server: whichever worker answers, it reports the token they share.
 """
 
 from __future__ import annotations
@@ -24,16 +25,24 @@ log = logging.getLogger("hsmkms.api")
 
 
 class HealthProbe:
-    def __init__(self, ctx: OperationContext, timeout: float) -> None:
+    def __init__(
+        self,
+        ctx: OperationContext,
+        timeout: float,
+        overdue: Callable[[], int] | None = None,
+    ) -> None:
+        """overdue: token calls past their deadline now (default: this process's; in a
+        worker of `serve --workers N`, every worker's: the token is theirs together)."""
         self._ctx = ctx
         self._timeout = timeout
+        self._overdue = overdue or ctx.hsm.pool.overdue
         self._running: dict[str, threading.Thread] = {}
 
     async def check(self) -> dict[str, str]:
         token, database = await asyncio.gather(
             self._probe("token", self._ctx.hsm.probe), self._probe("database", self._ctx.store.ping)
         )
-        stuck = self._ctx.hsm.pool.overdue()
+        stuck = self._overdue()
         if token == "ok" and stuck:
             token = f"error: {stuck} token call(s) past their deadline"
         return {"token": token, "database": database}

@@ -13,17 +13,25 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Literal, TextIO
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from hsmkms.api.shared import METRICS_DIR_ENV
 from hsmkms.api.workers import WorkerPool
 from hsmkms.audit.outcome import Outcome
 from hsmkms.operations.context import OperationContext
 from hsmkms.operations.table import OPERATIONS
 
 AccessLogMode = Literal["off", "text", "json"]
+_GaugeMode = Literal["livesum", "sum"]
+REFRESH_SECONDS = 1.0
+OVERDUE = "hsmkms_token_calls_overdue"
 KMS, XKS = "kms", "xks"
 # XKS operations (xks/table.py's names); anything else is "Unknown" in labels.
 XKS_OPERATIONS = frozenset({"GetHealthStatus", "GetKeyMetadata", "Encrypt", "Decrypt"})
@@ -59,8 +67,15 @@ def _install_access_handler() -> None:
 
 
 class Metrics:
+    """The edge's Prometheus metrics. In a worker of `serve --workers N` (the parent set
+    PROMETHEUS_MULTIPROC_DIR, hsmkms.api.shared) every process writes its values to
+    files there, and a scrape answered by any worker adds up all of them: counters and
+    histograms of every worker that ran, gauges of the workers alive (`livesum`), the
+    missed deadlines of every worker since the server started (`sum`)."""
+
     def __init__(self, ctx: OperationContext, workers: WorkerPool) -> None:
         self.registry = CollectorRegistry()
+        self.multiprocess = bool(os.environ.get(METRICS_DIR_ENV))
         self.requests = Counter(
             "hsmkms_requests",
             "KMS API requests by operation and error code ('' for success)",
@@ -93,22 +108,58 @@ class Metrics:
             ["error"],
             registry=self.registry,
         )
-        sessions = Gauge(
-            "hsmkms_token_sessions_in_use", "Token sessions in use", registry=self.registry
-        )
-        sessions.set_function(lambda: ctx.hsm.pool.in_use)
-        size = Gauge("hsmkms_token_sessions_max", "Token session pool size", registry=self.registry)
-        size.set(ctx.hsm.pool.size)
-        Gauge(
-            "hsmkms_token_calls_overdue",
+        pool = self._pool = ctx.hsm.pool
+        self._overdue = self._gauge(
+            OVERDUE,
             "Token calls past their deadline whose sessions were retired",
-            registry=self.registry,
-        ).set_function(lambda: ctx.hsm.pool.stuck)
-        Gauge(
-            "hsmkms_request_deadlines_missed",
-            "Worker hops abandoned at the deadline (DependencyTimeoutException) since start",
-            registry=self.registry,
-        ).set_function(lambda: workers.timed_out)
+        )
+        # Each gauge is set from its source when scraped (and, across workers, every
+        # REFRESH_SECONDS by each worker: another worker's value is at most that old).
+        self._gauges: list[tuple[Gauge, Callable[[], float]]] = [
+            (self._gauge("hsmkms_token_sessions_in_use", "Token sessions in use"),
+             lambda: pool.in_use),
+            (self._gauge("hsmkms_token_sessions_max", "Token session pool size"),
+             lambda: pool.size),
+            (self._overdue, lambda: pool.stuck),
+            (self._gauge("hsmkms_request_deadlines_missed",
+                         "Worker hops abandoned at the deadline (DependencyTimeoutException) "
+                         "since start", mode="sum"),
+             lambda: workers.timed_out),
+        ]  # fmt: skip
+        self.refresh()
+
+    def token_calls_overdue(self) -> int:
+        """Token calls past their deadline now: this process's and, in a worker, those
+        of the other workers alive (their gauges, at most REFRESH_SECONDS old)."""
+        own = self._pool.overdue()
+        if not self.multiprocess:
+            return own
+        self._overdue.set(own)
+        directory = Path(os.environ[METRICS_DIR_ENV])
+        mine = f"gauge_livesum_{os.getpid()}.db"
+        others = [str(f) for f in directory.glob("gauge_livesum_*.db") if f.name != mine]
+        merged = MultiProcessCollector.merge(others, accumulate=False)  # type: ignore[no-untyped-call]
+        for metric in merged:
+            if metric.name == OVERDUE:
+                own += int(sum(sample.value for sample in metric.samples))
+        return own
+
+    def _gauge(self, name: str, documentation: str, mode: _GaugeMode = "livesum") -> Gauge:
+        return Gauge(name, documentation, registry=self.registry, multiprocess_mode=mode)
+
+    def refresh(self) -> None:
+        """Set each gauge from its source (this process's)."""
+        for gauge, source in self._gauges:
+            gauge.set(source())
+
+    def exposition(self) -> bytes:
+        """The text a scrape gets: this process's metrics, or every worker's."""
+        self.refresh()
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        every_worker = CollectorRegistry()
+        MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
+        return generate_latest(every_worker)
 
 
 def _label(protocol: str, operation: str) -> str:

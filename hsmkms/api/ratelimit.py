@@ -5,29 +5,127 @@ Like AWS KMS, a request over quota gets ThrottlingException (HTTP 400, which
 AWS SDKs retry with backoff) with KMS's wording. A principal's requests share
 one default quota; an operation may have a quota of its own (KMS gives CreateKey
 and the like far lower rates than cryptographic operations), counted apart.
+
+The buckets live in one fixed-size table (`BucketTable`) in memory mapped by every
+process of one `hsmkms serve`: private memory when it serves alone, the file
+`rate-buckets` of the workers' shared directory (hsmkms.api.shared) when it runs
+several, so that a quota holds for the server as a whole. Dividing the quota by the
+number of processes instead would be wrong, not approximate: the kernel hands a
+connection to whichever worker accepts it, and a client with one kept-alive
+connection stays on one worker, so it would get 1/N of its quota. A request takes
+the table's lock (a thread lock, then `flock` between processes: released by the
+kernel if a worker dies holding it) for a few microseconds.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
+from hsmkms.api.shared import RATE_TABLE, shared_dir
 from hsmkms.config import Quota, RateLimits
 from hsmkms.errors import ThrottlingException
 
-MAX_BUCKETS = 10_000  # beyond, buckets refilled to their burst are dropped (they are as new)
+# Principals whose buckets are kept exactly, however many others there are (the table
+# has SLOTS, so it stays sparse enough for its probe windows never to be full).
+MAX_BUCKETS = 10_000
+SLOTS = 65_536  # 2.5 MiB
+PROBES = 16  # slots a bucket may sit in after its hash's
 THROTTLED = (
     "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls."
 )
+# A slot: digest of principal and scope (all zero: empty), tokens, last update and the
+# time it is full again (monotonic seconds: CLOCK_MONOTONIC, the same in every process).
+_SLOT = struct.Struct("<16sddd")
+_FULL_AT = struct.Struct("<d")
+_EMPTY = bytes(16)
 
 
-class _Bucket:
-    __slots__ = ("tokens", "updated")
+class BucketTable:
+    """Token buckets by key in a fixed table: open addressing, `PROBES` slots from the
+    key's hash. A new key takes the first empty slot there, or else the bucket closest
+    to being full again (one that is full is as good as new: forgetting it changes
+    nothing). `path`: a file mapped by every process that opens it; None: this
+    process's memory."""
 
-    def __init__(self, tokens: float, updated: float) -> None:
-        self.tokens = tokens
-        self.updated = updated
+    def __init__(self, path: Path | None = None, slots: int = SLOTS) -> None:
+        self.slots = slots
+        size = slots * _SLOT.size
+        self._fd: int | None = None
+        if path is None:
+            self._map = mmap.mmap(-1, size)
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_size != size:  # the first process to open it
+                    os.ftruncate(fd, size)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                self._map = mmap.mmap(fd, size)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+        self._lock = threading.Lock()
+        self._digests: dict[str, bytes] = {}  # keys are authenticated principals: few
+
+    def take(self, key: str, quota: Quota, clock: Callable[[], float]) -> bool:
+        """Take one token from `key`'s bucket; False when it has none."""
+        digest = self._digests.get(key)
+        if digest is None:
+            if len(self._digests) >= MAX_BUCKETS:
+                self._digests.clear()
+            digest = self._digests[key] = hashlib.blake2b(key.encode(), digest_size=16).digest()
+        with self._lock:  # flock does not exclude the threads of one process
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                return self._take(digest, quota, clock())
+            finally:
+                if self._fd is not None:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _take(self, digest: bytes, quota: Quota, now: float) -> bool:
+        offset = self._find(digest)
+        stored, tokens, updated, _ = _SLOT.unpack_from(self._map, offset)
+        tokens, updated = float(tokens), float(updated)
+        if stored != digest:
+            tokens, updated = quota.burst, now
+        tokens = min(quota.burst, tokens + max(0.0, now - updated) * quota.rate)
+        allowed: bool = tokens >= 1
+        if allowed:
+            tokens -= 1
+        full_at = now + (quota.burst - tokens) / quota.rate
+        _SLOT.pack_into(self._map, offset, digest, tokens, now, full_at)
+        return allowed
+
+    @property
+    def used(self) -> int:
+        """Slots holding a bucket."""
+        view = bytes(self._map)
+        return sum(view[n : n + 16] != _EMPTY for n in range(0, len(view), _SLOT.size))
+
+    def _find(self, digest: bytes) -> int:
+        """The offset of `digest`'s slot, an empty one, or the one to reuse. Slots are
+        never emptied, so a key is never stored past an empty slot of its window."""
+        first = int.from_bytes(digest[:8], "little") % self.slots
+        reuse, reuse_full_at = 0, float("inf")
+        for probe in range(PROBES):
+            offset = ((first + probe) % self.slots) * _SLOT.size
+            stored = self._map[offset : offset + 16]
+            if stored in (digest, _EMPTY):
+                return offset
+            (full_at,) = _FULL_AT.unpack_from(self._map, offset + 32)
+            if full_at < reuse_full_at:
+                reuse, reuse_full_at = offset, full_at
+        return reuse
 
 
 class RateLimiter:
@@ -36,25 +134,28 @@ class RateLimiter:
         default: Quota | None,
         per_operation: Mapping[str, Quota] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        table: BucketTable | None = None,
     ) -> None:
-        """default: every principal's quota (None: unlimited, except per_operation)."""
+        """default: every principal's quota (None: unlimited, except per_operation);
+        table: where the buckets are (default: this process's own)."""
         self._default = default
         self._per_operation = dict(per_operation or {})
         self._clock = clock
-        # Keyed by authenticated principals only, so bounded by them; pruned beyond MAX_BUCKETS.
-        self._buckets: dict[tuple[str, str], _Bucket] = {}
-        self._pruned_at = float("-inf")
-        self._lock = threading.Lock()
+        # Keyed by authenticated principals only; fixed in size whatever they send.
+        self._table = table or BucketTable()
 
     @classmethod
     def configured(cls, limits: RateLimits) -> RateLimiter | None:
-        """None when nothing is limited (rate 0 and no per-operation quota)."""
+        """None when nothing is limited (rate 0 and no per-operation quota). In a worker
+        of `serve --workers N`, the buckets are the server's, shared by its workers."""
         if limits.rate <= 0 and not limits.per_operation:
             return None
         default = None
         if limits.rate > 0:
             default = Quota(limits.rate, limits.burst or max(limits.rate, 1.0))
-        return cls(default, limits.per_operation)
+        directory = shared_dir()
+        table = None if directory is None else BucketTable(directory / RATE_TABLE)
+        return cls(default, limits.per_operation, table=table)
 
     def check(self, principal: str, operation: str) -> None:
         """Take one request from the principal's bucket, or raise ThrottlingException."""
@@ -63,26 +164,9 @@ class RateLimiter:
         quota = quota or self._default
         if quota is None:
             return
-        now = self._clock()
-        with self._lock:
-            bucket = self._buckets.get((principal, scope))
-            if bucket is None:
-                if len(self._buckets) >= MAX_BUCKETS and now - self._pruned_at >= 1.0:
-                    self._pruned_at = now  # a scan a second at most
-                    self._forget_full_buckets(now)
-                bucket = self._buckets[(principal, scope)] = _Bucket(quota.burst, now)
-            bucket.tokens = min(quota.burst, bucket.tokens + (now - bucket.updated) * quota.rate)
-            bucket.updated = now
-            if bucket.tokens < 1:
-                raise ThrottlingException(THROTTLED)
-            bucket.tokens -= 1
+        if not self._table.take(f"{principal}\0{scope}", quota, self._clock):
+            raise ThrottlingException(THROTTLED)
 
     @property
     def buckets(self) -> int:
-        return len(self._buckets)
-
-    def _forget_full_buckets(self, now: float) -> None:
-        for (principal, scope), bucket in list(self._buckets.items()):
-            quota = self._per_operation.get(scope) if scope else self._default
-            if quota is None or bucket.tokens + (now - bucket.updated) * quota.rate >= quota.burst:
-                del self._buckets[(principal, scope)]
+        return self._table.used

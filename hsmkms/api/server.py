@@ -25,11 +25,16 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import signal
 import socket
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 from starlette.types import ASGIApp
 from uvicorn.supervisors import Multiprocess
 
@@ -37,6 +42,7 @@ from hsmkms.api.body import limit_body
 from hsmkms.api.listener import ReloadingServer, listening_socket
 from hsmkms.api.mtls import client_tls_options, subject_checked
 from hsmkms.api.protocol import guarded_protocol
+from hsmkms.api.shared import shared_directory
 from hsmkms.config import EdgeLimits, ServingSettings
 
 log = logging.getLogger("hsmkms.api")
@@ -108,30 +114,76 @@ def serve(
 ) -> None:
     """Serve `app` on `listener` (hsmkms.api.listener: bound before the server said it
     serves) until interrupted; in-flight requests get the drain time after SIGTERM, and
-    SIGHUP loads the TLS certificate again. With `serving.workers` > 1, uvicorn runs that
-    many processes on the socket, each building its own app
-    (`hsmkms.bootstrap:app_factory`) and edge protocol (`hsmkms.api.server:worker_protocol`,
-    from the same settings) — `app` is unused — and SIGHUP replaces them one by one."""
+    SIGHUP loads the TLS certificate again. With more than one process
+    (`serving.processes`: `workers`, else one per core), uvicorn runs them on the socket,
+    each building its own app (`hsmkms.bootstrap:app_factory`) and edge protocol
+    (`hsmkms.api.server:worker_protocol`, from the same settings) — `app` is unused —
+    sharing a private directory (hsmkms.api.shared) for metrics and quotas; SIGHUP
+    replaces them one by one."""
     listener = listener or listening_socket(serving)
-    if serving.workers > 1:
+    if serving.processes > 1:
         _allow_descriptors(limits.max_connections)
         # for the worker processes
         os.environ[SUBJECTS_ENV] = ",".join(serving.tls_client_subjects)
         config = uvicorn.Config(
             "hsmkms.bootstrap:app_factory",
             factory=True,
-            workers=serving.workers,
+            workers=serving.processes,
             http="hsmkms.api.server:worker_protocol",
             log_level="warning",
+            # A new worker opens the token and the database before it is ready: on a
+            # busy machine (or a slow HSM) that takes longer than uvicorn's 5 s, and a
+            # SIGHUP restart would then give up and keep the old workers.
+            timeout_worker_healthcheck=WORKER_READY_SECONDS,
             **_listener_options(serving, limits),
         )
-        Multiprocess(config, sockets=[listener]).run()
+        with shared_directory() as directory:  # metrics and quotas across the workers
+            Supervisor(config, [listener], directory / "metrics").run()
         return
     assert app is not None
     build_server(app, serving, limits).run(sockets=[listener])
 
 
 SUBJECTS_ENV = "HSMKMS_SERVE_CLIENT_SUBJECTS"
+WORKER_READY_SECONDS = 30
+
+
+def follow_supervisor(interval: float = 1.0) -> None:
+    """In a worker process: stop as on SIGTERM (drain, then exit) once the supervising
+    process is gone (killed with SIGKILL, say), rather than serve on as an orphan that
+    nothing replaces, stops or counts, holding the port and token sessions."""
+    supervisor = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(interval)
+        log.error("the supervising process %d is gone: this worker stops", supervisor)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="hsmkms-supervisor-watch", daemon=True).start()
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor (a worker that dies or hangs is replaced; SIGHUP replaces
+    them one by one), which also drops the live gauges of a worker that is gone, so
+    that `/metrics` sums the processes serving, not those that were."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket], metrics: Path):
+        super().__init__(config, sockets)
+        self._metrics = metrics
+
+    def keep_subprocess_alive(self) -> None:
+        self._forgetting_departed(super().keep_subprocess_alive)
+
+    def handle_signals(self) -> None:
+        self._forgetting_departed(super().handle_signals)
+
+    def _forgetting_departed(self, step: Callable[[], None]) -> None:
+        before = {process.pid for process in self.processes}
+        step()
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None:
+                mark_process_dead(pid, str(self._metrics))  # type: ignore[no-untyped-call]
 
 
 def __getattr__(name: str) -> object:

@@ -150,13 +150,14 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
         serving = start_dev_mode(km, serving)  # refuses in one line, or says it loudly
     settings = settings.model_copy(update={"serving": serving})
     app = None
-    if serving.workers > 1:
+    if serving.processes > 1:
         open_audit(settings, km.hsm, km.store).close()  # the trail refused here, not per worker
         km.close()  # each worker process opens its own sessions and connections
     else:
         app = build_app(settings, km, serving=True)
     url = f"{serving.scheme}://{address(serving)}"
-    print(f"hsmkms: serving the KMS API on {url}", file=sys.stderr)
+    processes = "" if serving.processes == 1 else f" ({serving.processes} worker processes)"
+    print(f"hsmkms: serving the KMS API on {url}{processes}", file=sys.stderr)
     if settings.console.enabled:
         print(f"hsmkms: the console is at {url}/console/", file=sys.stderr)
     serve(app, serving, settings.edge, listener)
@@ -202,7 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument(
         "--workers", type=int, default=None, metavar="N",
-        help="server processes on one port (default: HSMKMS_WORKERS, else 1)",
+        help="server processes on one port (default: HSMKMS_WORKERS, else one per core)",
     )  # fmt: skip
     serve.add_argument(
         "--dev", dest="dev_mode", action="store_true", default=None,

@@ -73,7 +73,7 @@ def start_dev_mode(km: KeyManager, serving: ServingSettings) -> ServingSettings:
             "it can wipe it",
             file=sys.stderr,
         )
-    if serving.workers > 1:
+    if serving.workers is not None and serving.workers > 1:  # asked for, not the default
         print(
             f"hsmkms: warning: development mode serves from one process, not {serving.workers}",
             file=sys.stderr,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from functools import cache
 from pathlib import Path
 
@@ -32,6 +34,32 @@ def default_pool_size(module_path: str) -> int:
     """SoftHSM2 serialises calls internally (measured: two threads do half the work
     of one), so a few sessions serve it best; HSMs run sessions in parallel."""
     return 2 if is_softhsm(module_path) else 8
+
+
+MAX_WORKERS = 64  # `serve` processes: each holds its own token sessions and connections
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's count),
+    fewer where a cgroup v2 CPU quota allows less (a container given 2 CPUs of 64):
+    what `hsmkms serve` runs as many processes as, unless told otherwise."""
+    if hasattr(os, "process_cpu_count"):  # Python 3.13
+        cores: int = os.process_cpu_count() or 1
+    elif hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0)) or 1
+    else:
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _cgroup_quota(CGROUP_CPU_MAX) or cores, MAX_WORKERS))
+
+
+def _cgroup_quota(path: Path) -> int | None:
+    """CPUs a cgroup v2 `cpu.max` ("<quota> <period>" or "max <period>") allows, rounded up."""
+    try:
+        quota, period = path.read_text().split()[:2]
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 @cache

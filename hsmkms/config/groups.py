@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from hsmkms.config.defaults import (
     DEFAULT_TOKEN_LABEL,
+    MAX_WORKERS,
     PIN_FILE_NAME,
     SOFTHSM2_CANDIDATES,
+    available_cores,
     default_pkcs11_lib,
     default_pool_size,
     kms_operation_names,
@@ -195,7 +197,8 @@ class ServingSettings(Group):
 
     host: str = Field(default="127.0.0.1", min_length=1, alias="host")
     port: int = Field(default=8080, ge=1, le=65535, alias="port")
-    workers: int = Field(default=1, ge=1, le=64, alias="workers")  # processes on one port
+    # Processes on one port; None: one per core this process may use (available_cores).
+    workers: int | None = Field(default=None, ge=1, le=MAX_WORKERS, alias="workers")
     shutdown_drain_seconds: float = Field(default=10.0, ge=0, alias="shutdown_drain_seconds")
     maintenance_seconds: float = Field(default=300.0, ge=0, alias="maintenance_seconds")
     # One line per request to stderr (hsmkms/api/observe.py): text, JSON lines, or none.
@@ -219,6 +222,11 @@ class ServingSettings(Group):
     @property
     def scheme(self) -> str:
         return "https" if self.tls_cert else "http"
+
+    @property
+    def processes(self) -> int:
+        """How many server processes `serve` runs: `workers`, else one per core."""
+        return self.workers or available_cores()
 
 
 class ConsoleSettings(Group):

@@ -18,7 +18,9 @@ ENV_PREFIX = "HSMKMS_"
 CONFIG_VARIABLE = "HSMKMS_CONFIG"
 # HSMKMS_* names that are not settings: the file, what `serve` hands its worker
 # processes, and the test suite's own switches.
-NOT_SETTINGS = frozenset({CONFIG_VARIABLE, "HSMKMS_SERVE_CLIENT_SUBJECTS"})
+NOT_SETTINGS = frozenset(
+    {CONFIG_VARIABLE, "HSMKMS_SERVE_CLIENT_SUBJECTS", "HSMKMS_SERVE_SHARED_DIR"}
+)
 NOT_SETTINGS_PREFIXES = ("HSMKMS_TEST_",)
 TOML_NAME = "hsmkms.toml"
 

@@ -55,7 +55,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     credential = cli.ok("principal", "add", "--arn", arn)
     (directory / "admin.json").write_text(ADMIN_POLICY)
     cli.ok("principal", "attach-policy", arn, str(directory / "admin.json"))
-    process, port = serve(cli)
+    # One process: the caps hold per process, and its memory is what is measured.
+    process, port = serve(cli, "--workers", "1")
     try:
         wait_healthy(f"http://127.0.0.1:{port}", process)
         kms = boto3.client(

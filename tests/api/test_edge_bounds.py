@@ -11,7 +11,7 @@ import pytest
 
 from hsmkms.api import sigv4
 from hsmkms.api.errors import MissingAuthenticationTokenException
-from hsmkms.api.ratelimit import MAX_BUCKETS, Quota, RateLimiter
+from hsmkms.api.ratelimit import MAX_BUCKETS, PROBES, SLOTS, BucketTable, Quota, RateLimiter
 from hsmkms.api.refusals import UNTRACKED, EdgeRefusals, Refusal
 from hsmkms.audit.files import segments
 from hsmkms.audit.log import AuditLog
@@ -60,14 +60,33 @@ def test_the_signing_key_cache_holds_known_regions_only_and_is_bounded(
 def test_rate_limit_buckets_of_quiet_principals_are_dropped() -> None:
     ticks = Ticks()
     limiter = RateLimiter(Quota(rate=1, burst=1), clock=ticks)
-    for n in range(MAX_BUCKETS):
-        limiter.check(f"arn:aws:iam::111122223333:user/u{n}", "Encrypt")
-    with pytest.raises(ThrottlingException):  # state kept while it matters
-        limiter.check("arn:aws:iam::111122223333:user/u0", "Encrypt")
+    principals = [f"arn:aws:iam::111122223333:user/u{n}" for n in range(MAX_BUCKETS)]
+    for principal in principals:
+        limiter.check(principal, "Encrypt")
+    for principal in principals:  # state kept while it matters, for every one of them
+        with pytest.raises(ThrottlingException):
+            limiter.check(principal, "Encrypt")
     ticks.now = 10.0  # every bucket refilled: as good as new
     for n in range(100):
         limiter.check(f"arn:aws:iam::111122223333:user/new{n}", "Encrypt")
-    assert limiter.buckets <= 101
+    assert limiter.buckets <= SLOTS  # a table of fixed size, whatever the principals
+
+
+def test_a_full_rate_limit_table_reuses_refilled_buckets_first() -> None:
+    ticks = Ticks()
+    table = BucketTable(slots=PROBES)  # one probe window: every key competes for it
+    limiter = RateLimiter(Quota(rate=1, burst=1), {"CreateKey": Quota(0.01, 1)}, ticks, table)
+    slow = [f"arn:aws:iam::111122223333:user/slow{n}" for n in range(PROBES // 2)]
+    for n in range(PROBES // 2):
+        limiter.check(slow[n], "CreateKey")  # full again in 100 s
+        limiter.check(f"arn:aws:iam::111122223333:user/fast{n}", "Encrypt")  # in 1 s
+    ticks.now = 2.0
+    for n in range(PROBES // 2):  # the table is full: these take the refilled buckets
+        limiter.check(f"arn:aws:iam::111122223333:user/new{n}", "Encrypt")
+    assert table.used == PROBES
+    for principal in slow:
+        with pytest.raises(ThrottlingException):
+            limiter.check(principal, "CreateKey")
 
 
 def test_key_ids_are_cached_as_spelled_but_boundedly(

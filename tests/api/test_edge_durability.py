@@ -172,7 +172,8 @@ def test_a_crash_between_handler_and_response_answers_nothing_unrecorded(
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", _CRASHING_SERVER, "serve", "--port", str(port)],
-        env={**crashing_cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0"},
+        # One process: the crash is patched into this one, and its exit is the server's.
+        env={**crashing_cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0", "HSMKMS_WORKERS": "1"},
         cwd=crashing_cli.cwd,
     )
     url = f"http://127.0.0.1:{port}"

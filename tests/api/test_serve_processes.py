@@ -142,6 +142,7 @@ def test_sigterm_stops_a_server_whose_token_call_never_returns(
         "HSMKMS_MAINTENANCE_SECONDS": "0",
         "HSMKMS_SHUTDOWN_DRAIN_SECONDS": "2",
         "HSMKMS_TOKEN_CALL_TIMEOUT_SECONDS": "600",  # no deadline to rescue the call
+        "HSMKMS_WORKERS": "1",  # the poisoned session is in this process
     }
     process = subprocess.Popen(
         [sys.executable, "-c", STUCK_SERVER, str(port)], env=env, cwd=cli.cwd

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from hsmkms.config.defaults import available_cores
 from hsmkms.policy.principals import ADMIN_POLICY
 from tests.conftest import free_port
 
@@ -276,15 +277,23 @@ def test_principal_add_and_serve(cli: Cli) -> None:
             aws_access_key_id=generated["AccessKeyId"],
             aws_secret_access_key=generated["SecretAccessKey"],
         )  # fmt: skip
-        assert kms.create_key(Description="via serve")["KeyMetadata"]["KeyState"] == "Enabled"
+        created = kms.create_key(Description="via serve")
+        assert created["KeyMetadata"]["KeyState"] == "Enabled"
+        request_id = created["ResponseMetadata"]["RequestId"]
         kms.close()
     finally:
         stop(server)
     verified = cli.ok("audit", "verify")
     assert verified["Valid"] is True and verified["Records"] >= 1
-    (trail,) = (Path(cli.env["HSMKMS_DATA_DIR"]) / "audit").glob("*.000001.jsonl")
+    # The chain of the worker process that answered (one per process, one per core).
+    (trail,) = [
+        chain
+        for chain in (Path(cli.env["HSMKMS_DATA_DIR"]) / "audit").glob("*.000001.jsonl")
+        if request_id in chain.read_text()
+    ]
     lines = trail.read_text().splitlines()
-    mine = max(n for n, line in enumerate(lines) if '"CreateKey"' in line)
+    (mine,) = [n for n, line in enumerate(lines) if request_id in line]
+    assert '"CreateKey"' in lines[mine]
     lines[mine] = lines[mine].replace('"CreateKey"', '"DeleteKey"')
     trail.write_text("\n".join(lines) + "\n")
     assert f"{trail.name} record {mine + 1}:" in cli.fails("audit", "verify")
@@ -360,4 +369,6 @@ def test_serve_takes_host_and_port_from_settings_and_checks_flags(cli: Cli) -> N
     finally:
         stop(server)
     assert server.stderr is not None
-    assert f"on http://127.0.0.1:{port}" in server.stderr.read().decode()
+    cores = available_cores()  # the default: one worker process per core
+    shown = f"on http://127.0.0.1:{port}" + ("" if cores == 1 else f" ({cores} worker processes)")
+    assert shown + "\n" in server.stderr.read().decode()

@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from tests.cli.test_cli import Cli, stop, wait_healthy
 from tests.conftest import free_port
 from tests.support.parallel import serial
+from tests.support.processes import workers_of
 
 pytestmark = [
     serial,
@@ -143,7 +144,8 @@ def test_a_node_killed_mid_work_leaves_nothing_half_made(cluster: tuple[Cli, lis
     time.sleep(2.0)
     # Killed mid-work, whatever the load: not before node a has made its first key.
     assert working.wait(timeout=120), "node a made no key"
-    os.kill(node_a.pid, signal.SIGKILL)
+    for pid in [node_a.pid, *workers_of(node_a.pid)]:  # the node: every process of it
+        os.kill(pid, signal.SIGKILL)
     node_a.wait(timeout=10)
     stop_work.set()
     for thread in workers:

@@ -1,0 +1,202 @@
+"""`hsmkms serve` on every core: with no flags one worker process per core, and what a
+client or an operator sees is the server's, whichever worker answers — `/metrics`
+counts every worker's requests, a principal's quota holds for all of them together,
+a worker that dies is replaced and its counts stay."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from botocore.exceptions import ClientError
+from prometheus_client.parser import text_string_to_metric_families
+
+from hsmkms.config.defaults import available_cores
+from tests.cli.test_cli import Cli, admin, serve, stop, wait_healthy
+from tests.conftest import ROOT
+from tests.support.parallel import serial
+from tests.support.processes import workers_of
+from tests.support.resilience_helpers import client
+
+pytestmark = [
+    serial,
+    pytest.mark.needs_token("softhsm", reason="`hsmkms init` makes its own SoftHSM2 token"),
+]
+ARN = "arn:aws:iam::111122223333:user/workers"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, tuple[str, str]]:
+    directory = tmp_path_factory.mktemp("workers")
+    cli = Cli(directory / "data")
+    cli.env["PYTHONPATH"] = str(ROOT)
+    cli.ok("init")
+    credential = cli.ok("principal", "add", "--arn", ARN)
+    admin(cli, directory, ARN)
+    return cli, (credential["AccessKeyId"], credential["SecretAccessKey"])
+
+
+@contextmanager
+def server(cli: Cli, *flags: str, **env: str) -> Iterator[tuple[str, int]]:
+    saved = dict(cli.env)
+    cli.env.update(env)
+    try:
+        process, port = serve(cli, *flags)
+    finally:
+        cli.env = saved
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, process)
+        yield url, process.pid
+    finally:
+        stop(process)
+
+
+def wait_for_workers(pid: int, count: int, excluded: set[int] = frozenset()) -> set[int]:  # type: ignore[assignment]
+    deadline = time.monotonic() + 60
+    while True:
+        workers = workers_of(pid)
+        if len(workers) == count and not workers & excluded:
+            return workers
+        assert time.monotonic() < deadline, f"workers {workers}, wanted {count}"
+        time.sleep(0.2)
+
+
+def burst(url: str, keys: tuple[str, str], connections: int) -> Counter[str]:
+    """One GenerateRandom on each of `connections` new connections, all at once, so
+    that the kernel hands them to every worker; the answers by error code."""
+    clients = [client(url, *keys) for _ in range(connections)]
+    answers: Counter[str] = Counter()
+    start = threading.Barrier(connections)
+
+    def call(kms: Any) -> None:
+        start.wait()
+        try:
+            kms.generate_random(NumberOfBytes=8)
+            answers["ok"] += 1
+        except ClientError as exc:
+            answers[exc.response["Error"]["Code"]] += 1
+
+    threads = [threading.Thread(target=call, args=(kms,)) for kms in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return answers
+
+
+def answered_by_chain(cli: Cli, operation: str) -> Counter[str]:
+    """Audit records of `operation` by chain: each worker process writes its own."""
+    chains: Counter[str] = Counter()
+    for path in (Path(cli.env["HSMKMS_DATA_DIR"]) / "audit").glob("*.jsonl"):
+        if ".checkpoints." in path.name:
+            continue
+        chain = path.name.rsplit(".", 2)[0]
+        chains[chain] += path.read_text().count(f'"eventName":"{operation}"')
+    return +chains
+
+
+def scrape(url: str) -> dict[str, float]:
+    """One /metrics scrape on a new connection: samples by name and labels."""
+    text = httpx.get(url + "/metrics", headers={"connection": "close"}).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+GENERATE_RANDOM = "hsmkms_requests_total{error=,operation=GenerateRandom}"
+
+
+def test_serve_without_flags_runs_a_worker_per_core_and_metrics_count_them_all(
+    data: tuple[Cli, tuple[str, str]],
+) -> None:
+    cli, keys = data
+    before = sum(answered_by_chain(cli, "GenerateRandom").values())
+    with server(cli) as (url, pid):
+        cores = available_cores()
+        if cores > 1:
+            wait_for_workers(pid, cores)
+        else:
+            assert workers_of(pid) == set()  # one core: one process, no supervisor
+        answers = burst(url, keys, 24)
+        assert answers == {"ok": 24}
+        chains = answered_by_chain(cli, "GenerateRandom")
+        assert sum(chains.values()) - before == 24
+        if cores > 1:
+            assert len(chains) >= 2, chains  # both workers answered some
+        for _ in range(10):  # whichever worker answers the scrape
+            assert scrape(url)[GENERATE_RANDOM] == 24
+
+
+def test_a_quota_holds_across_workers(data: tuple[Cli, tuple[str, str]]) -> None:
+    cli, keys = data
+    before = answered_by_chain(cli, "GenerateRandom")
+    quota = {"HSMKMS_RATE_LIMIT": "0.2", "HSMKMS_RATE_BURST": "8"}
+    with server(cli, "--workers", "2", **quota) as (url, pid):
+        wait_for_workers(pid, 2)
+        started = time.monotonic()
+        answers = burst(url, keys, 30)
+        elapsed = time.monotonic() - started
+    spread = answered_by_chain(cli, "GenerateRandom") - before
+    assert len(spread) >= 2, spread  # both workers answered some
+    assert sum(answers.values()) == 30
+    assert set(answers) <= {"ok", "ThrottlingException"}
+    # The burst, and what the rate refilled meanwhile: not twice that.
+    assert 8 <= answers["ok"] <= 8 + int(elapsed * 0.2) + 1, answers
+
+
+def test_a_worker_that_dies_is_replaced_and_the_counts_stay(
+    data: tuple[Cli, tuple[str, str]],
+) -> None:
+    cli, keys = data
+    with server(cli, "--workers", "2") as (url, pid):
+        workers = wait_for_workers(pid, 2)
+        assert burst(url, keys, 16) == {"ok": 16}
+        assert scrape(url)[GENERATE_RANDOM] == 16
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        wait_for_workers(pid, 2, excluded={victim})
+        deadline = time.monotonic() + 60
+        # The replacement is ready once its gauges are in: the pools of the two workers
+        # alive (2 sessions each), never the dead one's too.
+        while scrape(url)["hsmkms_token_sessions_max{}"] != 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        for _ in range(6):  # whichever worker answers
+            samples = scrape(url)
+            assert samples[GENERATE_RANDOM] == 16  # the dead worker's requests still count
+            assert samples["hsmkms_token_sessions_max{}"] == 4
+            assert httpx.get(url + "/healthz", headers={"connection": "close"}).status_code == 200
+        assert burst(url, keys, 8) == {"ok": 8}
+
+
+def test_workers_stop_when_their_supervisor_is_killed(data: tuple[Cli, tuple[str, str]]) -> None:
+    cli, keys = data
+    with server(cli, "--workers", "2", HSMKMS_SHUTDOWN_DRAIN_SECONDS="1") as (url, pid):
+        workers = wait_for_workers(pid, 2)
+        try:
+            assert burst(url, keys, 4) == {"ok": 4}
+            os.kill(pid, signal.SIGKILL)  # no one left to replace, stop or count them
+            deadline = time.monotonic() + 30
+            while any(Path(f"/proc/{worker}").exists() for worker in workers):
+                assert time.monotonic() < deadline, "the workers serve on as orphans"
+                time.sleep(0.2)
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(url + "/healthz")
+        finally:
+            for worker in workers:  # any left as orphans
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker, signal.SIGKILL)
