@@ -23,7 +23,6 @@ authorization, token call, audit, thread hops, ...) to DIR.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import subprocess
@@ -40,19 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import asyncio
 
 from bench import PAYLOAD, ROOT, _free_port, _wait_for
+from bench_xks import METADATA as XKS_METADATA
+from bench_xks import _b64
 from loadgen import PathSigner, Result, Signer, Target, _run
 
 TICKS = os.sysconf("SC_CLK_TCK")
-XKS_METADATA = {
-    "awsPrincipalArn": "arn:aws:iam::123456789012:user/bench",
-    "kmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-    "kmsOperation": "GenerateDataKey",
-    "kmsRequestId": "4112f4d6-db54-4af4-ae30-c55a22a8dfae",
-}
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def process_cpu(pid: int) -> float:
