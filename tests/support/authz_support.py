@@ -135,7 +135,7 @@ def xks_store(admin: Any, name: str = "xks-authz") -> str:
         XksProxyAuthenticationCredential=CREDENTIAL,
         XksProxyConnectivity="PUBLIC_ENDPOINT",
     )["CustomKeyStoreId"]
-    admin.connect_custom_key_store(CustomKeyStoreId=store_id)
+    connect(admin, store_id)
     return store_id
 
 
@@ -146,8 +146,20 @@ def cloudhsm_store(admin: Any, token_env: TokenEnv, name: str = "cloudhsm-authz"
         TrustAnchorCertificate=ANCHOR,
         KeyStorePassword=token_env.cluster_pin,
     )["CustomKeyStoreId"]
-    admin.connect_custom_key_store(CustomKeyStoreId=store_id)
+    connect(admin, store_id)
     return store_id
+
+
+def connect(admin: Any, store_id: str, attempts: int = 3) -> None:
+    """Connect a store as an operator would: a connection that FAILED (on a busy machine
+    the proxy may miss AWS's 250 ms budget) is disconnected and tried again."""
+    for _ in range(attempts):
+        admin.connect_custom_key_store(CustomKeyStoreId=store_id)
+        [store] = admin.describe_custom_key_stores(CustomKeyStoreId=store_id)["CustomKeyStores"]
+        if store["ConnectionState"] == "CONNECTED":
+            return
+        admin.disconnect_custom_key_store(CustomKeyStoreId=store_id)
+    raise AssertionError(f"{store_id} did not connect: {store['ConnectionState']}")
 
 
 def refusal(call: Any, **members: Any) -> tuple[str, str, str]:
