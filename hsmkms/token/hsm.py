@@ -236,13 +236,11 @@ class Hsm:
     def verify(
         self, ref: MaterialRef, scheme: str, hash_name: str, data: bytes, signature: bytes
     ) -> bool:
-        def check(pooled: PooledSession) -> bool:
-            try:
-                return asymmetric.verify(pooled, ref, scheme, hash_name, data, signature)
-            except (p11.SignatureInvalid, p11.SignatureLenRange):
-                return False
-
-        return self._call(check)
+        return self._call(
+            lambda pooled: self.quirks.signature_verify(
+                pooled, ref, scheme, hash_name, data, signature
+            )
+        )
 
     def rsa_encrypt(self, ref: MaterialRef, hash_name: str, data: bytes) -> bytes:
         return self._call(lambda pooled: asymmetric.rsa_encrypt(pooled, ref, hash_name, data))

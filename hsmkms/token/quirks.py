@@ -11,7 +11,10 @@ Each quirk is detected on the token itself, never keyed on a module's name:
     CloudHSM documents this; not tested here): then every encryption is direct and
     returns the IV the token used.
   * HMAC verify: some modules (NSS) report a mismatch with a stale, unrelated CKR.
-    Such a code is confirmed by computing the MAC in the token and comparing.
+    Such a code is confirmed by computing the MAC in the token and comparing. The same
+    holds for RSA PKCS#1 v1.5 verify (NSS answers CKR_DEVICE_ERROR for a mismatch when
+    its thread's last error is another): that signature is deterministic, so the token
+    signs the same input and the code stands only if the signatures are equal.
   * CKA_LOCAL: NSS softokn never sets it, not even on keys it generated, so the
     flag proves nothing there; `reports_local` says whether the token sets it.
   * Curves: a module may offer CKM_EC_KEY_PAIR_GEN without every curve (NSS has no
@@ -170,6 +173,25 @@ class Quirks:
             # A stale or unrelated code: a real mismatch only if the token's own MAC differs.
             expected = asymmetric.hmac(pooled, ref, hash_name, message)
             if hmac.compare_digest(expected, mac):
+                raise
+            return False
+
+    @staticmethod
+    def signature_verify(
+        pooled: PooledSession, ref: MaterialRef, scheme: str, hash_name: str, data: bytes,
+        signature: bytes,
+    ) -> bool:  # fmt: skip
+        try:
+            return asymmetric.verify(pooled, ref, scheme, hash_name, data, signature)
+        except (p11.SignatureInvalid, p11.SignatureLenRange):
+            return False
+        except TRANSIENT:
+            raise
+        except PKCS11Error:
+            if scheme != "pkcs1":  # randomised signatures: nothing to compare with
+                raise
+            expected = asymmetric.sign(pooled, ref, scheme, hash_name, data)
+            if hmac.compare_digest(expected, signature):
                 raise
             return False
 
