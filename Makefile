@@ -72,7 +72,9 @@ run: run-deps $(VENV)/.runtime
 # than cores is faster (docs/testing.md has the measurements). TEST_WORKERS=0 runs serially;
 # TEST_ARGS adds pytest options, e.g. `make test TEST_ARGS="-x tests/operations/test_crypto.py"`.
 TEST_WORKERS ?= 3
-PYTEST = $(VENV_PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+# The suite starts hundreds of Python processes (the CLI, servers); where the environment
+# sets PYTHONDONTWRITEBYTECODE each would compile hsmkms's sources again (~0.1 s of CPU).
+PYTEST = env -u PYTHONDONTWRITEBYTECODE $(VENV_PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test: install
 	$(PYTEST) $(TEST_ARGS)

@@ -35,6 +35,7 @@ from hsmkms.operations.context import Deployment
 from hsmkms.policy.principals import ADMIN_POLICY, CredentialStore
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
+from tests.support import loopback
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "111122223333"
@@ -207,7 +208,7 @@ class Server:
         if mutate is not None:
             mutate(request)
         content = request.body if sent_body is None else sent_body
-        return httpx.post(request.url, content=content, headers=dict(request.headers.items()))
+        return loopback.post(request.url, content=content, headers=dict(request.headers.items()))
 
 
 def free_port() -> int:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from hsmkms.token import Hsm
 from tests.conftest import Server
+from tests.support import loopback
 from tests.support.edge_support import edge_server
 
 BODY = '{"NumberOfBytes": 8}'
@@ -121,7 +122,7 @@ def test_a_session_token_left_in_the_environment_is_named(server: Server) -> Non
 
 def test_metrics_count_the_failures(server: Server) -> None:
     server.raw("GenerateRandom", BODY, secret="y" * 40)
-    text = httpx.get(server.url + "/metrics").text
+    text = loopback.get(server.url + "/metrics").text
     assert (
         'hsmkms_requests_total{error="InvalidSignatureException",operation="GenerateRandom"}'
         in text
@@ -131,7 +132,7 @@ def test_metrics_count_the_failures(server: Server) -> None:
 
 
 def test_healthz(server: Server) -> None:
-    response = httpx.get(server.url + "/healthz")
+    response = loopback.get(server.url + "/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "token": "ok", "database": "ok"}
 
@@ -185,7 +186,7 @@ def test_an_unsigned_target_cannot_be_replayed_as_another_operation(server: Serv
     SigV4Auth(credentials, "kms", "us-east-1").add_auth(request)
     assert "x-amz-target" not in request.headers["Authorization"]
     headers = {**dict(request.headers.items()), "X-Amz-Target": "TrentService.GenerateRandom"}
-    response = httpx.post(request.url, content=request.body, headers=headers)
+    response = loopback.post(request.url, content=request.body, headers=headers)
     expect(response, "IncompleteSignatureException")
     assert response.json()["message"] == (
         "There were headers present in the request which were not signed: x-amz-target"

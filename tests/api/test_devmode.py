@@ -29,6 +29,7 @@ from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm, MaterialRef
 from hsmkms.token.domain import create_domain
 from tests.conftest import PeerToken, Server, nss_token_env, running
+from tests.support import loopback
 from tests.support.parallel import serial
 from tests.support.resilience_helpers import client
 
@@ -44,7 +45,7 @@ class DevServer:
         self.url, self.kms, self.deployment, self.audit = url, kms, deployment, audit
 
     def post(self, path: str) -> httpx.Response:
-        return httpx.post(self.url + path, timeout=30)
+        return loopback.post(self.url + path, timeout=30)
 
 
 @pytest.fixture
@@ -138,15 +139,15 @@ def test_every_reset_path_and_the_health_endpoint(dev: DevServer) -> None:
         dev.kms.create_alias(AliasName="alias/reused-name", TargetKeyId=key_id)
         assert (dev.post(path).status_code, len(dev.kms.list_keys()["Keys"])) == (200, 0)
     assert dev.post("/moto-api/reset").status_code == 200  # nothing left: still fine
-    health = httpx.get(dev.url + "/_localstack/health")
+    health = loopback.get(dev.url + "/_localstack/health")
     assert health.status_code == 200 and health.json()["services"] == {"kms": "running"}
-    assert httpx.get(dev.url + "/moto-api/reset").status_code == 405  # POST only, as moto
+    assert loopback.get(dev.url + "/moto-api/reset").status_code == 405  # POST only, as moto
 
 
 def test_reset_endpoints_are_absent_unless_in_development_mode(server: Server) -> None:
     key_id = server.client().create_key()["KeyMetadata"]["KeyId"]
     for path in ("/moto-api/reset", "/_localstack/state/reset", "/_localstack/health"):
-        assert httpx.post(server.url + path).status_code in (404, 405)
+        assert loopback.post(server.url + path).status_code in (404, 405)
     assert server.client().describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled"
 
 

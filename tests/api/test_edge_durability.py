@@ -32,7 +32,7 @@ from hsmkms.library import KeyManager
 from hsmkms.xks.credentials import XksCredentialStore
 from tests.cli.test_cli import Cli, wait_healthy
 from tests.conftest import free_port, running
-from tests.support import xks_support
+from tests.support import loopback, xks_support
 from tests.support.parallel import serial
 from tests.support.xks_support import XksServer, b64, metadata
 
@@ -107,7 +107,7 @@ def test_an_xks_answer_waits_for_its_record_without_holding_the_loop(
             time.sleep(0.5)
             # The loop serves others meanwhile; the XKS answer waits for the disk.
             started = time.monotonic()
-            assert httpx.get(server.url + "/healthz", timeout=5).status_code == 200
+            assert loopback.get(server.url + "/healthz", timeout=5).status_code == 200
             assert time.monotonic() - started < 2.0
             assert not pending.done(), "answered before its record was on disk"
             audit.moving.set()

@@ -22,6 +22,7 @@ from hsmkms.api.ratelimit import Quota, RateLimiter
 from hsmkms.config import EdgeLimits
 from hsmkms.token import Hsm
 from tests.conftest import Server
+from tests.support import loopback
 from tests.support.edge_support import edge_server, trail
 from tests.support.parallel import serial
 
@@ -45,14 +46,14 @@ def flooded(hsm: Hsm, tmp_path_factory: pytest.TempPathFactory) -> Flooded:
     """5,000 unsigned POSTs, each naming a new 64-character operation."""
     targets = [secrets.token_hex(32) for _ in range(FLOOD)]
     with edge_server(hsm, tmp_path_factory.mktemp("flood")) as server:
-        before = httpx.get(server.url + "/metrics").text
+        before = loopback.get(server.url + "/metrics").text
         with httpx.Client(base_url=server.url) as client:
             for target in targets:
                 response = client.post(
                     "/", content=BODY, headers={"X-Amz-Target": f"TrentService.{target}"}
                 )
                 assert response.status_code == 400
-        after = httpx.get(server.url + "/metrics").text
+        after = loopback.get(server.url + "/metrics").text
         audit = server.audit
     return Flooded(before, after, targets, trail(audit))
 

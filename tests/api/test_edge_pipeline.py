@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 from botocore.config import Config
 
@@ -25,6 +24,7 @@ from hsmkms.library import KeyManager
 from hsmkms.policy.principals import ADMIN_POLICY, CredentialStore
 from hsmkms.token import Hsm
 from tests.conftest import ACCOUNT, REGION
+from tests.support import loopback
 from tests.support.edge_support import edge_server, trail
 from tests.support.xks_support import XksServer, b64, metadata
 
@@ -111,7 +111,7 @@ def test_every_request_gets_one_access_log_line(
     with edge_server(hsm, tmp_path, access_log="json") as server:
         kms = server.client()
         kms.generate_random(NumberOfBytes=8)
-        unsigned = httpx.post(server.url + "/", content=b"{}",
+        unsigned = loopback.post(server.url + "/", content=b"{}",
                               headers={"X-Amz-Target": "TrentService.ListKeys"})  # fmt: skip
         signed = server.raw("ListKeys", "{}")
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()
@@ -134,7 +134,7 @@ def test_text_access_log_and_off(
     forged = "Fake 200 - 1.00ms\tx"  # a client's operation name posing as more fields
     with edge_server(hsm, tmp_path / "text") as server:  # text is the default
         response = server.raw("ListKeys", "{}")
-        httpx.post(server.url + "/", content=b"{}",
+        loopback.post(server.url + "/", content=b"{}",
                    headers={"X-Amz-Target": f"TrentService.{forged}"})  # fmt: skip
     lines = capsys.readouterr().err.splitlines()
     (line,) = [l for l in lines if "kms:ListKeys" in l]  # noqa: E741
@@ -196,7 +196,7 @@ def test_xks_calls_are_counted_in_the_metrics(xks_server: XksServer) -> None:
     assert xks_server.post(f"keys/{key}/encrypt", body).status_code == 200
     unsigned = xks_server.post(f"keys/{key}/encrypt", body, sign=False)
     assert unsigned.status_code == 401
-    text = httpx.get(xks_server.url + "/metrics").text
+    text = loopback.get(xks_server.url + "/metrics").text
     assert 'hsmkms_xks_requests_total{error="",operation="Encrypt"}' in text
     assert (
         'hsmkms_xks_requests_total{error="AuthenticationFailedException",operation="Encrypt"}'

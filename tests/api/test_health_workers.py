@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.multiprocess import mark_process_dead
 
 from hsmkms.api.shared import METRICS_DIR_ENV
 from hsmkms.library import KeyManager
+from tests.support import loopback
 from tests.support.resilience_helpers import serving
 
 # Another worker process: what its gauges write to the shared directory every second.
@@ -36,11 +36,11 @@ def test_a_call_stuck_in_another_worker_makes_this_one_unhealthy(
 ) -> None:
     monkeypatch.setenv(METRICS_DIR_ENV, str(tmp_path))  # this process: a worker of a server
     with serving(km) as (url, _):
-        assert httpx.get(url + "/healthz").json()["token"] == "ok"
+        assert loopback.get(url + "/healthz").json()["token"] == "ok"
         pid = other_worker_with_a_stuck_call(tmp_path)
-        answer = httpx.get(url + "/healthz")
+        answer = loopback.get(url + "/healthz")
         assert answer.status_code == 503
         assert answer.json()["token"] == "error: 1 token call(s) past their deadline"
         mark_process_dead(pid, str(tmp_path))  # what the supervisor does when it is gone
-        answer = httpx.get(url + "/healthz")
+        answer = loopback.get(url + "/healthz")
         assert answer.status_code == 200, answer.text

@@ -13,11 +13,11 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.cli.test_cli import Cli, admin, serve, stop, wait_healthy
 from tests.conftest import ROOT
+from tests.support import loopback
 from tests.support.parallel import serial
 
 pytestmark = [
@@ -99,7 +99,7 @@ def test_development_mode_is_said_loudly_at_start(dev: DevServe) -> None:
     assert "DEVELOPMENT MODE" in said and "DESTROYS every key" in said
     assert f"account {MOTO_ACCOUNT}" in said
     assert "development mode serves from one process, not 2" in said
-    health = httpx.get(dev.url + "/_localstack/health").json()
+    health = loopback.get(dev.url + "/_localstack/health").json()
     assert health["services"] == {"kms": "running"}
 
 

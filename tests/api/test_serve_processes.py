@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from tests.cli.test_cli import Cli, admin, serve, stop, wait_healthy
 from tests.conftest import ROOT, free_port
+from tests.support import loopback
 from tests.support.parallel import serial
 from tests.support.resilience_helpers import client
 
@@ -152,7 +153,7 @@ def test_sigterm_stops_a_server_whose_token_call_never_returns(
         deadline = time.monotonic() + 30
         while True:
             try:
-                httpx.get(url + "/metrics", timeout=2)
+                loopback.get(url + "/metrics", timeout=2)
                 break
             except httpx.HTTPError:
                 assert time.monotonic() < deadline and process.poll() is None

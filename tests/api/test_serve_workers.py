@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hsmkms.config.defaults import available_cores
 from tests.cli.test_cli import Cli, admin, serve, stop, wait_healthy
 from tests.conftest import ROOT
+from tests.support import loopback
 from tests.support.parallel import serial
 from tests.support.processes import workers_of
 from tests.support.resilience_helpers import client
@@ -51,7 +52,7 @@ def server(cli: Cli, *flags: str, **env: str) -> Iterator[tuple[str, int]]:
     saved = dict(cli.env)
     cli.env.update(env)
     try:
-        process, port = serve(cli, *flags)
+        process, port = serve(cli, *flags, one_process=False)
     finally:
         cli.env = saved
     try:
@@ -108,7 +109,7 @@ def answered_by_chain(cli: Cli, operation: str) -> Counter[str]:
 
 def scrape(url: str) -> dict[str, float]:
     """One /metrics scrape on a new connection: samples by name and labels."""
-    text = httpx.get(url + "/metrics", headers={"connection": "close"}).text
+    text = loopback.get(url + "/metrics", headers={"connection": "close"}).text
     samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -179,7 +180,9 @@ def test_a_worker_that_dies_is_replaced_and_the_counts_stay(
             samples = scrape(url)
             assert samples[GENERATE_RANDOM] == 16  # the dead worker's requests still count
             assert samples["hsmkms_token_sessions_max{}"] == 4
-            assert httpx.get(url + "/healthz", headers={"connection": "close"}).status_code == 200
+            assert (
+                loopback.get(url + "/healthz", headers={"connection": "close"}).status_code == 200
+            )
         assert burst(url, keys, 8) == {"ok": 8}
 
 
@@ -195,7 +198,7 @@ def test_workers_stop_when_their_supervisor_is_killed(data: tuple[Cli, tuple[str
                 assert time.monotonic() < deadline, "the workers serve on as orphans"
                 time.sleep(0.2)
             with pytest.raises(httpx.ConnectError):
-                httpx.get(url + "/healthz")
+                loopback.get(url + "/healthz")
         finally:
             for worker in workers:  # any left as orphans
                 with contextlib.suppress(ProcessLookupError):

@@ -75,7 +75,7 @@ def starts(cli: Cli, *options: str) -> subprocess.CompletedProcess[str] | None:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "hsmkms.cli", "serve", "--port", str(port), *options],
-        env={**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0"}, cwd=cli.cwd,
+        env={**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0", "HSMKMS_WORKERS": "1"}, cwd=cli.cwd,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -249,7 +249,7 @@ def test_new_trail_waits_for_the_writers_to_stop(tmp_path: Path) -> None:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "hsmkms.cli", "serve", "--port", str(port)],
-        env={**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0"}, cwd=cli.cwd,
+        env={**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0", "HSMKMS_WORKERS": "1"}, cwd=cli.cwd,
     )  # fmt: skip
     try:
         wait_healthy(f"http://127.0.0.1:{port}", server)

@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 from hsmkms.config.defaults import available_cores
 from hsmkms.policy.principals import ADMIN_POLICY
 from tests.conftest import free_port
+from tests.support import loopback
 
 # `hsmkms init` makes its own SoftHSM2 token, and module initialisation parameters (NSS
 # softokn's configdir) are not a setting yet: these tests are SoftHSM2-only.
@@ -189,11 +190,19 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def serve(cli: Cli, *extra: str, stderr: Any = None) -> tuple[subprocess.Popen[bytes], int]:
+def serve(
+    cli: Cli, *extra: str, stderr: Any = None, one_process: bool = True
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`hsmkms serve` on a free port. one_process: one worker process (HSMKMS_WORKERS=1)
+    unless `--workers` is given, for tests of what one process does (each worker process
+    is a full start-up; tests/api/test_serve_workers.py tests the default of one per core)."""
     port = free_port()
+    env = {**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0"}
+    if one_process:
+        env.setdefault("HSMKMS_WORKERS", "1")
     process = subprocess.Popen(
         [sys.executable, "-m", "hsmkms.cli", "serve", "--port", str(port), *extra],
-        env={**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0"},
+        env=env,
         cwd=cli.cwd,
         stderr=stderr,
     )
@@ -213,11 +222,14 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], verify: object = Tr
     deadline = time.monotonic() + 30
     while True:
         try:
-            assert httpx.get(url + "/healthz", verify=verify).json()["status"] == "ok"  # type: ignore[arg-type]
-            return
+            status = loopback.get(url + "/healthz", verify=verify).json()  # type: ignore[arg-type]
         except httpx.HTTPError:
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.2)
+            status = {"status": "not listening yet"}
+        if status["status"] == "ok":
+            return
+        # A server still starting may answer 503 while its first token probe is slow.
+        assert time.monotonic() < deadline and process.poll() is None, status
+        time.sleep(0.2)
 
 
 def admin(cli: Cli, directory: Path, arn: str) -> None:

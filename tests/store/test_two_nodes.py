@@ -51,6 +51,7 @@ def cluster(pg_url: str, tmp_path: Path) -> Iterator[tuple[Cli, list[Any]]]:
         for node in ("node-a", "node-b"):
             port = free_port()
             env = {**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0", "HSMKMS_AUDIT_NODE_ID": node}
+            env["HSMKMS_WORKERS"] = "1"  # two nodes of one process each
             process = subprocess.Popen(
                 [sys.executable, "-m", "hsmkms.cli", "serve", "--port", str(port)],
                 env=env,

@@ -12,9 +12,10 @@ import os
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 from botocore.exceptions import ClientError
+
+from tests.support import loopback
 
 ENDPOINT = os.environ.get("KMS_TEST_ENDPOINT", "http://127.0.0.1:5000")
 ACCOUNT = os.environ.get("KMS_TEST_ACCOUNT", "123456789012")
@@ -22,7 +23,7 @@ ACCOUNT = os.environ.get("KMS_TEST_ACCOUNT", "123456789012")
 
 @pytest.fixture(autouse=True)
 def reset_state() -> None:
-    response = httpx.post(f"{ENDPOINT}/moto-api/reset", timeout=30)
+    response = loopback.post(f"{ENDPOINT}/moto-api/reset", timeout=30)
     assert response.status_code == 200, response.text
 
 

@@ -19,6 +19,7 @@ from botocore.credentials import Credentials
 
 from hsmkms.library import KeyManager
 from hsmkms.xks.credentials import XksCredentialStore
+from tests.support import loopback
 
 SERVICE = "kms-xks-proxy"
 PRINCIPAL = "arn:aws:iam::123456789012:user/Alice"
@@ -86,7 +87,7 @@ class XksServer:
                 SigV4Auth(Credentials(access_key_id, secret), service, region).add_auth(request)
         if mutate is not None:
             mutate(request)
-        return httpx.request(
+        return loopback.request(
             method, request.url, content=request.body, headers=dict(request.headers.items())
         )
 

@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from botocore.exceptions import ClientError
 
@@ -21,6 +20,7 @@ from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
 from hsmkms.token.library import rescan_tokens
 from tests.conftest import ACCOUNT, REGION, TokenEnv
+from tests.support import loopback
 from tests.support.parallel import serial
 from tests.support.resilience_helpers import PoisonedSession, serving
 
@@ -71,14 +71,14 @@ def test_a_call_that_never_returns_times_out_and_the_server_goes_on(
             assert error_code(stuck.value) == "DependencyTimeoutException"
             assert stuck.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
             assert 0.9 < time.monotonic() - started < 5
-            health = httpx.get(url + "/healthz", timeout=10)
+            health = loopback.get(url + "/healthz", timeout=10)
             assert health.status_code == 503
             assert "past their deadline" in health.json()["token"]
             # The session is retired: the pool opens another and service goes on.
             for _ in range(5):
                 assert kms.encrypt(KeyId=key_id, Plaintext=b"x")["KeyId"].endswith(key_id)
             assert own_hsm.pool.stuck == 1
-            metrics = httpx.get(url + "/metrics", timeout=10).text
+            metrics = loopback.get(url + "/metrics", timeout=10).text
             assert "hsmkms_token_calls_overdue 1.0" in metrics
             assert "hsmkms_request_deadlines_missed 1.0" in metrics
         finally:
@@ -87,7 +87,7 @@ def test_a_call_that_never_returns_times_out_and_the_server_goes_on(
         while own_hsm.pool.stuck and time.monotonic() < deadline:
             time.sleep(0.05)
         assert own_hsm.pool.stuck == 0  # the late call came back and its session was closed
-        assert httpx.get(url + "/healthz", timeout=10).status_code == 200
+        assert loopback.get(url + "/healthz", timeout=10).status_code == 200
 
 
 @softhsm_only
@@ -205,19 +205,19 @@ def test_a_token_that_disappears_fails_cleanly_and_comes_back(
     tokens = Path(token_env.conf).parent / "tokens"
     away = tokens.with_name("tokens.away")
     with serving(own_km, call_timeout=5.0) as (url, _):
-        assert httpx.get(url + "/healthz", timeout=10).status_code == 200
+        assert loopback.get(url + "/healthz", timeout=10).status_code == 200
         shutil.move(tokens, away)
         try:
             with pytest.raises(KeyUnavailableException):
                 own_km.encrypt(key_id=key_id, plaintext=b"x")
             with pytest.raises(KeyUnavailableException):
                 own_km.decrypt(ciphertext_blob=blob)
-            health = httpx.get(url + "/healthz", timeout=10)
+            health = loopback.get(url + "/healthz", timeout=10)
             assert health.status_code == 503 and health.json()["token"].startswith("error")
         finally:
             shutil.move(away, tokens)
         deadline = time.monotonic() + 10
-        while httpx.get(url + "/healthz", timeout=10).status_code != 200:
+        while loopback.get(url + "/healthz", timeout=10).status_code != 200:
             assert time.monotonic() < deadline, "the token did not come back"
             time.sleep(0.3)
     assert own_km.decrypt(ciphertext_blob=blob)["Plaintext"] == b"kept"

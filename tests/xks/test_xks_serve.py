@@ -131,7 +131,7 @@ def test_serve_as_xks_proxy_over_mutual_tls(cli: Cli, tmp_path: Path) -> None:
     cli.env["HSMKMS_XKS_HEALTH_CACHE_SECONDS"] = "0"
     tls = ("--tls-cert", str(tmp_path / "server.crt"), "--tls-key", str(tmp_path / "server.key"),
            "--tls-client-ca", str(tmp_path / "ca.crt"), "--tls-client-subject", KMS_CN)  # fmt: skip
-    process, port = serve(cli, *tls)
+    process, port = serve(cli, *tls, one_process=False)
     proxy = Proxy(f"https://127.0.0.1:{port}", tmp_path, credential["AccessKeyId"],
                   credential["RawSecretAccessKey"])  # fmt: skip
     tokens = Path(cli.env["HSMKMS_DATA_DIR"]) / "tokens"
@@ -167,7 +167,7 @@ def test_serve_as_xks_proxy_over_mutual_tls(cli: Cli, tmp_path: Path) -> None:
             shutil.move(tmp_path / "token-away", token_dir)
         stop(process)
     # SoftHSM2 forgets a token whose store vanished until the module is loaded again.
-    process, port = serve(cli, *tls)
+    process, port = serve(cli, *tls, one_process=False)
     proxy.url = f"https://127.0.0.1:{port}"
     try:
         _wait_active(proxy, process)
