@@ -37,6 +37,7 @@ from hsmkms.policy.caller import Credential
 from hsmkms.policy.model import parse_policy
 from hsmkms.policy.wrapping import unwrap_secret, wrap_secret
 from hsmkms.store.base import MetadataStore
+from hsmkms.store.cache import GenerationCache
 from hsmkms.store.model import AccessKey
 from hsmkms.token import Token
 
@@ -142,11 +143,9 @@ class RemovedPrincipal:
 
 
 @dataclass(frozen=True)
-class _Cached:
+class _Active:
     credential: Credential
     wrapped_secret: bytes
-    generation: int  # the store's generation read before the row
-    expires: float
 
 
 class CredentialStore:
@@ -160,8 +159,7 @@ class CredentialStore:
         self._store = store
         self._hsm = hsm
         self._clock = clock
-        self._cache_seconds = cache_seconds
-        self._cache: dict[str, _Cached] = {}
+        self._cache: GenerationCache[_Active | None] = GenerationCache(store, cache_seconds)
         self._next_stamp: dict[str, float] = {}  # access key id -> when to stamp its use again
         self._lock = threading.Lock()
 
@@ -324,33 +322,25 @@ class CredentialStore:
         """The active credential of an access key id, or None (unknown or inactive)."""
         if not ACCESS_KEY_ID.fullmatch(access_key_id):
             return None  # never stored: no database read for it
-        generation = self._store.generation()  # before the row: a later write outdates it
-        entry = self._cache.get(access_key_id)
-        now = time.monotonic()
-        if entry is not None and entry.generation == generation and entry.expires > now:
-            return entry.credential
+        active = self._cache.get(access_key_id, lambda before: self._load(access_key_id, before))
+        return None if active is None else active.credential
+
+    def _load(self, access_key_id: str, before: _Active | None) -> _Active | None:
         stored = self._store.get_access_key(access_key_id)
         if stored is None or stored.status != ACTIVE:
-            self._forget(access_key_id)
             return None
         if (
-            entry is not None
-            and entry.wrapped_secret == stored.wrapped_secret
-            and entry.credential.principal_arn == stored.principal_arn
+            before is not None
+            and before.wrapped_secret == stored.wrapped_secret
+            and before.credential.principal_arn == stored.principal_arn
         ):
-            credential = entry.credential  # the same secret: no token call to unwrap it
-        else:
-            secret = unwrap_secret(
-                self._hsm, _aad(stored.access_key_id, stored.principal_arn), stored.wrapped_secret
-            )
-            credential = Credential(access_key_id, secret, stored.principal_arn)
-        with self._lock:
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[access_key_id] = _Cached(
-                credential, stored.wrapped_secret, generation, now + self._cache_seconds
-            )
-        return credential
+            return before  # the same secret: no token call to unwrap it
+        secret = unwrap_secret(
+            self._hsm, _aad(stored.access_key_id, stored.principal_arn), stored.wrapped_secret
+        )
+        return _Active(
+            Credential(access_key_id, secret, stored.principal_arn), stored.wrapped_secret
+        )
 
     def record_use(self, access_key_id: str, region: str) -> None:
         """A request this key signed was verified: stamp its last use, at most every
@@ -369,5 +359,4 @@ class CredentialStore:
             log.warning("last use of access key %s not recorded: %s", access_key_id, exc.code)
 
     def _forget(self, access_key_id: str) -> None:
-        with self._lock:
-            self._cache.pop(access_key_id, None)
+        self._cache.forget(access_key_id)

@@ -5,7 +5,7 @@ Stored as documents of kind "xks-credential" (id: the access key id), the secret
 wrapped by a token key as principals' secrets are (policy/wrapping.py). A key
 store may have several at once, so credentials rotate without downtime: add the
 new one, switch AWS KMS over (UpdateCustomKeyStore), remove the old one. A running
-server sees additions at once and removals within CACHE_SECONDS.
+server sees additions and removals at once, on every node (store/cache.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import json
 import re
 import secrets
 import string
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +25,7 @@ from hsmkms.keys.clock import Clock, system_clock
 from hsmkms.policy.caller import Credential
 from hsmkms.policy.wrapping import unwrap_secret, wrap_secret
 from hsmkms.store.base import MetadataStore
+from hsmkms.store.cache import GenerationCache
 from hsmkms.token import Token
 
 KIND = "xks-credential"
@@ -56,6 +55,13 @@ def _aad(access_key_id: str, prefix: str) -> bytes:
 
 
 @dataclass(frozen=True)
+class _Stored:
+    credential: Credential
+    uri_prefix: str
+    wrapped_secret: bytes
+
+
+@dataclass(frozen=True)
 class XksCredentialInfo:
     access_key_id: str
     uri_prefix: str
@@ -80,10 +86,7 @@ class XksCredentialStore:
         self._store = store
         self._hsm = hsm
         self._clock = clock
-        self._cache_seconds = cache_seconds
-        # access key id -> (credential or None, its key store, expiry)
-        self._cache: dict[str, tuple[Credential | None, str, float]] = {}
-        self._lock = threading.Lock()
+        self._cache: GenerationCache[_Stored | None] = GenerationCache(store, cache_seconds)
 
     def add(
         self,
@@ -142,32 +145,21 @@ class XksCredentialStore:
         return lookup
 
     def _forget(self, access_key_id: str) -> None:
-        with self._lock:
-            self._cache.pop(access_key_id, None)
+        self._cache.forget(access_key_id)
 
     def _lookup(self, access_key_id: str) -> tuple[Credential | None, str]:
-        entry = self._cache.get(access_key_id)
-        now = time.monotonic()
-        if entry is not None and entry[2] > now:
-            return entry[0], entry[1]
-        credential: Credential | None = None
-        prefix = ""
-        text = (
-            self._store.get_document(KIND, access_key_id)
-            if ACCESS_KEY_ID.match(access_key_id)
-            else None
-        )
-        if text is not None:
-            body = json.loads(text)
-            prefix = body["uriPrefix"]
-            secret = unwrap_secret(
-                self._hsm,
-                _aad(access_key_id, prefix),
-                base64.b64decode(body["wrappedSecret"]),
-            )
-            credential = Credential(access_key_id, secret, principal_of(prefix))
-        with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[access_key_id] = (credential, prefix, now + self._cache_seconds)
-        return credential, prefix
+        if not ACCESS_KEY_ID.match(access_key_id):
+            return None, ""  # never stored: no database read for it
+        found = self._cache.get(access_key_id, lambda before: self._load(access_key_id, before))
+        return (None, "") if found is None else (found.credential, found.uri_prefix)
+
+    def _load(self, access_key_id: str, before: _Stored | None) -> _Stored | None:
+        text = self._store.get_document(KIND, access_key_id)
+        if text is None:
+            return None
+        body = json.loads(text)
+        prefix, wrapped = body["uriPrefix"], base64.b64decode(body["wrappedSecret"])
+        if before is not None and (before.uri_prefix, before.wrapped_secret) == (prefix, wrapped):
+            return before  # the same secret: no token call to unwrap it
+        secret = unwrap_secret(self._hsm, _aad(access_key_id, prefix), wrapped)
+        return _Stored(Credential(access_key_id, secret, principal_of(prefix)), prefix, wrapped)

@@ -13,13 +13,13 @@ one, what no statement allows is denied.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 from hsmkms.errors import AccessDeniedException, NotFoundException
 from hsmkms.policy.engine import Request, evaluate
 from hsmkms.policy.model import Policy, parse_policy
 from hsmkms.store.base import MetadataStore
+from hsmkms.store.cache import GenerationCache
 
 KIND = "xks-policy"
 CACHE_SECONDS = 1.0
@@ -38,34 +38,30 @@ _KEYS = {
 class XksPolicies:
     def __init__(self, store: MetadataStore, cache_seconds: float = CACHE_SECONDS) -> None:
         self._store = store
-        self._cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[Policy | None, float]] = {}
+        self._cache: GenerationCache[Policy | None] = GenerationCache(store, cache_seconds)
 
     def put(self, uri_prefix: str, document: str) -> None:
         parse_policy(document, identity=True)  # MalformedPolicyDocumentException if not
         with self._store.transaction() as tx:
             tx.put_document(KIND, uri_prefix, document)
-        self._cache.pop(uri_prefix, None)
+        self._cache.forget(uri_prefix)
 
     def remove(self, uri_prefix: str) -> None:
         with self._store.transaction() as tx:
             if tx.get_document(KIND, uri_prefix) is None:
                 raise NotFoundException(f"Key store /{uri_prefix} has no XKS policy.")
             tx.delete_document(KIND, uri_prefix)
-        self._cache.pop(uri_prefix, None)
+        self._cache.forget(uri_prefix)
 
     def get(self, uri_prefix: str) -> str | None:
         return self._store.get_document(KIND, uri_prefix)
 
     def _policy(self, uri_prefix: str) -> Policy | None:
-        entry = self._cache.get(uri_prefix)
-        now = time.monotonic()
-        if entry is not None and entry[1] > now:
-            return entry[0]
+        return self._cache.get(uri_prefix, lambda _: self._load(uri_prefix))
+
+    def _load(self, uri_prefix: str) -> Policy | None:
         text = self._store.get_document(KIND, uri_prefix)
-        policy = None if text is None else parse_policy(text, identity=True)
-        self._cache[uri_prefix] = (policy, now + self._cache_seconds)
-        return policy
+        return None if text is None else parse_policy(text, identity=True)
 
     def require(
         self,
