@@ -20,6 +20,7 @@ kernel if a worker dies holding it) for a few microseconds.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import mmap
 import os
@@ -28,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from hsmkms.api.shared import RATE_TABLE, shared_dir
 from hsmkms.config import Quota, RateLimits
@@ -46,6 +48,7 @@ THROTTLED = (
 _SLOT = struct.Struct("<16sddd")
 _FULL_AT = struct.Struct("<d")
 _EMPTY = bytes(16)
+_T = TypeVar("_T")
 
 
 class BucketTable:
@@ -78,6 +81,27 @@ class BucketTable:
 
     def take(self, key: str, quota: Quota, clock: Callable[[], float]) -> bool:
         """Take one token from `key`'s bucket; False when it has none."""
+        return self._locked(key, lambda digest: self._take(digest, quota, clock()))
+
+    def wait(self, key: str, quota: Quota, clock: Callable[[], float]) -> float:
+        """Seconds until `key`'s bucket has a token (0: now), taking none."""
+        return self._locked(key, lambda digest: self._wait(digest, quota, clock()))
+
+    def refill(self, key: str, quota: Quota, clock: Callable[[], float]) -> None:
+        """`key`'s bucket full again, as if it had never been used."""
+        self._locked(key, lambda digest: self._store(digest, quota, quota.burst, clock()))
+
+    def give_back(self, key: str, quota: Quota, clock: Callable[[], float]) -> None:
+        """One token back into `key`'s bucket (never above its burst)."""
+
+        def give(digest: bytes) -> None:
+            now = clock()
+            offset, tokens = self._tokens(digest, quota, now)
+            self._store(digest, quota, min(quota.burst, tokens + 1), now, offset)
+
+        self._locked(key, give)
+
+    def _locked(self, key: str, work: Callable[[bytes], _T]) -> _T:
         digest = self._digests.get(key)
         if digest is None:
             if len(self._digests) >= MAX_BUCKETS:
@@ -87,24 +111,35 @@ class BucketTable:
             if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                return self._take(digest, quota, clock())
+                return work(digest)
             finally:
                 if self._fd is not None:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _take(self, digest: bytes, quota: Quota, now: float) -> bool:
+    def _tokens(self, digest: bytes, quota: Quota, now: float) -> tuple[int, float]:
+        """The offset of `digest`'s slot and the tokens its bucket has now."""
         offset = self._find(digest)
         stored, tokens, updated, _ = _SLOT.unpack_from(self._map, offset)
-        tokens, updated = float(tokens), float(updated)
         if stored != digest:
-            tokens, updated = quota.burst, now
-        tokens = min(quota.burst, tokens + max(0.0, now - updated) * quota.rate)
+            return offset, quota.burst
+        return offset, min(quota.burst, tokens + max(0.0, now - updated) * quota.rate)
+
+    def _take(self, digest: bytes, quota: Quota, now: float) -> bool:
+        offset, tokens = self._tokens(digest, quota, now)
         allowed: bool = tokens >= 1
-        if allowed:
-            tokens -= 1
+        self._store(digest, quota, tokens - 1 if allowed else tokens, now, offset)
+        return allowed
+
+    def _wait(self, digest: bytes, quota: Quota, now: float) -> float:
+        _, tokens = self._tokens(digest, quota, now)
+        return 0.0 if tokens >= 1 else (1 - tokens) / quota.rate
+
+    def _store(
+        self, digest: bytes, quota: Quota, tokens: float, now: float, offset: int | None = None
+    ) -> None:
+        offset = self._find(digest) if offset is None else offset
         full_at = now + (quota.burst - tokens) / quota.rate
         _SLOT.pack_into(self._map, offset, digest, tokens, now, full_at)
-        return allowed
 
     @property
     def used(self) -> int:
@@ -153,9 +188,7 @@ class RateLimiter:
         default = None
         if limits.rate > 0:
             default = Quota(limits.rate, limits.burst or max(limits.rate, 1.0))
-        directory = shared_dir()
-        table = None if directory is None else BucketTable(directory / RATE_TABLE)
-        return cls(default, limits.per_operation, table=table)
+        return cls(default, limits.per_operation, table=server_buckets())
 
     def check(self, principal: str, operation: str) -> None:
         """Take one request from the principal's bucket, or raise ThrottlingException."""
@@ -170,3 +203,16 @@ class RateLimiter:
     @property
     def buckets(self) -> int:
         return self._table.used
+
+
+def server_buckets() -> BucketTable:
+    """Where a server's buckets are: in a worker of `serve --workers N`, the file every
+    worker maps (opened once per process), so that quotas and the console's sign-in
+    throttle hold for the server, not per process; else a table of the caller's own."""
+    directory = shared_dir()
+    return BucketTable() if directory is None else _shared_table(str(directory / RATE_TABLE))
+
+
+@functools.cache
+def _shared_table(path: str) -> BucketTable:
+    return BucketTable(Path(path))

@@ -233,8 +233,9 @@ class ConsoleSettings(Group):
     """The browser console under /console/ (hsmkms/console): on unless switched off; over
     plain HTTP it signs in from loopback only. Sessions end after `idle_seconds` without
     a request (PCI DSS 8.2.8: 15 minutes) and `session_seconds` after sign-in whatever
-    happens; `signin_failures` failed sign-ins per source address or access key id in
-    `signin_window_seconds` make the next ones wait for the window to pass."""
+    happens; `signin_failures` failed sign-ins per source address or access key id are
+    allowed at once, then one every `signin_window_seconds / signin_failures`, for the
+    whole server (console/signin.py)."""
 
     enabled: bool = Field(default=True, alias="console")
     idle_seconds: float = Field(default=900.0, gt=0, le=86400, alias="console_idle_seconds")

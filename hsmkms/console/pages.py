@@ -76,7 +76,7 @@ def sign_in(console: Console, request: Request, form: dict[str, str]) -> Respons
     access_key_id = form.get("access_key_id", "").strip()[:128]
     secret = form.get("secret_access_key", "")
     source = request.client.host if request.client else None
-    wait = console.throttle.wait_seconds(source, access_key_id)
+    wait = console.throttle.attempt(source, access_key_id)
     if wait > 0:
         failure: KMSError = ThrottlingException(
             f"Too many failed sign-ins: try again in {int(wait) + 1} seconds."
@@ -84,11 +84,10 @@ def sign_in(console: Console, request: Request, form: dict[str, str]) -> Respons
         _record_failure(console, request, access_key_id, failure)
         return signin_form(console, request, failure.message, 429)
     credential = check_credentials(console.credentials, access_key_id, secret) if secret else None
-    if credential is None:
-        console.throttle.failed(source, access_key_id)
+    if credential is None:  # the attempt stays taken
         _record_failure(console, request, access_key_id, UnrecognizedClientException(SIGNIN_FAILED))
         return signin_form(console, request, SIGNIN_FAILED, 401)
-    console.throttle.succeeded(access_key_id)
+    console.throttle.succeeded(source, access_key_id)
     token, _ = console.sessions.start(credential.principal_arn, credential.access_key_id)
     console.calls.record_sign_in(
         source, secure(request), access_key_id, credential.principal_arn, None

@@ -2,25 +2,23 @@
 stored credentials SigV4 uses (unwrapped inside the token, Inactive keys refused), in
 constant time; failed attempts throttled per source address and per access key id.
 
-The throttle is per process (`--workers N` gives a client N times the attempts, still a
-bounded number per window); every failure is also in the audit trail, within the
-edge's budget for refusals.
+The throttle holds for the server, across its worker processes; every failure is also
+in the audit trail, within the edge's budget for refusals.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
+from hsmkms.api.ratelimit import BucketTable, server_buckets
 from hsmkms.api.refusals import client_of
+from hsmkms.config import Quota
 from hsmkms.policy.caller import Credential
 from hsmkms.policy.principals import CredentialStore
 
-MAX_TRACKED = 10_000  # sources and key ids followed at once; a bound, not a quota
 _NO_SECRET = b"\0" * 40  # compared against when there is no credential: same work either way
 
 
@@ -39,47 +37,42 @@ def check_credentials(
 
 
 class SignInThrottle:
+    """Failed sign-ins per source address and per access key id, in token buckets of the
+    server's bucket table (api/ratelimit.py): `failures` at once, then one more every
+    `window_seconds / failures`. In `serve --workers N` the table is the workers' shared
+    one, so the throttle holds for the server whichever worker a client reaches."""
+
     def __init__(
-        self, failures: int, window_seconds: float, clock: Callable[[], float] = time.monotonic
+        self,
+        failures: int,
+        window_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        table: BucketTable | None = None,
     ) -> None:
-        self._failures = failures
-        self._window = window_seconds
+        self._quota = Quota(rate=failures / window_seconds, burst=float(failures))
         self._clock = clock
-        self._seen: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+        self._table = table or server_buckets()
 
-    def wait_seconds(self, source: str | None, access_key_id: str) -> float:
-        """0 when a sign-in may be tried now, else how long until it may."""
-        now = self._clock()
-        with self._lock:
-            waits = [self._wait(name, now) for name in self._names(source, access_key_id)]
-        return max(waits)
+    def attempt(self, source: str | None, access_key_id: str) -> float:
+        """One sign-in attempt taken from the address's and the key id's budgets, each
+        in one step under the table's lock, so attempts made at once (on any worker)
+        cannot overrun them: 0 when it may check the secret, else seconds to wait."""
+        return max(self._take(name) for name in self._names(source, access_key_id))
 
-    def failed(self, source: str | None, access_key_id: str) -> None:
-        now = self._clock()
-        with self._lock:
-            if len(self._seen) >= MAX_TRACKED:
-                self._prune(now)
-            for name in self._names(source, access_key_id):
-                self._seen.setdefault(name, deque(maxlen=self._failures)).append(now)
+    def succeeded(self, source: str | None, access_key_id: str) -> None:
+        """Only failed attempts count: the key id's budget is full again, the address
+        gets its attempt back."""
+        source_name, key_name = self._names(source, access_key_id)
+        self._table.refill(key_name, self._quota, self._clock)
+        self._table.give_back(source_name, self._quota, self._clock)
 
-    def succeeded(self, access_key_id: str) -> None:
-        with self._lock:
-            self._seen.pop(f"key:{access_key_id}", None)
+    def _take(self, name: str) -> float:
+        if self._table.take(name, self._quota, self._clock):
+            return 0.0
+        return max(self._table.wait(name, self._quota, self._clock), 0.001)
 
     def _names(self, source: str | None, access_key_id: str) -> tuple[str, str]:
-        return f"source:{client_of(source)}", f"key:{access_key_id[:128]}"
-
-    def _wait(self, name: str, now: float) -> float:
-        times = self._seen.get(name)
-        if times is None or len(times) < self._failures:
-            return 0.0
-        return max(0.0, times[0] + self._window - now)
-
-    def _prune(self, now: float) -> None:
-        stale = [name for name, times in self._seen.items() if times[-1] + self._window <= now]
-        for name in stale:
-            del self._seen[name]
-        if len(self._seen) >= MAX_TRACKED:  # all recent: forget the oldest half
-            for name in sorted(self._seen, key=lambda n: self._seen[n][-1])[: MAX_TRACKED // 2]:
-                del self._seen[name]
+        return (
+            f"console-signin\0source:{client_of(source)}",
+            f"console-signin\0key:{access_key_id[:128]}",
+        )

@@ -1,7 +1,7 @@
 """`hsmkms serve` on every core: with no flags one worker process per core, and what a
 client or an operator sees is the server's, whichever worker answers — `/metrics`
-counts every worker's requests, a principal's quota holds for all of them together,
-a worker that dies is replaced and its counts stay."""
+counts every worker's requests, a principal's quota and the console's sign-in throttle
+hold for all of them together, a worker that dies is replaced and its counts stay."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hsmkms.config.defaults import available_cores
 from tests.cli.test_cli import Cli, admin, serve, stop, wait_healthy
 from tests.conftest import ROOT
+from tests.console.console_support import CSRF
 from tests.support import loopback
 from tests.support.parallel import serial
 from tests.support.processes import workers_of
@@ -157,6 +158,47 @@ def test_a_quota_holds_across_workers(data: tuple[Cli, tuple[str, str]]) -> None
     assert set(answers) <= {"ok", "ThrottlingException"}
     # The burst, and what the rate refilled meanwhile: not twice that.
     assert 8 <= answers["ok"] <= 8 + int(elapsed * 0.2) + 1, answers
+
+
+def test_failed_console_sign_ins_are_throttled_for_the_server(
+    data: tuple[Cli, tuple[str, str]],
+) -> None:
+    """Wrong secrets for one access key id, all at once on new connections: the server
+    allows its budget of failures, not one budget per worker. A round whose connections
+    all reached one worker proves nothing either way: the server is started again."""
+    cli, keys = data
+    limits = {"HSMKMS_CONSOLE_SIGNIN_FAILURES": "3", "HSMKMS_CONSOLE_SIGNIN_WINDOW_SECONDS": "3600"}
+    for _ in range(4):
+        before = answered_by_chain(cli, "ConsoleLogin")
+        with server(cli, "--workers", "2", **limits) as (url, pid):
+            wait_for_workers(pid, 2)
+            statuses = wrong_sign_ins(url, keys[0], 16)
+        assert statuses == {401: 3, 429: 13}, statuses
+        if len(answered_by_chain(cli, "ConsoleLogin") - before) >= 2:
+            return  # both workers answered some
+    raise AssertionError("every round's sign-ins reached one worker")
+
+
+def wrong_sign_ins(url: str, access_key_id: str, count: int) -> Counter[int]:
+    """`count` sign-ins with a wrong secret, each on a new connection, made at once."""
+    statuses: Counter[int] = Counter()
+    start = threading.Barrier(count)
+
+    def sign_in() -> None:
+        start.wait()
+        with httpx.Client(base_url=url, headers={"origin": url}, timeout=60) as browser:
+            token = CSRF.search(browser.get("/console/signin").text)
+            assert token is not None
+            form = {"csrf": token.group(1), "access_key_id": access_key_id,
+                    "secret_access_key": "not-the-secret"}  # fmt: skip
+            statuses[browser.post("/console/signin", data=form).status_code] += 1
+
+    threads = [threading.Thread(target=sign_in) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return statuses
 
 
 def test_a_worker_that_dies_is_replaced_and_the_counts_stay(
