@@ -153,10 +153,15 @@ class Edge:
             body[1],
         )
         face.pending += 1
+        audit = self._audit
+        if audit is not None:
+            audit.coming += 1  # the writer's group commit waits briefly for this record
         try:
             outcome = await self._outcome(face, seen)
         finally:
             face.pending -= 1
+            if audit is not None:
+                audit.coming -= 1
         outcome = await self._recorded(face, seen, outcome, started)
         status, extra, payload = face.respond(seen, outcome)
         await send(
