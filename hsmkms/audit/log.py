@@ -169,6 +169,7 @@ class AuditLog:
         # Requests being handled that will submit a record soon (the edge counts them):
         # a hint for the writer's group commit, read without a lock.
         self.coming = 0
+        self._gathering, self._all_in = False, threading.Event()
         self._writer = threading.Thread(target=self._run, name="hsmkms-audit", daemon=True)
         self._writer.start()
         covered = self._checkpoints.sequence if self._checkpoints else 0
@@ -188,6 +189,7 @@ class AuditLog:
                 done.set_exception(OSError("the audit log is closed"))
             return done
         self._queue.put((event, done))
+        self._arrived()
         return done
 
     def submit_awaitable(
@@ -206,7 +208,12 @@ class AuditLog:
             done.set_exception(OSError("the audit log is closed"))
             return done
         self._queue.put((event, (loop, done)))
+        self._arrived()
         return done
+
+    def _arrived(self) -> None:
+        if self._gathering and self.coming <= 0:
+            self._all_in.set()  # every record the writer gathers for is queued
 
     def record(self, event: dict[str, Any]) -> None:
         """Record one event; in sync mode, returns once it is durable."""
@@ -272,17 +279,18 @@ class AuditLog:
     def _gather(self, batch: list[_Item]) -> None:
         """Group commit: while requests that will record are still being handled, let
         their records join this batch (one fsync and one loop wake-up for all), up to
-        GATHER_SECONDS; nothing in flight (concurrency 1): no wait at all."""
-        deadline = time.monotonic() + GATHER_SECONDS
-        while self.coming > 0 and not any(item is _STOP for item in batch):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            try:
-                batch.append(self._queue.get(timeout=left))
-            except queue.Empty:
-                return
-            self._take_waiting(batch)
+        GATHER_SECONDS; nothing in flight (concurrency 1): no wait at all. The writer
+        sleeps until the last of them is queued (`_arrived`), not once per record."""
+        if self.coming <= 0 or any(item is _STOP for item in batch):
+            return
+        self._all_in.clear()
+        self._gathering = True  # before the check: a record queued from now on wakes it
+        try:
+            if self.coming > 0:
+                self._all_in.wait(GATHER_SECONDS)
+        finally:
+            self._gathering = False
+        self._take_waiting(batch)
 
     def _wait_seconds(self) -> float | None:
         """Idle: wake up for a time-based checkpoint when records await one."""
