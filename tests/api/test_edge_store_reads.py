@@ -5,13 +5,28 @@ the request is still seen by it."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+from botocore.exceptions import ClientError
+
+from hsmkms.policy.principals import CredentialStore
 from hsmkms.store.sqlite import SqliteStore
 from hsmkms.token import Hsm
+from tests.conftest import ACCOUNT
 from tests.support.edge_support import edge_server
+
+ALLOW_ALL = json.dumps(
+    {"Version": "2012-10-17",
+     "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
+)  # fmt: skip
+DENY_ENCRYPT = json.dumps(
+    {"Version": "2012-10-17",
+     "Statement": [{"Effect": "Deny", "Action": "kms:Encrypt", "Resource": "*"}]}
+)  # fmt: skip
 
 
 def _generation_reads(store: SqliteStore, call: Any) -> int:
@@ -49,3 +64,19 @@ def test_a_write_by_another_node_is_seen_by_the_next_request(hsm: Hsm, tmp_path:
             other.close()
         described = kms.describe_key(KeyId=key_id)["KeyMetadata"]
         assert described["Description"] == "changed elsewhere"
+
+
+def test_a_deny_attached_on_another_node_refuses_the_next_request(hsm: Hsm, tmp_path: Path) -> None:
+    with edge_server(hsm, tmp_path) as server:
+        kms = server.principal("reader", ALLOW_ALL)
+        key_id = server.client().create_key()["KeyMetadata"]["KeyId"]
+        kms.encrypt(KeyId=key_id, Plaintext=b"x")  # credential and key cached now
+        other = SqliteStore(tmp_path / "hsmkms.db")  # another node on the same database
+        try:
+            arn = f"arn:aws:iam::{ACCOUNT}:user/reader"
+            CredentialStore(other, hsm).attach_policy(arn, "deny", DENY_ENCRYPT)
+        finally:
+            other.close()
+        with pytest.raises(ClientError) as refused:
+            kms.encrypt(KeyId=key_id, Plaintext=b"x")
+        assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
