@@ -8,6 +8,7 @@ alternating rounds (scripts/bench_cpu.py --tree) vary by ±20-30 %.
 
     python scripts/bench_paired.py --tree base=DIR --tree this=. [--rounds 5]
         [--seconds 3] [--concurrency 8] [--durability sync] [--cases Encrypt,...]
+    python scripts/bench_paired.py --tree sync=. --tree async=. --durability sync,async
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--durability", default="sync", choices=("sync", "async"))
+    parser.add_argument(
+        "--durability", default="sync", help="sync, async, or one per tree (sync,async)"
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--cases", default="Encrypt,XKS encrypt")
     args = parser.parse_args()
@@ -65,8 +68,10 @@ def main() -> None:
     if len(trees) != 2:
         raise SystemExit("two --tree NAME=DIR, the first the reference")
     cases = args.cases.split(",")
+    durabilities = args.durability.split(",") * (1 if "," in args.durability else 2)
     servers = {
-        n: Server(Path(t).resolve(), args.durability, args.workers) for n, t in trees.items()
+        name: Server(Path(tree).resolve(), durability, args.workers)
+        for (name, tree), durability in zip(trees.items(), durabilities, strict=True)
     }
     first, second = servers
     cpu: dict[tuple[str, str], list[float]] = {}
