@@ -37,6 +37,7 @@ from hsmkms.api.workers import WorkerPool
 from hsmkms.audit.log import AuditLog
 from hsmkms.audit.outcome import Outcome, call_record
 from hsmkms.errors import KMSError, KMSInternalException
+from hsmkms.store.base import one_generation
 
 log = logging.getLogger("hsmkms.api")
 Headers = list[tuple[bytes, bytes]]
@@ -153,10 +154,15 @@ class Edge:
             body[1],
         )
         face.pending += 1
+        audit = self._audit
+        if audit is not None:
+            audit.coming += 1  # the writer's group commit waits briefly for this record
         try:
             outcome = await self._outcome(face, seen)
         finally:
             face.pending -= 1
+            if audit is not None:
+                audit.coming -= 1
         outcome = await self._recorded(face, seen, outcome, started)
         status, extra, payload = face.respond(seen, outcome)
         await send(
@@ -181,7 +187,7 @@ class Edge:
         if refused is not None:
             return face.refused(seen, refused)
         try:
-            work: Callable[[], Outcome] = lambda: face.handle(seen)  # noqa: E731
+            work: Callable[[], Outcome] = lambda: _handled(face, seen)  # noqa: E731
             return await self._workers.run(work, slow=face.slow(seen))
         except KMSError as exc:  # the worker hop's own: DependencyTimeoutException
             return face.refused(seen, exc)
@@ -212,6 +218,13 @@ class Edge:
                     refusal.source, refusal.secure)  # fmt: skip
         outcome = face.refused(seen, refusal.error)
         return call_record(outcome, request_id=seen.request_id, source_ip=refusal.source)
+
+
+def _handled(face: Face, seen: Seen) -> Outcome:
+    """`face.handle` in the worker, reading the store's generation once for the request
+    (the credential check and the key cache both ask for it)."""
+    with one_generation():
+        return face.handle(seen)
 
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]

@@ -13,11 +13,13 @@ the one before.
 
 A writer thread appends. Durability `sync`: `record` returns (and `submit`'s future
 completes) only once the record is fsync'd; records that arrive while one fsync runs
-share the next one (group commit). `async`: `record` only queues, and the writer
-fsyncs in batches; a power cut can lose the last ~50 ms of records, never reorder them.
-A torn last record (a power cut mid-append) is moved aside at start and the recovery
-itself is recorded. No secret ever enters a record: request parameters are copied from
-an allow-list and never include plaintext, ciphertext, MACs or signatures.
+share the next one (group commit), and while requests that will record are still being
+handled (`coming`, counted by the edge) the writer waits briefly for theirs. `async`:
+`record` only queues, and the writer fsyncs in batches; a power cut can lose the last
+~50 ms of records, never reorder them. A torn last record (a power cut mid-append) is
+moved aside at start and the recovery itself is recorded. No secret ever enters a
+record: request parameters are copied from an allow-list and never include plaintext,
+ciphertext, MACs or signatures.
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ log = logging.getLogger("hsmkms.audit")
 
 Durability = Literal["sync", "async"]
 BATCH_SECONDS = 0.05  # async mode: let a batch gather, one fsync for many
+# sync mode, while requests that will record are still being handled: how long the
+# writer lets their records join the batch (one fsync and one loop wake-up for all).
+# A worker hands a batch of calls back at once, ~1-3 ms apart under load: 0.5 ms
+# gathered nothing measurable, 4 ms cut the CPU per request by 7-16 % at concurrency 8.
+GATHER_SECONDS = 0.004
 DEFAULT_ROTATE_BYTES = 64 * 1024 * 1024
 DEFAULT_ROTATE_SECONDS = 24 * 3600.0
 DEFAULT_CHECKPOINT_RECORDS = 1000
@@ -159,6 +166,10 @@ class AuditLog:
         self._open_segment()
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._closed = False
+        # Requests being handled that will submit a record soon (the edge counts them):
+        # a hint for the writer's group commit, read without a lock.
+        self.coming = 0
+        self._gathering, self._all_in = False, threading.Event()
         self._writer = threading.Thread(target=self._run, name="hsmkms-audit", daemon=True)
         self._writer.start()
         covered = self._checkpoints.sequence if self._checkpoints else 0
@@ -178,6 +189,7 @@ class AuditLog:
                 done.set_exception(OSError("the audit log is closed"))
             return done
         self._queue.put((event, done))
+        self._arrived()
         return done
 
     def submit_awaitable(
@@ -196,7 +208,12 @@ class AuditLog:
             done.set_exception(OSError("the audit log is closed"))
             return done
         self._queue.put((event, (loop, done)))
+        self._arrived()
         return done
+
+    def _arrived(self) -> None:
+        if self._gathering and self.coming <= 0:
+            self._all_in.set()  # every record the writer gathers for is queued
 
     def record(self, event: dict[str, Any]) -> None:
         """Record one event; in sync mode, returns once it is durable."""
@@ -239,11 +256,9 @@ class AuditLog:
             except queue.Empty:
                 self._checkpoint_if_due()
                 continue
-            try:  # take what is waiting, without a timed wait per record
-                while len(batch) < 4096:
-                    batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
+            self._take_waiting(batch)
+            if self.durability == "sync":
+                self._gather(batch)
             stop = any(item is _STOP for item in batch)
             wrote = self._write(batch)
             self._checkpoint_if_due(force=stop)
@@ -252,6 +267,30 @@ class AuditLog:
                 return
             if wrote and self.durability == "async":
                 time.sleep(BATCH_SECONDS)
+
+    def _take_waiting(self, batch: list[_Item]) -> None:
+        """What is queued, without a timed wait per record."""
+        try:
+            while len(batch) < 4096:
+                batch.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+
+    def _gather(self, batch: list[_Item]) -> None:
+        """Group commit: while requests that will record are still being handled, let
+        their records join this batch (one fsync and one loop wake-up for all), up to
+        GATHER_SECONDS; nothing in flight (concurrency 1): no wait at all. The writer
+        sleeps until the last of them is queued (`_arrived`), not once per record."""
+        if self.coming <= 0 or any(item is _STOP for item in batch):
+            return
+        self._all_in.clear()
+        self._gathering = True  # before the check: a record queued from now on wakes it
+        try:
+            if self.coming > 0:
+                self._all_in.wait(GATHER_SECONDS)
+        finally:
+            self._gathering = False
+        self._take_waiting(batch)
 
     def _wait_seconds(self) -> float | None:
         """Idle: wake up for a time-based checkpoint when records await one."""

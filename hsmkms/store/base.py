@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Protocol
 
@@ -139,10 +141,38 @@ class MetadataStore(Reader, Protocol):
 
     def generation(self) -> int:
         """A counter every committed write transaction moves forward, on any node sharing
-        the database; one indexed read. A cache filled after reading generation g is
-        current while generation() still returns g."""
+        the database; one indexed read (once per `one_generation` block). A cache filled
+        after reading generation g is current while generation() still returns g."""
         ...
 
     def ping(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+# The generation read first in a `one_generation` block (empty until then).
+_pinned: ContextVar[list[int] | None] = ContextVar("store_generation", default=None)
+
+
+@contextmanager
+def one_generation() -> Iterator[None]:
+    """One API request: the credential check and the key cache both ask for the
+    generation at its start, microseconds apart; one database read answers both (a write
+    committed between them is concurrent with the request either way). The request's
+    own writes clear the caches they outdate."""
+    token = _pinned.set([])
+    try:
+        yield
+    finally:
+        _pinned.reset(token)
+
+
+def pinned_generation(read: Callable[[], int]) -> int:
+    """`read()` the generation, or the value read before in this `one_generation` block."""
+    pinned = _pinned.get()
+    if pinned:
+        return pinned[0]
+    value = read()
+    if pinned is not None:
+        pinned.append(value)
+    return value

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from hsmkms.store import rows
+from hsmkms.store.base import pinned_generation
 from hsmkms.store.model import (
     AccessKey,
     Alias,
@@ -318,5 +319,8 @@ class ReadThrough:
             return reader.token_binding()
 
     def generation(self) -> int:
+        return pinned_generation(self._generation)
+
+    def _generation(self) -> int:
         with self._reading() as reader:
             return reader.generation()
