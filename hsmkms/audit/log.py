@@ -24,7 +24,6 @@ ciphertext, MACs or signatures.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -36,7 +35,7 @@ from concurrent.futures import Future
 from concurrent.futures import wait as wait_for
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from hsmkms.audit.checkpoint import Anchor, CheckpointWriter
 from hsmkms.audit.files import (
@@ -51,6 +50,9 @@ from hsmkms.audit.files import (
 from hsmkms.audit.trails import open_trail
 from hsmkms.audit.verify import Verification, verify
 from hsmkms.config import AuditSettings
+
+if TYPE_CHECKING:  # asyncio only for its types: CLI commands never load it
+    import asyncio
 
 __all__ = ["AuditLog", "Verification", "request_parameters", "verify"]
 
@@ -92,7 +94,7 @@ LOGGED_PARAMETERS = frozenset({
 
 # Who waits for a record: a thread (a Future), or a task on an event loop (its loop and
 # an asyncio future, completed for the whole batch by one call on that loop).
-_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+_Waiter = tuple["asyncio.AbstractEventLoop", "asyncio.Future[None]"]
 _Item = tuple[dict[str, Any] | None, "Future[None] | _Waiter | None"]
 _STOP: _Item = (None, None)
 
