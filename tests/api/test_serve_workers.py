@@ -144,20 +144,24 @@ def test_serve_without_flags_runs_a_worker_per_core_and_metrics_count_them_all(
 
 
 def test_a_quota_holds_across_workers(data: tuple[Cli, tuple[str, str]]) -> None:
+    """A round whose connections all reached one worker (one process may accept a whole
+    burst) proves nothing either way: the server is started again."""
     cli, keys = data
-    before = answered_by_chain(cli, "GenerateRandom")
     quota = {"HSMKMS_RATE_LIMIT": "0.2", "HSMKMS_RATE_BURST": "8"}
-    with server(cli, "--workers", "2", **quota) as (url, pid):
-        wait_for_workers(pid, 2)
-        started = time.monotonic()
-        answers = burst(url, keys, 30)
-        elapsed = time.monotonic() - started
-    spread = answered_by_chain(cli, "GenerateRandom") - before
-    assert len(spread) >= 2, spread  # both workers answered some
-    assert sum(answers.values()) == 30
-    assert set(answers) <= {"ok", "ThrottlingException"}
-    # The burst, and what the rate refilled meanwhile: not twice that.
-    assert 8 <= answers["ok"] <= 8 + int(elapsed * 0.2) + 1, answers
+    for _ in range(4):
+        before = answered_by_chain(cli, "GenerateRandom")
+        with server(cli, "--workers", "2", **quota) as (url, pid):
+            wait_for_workers(pid, 2)
+            started = time.monotonic()
+            answers = burst(url, keys, 30)
+            elapsed = time.monotonic() - started
+        assert sum(answers.values()) == 30
+        assert set(answers) <= {"ok", "ThrottlingException"}
+        # The burst, and what the rate refilled meanwhile: not twice that.
+        assert 8 <= answers["ok"] <= 8 + int(elapsed * 0.2) + 1, answers
+        if len(answered_by_chain(cli, "GenerateRandom") - before) >= 2:
+            return  # both workers answered some
+    raise AssertionError("every round's requests reached one worker")
 
 
 def test_failed_console_sign_ins_are_throttled_for_the_server(
