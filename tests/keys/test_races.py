@@ -108,8 +108,9 @@ def test_two_processes_rotating_one_key_make_one_object_per_version(
     before = km.encrypt(key_id=key_id, plaintext=b"v1")["CiphertextBlob"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = [token_env.module, token_env.label, token_env.pin, str(db), key_id, "2", "3"]
-    processes = [
-        subprocess.Popen(
+    processes = []
+    for _ in range(2):  # one after the other: SoftHSM2 can miss a token whose files
+        process = subprocess.Popen(  # another process rewrites while it logs in
             [sys.executable, "-c", ROTATOR, *args],
             env=env,
             stdin=subprocess.PIPE,
@@ -117,10 +118,8 @@ def test_two_processes_rotating_one_key_make_one_object_per_version(
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(2)
-    ]
-    for process in processes:  # SoftHSM2 can miss a token whose files another
-        assert process.stdout is not None  # process is rewriting while it initialises
+        processes.append(process)
+        assert process.stdout is not None
         if process.stdout.readline().strip() != "ready":
             pytest.fail(f"a rotating process did not start: {process.communicate()[1]}")
     outcomes = Counter[str]()
