@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -122,38 +122,47 @@ def scrape(url: str) -> dict[str, float]:
 GENERATE_RANDOM = "hsmkms_requests_total{error=,operation=GenerateRandom}"
 
 
+def across_workers(cli: Cli, operation: str, one_round: Callable[[], None]) -> None:
+    """`one_round` (a new server and its assertions) until the round's `operation`
+    records came from two worker processes or more: one process may accept a whole
+    burst of connections, and a round served by one worker proves nothing about several."""
+    for _ in range(4):
+        before = answered_by_chain(cli, operation)
+        one_round()
+        if len(answered_by_chain(cli, operation) - before) >= 2:
+            return
+    raise AssertionError(f"every round's {operation} requests reached one worker")
+
+
 def test_serve_without_flags_runs_a_worker_per_core_and_metrics_count_them_all(
     data: tuple[Cli, tuple[str, str]],
 ) -> None:
-    """A round whose connections all reached one worker proves nothing about the
-    metrics of several: the server is started again."""
     cli, keys = data
     cores = available_cores()
-    for _ in range(4):
-        before = answered_by_chain(cli, "GenerateRandom")
+
+    def one_round() -> None:
+        before = sum(answered_by_chain(cli, "GenerateRandom").values())
         with server(cli) as (url, pid):
             if cores > 1:
                 wait_for_workers(pid, cores)
             else:
                 assert workers_of(pid) == set()  # one core: one process, no supervisor
-            answers = burst(url, keys, 24)
-            assert answers == {"ok": 24}
-            spread = answered_by_chain(cli, "GenerateRandom") - before
-            assert sum(spread.values()) == 24
+            assert burst(url, keys, 24) == {"ok": 24}
+            assert sum(answered_by_chain(cli, "GenerateRandom").values()) - before == 24
             for _ in range(10):  # whichever worker answers the scrape
                 assert scrape(url)[GENERATE_RANDOM] == 24
-        if cores == 1 or len(spread) >= 2:
-            return  # every worker's requests were counted, by whichever worker answered
-    raise AssertionError("every round's requests reached one worker")
+
+    if cores == 1:
+        one_round()
+    else:
+        across_workers(cli, "GenerateRandom", one_round)
 
 
 def test_a_quota_holds_across_workers(data: tuple[Cli, tuple[str, str]]) -> None:
-    """A round whose connections all reached one worker (one process may accept a whole
-    burst) proves nothing either way: the server is started again."""
     cli, keys = data
     quota = {"HSMKMS_RATE_LIMIT": "0.2", "HSMKMS_RATE_BURST": "8"}
-    for _ in range(4):
-        before = answered_by_chain(cli, "GenerateRandom")
+
+    def one_round() -> None:
         with server(cli, "--workers", "2", **quota) as (url, pid):
             wait_for_workers(pid, 2)
             started = time.monotonic()
@@ -163,28 +172,25 @@ def test_a_quota_holds_across_workers(data: tuple[Cli, tuple[str, str]]) -> None
         assert set(answers) <= {"ok", "ThrottlingException"}
         # The burst, and what the rate refilled meanwhile: not twice that.
         assert 8 <= answers["ok"] <= 8 + int(elapsed * 0.2) + 1, answers
-        if len(answered_by_chain(cli, "GenerateRandom") - before) >= 2:
-            return  # both workers answered some
-    raise AssertionError("every round's requests reached one worker")
+
+    across_workers(cli, "GenerateRandom", one_round)
 
 
 def test_failed_console_sign_ins_are_throttled_for_the_server(
     data: tuple[Cli, tuple[str, str]],
 ) -> None:
     """Wrong secrets for one access key id, all at once on new connections: the server
-    allows its budget of failures, not one budget per worker. A round whose connections
-    all reached one worker proves nothing either way: the server is started again."""
+    allows its budget of failures, not one budget per worker."""
     cli, keys = data
     limits = {"HSMKMS_CONSOLE_SIGNIN_FAILURES": "3", "HSMKMS_CONSOLE_SIGNIN_WINDOW_SECONDS": "3600"}
-    for _ in range(4):
-        before = answered_by_chain(cli, "ConsoleLogin")
+
+    def one_round() -> None:
         with server(cli, "--workers", "2", **limits) as (url, pid):
             wait_for_workers(pid, 2)
             statuses = wrong_sign_ins(url, keys[0], 16)
         assert statuses == {401: 3, 429: 13}, statuses
-        if len(answered_by_chain(cli, "ConsoleLogin") - before) >= 2:
-            return  # both workers answered some
-    raise AssertionError("every round's sign-ins reached one worker")
+
+    across_workers(cli, "ConsoleLogin", one_round)
 
 
 def wrong_sign_ins(url: str, access_key_id: str, count: int) -> Counter[int]:
