@@ -21,6 +21,7 @@ http: 4 KiB Encrypt and Decrypt over HTTP at concurrency 1, 8 and 32 from a sign
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import subprocess
@@ -210,6 +211,40 @@ def _wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
+def run_cli(env: dict[str, str], *words: str, cwd: Path | None = None) -> Any:
+    """`hsmkms <words>` as an operator runs it; its JSON output (None when it prints none)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "hsmkms.cli", *words],
+        env=env,
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out) if out.strip() else None
+
+
+def start_moto(port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def moto_client(port: int) -> Any:
+    """A boto3 KMS client of the moto_server on `port` (moto takes any credentials)."""
+    import boto3
+
+    return boto3.client(
+        "kms",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
 def _free_port() -> int:
     import socket
 
@@ -221,7 +256,6 @@ def _free_port() -> int:
 
 def http_bench(args: argparse.Namespace) -> None:
     import base64
-    import json
 
     import boto3
     from loadgen import Target, run
@@ -231,16 +265,8 @@ def http_bench(args: argparse.Namespace) -> None:
     env["HSMKMS_DATA_DIR"] = str(workdir / "data")
     env["HSMKMS_MAINTENANCE_SECONDS"] = "0"
 
-    def cli(*words: str) -> dict[str, object]:
-        out = subprocess.run(
-            [sys.executable, "-m", "hsmkms.cli", *words],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        parsed: dict[str, object] = json.loads(out)
-        return parsed
+    def cli(*words: str) -> Any:
+        return run_cli(env, *words)
 
     cli("init")
     principal = cli("principal", "add", "--arn", "arn:aws:iam::111122223333:user/bench")
@@ -253,18 +279,14 @@ def http_bench(args: argparse.Namespace) -> None:
         "arn:aws:iam::111122223333:user/bench",
         str(workdir / "admin.json"),
     )
-    key_id = str(cli("key", "create", "--description", "bench")["KeyMetadata"]["KeyId"])  # type: ignore[index]
+    key_id = str(cli("key", "create", "--description", "bench")["KeyMetadata"]["KeyId"])
     ports = {name: _free_port() for name in ("hsmkms", "moto", "canned")}
     processes = {
         "hsmkms": subprocess.Popen(
             [sys.executable, "-m", "hsmkms.cli", "serve", "--port", str(ports["hsmkms"])],
             env=env,
         ),
-        "moto": subprocess.Popen(
-            ["moto_server", "-H", "127.0.0.1", "-p", str(ports["moto"])],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
+        "moto": start_moto(ports["moto"]),
         "canned": subprocess.Popen(
             [sys.executable, "-c", f"import loadgen; loadgen.serve_canned({ports['canned']})"],
             cwd=Path(__file__).parent,
@@ -284,13 +306,7 @@ def http_bench(args: argparse.Namespace) -> None:
             "moto": Target("127.0.0.1", ports["moto"], "testing", "testing" * 6),
             "canned": Target("127.0.0.1", ports["canned"], "x", "x" * 40),
         }
-        moto = boto3.client(
-            "kms",
-            endpoint_url=f"http://127.0.0.1:{ports['moto']}",
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        moto = moto_client(ports["moto"])
         moto_key = moto.create_key()["KeyMetadata"]["KeyId"]
         ours = boto3.client(
             "kms",

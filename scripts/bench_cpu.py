@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import asyncio
 
-from bench import PAYLOAD, ROOT, _free_port, _wait_for
+from bench import PAYLOAD, ROOT, _free_port, _wait_for, moto_client, run_cli, start_moto
 from bench_xks import METADATA as XKS_METADATA
 from bench_xks import _b64
 from loadgen import PathSigner, Result, Signer, Target, _run
@@ -123,15 +123,7 @@ class Server:
         self.xks = Target("127.0.0.1", port, xks["AccessKeyId"], xks["RawSecretAccessKey"])
 
     def cli(self, *words: str) -> Any:
-        out = subprocess.run(
-            [sys.executable, "-m", "hsmkms.cli", *words],
-            env=self.env,
-            cwd=self.tree,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        return json.loads(out) if out.strip() else None
+        return run_cli(self.env, *words, cwd=self.tree)
 
     def signers(self) -> dict[str, Signer | PathSigner]:
         import httpx
@@ -246,23 +238,11 @@ def raw_token_cpu(server: Server, seconds: float) -> dict[str, float]:
 
 
 def moto_cpu(concurrency: int, seconds: float) -> dict[str, Measured]:
-    import boto3
-
     port = _free_port()
-    moto = subprocess.Popen(
-        ["moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    moto = start_moto(port)
     try:
         _wait_for(f"http://127.0.0.1:{port}/", moto)
-        client = boto3.client(
-            "kms",
-            endpoint_url=f"http://127.0.0.1:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        client = moto_client(port)
         key = client.create_key()["KeyMetadata"]["KeyId"]
         sealed = _b64(client.encrypt(KeyId=key, Plaintext=PAYLOAD)["CiphertextBlob"])
         target = Target("127.0.0.1", port, "testing", "testing" * 6)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from bench import PAYLOAD, _free_port, _wait_for
+from bench import PAYLOAD, _free_port, _wait_for, run_cli
 from botocore.config import Config
 from loadgen import Result, Target, run
 
@@ -54,14 +54,7 @@ class Deployment:
         self.key_id = str(self.cli("key", "create")["KeyMetadata"]["KeyId"])
 
     def cli(self, *words: str) -> Any:
-        out = subprocess.run(
-            [sys.executable, "-m", "hsmkms.cli", *words],
-            env=self.env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        return json.loads(out) if out.strip() else None
+        return run_cli(self.env, *words)
 
     @contextmanager
     def serving(self, workers: int = 1) -> Iterator[Target]:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -42,20 +43,17 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16")
     args = parser.parse_args()
     import httpx
-    from bench import _free_port, _wait_for
+    from bench import _free_port, _wait_for, run_cli
 
     workdir = Path(tempfile.mkdtemp(prefix="hsmkms-bench-xks-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HSMKMS_", "SOFTHSM2_"))}
     env.update(HSMKMS_DATA_DIR=str(workdir / "data"), HSMKMS_MAINTENANCE_SECONDS="0")
 
-    def cli(*words: str) -> dict[str, object]:
-        out = subprocess.run([sys.executable, "-m", "hsmkms.cli", *words], env=env, check=True,
-                             capture_output=True, text=True).stdout  # fmt: skip
-        parsed: dict[str, object] = json.loads(out)
-        return parsed
+    def cli(*words: str) -> Any:
+        return run_cli(env, *words)
 
     cli("init")
-    key_id = str(cli("key", "create", "--description", "xks bench")["KeyMetadata"]["KeyId"])  # type: ignore[index]
+    key_id = str(cli("key", "create", "--description", "xks bench")["KeyMetadata"]["KeyId"])
     credential = cli("xks", "credential", "add")["XksProxyAuthenticationCredential"]
     port = _free_port()
     server = subprocess.Popen(
@@ -63,8 +61,8 @@ def main() -> None:
     )
     try:
         _wait_for(f"http://127.0.0.1:{port}/healthz", server)
-        target = Target("127.0.0.1", port, credential["AccessKeyId"],  # type: ignore[index]
-                        credential["RawSecretAccessKey"])  # type: ignore[index]  # fmt: skip
+        target = Target("127.0.0.1", port, credential["AccessKeyId"],
+                        credential["RawSecretAccessKey"])  # fmt: skip
         encrypt = {
             "requestMetadata": METADATA,
             "plaintext": _b64(PLAINTEXT),
