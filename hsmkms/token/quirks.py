@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import hmac
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pkcs11 import Attribute, KeyType, Mechanism
@@ -154,7 +155,7 @@ class Quirks:
             self.gcm_token_iv = used_iv != iv
         return used_iv, out.raw[: size.value]
 
-    # -- HMAC verify ----------------------------------------------------------------
+    # -- verify: HMAC and signatures ------------------------------------------------
 
     @staticmethod
     def hmac_verify(
@@ -163,37 +164,26 @@ class Quirks:
         # A MAC of the wrong length never matches; NSS would accept extra bytes.
         if len(mac) != MAC_BYTES[hash_name]:
             return False
-        try:
-            return asymmetric.hmac_verify(pooled, ref, hash_name, message, mac)
-        except (p11.SignatureInvalid, p11.SignatureLenRange):
-            return False
-        except TRANSIENT:
-            raise
-        except PKCS11Error:
-            # A stale or unrelated code: a real mismatch only if the token's own MAC differs.
-            expected = asymmetric.hmac(pooled, ref, hash_name, message)
-            if hmac.compare_digest(expected, mac):
-                raise
-            return False
+        return _verified(
+            lambda: asymmetric.hmac_verify(pooled, ref, hash_name, message, mac),
+            lambda: asymmetric.hmac(pooled, ref, hash_name, message),
+            mac,
+        )
 
     @staticmethod
     def signature_verify(
         pooled: PooledSession, ref: MaterialRef, scheme: str, hash_name: str, data: bytes,
         signature: bytes,
     ) -> bool:  # fmt: skip
-        try:
-            return asymmetric.verify(pooled, ref, scheme, hash_name, data, signature)
-        except (p11.SignatureInvalid, p11.SignatureLenRange):
-            return False
-        except TRANSIENT:
-            raise
-        except PKCS11Error:
-            if scheme != "pkcs1":  # randomised signatures: nothing to compare with
-                raise
-            expected = asymmetric.sign(pooled, ref, scheme, hash_name, data)
-            if hmac.compare_digest(expected, signature):
-                raise
-            return False
+        # PKCS#1 v1.5 is deterministic; randomised signatures leave nothing to compare with.
+        def sign() -> bytes:
+            return asymmetric.sign(pooled, ref, scheme, hash_name, data)
+
+        return _verified(
+            lambda: asymmetric.verify(pooled, ref, scheme, hash_name, data, signature),
+            sign if scheme == "pkcs1" else None,
+            signature,
+        )
 
     # -- curves ---------------------------------------------------------------------
 
@@ -235,3 +225,22 @@ class Quirks:
             finally:
                 key.destroy()
         return self._reports_local
+
+
+def _verified(
+    verify: Callable[[], bool], recompute: Callable[[], bytes] | None, presented: bytes
+) -> bool:
+    """The token's verdict on a MAC or signature. A mismatch code is False; any other
+    (non-transient) code stands only if the token's own output for the same input
+    (`recompute`; None where it is not deterministic) equals what was presented: else it
+    was a stale, unrelated code reported for a mismatch (NSS), and the answer is False."""
+    try:
+        return verify()
+    except (p11.SignatureInvalid, p11.SignatureLenRange):
+        return False
+    except TRANSIENT:
+        raise
+    except PKCS11Error:
+        if recompute is None or hmac.compare_digest(recompute(), presented):
+            raise
+        return False
