@@ -89,7 +89,7 @@ screenshots: install console-deps
 
 # The same suite against NSS softokn; tests needing what it lacks skip with the reason.
 test-nss: install
-	HSMKMS_TEST_TOKEN=nss $(PYTEST) -rs $(TEST_ARGS)
+	HSMKMS_TEST_TOKEN=nss $(PYTEST) -rsfE $(TEST_ARGS)
 
 lint: install
 	$(VENV_PYTHON) -m ruff check hsmkms tests scripts

@@ -325,14 +325,14 @@ class PeerToken:
 
 @pytest.fixture(scope="session", autouse=True)
 def peer_tokens(token_env: TokenEnv) -> dict[str, PeerToken]:
-    """Seven more tokens in the session's token directory, with known SO PINs. Autouse:
+    """More tokens in the session's token directory, with known SO PINs. Autouse:
     SoftHSM2 reads its token directory once, when the module is first loaded, so they
     must exist before any test loads it."""
     peers = {}
     env = dict(os.environ)  # SOFTHSM2_CONF: the session's SoftHSM2 token directory
     # d, e: multi-Region; f, g: the domain key against a user-PIN holder; h, i: a
     # deployment's backup restored onto a second token; j: development mode refused
-    # once a security domain exists
+    # once a security domain exists; k: two session pools on one token
     for name in (
         "peer-a",
         "peer-b",
@@ -344,6 +344,7 @@ def peer_tokens(token_env: TokenEnv) -> dict[str, PeerToken]:
         "peer-h",
         "peer-i",
         "peer-j",
+        "peer-k",
     ):
         peer = PeerToken(token_env.cluster_module, f"hsmkms-{name}", secrets.token_hex(8),
                          secrets.token_hex(8))  # fmt: skip

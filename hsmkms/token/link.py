@@ -88,7 +88,7 @@ class TokenLink:
         self._pool_size = pool_size
         self._call_timeout = call_timeout
         self.token = token
-        self.pool = SessionPool(token, pin, pool_size, call_timeout)
+        self.pool = SessionPool(module_path, token, pin, pool_size, call_timeout)
         self.gate = Gate()
         self.down_since: float | None = None
         self._last_attempt = 0.0
@@ -137,7 +137,9 @@ class TokenLink:
                 token = find_token(load_module(self._module_path), self._label)
                 if token is None:
                     raise token_gone()
-                pool = SessionPool(token, self._pin, self._pool_size, self._call_timeout)
+                pool = SessionPool(
+                    self._module_path, token, self._pin, self._pool_size, self._call_timeout
+                )
                 self.token, self.pool, self.down_since = token, pool, None
             except (PKCS11Error, KMSError) as exc:
                 raise token_gone() from exc

@@ -2,8 +2,10 @@
 
 PKCS#11 login state belongs to the application, so the pool keeps one
 "anchor" session logged in for its lifetime and opens worker sessions without
-a PIN. After a transient fault (session or device gone) `recover()` re-opens
-the anchor and every older worker is closed instead of being reused.
+a PIN; the anchor is closed without C_Logout (hsmkms.token.sessioninfo), so that
+no pool logs out another of the same process. After a transient fault (session
+or device gone) `recover()` re-opens the anchor and every older worker is closed
+instead of being reused.
 
 A session leased for longer than `call_timeout` is retired: its slot is given
 to a new session so a call that never returns cannot starve the pool, and the
@@ -22,6 +24,7 @@ from typing import Any
 from pkcs11.exceptions import DeviceError, GeneralError, PKCS11Error, UserAlreadyLoggedIn
 
 from hsmkms.errors import DependencyTimeoutException
+from hsmkms.token.sessioninfo import close_keeping_login, user_session
 from hsmkms.token.templates import ObjectName
 
 IV_BATCH = 12 * 256  # IV bytes drawn from the token's RNG per C_GenerateRandom
@@ -61,10 +64,16 @@ class PooledSession:
 
 class SessionPool:
     def __init__(
-        self, token: Any, pin: str | None, size: int, call_timeout: float | None = None
+        self,
+        module_path: str,
+        token: Any,
+        pin: str | None,
+        size: int,
+        call_timeout: float | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("session pool size must be at least 1")
+        self._module_path = module_path
         self._token = token
         self.call_timeout = call_timeout
         self.stuck = 0  # retired sessions whose call has not come back
@@ -81,10 +90,15 @@ class SessionPool:
 
     def _login(self) -> Any:
         for attempt in range(3):
+            # Another pool of this process may be logged in already. A login would then
+            # fail, and python-pkcs11 leaves the session it opened for it open for good.
+            session = self._token.open(rw=True)
+            if self._pin is None or user_session(self._module_path, session):
+                return session
+            session.close()
             try:
                 return self._token.open(rw=True, user_pin=self._pin)
-            except UserAlreadyLoggedIn:
-                # Another pool of this process already logged in to the token.
+            except UserAlreadyLoggedIn:  # another pool logged in since
                 return self._token.open(rw=True)
             except (GeneralError, DeviceError):
                 # SoftHSM2 fails a login now and then while another process rewrites
@@ -197,9 +211,7 @@ class SessionPool:
         with self._recover_lock:
             if failed_generation is not None and failed_generation != self._generation:
                 return
-            if self._anchor is not None:
-                with contextlib.suppress(PKCS11Error):
-                    self._anchor.close()
+            self._close_anchor()
             self._anchor = self._login()
             # Only now a new generation: a session opened before the login above may
             # not see private objects, and its generation says so.
@@ -241,7 +253,9 @@ class SessionPool:
             self._open_count = 0
         for pooled in sessions:
             pooled.close()
+        self._close_anchor()
+
+    def _close_anchor(self) -> None:
         if self._anchor is not None:
-            with contextlib.suppress(PKCS11Error):
-                self._anchor.close()
+            close_keeping_login(self._module_path, self._anchor)
             self._anchor = None

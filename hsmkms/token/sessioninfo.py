@@ -1,9 +1,16 @@
-"""C_GetSessionInfo, which python-pkcs11 does not offer: whether a session sees the
-user's private objects.
+"""Two session calls python-pkcs11 does not offer as we need them.
 
-After the token logged the application out (C_CloseAllSessions, a token reset),
-a session opened before the next login searches only public objects, so every
-key looks absent. A NoSuchKey is believed only from a session in a user state.
+C_GetSessionInfo: whether a session sees the user's private objects. After the
+token logged the application out (C_CloseAllSessions, a token reset), a session
+opened before the next login searches only public objects, so every key looks
+absent. A NoSuchKey is believed only from a session in a user state.
+
+C_CloseSession alone: python-pkcs11 closes a session it logged in with C_Logout
+first, and login state belongs to the application, not to the session, so that
+would log out every other pool of this process on the same token (a key store's,
+a second link's) under their calls. A pool's logged-in session is closed with
+C_CloseSession only: the token logs the application out when its last session
+closes.
 """
 
 from __future__ import annotations
@@ -12,16 +19,14 @@ import ctypes
 import functools
 from typing import Any
 
+from hsmkms.token.library import function_list_entry
+
 CKR_OK = 0
 CKS_RO_USER_FUNCTIONS = 1
 CKS_RW_USER_FUNCTIONS = 3
-
-_FUNCTIONS_BEFORE = (
-    "C_Initialize", "C_Finalize", "C_GetInfo", "C_GetFunctionList", "C_GetSlotList",
-    "C_GetSlotInfo", "C_GetTokenInfo", "C_GetMechanismList", "C_GetMechanismInfo",
-    "C_InitToken", "C_InitPIN", "C_SetPIN", "C_OpenSession", "C_CloseSession",
-    "C_CloseAllSessions",
-)  # fmt: skip
+# Positions in CK_FUNCTION_LIST (PKCS#11 v2.40), C_Initialize being 1.
+C_CLOSE_SESSION = 14
+C_GET_SESSION_INFO = 16
 
 
 class _SessionInfo(ctypes.Structure):
@@ -33,33 +38,25 @@ class _SessionInfo(ctypes.Structure):
     )
 
 
-class _FunctionList(ctypes.Structure):
-    # CK_FUNCTION_LIST (PKCS#11 v2.40) up to C_GetSessionInfo.
-    _fields_ = (
-        ("version", ctypes.c_ubyte * 2),
-        *((name, ctypes.c_void_p) for name in _FUNCTIONS_BEFORE),
-        ("C_GetSessionInfo", ctypes.c_void_p),
-    )
-
-
 _GetSessionInfo = ctypes.CFUNCTYPE(ctypes.c_ulong, ctypes.c_ulong, ctypes.POINTER(_SessionInfo))
+_CloseSession = ctypes.CFUNCTYPE(ctypes.c_ulong, ctypes.c_ulong)
 
 
 @functools.cache
-def _get_session_info(module_path: str) -> Any:
-    library = ctypes.CDLL(module_path)  # the mapping python-pkcs11 already holds
-    functions = ctypes.POINTER(_FunctionList)()
-    if library.C_GetFunctionList(ctypes.byref(functions)) != CKR_OK:
-        return None
-    return _GetSessionInfo(functions.contents.C_GetSessionInfo)
+def _entry(module_path: str, index: int, prototype: Any) -> Any:
+    return function_list_entry(module_path, index, prototype)
 
 
 def user_session(module_path: str, session: Any) -> bool:
     """Whether the session is valid and logged in as the user."""
-    call = _get_session_info(module_path)
-    if call is None:
-        return True  # cannot tell: believe the token
     info = _SessionInfo()
+    call = _entry(module_path, C_GET_SESSION_INFO, _GetSessionInfo)
     if call(session.handle, ctypes.byref(info)) != CKR_OK:
         return False
     return info.state in (CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS)
+
+
+def close_keeping_login(module_path: str, session: Any) -> None:
+    """Close the session without C_Logout (see above); a session already gone is
+    nothing to close."""
+    _entry(module_path, C_CLOSE_SESSION, _CloseSession)(session.handle)

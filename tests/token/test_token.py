@@ -10,8 +10,9 @@ from pkcs11 import Mechanism
 from hsmkms.errors import UnsupportedOperationException
 from hsmkms.library import KeyManager
 from hsmkms.token import Hsm, MaterialRef
+from hsmkms.token.sessioninfo import user_session
 from hsmkms.token.templates import key_uuid_bytes
-from tests.conftest import assert_local
+from tests.conftest import PeerToken, assert_local
 
 
 def test_key_material_is_sensitive_local_and_never_extractable(
@@ -88,3 +89,24 @@ def test_threads_share_the_pool_safely(km: KeyManager, hsm: Hsm, key_id: str) ->
     assert errors == []
     assert hsm.pool.in_use == 0
     assert hsm.pool.size >= 1
+
+
+def test_closing_one_pool_leaves_another_of_the_process_logged_in(
+    peer_tokens: dict[str, PeerToken],
+) -> None:
+    """Login state is the process's: the pool that logged in closing (a key store
+    closed, a link replaced) must not log out another pool under its calls."""
+    peer = peer_tokens["peer-k"]
+    first = Hsm(peer.module, peer.label, peer.pin, pool_size=1)  # logs the process in
+    second = Hsm(peer.module, peer.label, peer.pin, pool_size=1)  # finds it logged in
+    token = second.link.token
+    try:
+        first.close()
+        generation = second.pool.generation
+        assert second.run(lambda pooled: user_session(peer.module, pooled.session))
+        assert second.pool.generation == generation  # no recovery was needed
+    finally:
+        second.close()
+    # The last session of the process closed: the token logged it out.
+    with token.open(rw=True) as session:
+        assert not user_session(peer.module, session)
