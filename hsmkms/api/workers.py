@@ -64,15 +64,24 @@ class LaneChooser:
         return operation in SLOW_OPERATIONS or self._average.get(operation, 0.0) > self.threshold
 
 
+_Inbox = queue.SimpleQueue["_Hop | None"]
+
+
 @dataclass(eq=False)
 class _Hop:
     calls: list[_Call]
+    inbox: _Inbox  # of the thread running it
     done: bool = False
     abandoned: bool = False
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
 class _Lane:
+    """Each thread has an inbox of its own and a hop goes to an idle thread's: with one
+    queue for all, a put woke one waiting thread and that one, having taken the hop,
+    woke the next (SimpleQueue hands its lock on) for nothing, a context switch and a
+    GIL hand-off per hop."""
+
     def __init__(
         self, name: str, size: int, batch: bool, deadline: float | None, nice: int = 0
     ) -> None:
@@ -80,18 +89,19 @@ class _Lane:
         self._nice = nice
         self._batch = batch
         self._deadline = deadline
-        self._idle = size
+        self._idle: list[_Inbox] = []  # the last to finish is the next to run (warm)
+        self._inboxes: list[_Inbox] = []
         self._waiting: list[_Call] = []
-        self._jobs: queue.SimpleQueue[_Hop | None] = queue.SimpleQueue()
-        self._threads = 0
         self.timed_out = 0  # hops abandoned at the deadline
         for _ in range(size):
             self._start_thread()
 
     def _start_thread(self) -> None:
-        self._threads += 1
-        name = f"hsmkms-{self._name}-{self._threads}"
-        threading.Thread(target=self._serve, name=name, daemon=True).start()
+        inbox: _Inbox = queue.SimpleQueue()
+        self._inboxes.append(inbox)
+        self._idle.append(inbox)
+        name = f"hsmkms-{self._name}-{len(self._inboxes)}"
+        threading.Thread(target=self._serve, args=(inbox,), name=name, daemon=True).start()
 
     def submit(self, loop: asyncio.AbstractEventLoop, call: _Call) -> None:
         self._waiting.append(call)
@@ -103,19 +113,18 @@ class _Lane:
                 calls, self._waiting = self._waiting, []
             else:
                 calls = [self._waiting.pop(0)]
-            hop = _Hop(calls)
-            self._idle -= 1
+            hop = _Hop(calls, self._idle.pop())
             if self._deadline is not None:
                 hop.timer = loop.call_later(self._deadline, self._expire, loop, hop)
-            self._jobs.put(hop)
+            hop.inbox.put(hop)
 
-    def _serve(self) -> None:
+    def _serve(self, inbox: _Inbox) -> None:
         if self._nice:
             # Key generation is CPU work in this thread (software tokens): let the
             # fast lane's threads have the CPU first. Linux threads have their own nice.
             with contextlib.suppress(OSError, AttributeError):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
-        while (hop := self._jobs.get()) is not None:
+        while (hop := inbox.get()) is not None:
             results = _run_batch(hop.calls)
             loop = hop.calls[0][1].get_loop()
             try:
@@ -131,7 +140,7 @@ class _Lane:
             hop.timer.cancel()
         if hop.abandoned:
             return  # its callers already got DependencyTimeoutException
-        self._idle += 1
+        self._idle.append(hop.inbox)
         for future, value, error in results:
             if future.done():
                 continue
@@ -154,13 +163,12 @@ class _Lane:
                         "is not answering."
                     )
                 )
-        self._idle += 1
-        self._start_thread()
+        self._start_thread()  # in place of the one still in the call
         self._dispatch(loop)
 
     def shutdown(self) -> None:
-        for _ in range(self._threads):
-            self._jobs.put(None)
+        for inbox in self._inboxes:
+            inbox.put(None)
 
 
 class WorkerPool:
