@@ -92,6 +92,7 @@ class _Lane:
         self._idle: list[_Inbox] = []  # the last to finish is the next to run (warm)
         self._inboxes: list[_Inbox] = []
         self._waiting: list[_Call] = []
+        self._dispatching = False  # a dispatch is scheduled for this loop iteration
         self.timed_out = 0  # hops abandoned at the deadline
         for _ in range(size):
             self._start_thread()
@@ -104,10 +105,18 @@ class _Lane:
         threading.Thread(target=self._serve, args=(inbox,), name=name, daemon=True).start()
 
     def submit(self, loop: asyncio.AbstractEventLoop, call: _Call) -> None:
+        """A batching lane hands the calls of one event-loop iteration (the requests
+        whose bodies one read completed) to one thread at the iteration's end: one
+        wake-up for all of them rather than one per call for as long as threads idle."""
         self._waiting.append(call)
-        self._dispatch(loop)
+        if not self._batch:
+            self._dispatch(loop)
+        elif not self._dispatching:
+            self._dispatching = True
+            loop.call_soon(self._dispatch, loop)
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._dispatching = False
         while self._idle and self._waiting:
             if self._batch:
                 calls, self._waiting = self._waiting, []

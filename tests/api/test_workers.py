@@ -64,6 +64,19 @@ def test_calls_waiting_for_a_worker_share_one_hop() -> None:
     assert asyncio.run(scenario()) == 10
 
 
+def test_calls_of_one_loop_iteration_take_one_hop_though_threads_idle() -> None:
+    """The requests one read completed wake one worker thread, not one each."""
+
+    async def scenario() -> set[int]:
+        pool = WorkerPool(4)
+        calls = [pool.run(threading.get_ident) for _ in range(12)]  # one iteration
+        threads = set(await asyncio.gather(*calls))
+        pool.shutdown()
+        return threads
+
+    assert len(asyncio.run(scenario())) == 1
+
+
 def test_the_event_loop_stays_responsive() -> None:
     async def scenario() -> float:
         pool = WorkerPool(1)
