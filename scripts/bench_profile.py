@@ -7,6 +7,13 @@ DIR/budget.md the per-stage budget: each sample goes to the stage of its frames 
 STAGES), as µs per request; the rest of the measured CPU per request ran outside the
 GIL (system calls, the token's and hashing's native code, GIL hand-offs between threads).
 Sampling without `--gil` counts waiting threads too, which misleads more.
+
+Where `perf` is installed, a second run of each case samples the server's CPU by
+shared object (`perf record` at PERF_RATE per second, every thread, kernel included):
+the interpreter, the kernel (system calls, context switches, the audit's fsync), libc
+(malloc, memcpy), the token's and the hashes' native code. It says what the "outside
+the GIL" line is made of: on this project's machine mostly the interpreter's own
+GIL hand-offs and the kernel's context switches, not the token.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -22,6 +31,8 @@ from bench_cpu import process_cpu
 from loadgen import PathSigner, Signer, _run
 
 RATE = 400
+PERF_RATE = 997
+SHOWN_OBJECTS = 8  # the largest shared objects in a case's native split
 # (stage, path fragments). A sample's stage is that of its innermost frame matching
 # one of these, except that "operation" never takes over from the stages before it
 # (the key resolver asked by authorization is authorization's time).
@@ -157,5 +168,35 @@ def profile(
             report.append(f"| {stage} | {micros:,.0f} |")
         report += [f"| outside the GIL (kernel, native code, hand-offs) | "
                    f"{max(0.0, per_request - held):,.0f} |", ""]  # fmt: skip
-        print("\n".join(report[-len(samples) - 6 :]), flush=True)
+        shown = len(samples) + 6
+        if shutil.which("perf"):
+            split = native_split(pid, signer, args, out / f"{case.replace(' ', '_')}.perf")
+            report += split
+            shown += len(split)
+        print("\n".join(report[-shown:]), flush=True)
     (out / "budget.md").write_text("\n".join(report) + "\n")
+
+
+_DSO_LINE = re.compile(r"^\s*([0-9.]+)%\s+(\S+)")
+
+
+def native_split(pid: int, signer: Signer | PathSigner, args: argparse.Namespace,
+                 data: Path) -> list[str]:  # fmt: skip
+    """The case once more under `perf record`: µs per request by shared object."""
+    command = ["perf", "record", "-q", "-F", str(PERF_RATE), "-p", str(pid), "-o", str(data)]
+    perf = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    before = process_cpu(pid)
+    result = asyncio.run(_run(signer, args.concurrency, args.seconds))
+    per_request = (process_cpu(pid) - before) / max(1, len(result.latencies)) * 1e6
+    perf.send_signal(2)  # SIGINT: perf writes its data and ends
+    perf.wait()
+    shares = subprocess.run(
+        ["perf", "report", "-i", str(data), "--no-children", "--sort", "dso", "--stdio"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    lines = [f"By shared object (perf, all threads; this run {per_request:,.0f} µs per request):",
+             "", "| shared object | µs per request |", "|---|---|"]  # fmt: skip
+    found = [m for m in map(_DSO_LINE.match, shares.splitlines()) if m]
+    for match in found[:SHOWN_OBJECTS]:
+        lines.append(f"| {match[2]} | {float(match[1]) / 100 * per_request:,.0f} |")
+    return [*lines, ""]
