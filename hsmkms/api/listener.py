@@ -26,42 +26,15 @@ def address(serving: ServingSettings) -> str:
     return f"{host}:{serving.port}"
 
 
-def listening_sockets(serving: ServingSettings) -> list[socket.socket]:
-    """Sockets bound to the configured address and listening (uvicorn's choice of
-    family: IPv6 for an address with a colon): one, or one per worker process of
-    `serve --workers N`. Workers sharing one socket do not share its connections:
-    whichever wakes first accepts a whole burst (8 keep-alive clients on one worker
-    of two, half the time), so each worker gets a socket of its own, bound with
-    SO_REUSEPORT, and the kernel spreads new connections over them. The supervisor
-    holds every socket, so a worker being replaced leaves its socket's connections
-    waiting for the next one instead of refused. The address is first bound alone,
-    without SO_REUSEPORT, so that another server there (another `hsmkms serve`
-    included) is named as a busy address rather than joined."""
-    first = _socket(serving, reuse_port=False, listen=serving.processes == 1)
-    if serving.processes == 1:
-        return [first]
-    first.close()
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(serving.processes):
-            sockets.append(_socket(serving, reuse_port=True, listen=True))
-    except ConfigError:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
-
-
-def _socket(serving: ServingSettings, *, reuse_port: bool, listen: bool) -> socket.socket:
+def listening_socket(serving: ServingSettings) -> socket.socket:
+    """A socket bound to the configured address and listening (uvicorn's choice of
+    family: IPv6 for an address with a colon)."""
     family = socket.AF_INET6 if ":" in serving.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((serving.host, serving.port))
-        if listen:
-            sock.listen(2048)  # uvicorn's default backlog
+        sock.listen(2048)  # uvicorn's default backlog
     except OSError as exc:
         sock.close()
         reason = exc.strerror or str(exc)

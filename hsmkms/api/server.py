@@ -29,18 +29,20 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 from starlette.types import ASGIApp
+from uvicorn.supervisors import Multiprocess
 
 from hsmkms.api.body import limit_body
-from hsmkms.api.listener import ReloadingServer, listening_sockets
+from hsmkms.api.listener import ReloadingServer, listening_socket
 from hsmkms.api.mtls import client_tls_options, subject_checked
 from hsmkms.api.protocol import guarded_protocol
 from hsmkms.api.shared import shared_directory
-from hsmkms.api.supervisor import Supervisor
 from hsmkms.config import EdgeLimits, ServingSettings
 
 log = logging.getLogger("hsmkms.api")
@@ -108,17 +110,17 @@ def serve(
     app: ASGIApp | None,
     serving: ServingSettings,
     limits: EdgeLimits,
-    listeners: list[socket.socket] | None = None,
+    listener: socket.socket | None = None,
 ) -> None:
-    """Serve `app` on `listeners` (hsmkms.api.listener: bound before the server said
-    it serves) until interrupted; in-flight requests get the drain time after SIGTERM,
-    and SIGHUP loads the TLS certificate again. With more than one process
-    (`serving.processes`: `workers`, else one per core), each runs on a socket of its
-    own (hsmkms.api.supervisor), building its own app (`hsmkms.bootstrap:app_factory`)
-    and edge protocol (`hsmkms.api.server:worker_protocol`, from the same settings) —
-    `app` is unused — sharing a private directory (hsmkms.api.shared) for metrics and
-    quotas; SIGHUP replaces them one by one."""
-    listeners = listeners or listening_sockets(serving)
+    """Serve `app` on `listener` (hsmkms.api.listener: bound before the server said it
+    serves) until interrupted; in-flight requests get the drain time after SIGTERM, and
+    SIGHUP loads the TLS certificate again. With more than one process
+    (`serving.processes`: `workers`, else one per core), uvicorn runs them on the socket,
+    each building its own app (`hsmkms.bootstrap:app_factory`) and edge protocol
+    (`hsmkms.api.server:worker_protocol`, from the same settings) — `app` is unused —
+    sharing a private directory (hsmkms.api.shared) for metrics and quotas; SIGHUP
+    replaces them one by one."""
+    listener = listener or listening_socket(serving)
     if serving.processes > 1:
         _allow_descriptors(limits.max_connections)
         # for the worker processes
@@ -126,7 +128,7 @@ def serve(
         config = uvicorn.Config(
             "hsmkms.bootstrap:app_factory",
             factory=True,
-            workers=len(listeners),
+            workers=serving.processes,
             http="hsmkms.api.server:worker_protocol",
             log_level="warning",
             # A new worker opens the token and the database before it is ready: on a
@@ -136,10 +138,10 @@ def serve(
             **_listener_options(serving, limits),
         )
         with shared_directory() as directory:  # metrics and quotas across the workers
-            Supervisor(config, listeners, directory / "metrics").run()
+            Supervisor(config, [listener], directory / "metrics").run()
         return
     assert app is not None
-    build_server(app, serving, limits).run(sockets=listeners)
+    build_server(app, serving, limits).run(sockets=[listener])
 
 
 SUBJECTS_ENV = "HSMKMS_SERVE_CLIENT_SUBJECTS"
@@ -159,6 +161,29 @@ def follow_supervisor(interval: float = 1.0) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="hsmkms-supervisor-watch", daemon=True).start()
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor (a worker that dies or hangs is replaced; SIGHUP replaces
+    them one by one), which also drops the live gauges of a worker that is gone, so
+    that `/metrics` sums the processes serving, not those that were."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket], metrics: Path):
+        super().__init__(config, sockets)
+        self._metrics = metrics
+
+    def keep_subprocess_alive(self) -> None:
+        self._forgetting_departed(super().keep_subprocess_alive)
+
+    def handle_signals(self) -> None:
+        self._forgetting_departed(super().handle_signals)
+
+    def _forgetting_departed(self, step: Callable[[], None]) -> None:
+        before = {process.pid for process in self.processes}
+        step()
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None:
+                mark_process_dead(pid, str(self._metrics))  # type: ignore[no-untyped-call]
 
 
 def __getattr__(name: str) -> object:

@@ -132,7 +132,7 @@ SERVE_FLAGS = ("host", "port", "workers", "tls_cert", "tls_key", "tls_client_ca"
 
 @command("serve")  # its API calls are recorded by the server, each
 def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
-    from hsmkms.api.listener import address, check_tls_files, listening_sockets
+    from hsmkms.api.listener import address, check_tls_files, listening_socket
     from hsmkms.api.server import serve
     from hsmkms.bootstrap import build_app, open_audit
     from hsmkms.cli.deployment import start_dev_mode, warn_about_domain_key
@@ -144,7 +144,7 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
         flags["tls_client_subjects"] = tuple(args.tls_client_subject)
     serving = override(settings.serving, flags, lambda name: "--" + name.replace("_", "-"))
     check_tls_files(serving)
-    listeners = listening_sockets(serving)  # bound before anything says it serves
+    listener = listening_socket(serving)  # bound before anything says it serves
     warn_about_domain_key(km.hsm)
     if serving.dev_mode:
         serving = start_dev_mode(km, serving)  # refuses in one line, or says it loudly
@@ -160,7 +160,7 @@ def _serve(km: KeyManager, args: argparse.Namespace) -> Any:
     print(f"hsmkms: serving the KMS API on {url}{processes}", file=sys.stderr)
     if settings.console.enabled:
         print(f"hsmkms: the console is at {url}/console/", file=sys.stderr)
-    serve(app, serving, settings.edge, listeners)
+    serve(app, serving, settings.edge, listener)
     return None
 
 

@@ -122,15 +122,16 @@ def scrape(url: str) -> dict[str, float]:
 GENERATE_RANDOM = "hsmkms_requests_total{error=,operation=GenerateRandom}"
 
 
-def on_two_workers(cli: Cli, operation: str, one_round: Callable[[], None]) -> None:
-    """`one_round` (a new server and its assertions), whose `operation` records must
-    come from two worker processes or more: a round served by one worker proves
-    nothing about several. Each worker listens on a socket of its own and the kernel
-    spreads new connections over them (16 all on one of two: 1 in 32,768); with one
-    shared socket, one worker took a whole burst half the time."""
-    before = answered_by_chain(cli, operation)
-    one_round()
-    assert len(answered_by_chain(cli, operation) - before) >= 2, "one worker took every request"
+def across_workers(cli: Cli, operation: str, one_round: Callable[[], None]) -> None:
+    """`one_round` (a new server and its assertions) until the round's `operation`
+    records came from two worker processes or more: one process may accept a whole
+    burst of connections, and a round served by one worker proves nothing about several."""
+    for _ in range(4):
+        before = answered_by_chain(cli, operation)
+        one_round()
+        if len(answered_by_chain(cli, operation) - before) >= 2:
+            return
+    raise AssertionError(f"every round's {operation} requests reached one worker")
 
 
 def test_serve_without_flags_runs_a_worker_per_core_and_metrics_count_them_all(
@@ -154,7 +155,7 @@ def test_serve_without_flags_runs_a_worker_per_core_and_metrics_count_them_all(
     if cores == 1:
         one_round()
     else:
-        on_two_workers(cli, "GenerateRandom", one_round)
+        across_workers(cli, "GenerateRandom", one_round)
 
 
 def test_a_quota_holds_across_workers(data: tuple[Cli, tuple[str, str]]) -> None:
@@ -172,7 +173,7 @@ def test_a_quota_holds_across_workers(data: tuple[Cli, tuple[str, str]]) -> None
         # The burst, and what the rate refilled meanwhile: not twice that.
         assert 8 <= answers["ok"] <= 8 + int(elapsed * 0.2) + 1, answers
 
-    on_two_workers(cli, "GenerateRandom", one_round)
+    across_workers(cli, "GenerateRandom", one_round)
 
 
 def test_failed_console_sign_ins_are_throttled_for_the_server(
@@ -189,7 +190,7 @@ def test_failed_console_sign_ins_are_throttled_for_the_server(
             statuses = wrong_sign_ins(url, keys[0], 16)
         assert statuses == {401: 3, 429: 13}, statuses
 
-    on_two_workers(cli, "ConsoleLogin", one_round)
+    across_workers(cli, "ConsoleLogin", one_round)
 
 
 def wrong_sign_ins(url: str, access_key_id: str, count: int) -> Counter[int]:

