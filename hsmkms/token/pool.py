@@ -2,10 +2,9 @@
 
 PKCS#11 login state belongs to the application, so the pool keeps one
 "anchor" session logged in for its lifetime and opens worker sessions without
-a PIN; the anchor is closed without C_Logout (hsmkms.token.sessioninfo), so that
-no pool logs out another of the same process. After a transient fault (session
-or device gone) `recover()` re-opens the anchor and every older worker is closed
-instead of being reused.
+a PIN; the process's login is shared by its pools (hsmkms.token.logins). After a
+transient fault (session or device gone) `recover()` re-opens the anchor and every
+older worker is closed instead of being reused.
 
 A session leased for longer than `call_timeout` is retired: its slot is given
 to a new session so a call that never returns cannot starve the pool, and the
@@ -21,10 +20,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from pkcs11.exceptions import DeviceError, GeneralError, PKCS11Error, UserAlreadyLoggedIn
+from pkcs11.exceptions import PKCS11Error
 
 from hsmkms.errors import DependencyTimeoutException
-from hsmkms.token.sessioninfo import close_keeping_login, user_session
+from hsmkms.token.logins import close_anchor, open_anchor
 from hsmkms.token.templates import ObjectName
 
 IV_BATCH = 12 * 256  # IV bytes drawn from the token's RNG per C_GenerateRandom
@@ -86,27 +85,7 @@ class SessionPool:
         self._generation = 0
         self._all: set[PooledSession] = set()
         self._recover_lock = threading.Lock()
-        self._anchor: Any = self._login()
-
-    def _login(self) -> Any:
-        for attempt in range(3):
-            # Another pool of this process may be logged in already. A login would then
-            # fail, and python-pkcs11 leaves the session it opened for it open for good.
-            session = self._token.open(rw=True)
-            if self._pin is None or user_session(self._module_path, session):
-                return session
-            session.close()
-            try:
-                return self._token.open(rw=True, user_pin=self._pin)
-            except UserAlreadyLoggedIn:  # another pool logged in since
-                return self._token.open(rw=True)
-            except (GeneralError, DeviceError):
-                # SoftHSM2 fails a login now and then while another process rewrites
-                # the token's files; a wrong PIN is never tried again (lockout).
-                if attempt == 2:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
+        self._anchor: Any = open_anchor(module_path, token, pin, joining=True)
 
     @property
     def in_use(self) -> int:
@@ -211,8 +190,9 @@ class SessionPool:
         with self._recover_lock:
             if failed_generation is not None and failed_generation != self._generation:
                 return
-            self._close_anchor()
-            self._anchor = self._login()
+            if self._anchor is not None:
+                close_anchor(self._module_path, self._token, self._anchor, leaving=False)
+            self._anchor = open_anchor(self._module_path, self._token, self._pin, joining=False)
             # Only now a new generation: a session opened before the login above may
             # not see private objects, and its generation says so.
             with self._cond:
@@ -253,9 +233,6 @@ class SessionPool:
             self._open_count = 0
         for pooled in sessions:
             pooled.close()
-        self._close_anchor()
-
-    def _close_anchor(self) -> None:
         if self._anchor is not None:
-            close_keeping_login(self._module_path, self._anchor)
+            close_anchor(self._module_path, self._token, self._anchor, leaving=True)
             self._anchor = None

@@ -10,6 +10,7 @@ from pkcs11 import Mechanism
 from hsmkms.errors import UnsupportedOperationException
 from hsmkms.library import KeyManager
 from hsmkms.token import Hsm, MaterialRef
+from hsmkms.token.faults import TokenLoginFailed
 from hsmkms.token.sessioninfo import user_session
 from hsmkms.token.templates import key_uuid_bytes
 from tests.conftest import PeerToken, assert_local
@@ -95,7 +96,8 @@ def test_closing_one_pool_leaves_another_of_the_process_logged_in(
     peer_tokens: dict[str, PeerToken],
 ) -> None:
     """Login state is the process's: the pool that logged in closing (a key store
-    closed, a link replaced) must not log out another pool under its calls."""
+    closed, a link replaced) must not log out another pool under its calls; the last
+    one closing logs the process out."""
     peer = peer_tokens["peer-k"]
     first = Hsm(peer.module, peer.label, peer.pin, pool_size=1)  # logs the process in
     second = Hsm(peer.module, peer.label, peer.pin, pool_size=1)  # finds it logged in
@@ -107,6 +109,28 @@ def test_closing_one_pool_leaves_another_of_the_process_logged_in(
         assert second.pool.generation == generation  # no recovery was needed
     finally:
         second.close()
-    # The last session of the process closed: the token logged it out.
     with token.open(rw=True) as session:
         assert not user_session(peer.module, session)
+
+
+def test_a_wrong_pin_is_refused_also_while_the_process_is_logged_in(
+    peer_tokens: dict[str, PeerToken],
+) -> None:
+    """A token does not check a PIN once the process is logged in: a pool (a custom
+    key store connecting with its password) must not get in with a wrong one then."""
+    peer = peer_tokens["peer-k"]
+    wrong = "0" * len(peer.pin)
+    with pytest.raises(TokenLoginFailed):
+        Hsm(peer.module, peer.label, wrong, pool_size=1)  # the token refuses it
+    right = Hsm(peer.module, peer.label, peer.pin, pool_size=1)
+    token = right.link.token
+    try:
+        with pytest.raises(TokenLoginFailed):
+            Hsm(peer.module, peer.label, wrong, pool_size=1)  # we refuse it
+    finally:
+        right.close()
+    # Nothing left logged in: the refused attempts left no session behind.
+    with token.open(rw=True) as session:
+        assert not user_session(peer.module, session)
+    with pytest.raises(TokenLoginFailed):
+        Hsm(peer.module, peer.label, wrong, pool_size=1)
