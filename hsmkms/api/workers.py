@@ -23,6 +23,7 @@ import contextlib
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -44,6 +45,9 @@ SLOW_OPERATIONS = frozenset(
 )
 SLOW_NICE = 10  # the slow lane's threads yield the CPU to the fast lane's
 SLOW_SECONDS = 0.02  # an operation averaging longer than this moves to the slow lane
+# Calls averaging longer than this wait on the token (a network HSM; SoftHSM2's take
+# well under it, Python included): idle threads then share a batch.
+SPREAD_SECONDS = 0.001
 _SMOOTHING = 0.2
 
 
@@ -93,6 +97,7 @@ class _Lane:
         self._inboxes: list[_Inbox] = []
         self._waiting: list[_Call] = []
         self._dispatching = False  # a dispatch is scheduled for this loop iteration
+        self._per_call = 0.0  # seconds per call in a hop, a moving average
         self.timed_out = 0  # hops abandoned at the deadline
         for _ in range(size):
             self._start_thread()
@@ -107,7 +112,8 @@ class _Lane:
     def submit(self, loop: asyncio.AbstractEventLoop, call: _Call) -> None:
         """A batching lane hands the calls of one event-loop iteration (the requests
         whose bodies one read completed) to one thread at the iteration's end: one
-        wake-up for all of them rather than one per call for as long as threads idle."""
+        wake-up for all of them rather than one per call for as long as threads idle;
+        shared among the idle threads while calls take longer than SPREAD_SECONDS."""
         self._waiting.append(call)
         if not self._batch:
             self._dispatch(loop)
@@ -118,10 +124,15 @@ class _Lane:
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         self._dispatching = False
         while self._idle and self._waiting:
-            if self._batch:
-                calls, self._waiting = self._waiting, []
-            else:
+            if not self._batch:
                 calls = [self._waiting.pop(0)]
+            elif self._per_call > SPREAD_SECONDS:
+                # A token whose calls wait (a network HSM): the idle threads share the
+                # calls, so that their waits overlap.
+                share = -(-len(self._waiting) // len(self._idle))
+                calls, self._waiting = self._waiting[:share], self._waiting[share:]
+            else:
+                calls, self._waiting = self._waiting, []
             hop = _Hop(calls, self._idle.pop())
             if self._deadline is not None:
                 hop.timer = loop.call_later(self._deadline, self._expire, loop, hop)
@@ -134,16 +145,21 @@ class _Lane:
             with contextlib.suppress(OSError, AttributeError):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         while (hop := inbox.get()) is not None:
+            started = time.perf_counter()
             results = _run_batch(hop.calls)
+            per_call = (time.perf_counter() - started) / len(hop.calls)
             loop = hop.calls[0][1].get_loop()
             try:
-                loop.call_soon_threadsafe(self._finish, loop, hop, results)
+                loop.call_soon_threadsafe(self._finish, loop, hop, results, per_call)
             except RuntimeError:  # the loop closed while this hop ran
                 return
             if hop.abandoned:
                 return  # a replacement thread took this one's place
 
-    def _finish(self, loop: asyncio.AbstractEventLoop, hop: _Hop, results: list[_Result]) -> None:
+    def _finish(
+        self, loop: asyncio.AbstractEventLoop, hop: _Hop, results: list[_Result], per_call: float
+    ) -> None:
+        self._per_call += _SMOOTHING * (per_call - self._per_call)
         hop.done = True
         if hop.timer is not None:
             hop.timer.cancel()

@@ -77,6 +77,24 @@ def test_calls_of_one_loop_iteration_take_one_hop_though_threads_idle() -> None:
     assert len(asyncio.run(scenario())) == 1
 
 
+def test_calls_that_wait_on_the_token_share_the_idle_threads() -> None:
+    """A network HSM's calls wait: batched on one thread their waits would add up."""
+
+    async def scenario() -> set[int]:
+        pool = WorkerPool(4)
+
+        def waits() -> int:
+            time.sleep(0.01)  # the GIL is free meanwhile, as in a token call
+            return threading.get_ident()
+
+        await pool.run(waits)  # the lane learns that its calls wait
+        threads = set(await asyncio.gather(*(pool.run(waits) for _ in range(8))))
+        pool.shutdown()
+        return threads
+
+    assert len(asyncio.run(scenario())) >= 2
+
+
 def test_the_event_loop_stays_responsive() -> None:
     async def scenario() -> float:
         pool = WorkerPool(1)
