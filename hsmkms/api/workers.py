@@ -164,7 +164,11 @@ class _Lane:
         if hop.timer is not None:
             hop.timer.cancel()
         if hop.abandoned:
-            return  # its callers already got DependencyTimeoutException
+            # Its callers already got DependencyTimeoutException and a replacement took
+            # the thread's place; a thread that finished just before the deadline
+            # waits on its inbox again (or has ended): this ends it.
+            hop.inbox.put(None)
+            return
         self._idle.append(hop.inbox)
         for future, value, error in results:
             if future.done():
