@@ -12,6 +12,7 @@ key store's, a link replaced after the token came back) shares one login:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import threading
@@ -69,7 +70,13 @@ def open_anchor(module_path: str, token: Any, pin: str | None, *, joining: bool)
     in with."""
     state = _of(module_path, token)
     for attempt in range(LOGIN_TRIES):
-        session = token.open(rw=True)
+        try:
+            session = token.open(rw=True)
+        except (p11.GeneralError, p11.DeviceError):
+            if attempt == LOGIN_TRIES - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+            continue
         if pin is None:
             return session
         with state.lock:  # one login per token at a time in this process
@@ -85,21 +92,26 @@ def open_anchor(module_path: str, token: Any, pin: str | None, *, joining: bool)
                 return session
         close_session(module_path, session, logout=False)
         error = _LOGIN_ERRORS.get(rv, p11.PKCS11Error)
-        # SoftHSM2 fails a login now and then while another process rewrites the
-        # token's files; a wrong PIN is never tried again (lockout).
+        # SoftHSM2 fails an open or a login now and then while another process
+        # rewrites the token's files; a wrong PIN is never tried again (lockout).
         if error not in (p11.GeneralError, p11.DeviceError) or attempt == LOGIN_TRIES - 1:
             raise error(f"C_Login: rv={rv:#x}") if error is p11.PKCS11Error else error()
         time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")
 
 
-def close_anchor(module_path: str, token: Any, session: Any, *, leaving: bool) -> None:
-    """Close a pool's logged-in session; `leaving`: the pool is closing, and when it
-    is the last of the process on the token, the process logs out."""
+def close_anchor(module_path: str, token: Any, session: Any | None, *, leaving: bool) -> None:
+    """Close a pool's logged-in session (None: it has none left, a login having failed);
+    `leaving`: the pool is closing, and when it is the last of the process on the
+    token, the process logs out."""
     state = _of(module_path, token)
     with state.lock:
         last = False
         if leaving and state.pools > 0:
             state.pools -= 1
             last = state.pools == 0
-        close_session(module_path, session, logout=last)
+        if session is None and last:
+            with contextlib.suppress(p11.PKCS11Error):  # a token gone has no login left
+                session = token.open(rw=True)
+        if session is not None:
+            close_session(module_path, session, logout=last)

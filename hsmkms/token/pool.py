@@ -86,6 +86,7 @@ class SessionPool:
         self._all: set[PooledSession] = set()
         self._recover_lock = threading.Lock()
         self._anchor: Any = open_anchor(module_path, token, pin, joining=True)
+        self._left = False  # closed: counted out of the process's login
 
     @property
     def in_use(self) -> int:
@@ -190,8 +191,9 @@ class SessionPool:
         with self._recover_lock:
             if failed_generation is not None and failed_generation != self._generation:
                 return
-            if self._anchor is not None:
-                close_anchor(self._module_path, self._token, self._anchor, leaving=False)
+            anchor, self._anchor = self._anchor, None  # never closed twice, if the login fails
+            if anchor is not None:
+                close_anchor(self._module_path, self._token, anchor, leaving=False)
             self._anchor = open_anchor(self._module_path, self._token, self._pin, joining=False)
             # Only now a new generation: a session opened before the login above may
             # not see private objects, and its generation says so.
@@ -233,6 +235,7 @@ class SessionPool:
             self._open_count = 0
         for pooled in sessions:
             pooled.close()
-        if self._anchor is not None:
-            close_anchor(self._module_path, self._token, self._anchor, leaving=True)
-            self._anchor = None
+        anchor, self._anchor = self._anchor, None
+        if not self._left:  # a second close leaves nothing: the process's count is kept
+            self._left = True
+            close_anchor(self._module_path, self._token, anchor, leaving=True)

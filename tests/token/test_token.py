@@ -104,6 +104,7 @@ def test_closing_one_pool_leaves_another_of_the_process_logged_in(
     token = second.link.token
     try:
         first.close()
+        first.close()  # twice: still one pool fewer, not two
         generation = second.pool.generation
         assert second.run(lambda pooled: user_session(peer.module, pooled.session))
         assert second.pool.generation == generation  # no recovery was needed
