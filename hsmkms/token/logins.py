@@ -22,23 +22,28 @@ from typing import Any
 
 from pkcs11 import exceptions as p11
 
+from hsmkms.token.library import CKR_OK
 from hsmkms.token.sessioninfo import close_session, login, user_session
 
 LOGIN_TRIES = 3
+CKR_PIN_INCORRECT = 0x0A0
+CKR_USER_ALREADY_LOGGED_IN = 0x100
+# Codes SoftHSM2 answers now and then while another process rewrites its token's files.
+_RETRIED = (p11.GeneralError, p11.DeviceError)
 # C_Login's return values that a caller tells apart (hsmkms.token.faults), as
 # python-pkcs11 raises them; any other is a plain PKCS11Error.
 _LOGIN_ERRORS: dict[int, type[p11.PKCS11Error]] = {
     0x005: p11.GeneralError,
     0x030: p11.DeviceError,
     0x032: p11.DeviceRemoved,
-    0x0A0: p11.PinIncorrect,
+    CKR_PIN_INCORRECT: p11.PinIncorrect,
     0x0A1: p11.PinInvalid,
     0x0A2: p11.PinLenRange,
     0x0A3: p11.PinExpired,
     0x0A4: p11.PinLocked,
     0x0B3: p11.SessionHandleInvalid,
     0x0E0: p11.TokenNotPresent,
-    0x100: p11.UserAlreadyLoggedIn,
+    CKR_USER_ALREADY_LOGGED_IN: p11.UserAlreadyLoggedIn,
     0x102: p11.UserPinNotInitialized,
 }
 
@@ -67,37 +72,43 @@ def open_anchor(module_path: str, token: Any, pin: str | None, *, joining: bool)
     """A session of a logged-in process (public only without a PIN). `joining`: a new
     pool (counted until `close_anchor(..., leaving=True)`), else one logging in again
     after a fault. PinIncorrect for a PIN other than the one the process is logged
-    in with."""
+    in with. An open or a login that fails with a code in _RETRIED is tried again; a
+    wrong PIN never is (lockout)."""
     state = _of(module_path, token)
     for attempt in range(LOGIN_TRIES):
         try:
             session = token.open(rw=True)
-        except (p11.GeneralError, p11.DeviceError):
-            if attempt == LOGIN_TRIES - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-            continue
-        if pin is None:
-            return session
-        with state.lock:  # one login per token at a time in this process
-            rv = 0x100 if user_session(module_path, session) else login(module_path, session, pin)
-            if rv == 0:
-                state.pin_digest = _digest(pin)
-            elif rv == 0x100 and hmac.compare_digest(state.pin_digest, _digest(pin)):
-                rv = 0  # logged in already, with this PIN
-            elif rv == 0x100:
-                rv = 0x0A0  # logged in with another PIN (or not by us): not this one
-            if rv == 0:
-                state.pools += joining
+        except _RETRIED as exc:
+            failure: p11.PKCS11Error = exc
+        else:
+            if pin is None:
                 return session
-        close_session(module_path, session, logout=False)
-        error = _LOGIN_ERRORS.get(rv, p11.PKCS11Error)
-        # SoftHSM2 fails an open or a login now and then while another process
-        # rewrites the token's files; a wrong PIN is never tried again (lockout).
-        if error not in (p11.GeneralError, p11.DeviceError) or attempt == LOGIN_TRIES - 1:
-            raise error(f"C_Login: rv={rv:#x}") if error is p11.PKCS11Error else error()
+            rv = _log_in(state, module_path, session, pin, joining)
+            if rv == CKR_OK:
+                return session
+            close_session(module_path, session, logout=False)
+            error = _LOGIN_ERRORS.get(rv, p11.PKCS11Error)
+            failure = error(f"C_Login: rv={rv:#x}") if error is p11.PKCS11Error else error()
+        if not isinstance(failure, _RETRIED) or attempt == LOGIN_TRIES - 1:
+            raise failure
         time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _log_in(state: _Login, module_path: str, session: Any, pin: str, joining: bool) -> int:
+    """The process logged in on `session` with `pin`, counting the pool if `joining`:
+    CKR_OK, or the code to refuse with."""
+    with state.lock:  # one login per token at a time in this process
+        logged_in = user_session(module_path, session)
+        rv = CKR_USER_ALREADY_LOGGED_IN if logged_in else login(module_path, session, pin)
+        if rv == CKR_OK:
+            state.pin_digest = _digest(pin)
+        elif rv != CKR_USER_ALREADY_LOGGED_IN:
+            return rv
+        elif not hmac.compare_digest(state.pin_digest, _digest(pin)):
+            return CKR_PIN_INCORRECT  # logged in with another PIN (or not by a pool)
+        state.pools += joining
+        return CKR_OK
 
 
 def close_anchor(module_path: str, token: Any, session: Any | None, *, leaving: bool) -> None:

@@ -19,9 +19,8 @@ import ctypes
 import functools
 from typing import Any
 
-from hsmkms.token.library import function_list_entry
+from hsmkms.token.library import CKR_OK, function_list_entry
 
-CKR_OK = 0
 CKS_RO_USER_FUNCTIONS = 1
 CKS_RW_USER_FUNCTIONS = 3
 # Positions in CK_FUNCTION_LIST (PKCS#11 v2.40), C_Initialize being 1.
