@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hsmkms.config.defaults import available_cores
 from tests.cli.test_cli import Cli, admin, serve, stop, wait_healthy
 from tests.conftest import ROOT
-from tests.console.console_support import CSRF
+from tests.console.console_support import Browserless
 from tests.support import loopback
 from tests.support.parallel import serial
 from tests.support.processes import workers_of
@@ -200,12 +200,11 @@ def wrong_sign_ins(url: str, access_key_id: str, count: int) -> Counter[int]:
 
     def sign_in() -> None:
         start.wait()
-        with httpx.Client(base_url=url, headers={"origin": url}, timeout=60) as browser:
-            token = CSRF.search(browser.get("/console/signin").text)
-            assert token is not None
-            form = {"csrf": token.group(1), "access_key_id": access_key_id,
-                    "secret_access_key": "not-the-secret"}  # fmt: skip
-            statuses[browser.post("/console/signin", data=form).status_code] += 1
+        browser = Browserless(url)
+        try:
+            statuses[browser.sign_in(access_key_id, "not-the-secret").status_code] += 1
+        finally:
+            browser.close()
 
     threads = [threading.Thread(target=sign_in) for _ in range(count)]
     for thread in threads:

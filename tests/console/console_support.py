@@ -19,6 +19,7 @@ from botocore.config import Config
 
 from tests.cli.test_cli import Cli, serve, stop, wait_healthy
 from tests.conftest import ROOT
+from tests.support import loopback
 
 ACCOUNT = "111122223333"
 AUDITOR_POLICY = {
@@ -120,7 +121,7 @@ class Browserless:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.http = httpx.Client(base_url=url, headers={"origin": url}, timeout=60)
+        self.http = loopback.client(base_url=url, headers={"origin": url}, timeout=60)
 
     def sign_in(self, access_key_id: str, secret: str) -> httpx.Response:
         form = self.http.get("/console/signin")
