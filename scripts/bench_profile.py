@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench_cpu import process_cpu
-from loadgen import PathSigner, Signer, _run
+from loadgen import PathSigner, Result, Signer, _run
 
 RATE = 400
 PERF_RATE = 997
@@ -85,6 +85,15 @@ LEAVES = (
     ("event loop", ("asyncio/", "selectors.py", "uvloop")),
     ("logging", ("logging/",)),
 )
+
+
+def measured(
+    pid: int, signer: Signer | PathSigner, args: argparse.Namespace
+) -> tuple[Result, float]:
+    """One load-generator run of the case: its result and the server's µs of CPU per request."""
+    before = process_cpu(pid)
+    result = asyncio.run(_run(signer, args.concurrency, args.seconds))
+    return result, (process_cpu(pid) - before) / max(1, len(result.latencies)) * 1e6
 
 
 def stage_of(frames: list[str]) -> str:
@@ -149,9 +158,7 @@ def profile(
         if args.workers > 1:
             command.append("--subprocesses")
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        before = process_cpu(pid)
-        result = asyncio.run(_run(signer, args.concurrency, args.seconds))
-        per_request = (process_cpu(pid) - before) / max(1, len(result.latencies)) * 1e6
+        result, per_request = measured(pid, signer, args)
         spy.wait()
         samples = budget(stacks)
         requests = max(1, len(result.latencies))
@@ -185,9 +192,7 @@ def native_split(pid: int, signer: Signer | PathSigner, args: argparse.Namespace
     """The case once more under `perf record`: µs per request by shared object."""
     command = ["perf", "record", "-q", "-F", str(PERF_RATE), "-p", str(pid), "-o", str(data)]
     perf = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    before = process_cpu(pid)
-    result = asyncio.run(_run(signer, args.concurrency, args.seconds))
-    per_request = (process_cpu(pid) - before) / max(1, len(result.latencies)) * 1e6
+    _, per_request = measured(pid, signer, args)
     perf.send_signal(2)  # SIGINT: perf writes its data and ends
     perf.wait()
     shares = subprocess.run(
