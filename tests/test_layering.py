@@ -23,7 +23,7 @@ RANKS = {
     "policy": 3, "audit": 3,
     "keys": 2, "binding": 2,
     "store": 1,
-    "token": 0, "config": 0, "errors": 0, "version": 0, "xks_spec": 0,
+    "token": 0, "config": 0, "errors": 0, "version": 0, "xks_spec": 0, "json_input": 0,
 }  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from hsmkms.api.sigv4 import Caller, SigV4Verifier, claimed_access_key_id
 from hsmkms.api.workers import LaneChooser
 from hsmkms.audit.outcome import KMS_SOURCE, Outcome, kms_names
 from hsmkms.errors import KMSError, UnsupportedOperationException
+from hsmkms.json_input import parse_json
 from hsmkms.operations.context import OperationContext
 from hsmkms.operations.table import OPERATIONS, Operation
 
@@ -54,8 +55,8 @@ def parse_body(body: bytes) -> Any:
     if not body:
         return {}
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return parse_json(body)
+    except ValueError:  # UnicodeDecodeError and nesting too deep included
         raise SerializationException(
             "Start of structure or map found where not expected."
         ) from None

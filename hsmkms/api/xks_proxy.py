@@ -28,6 +28,7 @@ from hsmkms.api.xks_proxy_errors import (
 from hsmkms.audit.outcome import Outcome
 from hsmkms.config import XksSettings
 from hsmkms.errors import KMSError, ValidationException
+from hsmkms.json_input import parse_json
 from hsmkms.operations.context import OperationContext
 from hsmkms.xks import table
 from hsmkms.xks.credentials import XksCredentialStore, normalize_prefix
@@ -118,7 +119,7 @@ class XksProxyFace:
             return table.proxy_outcome(route, prefix, key_id, error=exc)
         caller = table.ProxyCaller(verified.access_key_id, verified.region, prefix)
         try:
-            body = json.loads(seen.body)
+            body = parse_json(seen.body)
             if not isinstance(body, dict):
                 raise ValidationException("The request body must be a JSON object.")
         except ValueError:  # ValidationException is no ValueError

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hsmkms.errors import KMSError
+from hsmkms.json_input import parse_json
 from hsmkms.policy.conditions import known
 from hsmkms.policy.variables import has_variables
 
@@ -190,7 +191,7 @@ def parse_policy(text: str, *, identity: bool = False, stored: bool = False) -> 
     if len(text.encode()) > MAX_POLICY_BYTES:
         raise _malformed(f"it is larger than {MAX_POLICY_BYTES} bytes")
     try:
-        document = json.loads(text)
+        document = parse_json(text)
     except ValueError:
         raise _malformed("it is not valid JSON") from None
     if not isinstance(document, dict):

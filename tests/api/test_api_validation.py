@@ -120,6 +120,28 @@ def test_malformed_json_is_a_serialization_error(server: Server, body: bytes) ->
     assert response.json()["__type"] == "SerializationException"
 
 
+DEEP = "[" * 5000  # deeper than the interpreter's recursion limit: json raises RecursionError
+
+
+@pytest.mark.parametrize(
+    ("op", "body", "code"),
+    [
+        ("ListKeys", DEEP, "SerializationException"),
+        ("Encrypt", '{"KeyId": ' + DEEP, "SerializationException"),
+        ("PutKeyPolicy", {"PolicyName": "default", "Policy": DEEP},
+         "MalformedPolicyDocumentException"),
+    ],
+)  # fmt: skip
+def test_json_nested_too_deeply_is_the_clients_error(
+    server: Server, op: str, body: str | dict[str, str], code: str
+) -> None:
+    if isinstance(body, dict):
+        body = json.dumps({"KeyId": server.km.create_key()["KeyMetadata"]["KeyId"], **body})
+    response = server.raw(op, body)
+    assert response.status_code == 400, response.text
+    assert response.json()["__type"] == code
+
+
 def test_several_failures_are_reported_together(server: Server) -> None:
     response = server.raw("GenerateRandom", json.dumps({"NumberOfBytes": 0}))
     assert response.json()["message"].startswith(

@@ -905,6 +905,7 @@ def test_access_denied_message_shape() -> None:
                 ],
             }
         ),
+        "[" * 5000,  # nested deeper than json's recursion limit (RecursionError)
     ],
 )
 def test_malformed_documents(document: str) -> None:

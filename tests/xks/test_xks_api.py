@@ -207,6 +207,8 @@ def test_unsupported_requests(xks_server: XksServer, key: str) -> None:
     assert error_name(xks_server.post(f"keys/{key}/metadata", b"{not json")) == (
         400, "ValidationException"
     )  # fmt: skip
+    nested = xks_server.post(f"keys/{key}/metadata", b"[" * 5000)  # json: RecursionError
+    assert error_name(nested) == (400, "ValidationException")
 
 
 @pytest.mark.parametrize(
