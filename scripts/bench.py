@@ -9,12 +9,15 @@ token: 4 KiB Encrypt and Decrypt through KeyManager, on 1, 2 and 4 threads:
 xks: the XKS proxy API (scripts/bench_xks.py): 32-byte Encrypt with AAD at concurrency 16.
 cpu: server CPU per request beside req/s and latency, moto_server and the raw token in
   the same run, `--profile DIR` for a sampling profile (scripts/bench_cpu.py).
+stages: the Python CPU of one request per stage on one thread, without sockets or
+  threads (scripts/bench_stages.py): what the server adds is `cpu` minus its total.
 http: 4 KiB Encrypt and Decrypt over HTTP at concurrency 1, 8 and 32 from a signing
   load generator (scripts/loadgen.py) against `hsmkms serve`, a moto server and a
   canned-response server (the load generator's own ceiling); req/s, p50, p99.
 
     python scripts/bench.py [token|http|xks|all] [--seconds 2] [--threads 1,2,4]
     python scripts/bench.py cpu [--seconds 3] [--workers 1] [--profile DIR] [--tree N=DIR]
+    python scripts/bench.py stages [--rounds 5] [--calls 2000] [--tree N=DIR]
     python scripts/bench.py mixed|workers [--seconds 10] (see scripts/bench_serve.py)
 """
 
@@ -394,7 +397,7 @@ def main() -> None:
         "which",
         nargs="?",
         default="all",
-        choices=("token", "http", "xks", "cpu", "all", "mixed", "workers"),
+        choices=("token", "http", "xks", "cpu", "stages", "all", "mixed", "workers"),
     )
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--threads", default="1,2,4")
@@ -405,6 +408,9 @@ def main() -> None:
     elif args.which == "cpu":  # server CPU per request: scripts/bench_cpu.py
         cpu = [sys.executable, str(Path(__file__).with_name("bench_cpu.py"))]
         subprocess.run([*cpu, "--seconds", str(args.seconds), *rest], check=True)
+    elif args.which == "stages":  # one request's Python per stage: scripts/bench_stages.py
+        stages = [sys.executable, str(Path(__file__).with_name("bench_stages.py"))]
+        subprocess.run([*stages, *rest], check=True)
     elif args.which == "all":
         # SoftHSM2 reads its configuration once per process: one process per part.
         for part in ("token", "http", "xks"):
