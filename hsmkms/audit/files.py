@@ -48,6 +48,19 @@ def seal(event: Mapping[str, Any], previous: str) -> tuple[str, str]:
     return body[:-1] + f',"hash":"{hashed}"}}\n', hashed
 
 
+def sealed_line(event: Mapping[str, Any], previous: str) -> tuple[bytes, str]:
+    """`seal`, as the bytes of the file. A string UTF-8 cannot carry (a lone surrogate,
+    which Python's json lets in) is written with "?" in its place: the record is kept,
+    and with it the rest of its batch, which one unwritable record used to fail."""
+    try:
+        line, hashed = seal(event, previous)
+        return line.encode(), hashed
+    except UnicodeEncodeError:
+        repaired = json.loads(canonical(event).encode("utf-8", "replace"))
+        line, hashed = seal(repaired, previous)
+        return line.encode(), hashed
+
+
 def genesis(chain: str) -> str:
     """The previousHash of a chain's first record: binds the records to their chain, so
     files cannot be moved from one chain to another."""

@@ -128,11 +128,12 @@ DEEP = "[" * 5000  # deeper than the interpreter's recursion limit: json raises 
     [
         ("ListKeys", DEEP, "SerializationException"),
         ("Encrypt", '{"KeyId": ' + DEEP, "SerializationException"),
+        ("DescribeKey", '{"KeyId": "alias/\\ud800"}', "SerializationException"),
         ("PutKeyPolicy", {"PolicyName": "default", "Policy": DEEP},
          "MalformedPolicyDocumentException"),
     ],
 )  # fmt: skip
-def test_json_nested_too_deeply_is_the_clients_error(
+def test_json_the_server_cannot_stand_behind_is_the_clients_error(
     server: Server, op: str, body: str | dict[str, str], code: str
 ) -> None:
     if isinstance(body, dict):

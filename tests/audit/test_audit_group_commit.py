@@ -6,6 +6,7 @@ record (`AuditLog.coming`); with none in flight the writer does not wait at all.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import Future
@@ -15,10 +16,15 @@ from typing import Any
 import pytest
 
 from hsmkms.audit import log as audit_log
-from hsmkms.audit.log import AuditLog
+from hsmkms.audit.log import AuditLog, verify
 from hsmkms.token import Hsm
 from tests.audit.test_audit_wakeups import FullDisk
 from tests.support.edge_support import edge_server
+
+
+def trail_lines(directory: Path) -> list[str]:
+    return [line for path in sorted(directory.glob("*.jsonl")) if ".checkpoints." not in path.name
+            for line in path.read_text().splitlines()]  # fmt: skip
 
 
 class CountedDisk(AuditLog):
@@ -107,6 +113,31 @@ def test_a_failed_write_fails_every_record_of_a_gathered_batch(
                 done.result(timeout=10)
     finally:
         audit.close()
+
+
+def test_a_record_utf8_cannot_carry_fails_neither_itself_nor_its_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone surrogate (Python's json lets `\\ud800` in) made the batch's write raise:
+    every request of the group commit was told its record was lost."""
+    monkeypatch.setattr(audit_log, "GATHER_SECONDS", 10.0)
+    audit = AuditLog(tmp_path)
+    try:
+        audit.flush()
+        audit.coming = 2
+        audit.coming -= 1
+        bad = audit.submit({**_event(1), "requestParameters": {"keyId": "alias/\ud800"}})
+        audit.coming -= 1
+        good = audit.submit(_event(2))
+        for done in (bad, good):
+            assert done is not None
+            done.result(timeout=10)
+    finally:
+        audit.close()
+    records = [json.loads(line) for line in trail_lines(tmp_path)]
+    assert [r["requestID"] for r in records] == ["r1", "r2"]
+    assert records[0]["requestParameters"] == {"keyId": "alias/?"}
+    assert verify(tmp_path).ok
 
 
 def test_the_edge_counts_requests_being_handled(hsm: Hsm, tmp_path: Path) -> None:

@@ -209,6 +209,8 @@ def test_unsupported_requests(xks_server: XksServer, key: str) -> None:
     )  # fmt: skip
     nested = xks_server.post(f"keys/{key}/metadata", b"[" * 5000)  # json: RecursionError
     assert error_name(nested) == (400, "ValidationException")
+    lone = b'{"requestMetadata": {"awsPrincipalArn": "\\ud800"}}'  # no UTF-8 carries it
+    assert error_name(xks_server.post(f"keys/{key}/metadata", lone)) == (400, "ValidationException")
 
 
 @pytest.mark.parametrize(
