@@ -202,8 +202,16 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
                 return  # the connection is closing; its bytes are not ours to parse
             if self._in_headers:
                 self._raw_bytes += len(data)
-            super().data_received(data)
-            if self._in_headers and not self._refused:
+            super().data_received(data)  # uvicorn stops its keep-alive timer on any byte
+            if self._refused:
+                return
+            if self._timer is None and (self.cycle is None or self.cycle.response_complete):
+                # Bytes that began no request (a bare CRLF between requests, which the
+                # parser skips): the header deadline runs from them, or an idle
+                # connection would be held open for good by one byte.
+                self._in_headers, self._raw_bytes = True, len(data)
+                self._arm(limits.header_timeout_seconds)
+            if self._in_headers:
                 self._check_headers(self._raw_bytes)
 
         # -- parser callbacks -------------------------------------------------------

@@ -204,6 +204,24 @@ def test_clients_too_slow_with_their_headers_are_cut_off(edge: Edge, trickle: by
         assert LIMITS.header_timeout_seconds - 0.1 <= elapsed < LIMITS.header_timeout_seconds + 2
 
 
+def test_bytes_that_begin_no_request_do_not_keep_a_connection_open(edge: Edge) -> None:
+    """A bare CRLF after an answer stopped uvicorn's keep-alive timer and began no
+    request (the parser skips it), so no deadline ran: one byte held a connection for
+    good, and enough of them filled the connection caps."""
+    with edge.connect() as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock)[0] == 200
+        sock.sendall(b"\r\n")
+        started = time.monotonic()
+        sock.settimeout(LIMITS.keep_alive_seconds + 5)
+        response = b""
+        while chunk := sock.recv(4096):
+            response += chunk
+        elapsed = time.monotonic() - started
+        assert response.startswith(b"HTTP/1.1 408 "), response
+        assert LIMITS.header_timeout_seconds - 0.1 <= elapsed < LIMITS.header_timeout_seconds + 2
+
+
 def test_clients_too_slow_with_their_body_are_cut_off(edge: Edge) -> None:
     with edge.connect() as sock:
         sock.sendall(request_head("Content-Length: 1000\r\n") + b'{"KeyId": ')
