@@ -22,9 +22,40 @@ MEMBER_OF_KEY = {
     "kms:bypasspolicylockoutsafetycheck": "BypassPolicyLockoutSafetyCheck",
     "kms:granteeprincipal": "GranteePrincipal",
     "kms:retiringprincipal": "RetiringPrincipal",
+    "kms:replicaregion": "ReplicaRegion",
+    "kms:primaryregion": "PrimaryRegion",
+    "kms:wrappingalgorithm": "WrappingAlgorithm",
+    "kms:wrappingkeyspec": "WrappingKeySpec",
+    "kms:validto": "ValidTo",  # epoch seconds, as the wire gives it
 }
+# Every condition key AWS KMS defines (lower case), and the prefixes of its families
+# (https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html). A key
+# this context never sets counts as missing, so a Deny conditioned on it never
+# applies: policies naming a kms: key outside this list are refused when written.
+# kms:ViaService is missing as AWS has it for a direct call; kms:RecipientAttestation
+# keys go with the Recipient member, which hsmkms refuses.
+KMS_CONDITION_KEYS = frozenset({
+    "kms:bypasspolicylockoutsafetycheck", "kms:calleraccount", "kms:customermasterkeyspec",
+    "kms:customermasterkeyusage", "kms:datakeypairspec", "kms:encryptionalgorithm",
+    "kms:encryptioncontextkeys", "kms:expirationmodel", "kms:grantconstrainttype",
+    "kms:grantisforawsresource", "kms:grantoperations", "kms:granteeprincipal",
+    "kms:keyagreementalgorithm", "kms:keyorigin", "kms:keyspec", "kms:keyusage",
+    "kms:macalgorithm", "kms:messagetype", "kms:multiregion", "kms:multiregionkeytype",
+    "kms:primaryregion", "kms:reencryptonsamekey", "kms:replicaregion", "kms:requestalias",
+    "kms:resourcealiases", "kms:retiringprincipal", "kms:rotationperiodindays",
+    "kms:schedulekeydeletionpendingwindowindays", "kms:signingalgorithm", "kms:validto",
+    "kms:viaservice", "kms:wrappingalgorithm", "kms:wrappingkeyspec",
+})  # fmt: skip
+KMS_CONDITION_PREFIXES = ("kms:encryptioncontext:", "kms:recipientattestation:")
+# The deprecated names of two keys.
+DEPRECATED_KEYS = {"kms:customermasterkeyspec": "kms:keyspec",
+                   "kms:customermasterkeyusage": "kms:keyusage"}  # fmt: skip
+# AWS sets kms:GrantIsForAWSResource on these; no AWS service calls hsmkms for a user.
+GRANT_ACTIONS = frozenset({"kms:creategrant", "kms:listgrants", "kms:revokegrant"})
+GRANT_CONSTRAINTS = ("EncryptionContextEquals", "EncryptionContextSubset")
 # CreateKey describes the key to be: these become the key's condition keys.
-CREATE_KEY_KEYS = {"kms:keyspec": "KeySpec", "kms:keyusage": "KeyUsage", "kms:keyorigin": "Origin"}
+CREATE_KEY_KEYS = {"kms:keyspec": "KeySpec", "kms:keyusage": "KeyUsage", "kms:keyorigin": "Origin",
+                   "kms:multiregion": "MultiRegion"}  # fmt: skip
 # "This type of condition works even when the parameter doesn't appear in the request,
 # such as when you use the parameter's default value":
 # https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html
@@ -32,6 +63,7 @@ CREATE_KEY_DEFAULTS = {
     "kms:keyspec": "SYMMETRIC_DEFAULT",
     "kms:keyusage": "ENCRYPT_DECRYPT",
     "kms:keyorigin": "AWS_KMS",
+    "kms:multiregion": "false",
 }
 ALGORITHM_MEMBER = {
     "kms:reencryptfrom": "SourceEncryptionAlgorithm",
@@ -88,6 +120,7 @@ class RequestContext(Mapping[str, Sequence[str]]):
 
     def _compute(self, key: str) -> list[str] | None:
         members, caller = self._members, self._caller
+        key = DEPRECATED_KEYS.get(key, key)
         if key == "aws:principalarn":
             return [caller.principal_arn]
         if key in ("kms:calleraccount", "aws:principalaccount"):
@@ -130,6 +163,16 @@ class RequestContext(Mapping[str, Sequence[str]]):
             return found or None
         if key == "kms:grantoperations":
             return list(members.get("Operations") or ()) or None
+        if key == "kms:grantconstrainttype":
+            constraints = members.get("Constraints") or {}
+            return [name for name in GRANT_CONSTRAINTS if name in constraints] or None
+        if key == "kms:grantisforawsresource":
+            return ["false"] if self._action in GRANT_ACTIONS else None
+        if key == "kms:expirationmodel":
+            model = members.get("ExpirationModel")
+            if model is None and self._action == "kms:importkeymaterial":
+                model = "KEY_MATERIAL_EXPIRES"  # the API's default
+            return None if model is None else [str(model)]
         tags = {t["TagKey"]: t["TagValue"] for t in members.get("Tags") or ()}
         if key.startswith("aws:requesttag/"):
             name = key.removeprefix("aws:requesttag/")
@@ -147,6 +190,8 @@ class RequestContext(Mapping[str, Sequence[str]]):
                 value = self._members.get("CustomerMasterKeySpec")
             if value is None and self._action == "kms:createkey":
                 value = CREATE_KEY_DEFAULTS.get(key)
+            if key == "kms:multiregionkeytype" and self._members.get("MultiRegion") is True:
+                value = "PRIMARY"
             return None if value is None else [_text(value)]
         if key == "kms:keyspec":
             return [record.key_spec.value]
@@ -156,6 +201,8 @@ class RequestContext(Mapping[str, Sequence[str]]):
             return [record.origin.value]
         if key == "kms:multiregion":
             return ["true" if record.multi_region else "false"]
+        if key == "kms:multiregionkeytype" and record.multi_region:
+            return ["REPLICA" if record.is_replica else "PRIMARY"]
         if key.startswith("aws:resourcetag/"):
             name = key.removeprefix("aws:resourcetag/")
             return [v for k, v in record.tags.items() if k.lower() == name] or None

@@ -16,6 +16,7 @@ from typing import Any
 from hsmkms.errors import KMSError
 from hsmkms.json_input import parse_json
 from hsmkms.policy.conditions import known
+from hsmkms.policy.context import KMS_CONDITION_KEYS, KMS_CONDITION_PREFIXES
 from hsmkms.policy.variables import has_variables
 
 MAX_POLICY_BYTES = 32768
@@ -86,7 +87,8 @@ class Condition:
     values: tuple[str, ...]
 
 
-def _conditions(value: Any) -> tuple[Condition, ...]:
+def _conditions(value: Any, *, stored: bool = False) -> tuple[Condition, ...]:
+    """`stored`: accepted earlier, when kms: keys outside AWS's list were not refused."""
     if not isinstance(value, dict):
         raise _malformed("Condition must be a map of operators")
     found: list[Condition] = []
@@ -96,6 +98,11 @@ def _conditions(value: Any) -> tuple[Condition, ...]:
         if not isinstance(block, dict) or not block:
             raise _malformed(f"condition {operator!r} must map keys to values")
         for key, raw in block.items():
+            if not stored and not _kms_key_known(key.lower()):
+                raise _malformed(
+                    f"{key!r} is not a condition key AWS KMS defines: a condition on it "
+                    "would never match, and a Deny conditioned on it never apply"
+                )
             values = raw if isinstance(raw, list) else [raw]
             if not all(isinstance(v, str | bool | int | float) for v in values):
                 raise _malformed(f"condition values of {key!r} must be scalars")
@@ -104,6 +111,14 @@ def _conditions(value: Any) -> tuple[Condition, ...]:
                                                        else str(v) for v in values))
             )  # fmt: skip
     return tuple(found)
+
+
+def _kms_key_known(key: str) -> bool:
+    return (
+        not key.startswith("kms:")
+        or key in KMS_CONDITION_KEYS
+        or key.startswith(KMS_CONDITION_PREFIXES)
+    )
 
 
 @dataclass(frozen=True)
@@ -172,7 +187,7 @@ def _statement(
         if "NotResource" not in raw else (),
         not_resources=_strings(raw["NotResource"], "NotResource") if "NotResource" in raw
         else (),
-        conditions=_conditions(raw["Condition"]) if "Condition" in raw else (),
+        conditions=_conditions(raw["Condition"], stored=stored) if "Condition" in raw else (),
     )  # fmt: skip
     if variables and any(
         has_variables(v)
