@@ -2,11 +2,12 @@
 hard stop that bounds a shutdown.
 
 The probe runs on a thread of its own (never a request worker, which may all be
-stuck) and is waited for with a timeout; while one probe is still stuck no
-second one is started. The token is unhealthy while it is gone, while a probe
-hangs, or while a token call is past its deadline (its session retired, its
-request answered with DependencyTimeoutException) — in any worker process of the
-server: whichever worker answers, it reports the token they share.
+stuck) and is waited for with a timeout; checks that overlap share one probe, and
+while one probe is still stuck no second one is started. The token is unhealthy
+while it is gone, while a probe hangs, or while a token call is past its deadline
+(its session retired, its request answered with DependencyTimeoutException) — in any
+worker process of the server: whichever worker answers, it reports the token they
+share.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class HealthProbe:
         self._ctx = ctx
         self._timeout = timeout
         self._overdue = overdue or ctx.hsm.pool.overdue
-        self._running: dict[str, threading.Thread] = {}
+        # per probe: its thread, the future of its answer, when it started (loop time)
+        self._running: dict[str, tuple[threading.Thread, asyncio.Future[str], float]] = {}
 
     async def check(self) -> dict[str, str]:
         token, database = await asyncio.gather(
@@ -48,26 +50,33 @@ class HealthProbe:
         return {"token": token, "database": database}
 
     async def _probe(self, name: str, check: Callable[[], None]) -> str:
-        previous = self._running.get(name)
-        if previous is not None and previous.is_alive():
-            return "error: the previous probe has not returned"
+        """A check that finds a probe under way waits for that one's answer: health
+        checks that overlap (a load balancer's and a monitor's) share a probe, and
+        none reports the other's as a failure. One under way past the timeout is stuck."""
         loop = asyncio.get_running_loop()
-        answer: asyncio.Future[str] = loop.create_future()
+        running = self._running.get(name)
+        if running is not None and running[0].is_alive():
+            _, answer, started = running
+            remaining = started + self._timeout - loop.time()
+            if remaining <= 0 or answer.get_loop() is not loop:
+                return "error: the previous probe has not returned"
+        else:
+            answer, remaining = loop.create_future(), self._timeout
 
-        def run() -> None:
-            try:
-                check()
-                outcome = "ok"
-            except Exception as exc:  # reported, not raised: this is the health check
-                outcome = f"error: {type(exc).__name__}"
-            with contextlib.suppress(RuntimeError):  # the server stopped meanwhile
-                loop.call_soon_threadsafe(_settle, answer, outcome)
+            def run() -> None:
+                try:
+                    check()
+                    outcome = "ok"
+                except Exception as exc:  # reported, not raised: this is the health check
+                    outcome = f"error: {type(exc).__name__}"
+                with contextlib.suppress(RuntimeError):  # the server stopped meanwhile
+                    loop.call_soon_threadsafe(_settle, answer, outcome)
 
-        thread = threading.Thread(target=run, name=f"hsmkms-health-{name}", daemon=True)
-        self._running[name] = thread
-        thread.start()
+            thread = threading.Thread(target=run, name=f"hsmkms-health-{name}", daemon=True)
+            self._running[name] = (thread, answer, loop.time())
+            thread.start()
         try:
-            return await asyncio.wait_for(asyncio.shield(answer), self._timeout)
+            return await asyncio.wait_for(asyncio.shield(answer), remaining)
         except TimeoutError:
             return f"error: no answer in {self._timeout:g} s"
 
