@@ -23,6 +23,7 @@ from hsmkms.keys.specs import (
 )
 from hsmkms.keystores.external_keys import external_key_extra
 from hsmkms.keystores.records import require_connected
+from hsmkms.operations.also import require_also
 from hsmkms.operations.checks import (
     check_enum,
     check_limit,
@@ -120,6 +121,8 @@ def create_key(
     if not isinstance(multi_region, bool):
         raise ValidationException("MultiRegion must be a boolean.")
     key_tags = keytags.merged({}, keytags.parse(tags))
+    if tags:  # "To tag a KMS key when you create it, you need kms:TagResource" (IAM)
+        require_also(ctx, "kms:TagResource", None, {"Tags": tags})
     key_policy = default_key_policy(ctx.account_id) if policy is None else policy
     key_id = f"mrk-{uuid.uuid4().hex}" if multi_region else str(uuid.uuid4())
     now = ctx.clock()

@@ -19,7 +19,6 @@ from datetime import timedelta
 from typing import Any
 
 from hsmkms.errors import (
-    AccessDeniedException,
     AlreadyExistsException,
     KMSInvalidStateException,
     NotFoundException,
@@ -31,9 +30,9 @@ from hsmkms.keys import lifecycle
 from hsmkms.keys import tags as keytags
 from hsmkms.keys.lifecycle import Use
 from hsmkms.keys.metadata import key_metadata
+from hsmkms.operations.also import require_also
 from hsmkms.operations.context import OperationContext, Response
 from hsmkms.operations.policies import check_lockout
-from hsmkms.policy.caller import current_caller
 from hsmkms.policy.model import default_key_policy
 from hsmkms.store.base import Reader, Writer
 from hsmkms.store.model import KeyRecord, KeyState
@@ -117,17 +116,6 @@ def _versions(ctx: OperationContext, key_id: str) -> list[int]:
 # -- operations ------------------------------------------------------------------------
 
 
-def _allowed_in(target: OperationContext, action: str, record: KeyRecord | None) -> None:
-    """The permission AWS checks in the other region (the table's check covered the
-    key in this one). Operator calls (library, CLI) have no caller: nothing to check."""
-    caller = current_caller.get()
-    if caller is None:
-        return
-    request, decision = target.authorizer.decide(caller, action, record, {})
-    if not decision.allowed:
-        raise AccessDeniedException(decision.message(request))
-
-
 def _check_region(name: str, region: Any) -> str:
     if not isinstance(region, str) or not REGION_NAME.match(region):
         raise validation_error(name, region, "Member must be an AWS Region name")
@@ -178,9 +166,9 @@ def replicate_key(
     target = ctx.for_region(region)
     # https://docs.aws.amazon.com/kms/latest/APIReference/API_ReplicateKey.html:
     # kms:CreateKey (and kms:TagResource for Tags) by IAM policy in the replica Region.
-    _allowed_in(target, "kms:CreateKey", None)
+    require_also(target, "kms:CreateKey")
     if tags:
-        _allowed_in(target, "kms:TagResource", None)
+        require_also(target, "kms:TagResource", None, {"Tags": tags})
     key_policy = default_key_policy(ctx.account_id) if policy is None else policy
     replica = replace(
         primary,
@@ -232,7 +220,7 @@ def update_primary_region(ctx: OperationContext, *, key_id: str, primary_region:
         lifecycle.require(current, Use.MANAGE)
         lifecycle.require(chosen, Use.MANAGE)
         # kms:UpdatePrimaryRegion on the replica too, in its Region (AWS's rule).
-        _allowed_in(ctx.for_region(region), "kms:UpdatePrimaryRegion", chosen)
+        require_also(ctx.for_region(region), "kms:UpdatePrimaryRegion", chosen)
         # The new primary keeps its own policy, tags and state; the shared properties
         # are the same on every row already.
         rest = [r for r in replicas if r.region != region]

@@ -115,3 +115,27 @@ def test_a_condition_key_aws_kms_does_not_define_is_refused(server: Server) -> N
     assert "kms:EncryptionContextKey" in caught.value.response["Error"]["Message"]
     policies = json.loads(admin.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
     assert "Deny" not in json.dumps(policies)  # the default policy stayed
+
+
+def test_tags_given_to_create_key_need_tag_resource(server: Server) -> None:
+    """AWS: "To tag a KMS key when you create it, you need kms:TagResource permission
+    in an IAM policy". CreateKey stored the tags of a caller refused TagResource."""
+    tags = [{"TagKey": "team", "TagValue": "red"}]
+    no_tagging = server.principal(f"untagging-{uuid.uuid4().hex[:8]}", policy(
+        {"Effect": "Allow", "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "kms:TagResource", "Resource": "*"},
+    ))  # fmt: skip
+    with pytest.raises(ClientError) as caught:
+        no_tagging.create_key(Tags=tags)
+    assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "kms:TagResource" in caught.value.response["Error"]["Message"]
+    no_tagging.create_key()  # without tags: CreateKey alone
+    only_red = server.principal(f"red-{uuid.uuid4().hex[:8]}", policy(
+        {"Effect": "Allow", "Action": ["kms:CreateKey", "kms:PutKeyPolicy"], "Resource": "*"},
+        {"Effect": "Allow", "Action": "kms:TagResource", "Resource": "*",
+         "Condition": {"StringEquals": {"aws:RequestTag/team": "red"}}},
+    ))  # fmt: skip
+    only_red.create_key(Tags=tags)
+    with pytest.raises(ClientError) as caught:
+        only_red.create_key(Tags=[{"TagKey": "team", "TagValue": "blue"}])
+    assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
