@@ -39,7 +39,7 @@ from hsmkms.xks_spec import SERVICE
 MAX_BODY = 64 * 1024  # the largest valid request (8 KiB AAD + 8 KiB data, base64) fits
 _PATH = re.compile(
     r"^/(?:(?P<prefix>.*?)/)?kms/xks/v1/(?:(?P<health>health)|keys/(?P<key>[A-Za-z0-9._-]{1,128})"
-    r"/(?P<op>metadata|encrypt|decrypt))$"
+    r"/(?P<op>metadata|encrypt|decrypt))\Z"
 )
 JSON = [(b"content-type", b"application/json")]
 ALLOW_POST = [*JSON, (b"allow", b"POST")]

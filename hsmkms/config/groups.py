@@ -28,8 +28,8 @@ from hsmkms.config.defaults import (
     known_regions,
 )
 
-_REGION_SHAPE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
-_URI_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$|^$")
+_REGION_SHAPE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}\Z")
+_URI_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*\Z|^\Z")
 # XksProxyUriPath is at most 128 characters of [A-Za-z0-9/_-], ending in /kms/xks/v1.
 MAX_URI_PREFIX = 128 - len("/kms/xks/v1") - 1
 

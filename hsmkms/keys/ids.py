@@ -13,13 +13,14 @@ from hsmkms.errors import (
 )
 
 KEY_ID = re.compile(
-    r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$"
+    r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})\Z"
 )
-ARN = re.compile(
-    r"^arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):(?P<resource>.+)$"
-)
-ALIAS_NAME = re.compile(r"^alias/[a-zA-Z0-9/_-]+$")
-ALIAS_WIRE_PATTERN = re.compile(r"^[a-zA-Z0-9:/_-]+$")  # botocore's AliasNameType
+# The ARNs hsmkms gives its keys and aliases (partition `aws`). `\Z`, not `$`, in every
+# pattern here: `$` also matches before a final newline, and "alias/x\n" was an alias
+# that listed as alias/x.
+ARN = re.compile(r"^arn:aws:kms:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):(?P<resource>.+)\Z")
+ALIAS_NAME = re.compile(r"^alias/[a-zA-Z0-9/_-]+\Z")
+ALIAS_WIRE_PATTERN = re.compile(r"^[a-zA-Z0-9:/_-]+\Z")  # botocore's AliasNameType
 RESERVED_ALIAS_PREFIX = "alias/aws/"
 MAX_KEY_ID_LENGTH = 2048
 MAX_ALIAS_LENGTH = 256

@@ -21,7 +21,7 @@ from hsmkms.store.model import Grant, KeyRecord
 
 # How long a process trusts cached key metadata that another process may change.
 METADATA_CACHE_SECONDS = 1.0
-# KeyIds are cached as given, and one key has endless spellings (ARN partitions):
+# KeyIds are cached as given (a key by its id, its ARN, its aliases' names and ARNs):
 # beyond this many entries the cache starts afresh.
 MAX_CACHED_KEY_IDS = 10_000
 

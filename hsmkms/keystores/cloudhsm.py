@@ -65,7 +65,7 @@ def unwrap_password(hsm: Token, store: CustomKeyStore) -> str:
     ).decode()
 
 
-CLUSTER_ID_SHAPE = re.compile(r"^cluster-[2-7a-zA-Z]{11,16}$")  # AWS's CloudHsmClusterId
+CLUSTER_ID_SHAPE = re.compile(r"^cluster-[2-7a-zA-Z]{11,16}\Z")  # AWS's CloudHsmClusterId
 
 
 def register_cluster(store: MetadataStore, cluster: Cluster) -> None:

@@ -43,10 +43,10 @@ from hsmkms.policy.wrapping import unwrap_secret, wrap_secret
 PUBLIC_ENDPOINT = "PUBLIC_ENDPOINT"
 MAX_STORES = 10
 # AWS's member patterns (the service model's XksProxy* shapes).
-URI_ENDPOINT = re.compile(r"^https://[a-zA-Z0-9.-]+$")
-URI_PATH = re.compile(r"^(/[a-zA-Z0-9/_-]+/kms/xks/v\d{1,2})$|^(/kms/xks/v\d{1,2})$")
-ACCESS_KEY_ID = re.compile(r"^[A-Z2-7]{20,30}$")
-SECRET = re.compile(r"^[a-zA-Z0-9/+=]{43,64}$")
+URI_ENDPOINT = re.compile(r"^https://[a-zA-Z0-9.-]+\Z")
+URI_PATH = re.compile(r"^(/[a-zA-Z0-9/_-]+/kms/xks/v\d{1,2})\Z|^(/kms/xks/v\d{1,2})\Z")
+ACCESS_KEY_ID = re.compile(r"^[A-Z2-7]{20,30}\Z")
+SECRET = re.compile(r"^[a-zA-Z0-9/+=]{43,64}\Z")
 
 
 # -- the store's proxy settings -------------------------------------------------------

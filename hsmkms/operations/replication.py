@@ -43,7 +43,7 @@ SHARED = (
     "key_spec", "key_usage", "origin", "current_version", "rotation_enabled",
     "rotation_period_days", "next_rotation_date", "on_demand_rotations",
 )  # fmt: skip
-REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+REGION_NAME = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}\Z")
 MAX_DESCRIPTION = 8192
 
 

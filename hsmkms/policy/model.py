@@ -26,9 +26,9 @@ STATEMENT_ELEMENTS = frozenset(
      "NotResource", "Condition"}
 )  # fmt: skip
 PRINCIPAL_ARN = re.compile(
-    r"^arn:aws:(iam::\d{12}:(root|(user|role)/[\w+=,.@/-]+)|sts::\d{12}:assumed-role/[\w+=,.@/-]+)$"
+    r"^arn:aws:(iam::\d{12}:(root|(user|role)/[\w+=,.@/-]+)|sts::\d{12}:assumed-role/[\w+=,.@/-]+)\Z"
 )
-ACCOUNT_ID = re.compile(r"^\d{12}$")
+ACCOUNT_ID = re.compile(r"^\d{12}\Z")
 
 
 class MalformedPolicyDocumentException(KMSError):

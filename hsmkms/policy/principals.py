@@ -43,12 +43,12 @@ from hsmkms.token import Token
 
 log = logging.getLogger("hsmkms.policy")
 
-PRINCIPAL_ARN = re.compile(r"^arn:aws:iam::\d{12}:(root|(user|role)/[\w+=,.@/-]{1,512})$")
+PRINCIPAL_ARN = re.compile(r"^arn:aws:iam::\d{12}:(root|(user|role)/[\w+=,.@/-]{1,512})\Z")
 # Operator-chosen ids: what local-emulator test suites sign with (FOOBARKEY, test).
-ACCESS_KEY_ID = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+ACCESS_KEY_ID = re.compile(r"^[A-Za-z0-9_]{1,128}\Z")
 # Generated secrets are 40 characters; a chosen one shorter than this gets a warning.
 WEAK_SECRET_LENGTH = 16
-POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
+POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}\Z")
 # What `make run` gives its development principal: every KMS action.
 ADMIN_POLICY = '{"Version": "2012-10-17", "Statement": [{"Sid": "KmsAdmin", "Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}'  # noqa: E501
 _ID_ALPHABET = string.ascii_uppercase + "234567"

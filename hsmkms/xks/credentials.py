@@ -31,8 +31,8 @@ from hsmkms.token import Token
 KIND = "xks-credential"
 CACHE_SECONDS = 1.0
 # AWS KMS's rules for XksProxyAuthenticationCredential.
-ACCESS_KEY_ID = re.compile(r"^[A-Z2-7]{20,30}$")
-SECRET_ACCESS_KEY = re.compile(r"^[A-Za-z0-9+/=]{43,64}$")
+ACCESS_KEY_ID = re.compile(r"^[A-Z2-7]{20,30}\Z")
+SECRET_ACCESS_KEY = re.compile(r"^[A-Za-z0-9+/=]{43,64}\Z")
 _ID_ALPHABET = string.ascii_uppercase + "234567"
 
 
