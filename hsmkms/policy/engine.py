@@ -43,11 +43,13 @@ class Decision:
     explicit: bool = False  # denied by a Deny statement: no grant can change that
 
     def message(self, request: Request) -> str:
-        """AccessDeniedException's message, in AWS's shape."""
+        """AccessDeniedException's message, in AWS's words: which kind of policy denied
+        it, never which statement (the reason has that, for operators): a caller who
+        may not read a key policy learns nothing of it from a refusal."""
         if self.reason.startswith("resource-based"):
-            why = "with an explicit deny in a " + self.reason
+            why = "with an explicit deny in a resource-based policy"
         elif self.reason.startswith("identity-based"):
-            why = "with an explicit deny in an " + self.reason
+            why = "with an explicit deny in an identity-based policy"
         else:
             why = "because " + self.reason
         return (
