@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from hsmkms.errors import ValidationException
+from hsmkms.json_input import parse_json
 from hsmkms.store.base import MetadataStore
 from hsmkms.xks_spec import (
     ALGORITHM,
@@ -241,7 +242,7 @@ class XksClient:
 
 def _answer(response: httpx.Response) -> dict[str, Any]:
     try:
-        body = json.loads(response.content)
+        body = parse_json(response.content)
     except ValueError:
         body = None
     if response.status_code == 200:

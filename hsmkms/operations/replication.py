@@ -166,7 +166,10 @@ def replicate_key(
     target = ctx.for_region(region)
     # https://docs.aws.amazon.com/kms/latest/APIReference/API_ReplicateKey.html:
     # kms:CreateKey (and kms:TagResource for Tags) by IAM policy in the replica Region.
-    require_also(target, "kms:CreateKey")
+    replica_members = {"KeySpec": primary.key_spec.value, "KeyUsage": primary.key_usage.value,
+                       "Origin": primary.origin.value, "MultiRegion": True,
+                       "MultiRegionKeyType": "REPLICA"}  # fmt: skip
+    require_also(target, "kms:CreateKey", None, replica_members)
     if tags:
         require_also(target, "kms:TagResource", None, {"Tags": tags})
     key_policy = default_key_policy(ctx.account_id) if policy is None else policy
@@ -220,7 +223,8 @@ def update_primary_region(ctx: OperationContext, *, key_id: str, primary_region:
         lifecycle.require(current, Use.MANAGE)
         lifecycle.require(chosen, Use.MANAGE)
         # kms:UpdatePrimaryRegion on the replica too, in its Region (AWS's rule).
-        require_also(ctx.for_region(region), "kms:UpdatePrimaryRegion", chosen)
+        require_also(ctx.for_region(region), "kms:UpdatePrimaryRegion", chosen,
+                     {"PrimaryRegion": region})  # fmt: skip
         # The new primary keeps its own policy, tags and state; the shared properties
         # are the same on every row already.
         rest = [r for r in replicas if r.region != region]

@@ -32,13 +32,15 @@ MEMBER_OF_KEY = {
 # (https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html). A key
 # this context never sets counts as missing, so a Deny conditioned on it never
 # applies: policies naming a kms: key outside this list are refused when written.
-# kms:ViaService is missing as AWS has it for a direct call; kms:RecipientAttestation
-# keys go with the Recipient member, which hsmkms refuses.
+# kms:ViaService is missing as AWS has it for a direct call; kms:RecipientAttestation,
+# kms:GranteeServicePrincipal and kms:GrantConstraintSourceArn go with members hsmkms
+# refuses (Recipient, a service principal as grantee, a SourceArn constraint).
 KMS_CONDITION_KEYS = frozenset({
     "kms:bypasspolicylockoutsafetycheck", "kms:calleraccount", "kms:customermasterkeyspec",
     "kms:customermasterkeyusage", "kms:datakeypairspec", "kms:encryptionalgorithm",
     "kms:encryptioncontextkeys", "kms:expirationmodel", "kms:grantconstrainttype",
     "kms:grantisforawsresource", "kms:grantoperations", "kms:granteeprincipal",
+    "kms:granteeserviceprincipal", "kms:grantconstraintsourcearn",
     "kms:keyagreementalgorithm", "kms:keyorigin", "kms:keyspec", "kms:keyusage",
     "kms:macalgorithm", "kms:messagetype", "kms:multiregion", "kms:multiregionkeytype",
     "kms:primaryregion", "kms:reencryptonsamekey", "kms:replicaregion", "kms:requestalias",
@@ -191,7 +193,7 @@ class RequestContext(Mapping[str, Sequence[str]]):
             if value is None and self._action == "kms:createkey":
                 value = CREATE_KEY_DEFAULTS.get(key)
             if key == "kms:multiregionkeytype" and self._members.get("MultiRegion") is True:
-                value = "PRIMARY"
+                value = self._members.get("MultiRegionKeyType", "PRIMARY")  # ReplicateKey's
             return None if value is None else [_text(value)]
         if key == "kms:keyspec":
             return [record.key_spec.value]

@@ -61,7 +61,7 @@ class XksPolicies:
 
     def _load(self, uri_prefix: str) -> Policy | None:
         text = self._store.get_document(KIND, uri_prefix)
-        return None if text is None else parse_policy(text, identity=True)
+        return None if text is None else parse_policy(text, identity=True, stored=True)
 
     def require(
         self,
@@ -87,5 +87,7 @@ class XksPolicies:
             raise AccessDeniedException(
                 f"{request.principal or 'The caller'} is not authorized to perform "
                 f"{request.action} on {key_arn} ({metadata.get('kmsOperation', '')}) "
-                f"because {decision.reason} in the XKS policy of key store /{uri_prefix}."
+                f"because {'an explicit deny' if decision.explicit else 'nothing'} in the XKS "
+                f"policy of key store /{uri_prefix} {'denies' if decision.explicit else 'allows'} "
+                "it."
             )

@@ -139,3 +139,32 @@ def test_tags_given_to_create_key_need_tag_resource(server: Server) -> None:
     with pytest.raises(ClientError) as caught:
         only_red.create_key(Tags=[{"TagKey": "team", "TagValue": "blue"}])
     assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
+
+
+def test_the_other_regions_checks_see_what_the_request_makes(server: Server) -> None:
+    """ReplicateKey's kms:CreateKey check in the replica Region saw no request members,
+    so CreateKey's defaults (MultiRegion false) stood for a multi-Region replica; and
+    UpdatePrimaryRegion's check on the replica had no kms:PrimaryRegion."""
+    admin = server.client()
+    primary = admin.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    single_only = server.principal(f"single-{uuid.uuid4().hex[:8]}", policy(
+        {"Effect": "Allow", "Action": ["kms:ReplicateKey", "kms:DescribeKey"], "Resource": "*"},
+        {"Effect": "Allow", "Action": "kms:CreateKey", "Resource": "*",
+         "Condition": {"Bool": {"kms:MultiRegion": "false"}}},
+    ))  # fmt: skip
+    with pytest.raises(ClientError) as caught:
+        single_only.replicate_key(KeyId=primary, ReplicaRegion=OTHER_REGION,
+                                  BypassPolicyLockoutSafetyCheck=True)  # fmt: skip
+    assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
+    replicas_only = server.principal(f"replicas-{uuid.uuid4().hex[:8]}", policy(
+        {"Effect": "Allow", "Action": ["kms:ReplicateKey", "kms:DescribeKey"], "Resource": "*"},
+        {"Effect": "Allow", "Action": "kms:CreateKey", "Resource": "*",
+         "Condition": {"StringEquals": {"kms:MultiRegionKeyType": "REPLICA"}}},
+    ))  # fmt: skip
+    replicas_only.replicate_key(KeyId=primary, ReplicaRegion=OTHER_REGION,
+                                BypassPolicyLockoutSafetyCheck=True)  # fmt: skip
+    mover = server.principal(f"mover-{uuid.uuid4().hex[:8]}", policy(
+        {"Effect": "Allow", "Action": "kms:UpdatePrimaryRegion", "Resource": "*",
+         "Condition": {"StringEquals": {"kms:PrimaryRegion": OTHER_REGION}}},
+    ))  # fmt: skip
+    mover.update_primary_region(KeyId=primary, PrimaryRegion=OTHER_REGION)

@@ -183,6 +183,9 @@ def test_invalid_ciphertext_from_proxy(km: KeyManager, fake: FakeProxy) -> None:
     fake.raw["encrypt"] = (200, b"not json")
     with pytest.raises(KMSInvalidStateException, match="cannot interpret"):
         km.encrypt(key_id=key_id, plaintext=b"x")
+    fake.raw["encrypt"] = (200, b"[" * 5000)  # json: RecursionError, once a 500
+    with pytest.raises(KMSInvalidStateException, match="cannot interpret"):
+        km.encrypt(key_id=key_id, plaintext=b"x")
     assert entry(km, store_id)["ConnectionState"] == "CONNECTED"
 
 

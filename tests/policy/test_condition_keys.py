@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 
+from hsmkms.errors import AccessDeniedException
 from hsmkms.policy.caller import CallerInfo
 from hsmkms.policy.context import RequestContext
 from hsmkms.policy.model import MalformedPolicyDocumentException, parse_policy
 from hsmkms.store.model import KeyRecord, KeySpec, KeyState, KeyUsage, Origin
+from hsmkms.store.sqlite import SqliteStore
+from hsmkms.xks import policy as xks_policy
 
 CALLER = CallerInfo("arn:aws:iam::111122223333:user/u")
 
@@ -81,5 +84,19 @@ def test_keys_aws_defines_are_accepted() -> None:
         "kms:RecipientAttestation:PCR0",
         "kms:ValidTo",
         "aws:SourceVpc",
+        "kms:GranteeServicePrincipal",
+        "kms:GrantConstraintSourceArn",
     ):
         assert parse_policy(denying_unless(key)).statements
+
+
+def test_a_stored_xks_policy_is_read_as_stored(store: SqliteStore) -> None:
+    """A policy accepted before a key was refused keeps loading (and deciding)."""
+    with store.transaction() as tx:
+        document = json.loads(denying_unless("kms:Nope"))
+        del document["Statement"][0]["Principal"]  # an XKS policy is an identity policy
+        tx.put_document(xks_policy.KIND, "xks", json.dumps(document))
+    policies = xks_policy.XksPolicies(store)
+    with pytest.raises(AccessDeniedException, match="nothing in the XKS policy"):
+        policies.require("xks", "Encrypt", "arn:aws:kms:us-east-1:111122223333:key/k", "k",
+                         {"awsPrincipalArn": "arn:aws:iam::111122223333:user/u"})  # fmt: skip
