@@ -60,6 +60,13 @@ class RequestTimeoutException(KMSError):
     status = 408
 
 
+class BadRequestException(KMSError):
+    """Bytes that are no HTTP request: the parser's refusal (uvicorn's plain 400)."""
+
+    code = "BadRequestException"
+    status = 400
+
+
 class ServiceUnavailableException(KMSError):
     """A connection over the server's cap, or over one client's share of it (HTTP 503)."""
 

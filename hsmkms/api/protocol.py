@@ -34,6 +34,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from hsmkms.api.errors import (
+    BadRequestException,
     RequestHeaderFieldsTooLarge,
     RequestTimeoutException,
     ServiceUnavailableException,
@@ -95,6 +96,7 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
             self._client_key = ""  # who the peer counts as (client_of)
             self._seen: dict[str, list[str]] = {}  # what a refusal's record reads
             self._url = b""  # the request's URL (capped), for the face shaping its record
+            self._bad_request = ""  # a 400 due once the answers before it are written
 
         def _record(self, error: KMSError) -> None:
             recorder = refusals_of(self.app_state)
@@ -138,6 +140,36 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
                 transport.write(refusal(error.status, error.code, error.message))
             transport.close()
             self._record(error)
+
+        def send_400_response(self, msg: str) -> None:
+            """uvicorn's answer to bytes that are no HTTP request, kept in turn: it wrote it
+            at once, ahead of the answers still due to the requests before them on the
+            connection (the client took it for one of those). Now those are written
+            first, then the 400, then the connection closes. Recorded as a refusal."""
+            self._refused = True  # nothing more of this connection is parsed
+            self._disarm()
+            self._record(BadRequestException(msg))
+            cycle = self.cycle
+            due = cycle is not None and not cycle.response_complete
+            if due and cycle.more_body:
+                # The bytes that failed were this request's body: it is not run.
+                queued = [entry for entry in self.pipeline if entry[0] is cycle]
+                for entry in queued:
+                    self.pipeline.remove(entry)
+                if not queued:  # it is the one in progress: nothing before it is due
+                    cycle.disconnected = True
+                    cycle.message_event.set()
+                    due = False
+            if due:
+                self._bad_request = msg  # after the answers due (on_response_complete)
+            else:
+                super().send_400_response(msg)
+
+        def on_response_complete(self) -> None:
+            pending = bool(self.pipeline)
+            super().on_response_complete()
+            if self._bad_request and not pending and not self.transport.is_closing():
+                super().send_400_response(self._bad_request)
 
         def _check_headers(self, received: int = 0) -> None:
             """`received`: raw bytes of a header section not yet complete."""

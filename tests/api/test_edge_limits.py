@@ -222,6 +222,40 @@ def test_bytes_that_begin_no_request_do_not_keep_a_connection_open(edge: Edge) -
         assert LIMITS.header_timeout_seconds - 0.1 <= elapsed < LIMITS.header_timeout_seconds + 2
 
 
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",  # body
+        b"NOT-HTTP\x00\r\n\r\n",  # request line
+    ],
+)
+def test_bytes_that_are_no_request_are_answered_in_turn(edge: Edge, junk: bytes) -> None:
+    """uvicorn wrote its 400 for unparsable bytes at once, ahead of the answer still due
+    to the request before them on the connection (the client took it for that one)."""
+    body = b'{"KeyId": "alias/nothing"}'
+    first = request_head(f"Content-Length: {len(body)}\r\n", "DescribeKey") + body
+    with edge.connect() as sock:
+        sock.sendall(first + junk)
+        received = b""
+        while chunk := sock.recv(65536):  # until the server closes
+            received += chunk
+    head, _, rest = received.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    answer, second = rest[:length], rest[length:]
+    assert head.startswith(b"HTTP/1.1 400 ")  # before: uvicorn's text 400 came first
+    assert json.loads(answer)["__type"] == "MissingAuthenticationTokenException"
+    assert second.startswith(b"HTTP/1.1 400 ") and b"connection: close" in second
+    assert second.endswith(b"\r\n\r\nInvalid HTTP request received.")
+
+
+def test_a_body_that_is_no_body_is_answered_at_once(edge: Edge) -> None:
+    with edge.connect() as sock:
+        sock.sendall(request_head("Transfer-Encoding: chunked\r\n") + b"ZZ\r\n")
+        status, _, answer = read_response(sock)
+        assert (status, answer) == (400, b"Invalid HTTP request received.")
+        assert closed_by_server(sock)
+
+
 def test_clients_too_slow_with_their_body_are_cut_off(edge: Edge) -> None:
     with edge.connect() as sock:
         sock.sendall(request_head("Content-Length: 1000\r\n") + b'{"KeyId": ')
