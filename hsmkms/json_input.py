@@ -1,5 +1,6 @@
-"""JSON from outside (request bodies, policy documents): one parser for it, whose
-every failure is a ValueError, and whose text can always be written out again.
+"""JSON from outside (request bodies, policy documents, an external key store proxy's
+answers): one parser for it, whose every failure is a ValueError, and whose text can
+always be written out again.
 
 The standard parser lets through what no client's UTF-8 can carry and what nothing
 after it expects: a `\\ud800` escape (a lone surrogate) parses into a string that
