@@ -7,8 +7,8 @@ checked, as the specification requires); the resource is the hsmkms key's ARN.
 Condition keys: `xks:AwsPrincipalArn` (also `aws:PrincipalArn`), `xks:KmsKeyArn`,
 `xks:KmsOperation`, `xks:KmsRequestId`, `xks:KmsViaService`, `xks:AwsSourceVpc`
 (also `aws:SourceVpc`), `xks:AwsSourceVpce` (also `aws:SourceVpce`) and
-`xks:ExternalKeyId`. Without a policy every authenticated request is allowed; with
-one, what no statement allows is denied.
+`xks:ExternalKeyId`; a policy naming any other key is refused. Without a policy every
+authenticated request is allowed; with one, what no statement allows is denied.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from hsmkms.errors import AccessDeniedException, NotFoundException
 from hsmkms.policy.engine import Request, evaluate
-from hsmkms.policy.model import Policy, parse_policy
+from hsmkms.policy.model import MalformedPolicyDocumentException, Policy, parse_policy
 from hsmkms.store.base import MetadataStore
 from hsmkms.store.cache import GenerationCache
 
@@ -33,6 +33,8 @@ _KEYS = {
     "awsSourceVpc": ("xks:awssourcevpc", "aws:sourcevpc"),
     "awsSourceVpce": ("xks:awssourcevpce", "aws:sourcevpce"),
 }
+# Every key a request sets: a policy naming another is refused when written.
+CONDITION_KEYS = frozenset({"xks:externalkeyid", *(k for keys in _KEYS.values() for k in keys)})
 
 
 class XksPolicies:
@@ -41,7 +43,15 @@ class XksPolicies:
         self._cache: GenerationCache[Policy | None] = GenerationCache(store, cache_seconds)
 
     def put(self, uri_prefix: str, document: str) -> None:
-        parse_policy(document, identity=True)  # MalformedPolicyDocumentException if not
+        policy = parse_policy(document, identity=True)  # MalformedPolicyDocumentException
+        for statement in policy.statements:
+            for condition in statement.conditions:
+                if condition.key not in CONDITION_KEYS:
+                    raise MalformedPolicyDocumentException(
+                        f"The policy document is malformed: {condition.key!r} is not a "
+                        "condition key of XKS policies: a condition on it would never "
+                        "match, and a Deny conditioned on it never apply"
+                    )
         with self._store.transaction() as tx:
             tx.put_document(KIND, uri_prefix, document)
         self._cache.forget(uri_prefix)

@@ -192,6 +192,12 @@ def test_secondary_authorization(xks_server: XksServer) -> None:
 
     with pytest.raises(MalformedPolicyDocumentException):
         policies.put("xks", '{"Statement": [{"Effect": "Allow", "Action": "xks:*"}]}')
+    typo = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "xks:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "xks:*", "Resource": "*",
+         "Condition": {"StringEquals": {"xks:KmsOperations": "ReEncrypt"}}}]}  # fmt: skip
+    with pytest.raises(MalformedPolicyDocumentException, match="xks:kmsoperations"):
+        policies.put("xks", json.dumps(typo))  # a Deny that would never apply
 
 
 def test_throttling_beyond_max_pending(xks_server: XksServer) -> None:
