@@ -125,8 +125,10 @@ GENERATE_RANDOM = "hsmkms_requests_total{error=,operation=GenerateRandom}"
 def across_workers(cli: Cli, operation: str, one_round: Callable[[], None]) -> None:
     """`one_round` (a new server and its assertions) until the round's `operation`
     records came from two worker processes or more: one process may accept a whole
-    burst of connections, and a round served by one worker proves nothing about several."""
-    for _ in range(4):
+    burst of connections, and a round served by one worker proves nothing about several.
+    A round lands on one worker about half the time on a 2-core machine (a fresh
+    clone's CI once saw four such rounds in a row): eight rounds make that ~1 in 250."""
+    for _ in range(8):
         before = answered_by_chain(cli, operation)
         one_round()
         if len(answered_by_chain(cli, operation) - before) >= 2:
