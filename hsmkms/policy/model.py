@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -87,8 +88,29 @@ class Condition:
     values: tuple[str, ...]
 
 
-def _conditions(value: Any, *, stored: bool = False) -> tuple[Condition, ...]:
-    """`stored`: accepted earlier, when kms: keys outside AWS's list were not refused."""
+@dataclass(frozen=True)
+class ConditionKeys:
+    """The condition keys a kind of policy may name: those its requests can carry. A key
+    outside them would never be set, so a condition on it would never match and a Deny
+    conditioned on it never apply: a new policy naming one is refused."""
+
+    known: Callable[[str], bool]  # of a lower-cased key
+    whose: str  # "AWS KMS defines", in the refusal's words
+
+
+def _kms_key_known(key: str) -> bool:
+    return (
+        not key.startswith("kms:")
+        or key in KMS_CONDITION_KEYS
+        or key.startswith(KMS_CONDITION_PREFIXES)
+    )
+
+
+KMS_KEYS = ConditionKeys(_kms_key_known, "AWS KMS defines")
+
+
+def _conditions(value: Any, keys: ConditionKeys | None) -> tuple[Condition, ...]:
+    """`keys`: the keys the statement may name (None: a stored policy, not checked)."""
     if not isinstance(value, dict):
         raise _malformed("Condition must be a map of operators")
     found: list[Condition] = []
@@ -98,9 +120,9 @@ def _conditions(value: Any, *, stored: bool = False) -> tuple[Condition, ...]:
         if not isinstance(block, dict) or not block:
             raise _malformed(f"condition {operator!r} must map keys to values")
         for key, raw in block.items():
-            if not stored and not _kms_key_known(key.lower()):
+            if keys is not None and not keys.known(key.lower()):
                 raise _malformed(
-                    f"{key!r} is not a condition key AWS KMS defines: a condition on it "
+                    f"{key!r} is not a condition key {keys.whose}: a condition on it "
                     "would never match, and a Deny conditioned on it never apply"
                 )
             values = raw if isinstance(raw, list) else [raw]
@@ -111,14 +133,6 @@ def _conditions(value: Any, *, stored: bool = False) -> tuple[Condition, ...]:
                                                        else str(v) for v in values))
             )  # fmt: skip
     return tuple(found)
-
-
-def _kms_key_known(key: str) -> bool:
-    return (
-        not key.startswith("kms:")
-        or key in KMS_CONDITION_KEYS
-        or key.startswith(KMS_CONDITION_PREFIXES)
-    )
 
 
 @dataclass(frozen=True)
@@ -147,7 +161,12 @@ class Policy:
 
 
 def _statement(
-    raw: Any, *, identity: bool, variables: bool = False, stored: bool = False
+    raw: Any,
+    *,
+    identity: bool,
+    variables: bool = False,
+    stored: bool = False,
+    keys: ConditionKeys = KMS_KEYS,
 ) -> Statement:
     if not isinstance(raw, dict):
         raise _malformed("each statement must be an object")
@@ -187,7 +206,8 @@ def _statement(
         if "NotResource" not in raw else (),
         not_resources=_strings(raw["NotResource"], "NotResource") if "NotResource" in raw
         else (),
-        conditions=_conditions(raw["Condition"], stored=stored) if "Condition" in raw else (),
+        conditions=_conditions(raw["Condition"], None if stored else keys)
+        if "Condition" in raw else (),
     )  # fmt: skip
     if variables and any(
         has_variables(v)
@@ -198,9 +218,12 @@ def _statement(
     return statement
 
 
-def parse_policy(text: str, *, identity: bool = False, stored: bool = False) -> Policy:
+def parse_policy(
+    text: str, *, identity: bool = False, stored: bool = False, keys: ConditionKeys = KMS_KEYS
+) -> Policy:
     """A key policy (identity=False) or an identity policy (identity=True). `stored`:
-    a policy accepted earlier, read for evaluation rather than checked as a new one."""
+    a policy accepted earlier, read for evaluation rather than checked as a new one;
+    `keys`: the condition keys its requests carry (another kind of policy's)."""
     if not isinstance(text, str):
         raise _malformed("the policy must be a JSON string")
     if len(text.encode()) > MAX_POLICY_BYTES:
@@ -224,7 +247,8 @@ def parse_policy(text: str, *, identity: bool = False, stored: bool = False) -> 
     variables = document.get("Version") == "2012-10-17"
     return Policy(
         tuple(
-            _statement(s, identity=identity, variables=variables, stored=stored) for s in statements
+            _statement(s, identity=identity, variables=variables, stored=stored, keys=keys)
+            for s in statements
         ),
         text,
     )

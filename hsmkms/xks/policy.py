@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from hsmkms.errors import AccessDeniedException, NotFoundException
 from hsmkms.policy.engine import Request, evaluate
-from hsmkms.policy.model import MalformedPolicyDocumentException, Policy, parse_policy
+from hsmkms.policy.model import ConditionKeys, Policy, parse_policy
 from hsmkms.store.base import MetadataStore
 from hsmkms.store.cache import GenerationCache
 
@@ -34,7 +34,10 @@ _KEYS = {
     "awsSourceVpce": ("xks:awssourcevpce", "aws:sourcevpce"),
 }
 # Every key a request sets: a policy naming another is refused when written.
-CONDITION_KEYS = frozenset({"xks:externalkeyid", *(k for keys in _KEYS.values() for k in keys)})
+XKS_KEYS = ConditionKeys(
+    frozenset({"xks:externalkeyid", *(k for keys in _KEYS.values() for k in keys)}).__contains__,
+    "an XKS request sets",
+)
 
 
 class XksPolicies:
@@ -43,15 +46,7 @@ class XksPolicies:
         self._cache: GenerationCache[Policy | None] = GenerationCache(store, cache_seconds)
 
     def put(self, uri_prefix: str, document: str) -> None:
-        policy = parse_policy(document, identity=True)  # MalformedPolicyDocumentException
-        for statement in policy.statements:
-            for condition in statement.conditions:
-                if condition.key not in CONDITION_KEYS:
-                    raise MalformedPolicyDocumentException(
-                        f"The policy document is malformed: {condition.key!r} is not a "
-                        "condition key of XKS policies: a condition on it would never "
-                        "match, and a Deny conditioned on it never apply"
-                    )
+        parse_policy(document, identity=True, keys=XKS_KEYS)  # MalformedPolicyDocumentException
         with self._store.transaction() as tx:
             tx.put_document(KIND, uri_prefix, document)
         self._cache.forget(uri_prefix)
@@ -94,10 +89,14 @@ class XksPolicies:
         request = Request(metadata.get("awsPrincipalArn", ""), f"xks:{operation}", key_arn, context)
         decision = evaluate(request, None, [policy])
         if not decision.allowed:
+            policy_of = f"the XKS policy of key store /{uri_prefix}"
+            why = (
+                f"an explicit deny in {policy_of} denies it"
+                if decision.explicit
+                else f"nothing in {policy_of} allows it"
+            )  # which kind of refusal, never which statement
             raise AccessDeniedException(
                 f"{request.principal or 'The caller'} is not authorized to perform "
                 f"{request.action} on {key_arn} ({metadata.get('kmsOperation', '')}) "
-                f"because {'an explicit deny' if decision.explicit else 'nothing'} in the XKS "
-                f"policy of key store /{uri_prefix} {'denies' if decision.explicit else 'allows'} "
-                "it."
+                f"because {why}."
             )
