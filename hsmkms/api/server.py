@@ -39,6 +39,7 @@ from starlette.types import ASGIApp
 from uvicorn.supervisors import Multiprocess
 
 from hsmkms.api.body import limit_body
+from hsmkms.api.handoff import LOOP_SETTING, Dispatcher
 from hsmkms.api.listener import ReloadingServer, listening_socket
 from hsmkms.api.mtls import client_tls_options, subject_checked
 from hsmkms.api.protocol import guarded_protocol
@@ -115,11 +116,12 @@ def serve(
     """Serve `app` on `listener` (hsmkms.api.listener: bound before the server said it
     serves) until interrupted; in-flight requests get the drain time after SIGTERM, and
     SIGHUP loads the TLS certificate again. With more than one process
-    (`serving.processes`: `workers`, else one per core), uvicorn runs them on the socket,
-    each building its own app (`hsmkms.bootstrap:app_factory`) and edge protocol
+    (`serving.processes`: `workers`, else one per core), uvicorn runs them, each
+    building its own app (`hsmkms.bootstrap:app_factory`) and edge protocol
     (`hsmkms.api.server:worker_protocol`, from the same settings) — `app` is unused —
-    sharing a private directory (hsmkms.api.shared) for metrics and quotas; SIGHUP
-    replaces them one by one."""
+    sharing a private directory (hsmkms.api.shared) for metrics and quotas; this
+    process accepts the connections and hands them to the workers in turn
+    (hsmkms.api.handoff); SIGHUP replaces the workers one by one."""
     listener = listener or listening_socket(serving)
     if serving.processes > 1:
         _allow_descriptors(limits.max_connections)
@@ -135,10 +137,14 @@ def serve(
             # busy machine (or a slow HSM) that takes longer than uvicorn's 5 s, and a
             # SIGHUP restart would then give up and keep the old workers.
             timeout_worker_healthcheck=WORKER_READY_SECONDS,
+            loop=LOOP_SETTING,
             **_listener_options(serving, limits),
         )
-        with shared_directory() as directory:  # metrics and quotas across the workers
-            Supervisor(config, [listener], directory / "metrics").run()
+        # metrics and quotas across the workers; connections handed to them in turn
+        with shared_directory() as directory, Dispatcher(listener) as dispatcher:
+            supervisor = Supervisor(config, [dispatcher.for_workers], directory / "metrics")
+            dispatcher.start(on_failure=supervisor.should_exit.set)
+            supervisor.run()
         return
     assert app is not None
     build_server(app, serving, limits).run(sockets=[listener])

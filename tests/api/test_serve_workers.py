@@ -76,7 +76,7 @@ def wait_for_workers(pid: int, count: int, excluded: set[int] = frozenset()) -> 
 
 def burst(url: str, keys: tuple[str, str], connections: int) -> Counter[str]:
     """One GenerateRandom on each of `connections` new connections, all at once, so
-    that the kernel hands them to every worker; the answers by error code."""
+    that the supervisor hands them to every worker; the answers by error code."""
     clients = [client(url, *keys) for _ in range(connections)]
     answers: Counter[str] = Counter()
     start = threading.Barrier(connections)
@@ -122,18 +122,32 @@ def scrape(url: str) -> dict[str, float]:
 GENERATE_RANDOM = "hsmkms_requests_total{error=,operation=GenerateRandom}"
 
 
-def across_workers(cli: Cli, operation: str, one_round: Callable[[], None]) -> None:
-    """`one_round` (a new server and its assertions) until the round's `operation`
-    records came from two worker processes or more: one process may accept a whole
-    burst of connections, and a round served by one worker proves nothing about several.
-    A round lands on one worker about half the time on a 2-core machine (a fresh
-    clone's CI once saw four such rounds in a row): eight rounds make that ~1 in 250."""
-    for _ in range(8):
+SESSIONS_PER_WORKER = 2  # a SoftHSM2 token's default session pool
+
+
+def wait_serving(url: str, pid: int, count: int) -> None:
+    """Until `count` workers serve: each has opened its token (its sessions are in the
+    gauge), and tells the supervisor it takes connections right after."""
+    wait_for_workers(pid, count)
+    deadline = time.monotonic() + 60
+    while scrape(url)["hsmkms_token_sessions_max{}"] != count * SESSIONS_PER_WORKER:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def across_workers(cli: Cli, operation: str, one_round: Callable[[], None]) -> Counter[str]:
+    """`one_round` (a new server and its assertions); the round's `operation` records
+    must come from two worker processes or more, as the supervisor hands new
+    connections to the workers in turn (a round served by one worker would prove
+    nothing about several). A second round only if a worker was not serving yet when
+    the first began (it joins a moment after its token's sessions are counted)."""
+    for _ in range(2):
         before = answered_by_chain(cli, operation)
         one_round()
-        if len(answered_by_chain(cli, operation) - before) >= 2:
-            return
-    raise AssertionError(f"every round's {operation} requests reached one worker")
+        chains = answered_by_chain(cli, operation) - before
+        if len(chains) >= 2:
+            return chains
+    raise AssertionError(f"{operation} requests reached one worker: {chains}")
 
 
 def test_serve_without_flags_runs_a_worker_per_core_and_metrics_count_them_all(
@@ -146,7 +160,7 @@ def test_serve_without_flags_runs_a_worker_per_core_and_metrics_count_them_all(
         before = sum(answered_by_chain(cli, "GenerateRandom").values())
         with server(cli) as (url, pid):
             if cores > 1:
-                wait_for_workers(pid, cores)
+                wait_serving(url, pid, cores)
             else:
                 assert workers_of(pid) == set()  # one core: one process, no supervisor
             assert burst(url, keys, 24) == {"ok": 24}
@@ -156,8 +170,8 @@ def test_serve_without_flags_runs_a_worker_per_core_and_metrics_count_them_all(
 
     if cores == 1:
         one_round()
-    else:
-        across_workers(cli, "GenerateRandom", one_round)
+    else:  # the burst spread over the workers, none left with a small share
+        assert min(across_workers(cli, "GenerateRandom", one_round).values()) >= 24 // (2 * cores)
 
 
 def test_a_quota_holds_across_workers(data: tuple[Cli, tuple[str, str]]) -> None:
@@ -166,7 +180,7 @@ def test_a_quota_holds_across_workers(data: tuple[Cli, tuple[str, str]]) -> None
 
     def one_round() -> None:
         with server(cli, "--workers", "2", **quota) as (url, pid):
-            wait_for_workers(pid, 2)
+            wait_serving(url, pid, 2)
             started = time.monotonic()
             answers = burst(url, keys, 30)
             elapsed = time.monotonic() - started
@@ -188,7 +202,7 @@ def test_failed_console_sign_ins_are_throttled_for_the_server(
 
     def one_round() -> None:
         with server(cli, "--workers", "2", **limits) as (url, pid):
-            wait_for_workers(pid, 2)
+            wait_serving(url, pid, 2)
             statuses = wrong_sign_ins(url, keys[0], 16)
         assert statuses == {401: 3, 429: 13}, statuses
 
@@ -230,13 +244,13 @@ def test_a_worker_that_dies_is_replaced_and_the_counts_stay(
         deadline = time.monotonic() + 60
         # The replacement is ready once its gauges are in: the pools of the two workers
         # alive (2 sessions each), never the dead one's too.
-        while scrape(url)["hsmkms_token_sessions_max{}"] != 4:
+        while scrape(url)["hsmkms_token_sessions_max{}"] != 2 * SESSIONS_PER_WORKER:
             assert time.monotonic() < deadline
             time.sleep(0.5)
         for _ in range(6):  # whichever worker answers
             samples = scrape(url)
             assert samples[GENERATE_RANDOM] == 16  # the dead worker's requests still count
-            assert samples["hsmkms_token_sessions_max{}"] == 4
+            assert samples["hsmkms_token_sessions_max{}"] == 2 * SESSIONS_PER_WORKER
             assert (
                 loopback.get(url + "/healthz", headers={"connection": "close"}).status_code == 200
             )
@@ -260,3 +274,35 @@ def test_workers_stop_when_their_supervisor_is_killed(data: tuple[Cli, tuple[str
             for worker in workers:  # any left as orphans
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker, signal.SIGKILL)
+
+
+def test_a_rolling_restart_loses_no_request(data: tuple[Cli, tuple[str, str]]) -> None:
+    """SIGHUP replaces the workers one by one while clients keep opening connections:
+    a stopping worker gives back what it was handed but had not taken yet."""
+    cli, keys = data
+    with server(cli, "--workers", "2") as (url, pid):
+        wait_serving(url, pid, 2)
+        first = workers_of(pid)
+        answers: Counter[str] = Counter()
+        done = threading.Event()
+
+        def keep_calling() -> None:
+            while not done.is_set():
+                try:
+                    client(url, *keys).generate_random(NumberOfBytes=8)
+                    answers["ok"] += 1
+                except Exception as exc:  # each failure is counted by its kind
+                    answers[type(exc).__name__] += 1
+
+        callers = [threading.Thread(target=keep_calling) for _ in range(4)]
+        for caller in callers:
+            caller.start()
+        try:
+            os.kill(pid, signal.SIGHUP)
+            wait_for_workers(pid, 2, excluded=first)
+            time.sleep(1)  # and calls to the new workers alone
+        finally:
+            done.set()
+            for caller in callers:
+                caller.join(60)
+        assert answers["ok"] > 20 and set(answers) == {"ok"}, answers
