@@ -39,7 +39,8 @@ from starlette.types import ASGIApp
 from uvicorn.supervisors import Multiprocess
 
 from hsmkms.api.body import limit_body
-from hsmkms.api.handoff import LOOP_SETTING, Dispatcher
+from hsmkms.api.handoff import Dispatcher
+from hsmkms.api.handoff_worker import LOOP_SETTING
 from hsmkms.api.listener import ReloadingServer, listening_socket
 from hsmkms.api.mtls import client_tls_options, subject_checked
 from hsmkms.api.protocol import guarded_protocol

@@ -12,11 +12,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from hsmkms.api.handoff import Dispatcher, HandoffServer
+from hsmkms.api import handoff_worker
+from hsmkms.api.handoff import HANDED_AHEAD, Dispatcher
+from hsmkms.api.handoff_worker import HandoffServer
 
 T = TypeVar("T")
 
@@ -68,7 +71,7 @@ class Worker:
 
 @pytest.fixture
 def listener() -> Iterator[socket.socket]:
-    sock = socket.create_server(("127.0.0.1", 0))
+    sock = socket.create_server(("127.0.0.1", 0), backlog=2048)  # as hsmkms.api.listener
     yield sock
     sock.close()
 
@@ -133,25 +136,61 @@ def test_connections_go_to_the_workers_in_turn(listener: socket.socket) -> None:
             client.close()
 
 
+def burst_answers(
+    listener: socket.socket, count: int, within: float
+) -> tuple[Counter[bytes], list[socket.socket]]:
+    """`count` connections opened at once; the names of the workers that answered
+    within `within` seconds, and the connections still unanswered then."""
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(count)]
+    names: Counter[bytes] = Counter()
+    deadline = time.monotonic() + within
+    waiting = []
+    for client in clients:
+        client.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            names[client.recv(16)] += 1
+            client.close()
+        except TimeoutError:
+            waiting.append(client)
+    return names, waiting
+
+
 def test_a_worker_that_lags_is_passed_over(listener: socket.socket) -> None:
+    """A stuck worker holds HANDED_AHEAD connections of a burst at most (handed to it in
+    its turns before it had that many waiting); the rest go to the workers that take
+    them."""
     with dispatching(listener) as dispatcher, workers(dispatcher, "a", "b") as (a, _b):
         wait_ready(dispatcher, listener, 2)
+        a.stall(4)
+        names, waiting = burst_answers(listener, 40, within=2)
+        assert len(waiting) <= HANDED_AHEAD and b"a" not in names, names
+        assert names[b"b"] == 40 - len(waiting)
+        for client in waiting:
+            client.settimeout(5)
+            assert client.recv(16) == b"a"  # served once its loop runs again
+            client.close()
+
+
+def test_a_burst_waits_in_the_backlog_while_no_worker_takes(listener: socket.socket) -> None:
+    """Connections are accepted only as workers take them: with every worker stuck, a
+    burst stays in the listener's backlog (not in this process's descriptors, where a
+    flood could exhaust them), and is served whole once the workers run again."""
+    descriptors = Path("/proc/self/fd")
+    with dispatching(listener) as dispatcher, workers(dispatcher, "a", "b") as (a, b):
+        wait_ready(dispatcher, listener, 2)
+        before = len(list(descriptors.iterdir()))
         a.stall(3)
+        b.stall(3)
+        clients = [socket.create_connection(listener.getsockname()) for _ in range(200)]
+        time.sleep(0.2)
+        held = len(list(descriptors.iterdir())) - before - len(clients)
+        assert held <= 2 * HANDED_AHEAD + 1, held  # handed ahead, and one to hand next
         names: Counter[bytes] = Counter()
-        waiting = []
-        for _ in range(20):  # one after another, as a client's pool opens them
-            client, name = connect(listener, timeout=1)
-            if name:
-                names[name] += 1
-                client.close()
-            else:
-                waiting.append(client)
-        # One connection went to the stalled worker when its turn came (it had taken
-        # all it was handed); from then on it had more left to take than the other.
-        assert names == {b"b": 19} and len(waiting) == 1, names
-        waiting[0].settimeout(5)
-        assert waiting[0].recv(16) == b"a"  # served once its loop runs again
-        waiting[0].close()
+        for client in clients:
+            client.settimeout(10)
+            names[client.recv(16)] += 1
+            client.close()
+        assert sum(names.values()) == 200 and b"" not in names, names
 
 
 def test_a_stopping_worker_gives_back_what_it_had_not_taken(listener: socket.socket) -> None:
@@ -214,3 +253,24 @@ def test_a_failed_hand_off_stops_the_server(
     monkeypatch.setattr(Dispatcher, "_register", broken)
     with dispatching(listener, failed.set) as dispatcher, workers(dispatcher, "a"):
         assert failed.wait(5)
+
+
+def test_a_worker_not_welcomed_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its hello lost (the supervisor out of descriptors, say), a worker would serve
+    nothing while its health checks pass: it stops instead, and is replaced."""
+    monkeypatch.setattr(handoff_worker, "WELCOME_SECONDS", 0.2)
+    deaf, registry = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    stopped = threading.Event()
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(
+            asyncio.sleep(0)  # the server is made on the running loop, as uvicorn does
+        )
+        server = HandoffServer(loop, asyncio.Protocol, registry, None, unwelcome=stopped.set)
+        loop.run_until_complete(asyncio.sleep(0.5))
+        assert stopped.is_set()
+        server.close()
+    finally:
+        loop.close()
+        deaf.close()
+        registry.close()

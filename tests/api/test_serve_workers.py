@@ -21,6 +21,7 @@ import pytest
 from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 
+from hsmkms.api.handoff import HANDED_AHEAD
 from hsmkms.config.defaults import available_cores
 from tests.cli.test_cli import Cli, admin, serve, stop, wait_healthy
 from tests.conftest import ROOT
@@ -306,3 +307,35 @@ def test_a_rolling_restart_loses_no_request(data: tuple[Cli, tuple[str, str]]) -
             for caller in callers:
                 caller.join(60)
         assert answers["ok"] > 20 and set(answers) == {"ok"}, answers
+
+
+def test_a_stopped_worker_holds_few_new_connections(
+    data: tuple[Cli, tuple[str, str]],
+) -> None:
+    """A worker that does not run (SIGSTOP here; a loop stuck in practice) is handed
+    HANDED_AHEAD connections of a burst at most: the rest go to the worker that runs,
+    and nothing is lost."""
+    cli, keys = data
+    with server(cli, "--workers", "2") as (url, pid):
+        wait_serving(url, pid, 2)
+        clients = [client(url, *keys) for _ in range(40)]
+        stopped = min(workers_of(pid))
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            done: list[float] = []
+            started = time.monotonic()
+
+            def call(kms: Any) -> None:
+                kms.generate_random(NumberOfBytes=8)
+                done.append(time.monotonic() - started)
+
+            threads = [threading.Thread(target=call, args=(kms,)) for kms in clients]
+            for thread in threads:
+                thread.start()
+            time.sleep(5)
+            assert len(done) >= 40 - HANDED_AHEAD, done
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        for thread in threads:
+            thread.join(30)
+        assert len(done) == 40
