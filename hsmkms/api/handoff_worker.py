@@ -77,11 +77,13 @@ class HandoffServer(asyncio.AbstractServer):
             if data == b"bye" or self._closing:
                 self._send_back(connections)
             else:
+                # Counted by message, as the supervisor counts: a connection lost on the
+                # way (this process out of descriptors) must not count as waiting forever.
+                took += 1 if data == b"conn" else 0
                 for connection in connections:
                     task = self._loop.create_task(self._serve(connection))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-                    took += 1
             if data == b"bye":
                 self._finish()
         if took:  # the supervisor's count, and its cue to hand more
