@@ -25,7 +25,7 @@ WELCOME_SECONDS = 10.0  # a worker the supervisor has not welcomed by then stops
 
 
 def _stop_this_worker() -> None:
-    """As on SIGTERM: drain, exit; the supervisor starts another in its place."""
+    """As on SIGTERM: drain, exit (the supervisor, if any, starts another in its place)."""
     os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -40,8 +40,10 @@ class HandoffServer(asyncio.AbstractServer):
         protocol_factory: Callable[[], asyncio.BaseProtocol],
         registry: socket.socket,
         tls: ssl.SSLContext | None,
-        unwelcome: Callable[[], None] = _stop_this_worker,
+        stop: Callable[[], None] = _stop_this_worker,
     ) -> None:
+        """`stop()` when this worker can be handed nothing more while it lives: its hello
+        not taken, or the supervisor's end of its pair closed."""
         self._loop, self._factory, self._tls = loop, protocol_factory, tls
         self._channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -54,20 +56,23 @@ class HandoffServer(asyncio.AbstractServer):
         self._closed: asyncio.Future[None] = loop.create_future()
         self._tasks: set[asyncio.Task[None]] = set()
         loop.add_reader(self._channel.fileno(), self._readable)
-        self._unwelcome = unwelcome
+        self._stop = stop
         loop.call_later(WELCOME_SECONDS, self._check_welcomed)
 
     def _check_welcomed(self) -> None:
         if not self._welcomed and self.is_serving():
             log.error("the supervisor did not take this worker's hello: it stops")
-            self._unwelcome()
+            self._stop()
 
     def _readable(self) -> None:
         took = 0
         while not self._closed.done():
             try:
                 message = receive(self._channel)
-            except EOFError:  # the supervisor is gone (hsmkms.api.server stops us)
+            except EOFError:  # the supervisor is gone, or stopped handing connections
+                if self.is_serving():
+                    log.error("the supervisor closed this worker's hand-off: it stops")
+                    self._stop()
                 self._finish()
                 return
             if message is None:

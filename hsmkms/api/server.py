@@ -145,7 +145,10 @@ def serve(
         with shared_directory() as directory, Dispatcher(listener) as dispatcher:
             supervisor = Supervisor(config, [dispatcher.for_workers], directory / "metrics")
             dispatcher.start(on_failure=supervisor.should_exit.set)
-            supervisor.run()
+            try:
+                supervisor.run()
+            finally:  # after an error in run(), its workers must not outlive it
+                supervisor.terminate_all()
         return
     assert app is not None
     build_server(app, serving, limits).run(sockets=[listener])

@@ -43,8 +43,11 @@ class Worker:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+        self.stopped = threading.Event()  # what would stop its process
         self.server = self.call(
-            lambda: HandoffServer(self.loop, lambda: Named(self.name), registry, None)
+            lambda: HandoffServer(
+                self.loop, lambda: Named(self.name), registry, None, stop=self.stopped.set
+            )
         )
 
     def call(self, work: Callable[[], T]) -> T:
@@ -266,7 +269,7 @@ def test_a_worker_not_welcomed_stops(monkeypatch: pytest.MonkeyPatch) -> None:
         loop.run_until_complete(
             asyncio.sleep(0)  # the server is made on the running loop, as uvicorn does
         )
-        server = HandoffServer(loop, asyncio.Protocol, registry, None, unwelcome=stopped.set)
+        server = HandoffServer(loop, asyncio.Protocol, registry, None, stop=stopped.set)
         loop.run_until_complete(asyncio.sleep(0.5))
         assert stopped.is_set()
         server.close()
@@ -274,3 +277,16 @@ def test_a_worker_not_welcomed_stops(monkeypatch: pytest.MonkeyPatch) -> None:
         loop.close()
         deaf.close()
         registry.close()
+
+
+def test_a_worker_stops_when_the_supervisor_stops_handing(listener: socket.socket) -> None:
+    """Its supervisor's hand-off closed (the supervisor failing, say), a worker could
+    serve nothing more: it stops rather than outlive it."""
+    with dispatching(listener) as dispatcher:
+        worker = Worker("a", dispatcher.for_workers)
+        wait_ready(dispatcher, listener, 1)
+        assert not worker.stopped.is_set()
+    try:
+        assert worker.stopped.wait(5)
+    finally:
+        worker.end()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -339,3 +340,30 @@ def test_a_stopped_worker_holds_few_new_connections(
         for thread in threads:
             thread.join(30)
         assert len(done) == 40
+
+
+def test_a_supervisor_that_fails_takes_its_workers_with_it(
+    data: tuple[Cli, tuple[str, str]],
+) -> None:
+    """A supervisor out of descriptors cannot start the workers SIGHUP asks for: it
+    fails, and the whole server ends (for its service manager to restart) instead of
+    hanging with workers that no connection reaches."""
+    cli, _keys = data
+    with server(cli, "--workers", "2") as (url, pid):
+        wait_serving(url, pid, 2)
+        workers = workers_of(pid)
+        in_use = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+        subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={in_use + 2}:"], check=True)
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while running(pid) or any(running(worker) for worker in workers):
+            assert time.monotonic() < deadline, "the server hangs after its supervisor failed"
+            time.sleep(0.2)
+
+
+def running(pid: int) -> bool:
+    """Not ended: a process ended but not yet reaped (the test's child) is a zombie."""
+    try:
+        return " Z " not in Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
