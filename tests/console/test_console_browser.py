@@ -223,7 +223,10 @@ def test_audit_search_verification_and_security_pages(page: Any, deployment: Dep
 def test_keyboard_reaches_the_content_and_the_forms(page: Any, deployment: Deployment) -> None:
     page.goto(deployment.url + "/console/signin")
     access_key_id, secret = deployment.keys["custodian"]
-    page.keyboard.type(access_key_id)  # the access key id field has the focus
+    # The access key id field has the focus (autofocus), which a browser may set a moment
+    # after the load event: keys typed before it went nowhere in one CI run.
+    page.wait_for_function("document.activeElement?.id === 'access_key_id'", timeout=10_000)
+    page.keyboard.type(access_key_id)
     page.keyboard.press("Tab")
     page.keyboard.type(secret)
     page.keyboard.press("Enter")
