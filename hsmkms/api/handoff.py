@@ -43,6 +43,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from hsmkms.api.occasional import OccasionalWarning
+
 log = logging.getLogger("hsmkms.api")
 
 MAX_FDS = 32  # descriptors read in one message
@@ -50,7 +52,6 @@ ACCEPTS_PER_WAKE = 64  # then the dispatcher looks at its workers' messages agai
 ACCEPT_PAUSE_SECONDS = 1.0  # after the process ran out of descriptors (as asyncio does)
 HANDED_AHEAD = 8  # connections handed to a worker and not yet taken, at most
 RECHECK_SECONDS = 0.05  # while no worker can be handed more: should a cue be lost
-WARN_EVERY_SECONDS = 60.0
 # A send to a worker that fails with one of these: the worker is gone.
 GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNREFUSED})
 
@@ -114,7 +115,7 @@ class Dispatcher:
         self._pending: deque[socket.socket] = deque()  # accepted or given back, not handed
         self._accepting = False
         self._paused_until = 0.0
-        self._warned_at = float("-inf")
+        self._warn = OccasionalWarning(log)  # once a minute, not per connection
         self._stopping = False
         self._on_failure: Callable[[], None] = lambda: None
         self._thread = threading.Thread(target=self._run, name="hsmkms-handoff", daemon=True)
@@ -279,9 +280,3 @@ class Dispatcher:
             self._turn = index + 1
             self._untaken[channel] += 1
             self._pending.popleft().close()
-
-    def _warn(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= WARN_EVERY_SECONDS:
-            self._warned_at = now
-            log.warning(message, *args)

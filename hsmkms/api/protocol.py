@@ -39,6 +39,7 @@ from hsmkms.api.errors import (
     RequestTimeoutException,
     ServiceUnavailableException,
 )
+from hsmkms.api.occasional import OccasionalWarning
 from hsmkms.api.refusals import RECORDED_HEADERS, Refusal, client_of, refusals_of
 from hsmkms.config import EdgeLimits
 from hsmkms.errors import KMSError
@@ -51,7 +52,6 @@ MAX_RECORDED_URL = 1024
 class _Connections:
     open: int = 0
     by_client: dict[str, int] = field(default_factory=dict)  # client_of(peer) -> open ones
-    warned_at: float = float("-inf")  # the last "cap reached" warning, loop time
 
 
 def refusal(status: int, code: str, message: str) -> bytes:
@@ -79,6 +79,7 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
     proxies (reverse proxies, whose connections carry many clients' requests) are exempt
     from the per-client connection cap."""
     connections = _Connections()
+    warn = OccasionalWarning(log)  # a cap reached: once a minute, not per connection
     proxies = [ipaddress.ip_network(p, strict=False) for p in limits.trusted_proxies]
 
     class EdgeProtocol(HttpToolsProtocol):
@@ -200,24 +201,18 @@ def guarded_protocol(limits: EdgeLimits) -> type[asyncio.Protocol]:
                 connections.by_client.get(self._client_key, 0) + 1
             )
             if connections.open > limits.max_connections:
-                self._warn(f"{limits.max_connections} connections open: refusing more")
+                warn("%d connections open: refusing more", limits.max_connections)
                 self._refuse(ServiceUnavailableException("Too many open connections."))
                 return
             if mine > limits.max_connections_per_client and not is_trusted_proxy(
                 self._client, proxies
             ):
-                self._warn(f"{self._client_key} has {mine - 1} connections open: refusing more")
+                warn("%s has %d connections open: refusing more", self._client_key, mine - 1)
                 self._refuse(
                     ServiceUnavailableException("Too many open connections from this client.")
                 )
                 return
             self._arm(limits.header_timeout_seconds)
-
-        def _warn(self, message: str) -> None:
-            now = asyncio.get_running_loop().time()
-            if now - connections.warned_at > 60:  # once a minute, not per connection
-                connections.warned_at = now
-                log.warning("%s", message)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
