@@ -117,7 +117,7 @@ def answered(listener: socket.socket, count: int) -> tuple[list[socket.socket], 
     return clients, names
 
 
-def wait_ready(dispatcher: Dispatcher, listener: socket.socket, count: int) -> None:
+def wait_ready(listener: socket.socket, count: int) -> None:
     """Until `count` workers answer: a worker joins when its hello is read."""
     deadline = time.monotonic() + 10
     while True:
@@ -132,7 +132,7 @@ def wait_ready(dispatcher: Dispatcher, listener: socket.socket, count: int) -> N
 
 def test_connections_go_to_the_workers_in_turn(listener: socket.socket) -> None:
     with dispatching(listener) as dispatcher, workers(dispatcher, "a", "b", "c"):
-        wait_ready(dispatcher, listener, 3)
+        wait_ready(listener, 3)
         clients, names = answered(listener, 30)
         assert names == {b"a": 10, b"b": 10, b"c": 10}
         for client in clients:
@@ -163,7 +163,7 @@ def test_a_worker_that_lags_is_passed_over(listener: socket.socket) -> None:
     its turns before it had that many waiting); the rest go to the workers that take
     them."""
     with dispatching(listener) as dispatcher, workers(dispatcher, "a", "b") as (a, _b):
-        wait_ready(dispatcher, listener, 2)
+        wait_ready(listener, 2)
         a.stall(4)
         names, waiting = burst_answers(listener, 40, within=2)
         assert len(waiting) <= HANDED_AHEAD and b"a" not in names, names
@@ -180,7 +180,7 @@ def test_a_burst_waits_in_the_backlog_while_no_worker_takes(listener: socket.soc
     flood could exhaust them), and is served whole once the workers run again."""
     descriptors = Path("/proc/self/fd")
     with dispatching(listener) as dispatcher, workers(dispatcher, "a", "b") as (a, b):
-        wait_ready(dispatcher, listener, 2)
+        wait_ready(listener, 2)
         before = len(list(descriptors.iterdir()))
         a.stall(3)
         b.stall(3)
@@ -198,7 +198,7 @@ def test_a_burst_waits_in_the_backlog_while_no_worker_takes(listener: socket.soc
 
 def test_a_stopping_worker_gives_back_what_it_had_not_taken(listener: socket.socket) -> None:
     with dispatching(listener) as dispatcher, workers(dispatcher, "a", "b") as (a, _b):
-        wait_ready(dispatcher, listener, 2)
+        wait_ready(listener, 2)
         # "a" stops right after a stall, before it reads what was handed to it meanwhile:
         # at least one connection (its turn came while it had nothing left to take).
         a.stall(1, then=a.server.close)
@@ -216,7 +216,7 @@ def test_a_stopping_worker_gives_back_what_it_had_not_taken(listener: socket.soc
 
 def test_a_worker_that_is_gone_is_handed_nothing(listener: socket.socket) -> None:
     with dispatching(listener) as dispatcher, workers(dispatcher, "a", "b") as (a, _b):
-        wait_ready(dispatcher, listener, 2)
+        wait_ready(listener, 2)
         a.call(a.server._finish)  # its end closed, as when its process dies
         clients, names = answered(listener, 8)
         assert names == {b"b": 8}
@@ -284,7 +284,7 @@ def test_a_worker_stops_when_the_supervisor_stops_handing(listener: socket.socke
     serve nothing more: it stops rather than outlive it."""
     with dispatching(listener) as dispatcher:
         worker = Worker("a", dispatcher.for_workers)
-        wait_ready(dispatcher, listener, 1)
+        wait_ready(listener, 1)
         assert not worker.stopped.is_set()
     try:
         assert worker.stopped.wait(5)
